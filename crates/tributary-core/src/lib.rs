@@ -1,0 +1,18 @@
+//! The shared vocabulary of Tributary.
+//!
+//! Every other crate speaks in these types: a [`SourceRecord`] is what an
+//! adapter yields for one source object, an [`EdgeRef`] is one relationship it
+//! points along, a [`Cursor`] is where an entity's scan stands, and a
+//! [`Clock`] is where time comes from. Nothing here performs I/O.
+
+pub mod clock;
+pub mod record;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use record::{
+    ChangeKind, Cursor, EdgeRef, PreparedRecord, QuarantinedRecord, RunKind, RunState, SourceRecord,
+    canonical_json, content_hash,
+};
+
+/// Timestamps everywhere in Tributary are UTC.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -1,0 +1,344 @@
+//! Records, edges, cursors and the content hash.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::Timestamp;
+
+/// One source object, transformed and ready to be committed by the engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    /// The manifest's entity name, which is the source's type (`Person`).
+    pub entity: String,
+    /// The source's id for the object.
+    pub external_id: String,
+    /// The source's own last-modified time, when it has one.
+    pub source_updated_at: Option<Timestamp>,
+    /// The object as the source sent it (`type`, `id`, `attributes`,
+    /// `relationships`), minus volatile parts such as `links`.
+    pub raw: Value,
+    /// The canonical projection built by the manifest's field mapping.
+    pub canonical: Value,
+    /// Relationships to other records.
+    pub edges: Vec<EdgeRef>,
+}
+
+impl SourceRecord {
+    /// The content hash of this record: see [`content_hash`].
+    pub fn content_hash(&self) -> String {
+        content_hash(&self.raw, &self.canonical)
+    }
+
+    /// The raw source attributes (`raw.attributes`), or the whole raw object
+    /// for sources that are not JSON:API.
+    pub fn attributes(&self) -> &Value {
+        self.raw.get("attributes").unwrap_or(&self.raw)
+    }
+}
+
+/// A relationship from one record to another, by the target's external id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EdgeRef {
+    /// The relationship's name in the manifest (`person`, `primary_campus`).
+    pub rel: String,
+    /// The target's entity.
+    pub to_entity: String,
+    /// The target's external id.
+    pub to_external_id: String,
+    /// Whether the relationship is a hard dependency (the record belongs to
+    /// the target) rather than a soft one.
+    pub hard: bool,
+}
+
+/// A record that could not be transformed; it is kept with its error while
+/// the rest of its page is applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuarantinedRecord {
+    /// The entity the record was meant for.
+    pub entity: String,
+    /// The source id, when the object had one.
+    pub external_id: Option<String>,
+    /// The object as the source sent it.
+    pub raw: Value,
+    /// What went wrong, in words an operator can act on.
+    pub error: String,
+}
+
+/// Where an entity's scan stands: adapter-specific, opaque to the engine and
+/// the store, committed with the page it follows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Cursor(pub Value);
+
+impl Cursor {
+    /// The cursor of a scan that has not started.
+    pub fn start() -> Self {
+        Self(Value::Null)
+    }
+
+    /// Whether this is the start of a scan.
+    pub fn is_start(&self) -> bool {
+        self.0.is_null()
+    }
+}
+
+/// The kinds of sync run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// Every record of every entity.
+    Full,
+    /// Records changed since the last high-water mark.
+    Delta,
+    /// A complete listing of ids that marks missing records deleted.
+    Reconcile,
+    /// One record, triggered by a webhook.
+    Webhook,
+}
+
+impl RunKind {
+    /// The name used in tables, the CLI and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Full => "full",
+            RunKind::Delta => "delta",
+            RunKind::Reconcile => "reconcile",
+            RunKind::Webhook => "webhook",
+        }
+    }
+
+    /// Parses [`RunKind::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "full" => RunKind::Full,
+            "delta" => RunKind::Delta,
+            "reconcile" => RunKind::Reconcile,
+            "webhook" => RunKind::Webhook,
+            _ => return None,
+        })
+    }
+}
+
+/// The states of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Started and not finished; a run left in this state by a crash is
+    /// resumed by the next request for the same kind of run.
+    Running,
+    /// Every entity finished.
+    Succeeded,
+    /// At least one entity failed; the others may have finished.
+    Failed,
+}
+
+impl RunState {
+    /// The name used in tables, the CLI and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+        }
+    }
+
+    /// Parses [`RunState::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => RunState::Running,
+            "succeeded" => RunState::Succeeded,
+            "failed" => RunState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// What a committed change did to a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// First seen.
+    Created,
+    /// Content changed.
+    Updated,
+    /// Gone from the source.
+    Deleted,
+}
+
+impl ChangeKind {
+    /// The name used in tables and the change feed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Created => "created",
+            ChangeKind::Updated => "updated",
+            ChangeKind::Deleted => "deleted",
+        }
+    }
+
+    /// Parses [`ChangeKind::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "created" => ChangeKind::Created,
+            "updated" => ChangeKind::Updated,
+            "deleted" => ChangeKind::Deleted,
+            _ => return None,
+        })
+    }
+}
+
+/// A record ready for the store: its JSON serialised and its content hash
+/// computed outside the database transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedRecord {
+    /// The entity.
+    pub entity: String,
+    /// The source id.
+    pub external_id: String,
+    /// The source's last-modified time.
+    pub source_updated_at: Option<Timestamp>,
+    /// `raw` as canonical JSON text.
+    pub raw_json: String,
+    /// `canonical` as canonical JSON text.
+    pub canonical_json: String,
+    /// See [`content_hash`].
+    pub content_hash: String,
+    /// Relationships.
+    pub edges: Vec<EdgeRef>,
+}
+
+impl PreparedRecord {
+    /// Serialises and hashes a record.
+    pub fn new(record: SourceRecord) -> Self {
+        let raw_json = canonical_json(&record.raw);
+        let canonical_json = canonical_json(&record.canonical);
+        let content_hash = hash_parts(&raw_json, &canonical_json);
+        Self {
+            entity: record.entity,
+            external_id: record.external_id,
+            source_updated_at: record.source_updated_at,
+            raw_json,
+            canonical_json,
+            content_hash,
+            edges: record.edges,
+        }
+    }
+}
+
+/// Compact JSON text with object keys sorted: the same value always gives
+/// the same text, whatever the key order the source used.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = Vec::with_capacity(512);
+    write_canonical(value, &mut out);
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// The content hash of a record: SHA-256 over the canonical JSON text (see
+/// [`canonical_json`]) of the raw object and of the canonical projection,
+/// lowercase hex. Equal content gives an equal hash whatever the key order
+/// the source used, so an unchanged record produces no change.
+pub fn content_hash(raw: &Value, canonical: &Value) -> String {
+    hash_parts(&canonical_json(raw), &canonical_json(canonical))
+}
+
+fn hash_parts(raw_json: &str, canonical_json: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(raw_json.as_bytes());
+    hasher.update([0u8]);
+    hasher.update(canonical_json.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable();
+            out.push(b'{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_string(key, out);
+                out.push(b':');
+                write_canonical(&map[key.as_str()], out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        Value::String(s) => write_string(s, out),
+        other => serde_json::to_writer(&mut *out, other).expect("writing to a Vec cannot fail"),
+    }
+}
+
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    // serde_json's string escaping is canonical for a given string.
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn hash_ignores_key_order() {
+        let a = json!({"a": 1, "b": {"x": [1, 2], "y": "z"}});
+        let b: Value = serde_json::from_str(r#"{"b":{"y":"z","x":[1,2]},"a":1}"#).unwrap();
+        assert_eq!(content_hash(&a, &json!({})), content_hash(&b, &json!({})));
+    }
+
+    #[test]
+    fn hash_sees_every_difference() {
+        let base = content_hash(&json!({"a": 1}), &json!({"a": 1}));
+        assert_ne!(base, content_hash(&json!({"a": 2}), &json!({"a": 1})));
+        assert_ne!(base, content_hash(&json!({"a": 1}), &json!({"a": 2})));
+        assert_ne!(base, content_hash(&json!({"a": "1"}), &json!({"a": 1})));
+        // The separator keeps raw and canonical apart.
+        assert_ne!(
+            content_hash(&json!([1]), &json!([2, 3])),
+            content_hash(&json!([1, 2]), &json!([3]))
+        );
+        assert_eq!(base.len(), 64);
+    }
+
+    #[test]
+    fn prepared_record_carries_canonical_text_and_hash() {
+        let record = SourceRecord {
+            entity: "Person".into(),
+            external_id: "1".into(),
+            source_updated_at: None,
+            raw: json!({"id": "1", "attributes": {"b": 2, "a": "x\"y"}}),
+            canonical: json!({"name": "x"}),
+            edges: vec![],
+        };
+        let prepared = PreparedRecord::new(record.clone());
+        assert_eq!(prepared.raw_json, r#"{"attributes":{"a":"x\"y","b":2},"id":"1"}"#);
+        assert_eq!(prepared.content_hash, record.content_hash());
+        let parsed: Value = serde_json::from_str(&prepared.raw_json).unwrap();
+        assert_eq!(parsed, record.raw);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for kind in [RunKind::Full, RunKind::Delta, RunKind::Reconcile, RunKind::Webhook] {
+            assert_eq!(RunKind::parse(kind.as_str()), Some(kind));
+        }
+        for state in [RunState::Running, RunState::Succeeded, RunState::Failed] {
+            assert_eq!(RunState::parse(state.as_str()), Some(state));
+        }
+        for change in [ChangeKind::Created, ChangeKind::Updated, ChangeKind::Deleted] {
+            assert_eq!(ChangeKind::parse(change.as_str()), Some(change));
+        }
+        assert_eq!(RunKind::parse("nope"), None);
+    }
+}

@@ -1,0 +1,223 @@
+//! Manifest parsing: the built-in manifest, and bad input with every error
+//! message checked (file, line, message, fix).
+
+use tributary_manifest::{Delta, Diagnostic, DependencyKind, FieldType, parse};
+
+const GOOD: &str = r#"
+[adapter]
+name = "demo"
+base_url = "https://api.example.com"
+
+[auth]
+kinds = ["bearer"]
+
+[pagination]
+style = "jsonapi_offset"
+page_size = 100
+max_page_size = 100
+page_size_param = "per_page"
+offset_param = "offset"
+
+[entity.Person]
+list = "/people"
+updated_at = "updated_at"
+delta = { strategy = "filter", param = "where[updated_at][gte]" }
+
+[entity.Person.fields]
+first_name = "first_name"
+birthdate = { from = "birthdate", type = "date" }
+
+[entity.Email]
+list = "/emails"
+
+[entity.Email.relationships]
+person = { to = "Person", kind = "hard" }
+"#;
+
+/// Parses `text` expecting failure; returns the single diagnostic.
+fn one_error(text: &str) -> Diagnostic {
+    let err = parse("test.toml", text).expect_err("the manifest should be rejected");
+    assert_eq!(err.diagnostics.len(), 1, "{err}");
+    err.diagnostics.into_iter().next().unwrap()
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("`{needle}` not in the text"))
+}
+
+#[test]
+fn good_manifest_parses() {
+    let m = parse("test.toml", GOOD).unwrap();
+    assert_eq!(m.name, "demo");
+    let person = m.entity("Person").unwrap();
+    assert_eq!(person.canonical, "Person");
+    assert_eq!(
+        person.delta,
+        Delta::Filter {
+            param: "where[updated_at][gte]".into()
+        }
+    );
+    assert_eq!(person.fields[0].name, "birthdate");
+    assert_eq!(person.fields[0].ty, FieldType::Date);
+    assert_eq!(person.fields[1].ty, FieldType::String);
+    let email = m.entity("Email").unwrap();
+    assert_eq!(email.delta, Delta::FullScan);
+    assert_eq!(email.relationships[0].kind, DependencyKind::Hard);
+    assert_eq!(m.graph.waves(), &[vec!["Person".to_string()], vec!["Email".to_string()]]);
+}
+
+#[test]
+fn builtin_pco_manifest_is_valid_and_ordered() {
+    let m = tributary_manifest::builtin("pco").unwrap().unwrap();
+    assert_eq!(m.file, "builtin:pco");
+    let names: Vec<&str> = m.entities.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["Address", "Campus", "Email", "Household", "HouseholdMembership", "Person", "PhoneNumber"]
+    );
+    insta::assert_snapshot!(m.graph.to_text());
+    // PCO has no updated_at filter on addresses and memberships.
+    assert!(matches!(m.entity("Address").unwrap().delta, Delta::ParentInclude { .. }));
+    assert_eq!(m.entity("HouseholdMembership").unwrap().delta, Delta::Parent);
+    assert_eq!(m.entity("HouseholdMembership").unwrap().parent.as_deref(), Some("Household"));
+}
+
+#[test]
+fn toml_syntax_error_names_line() {
+    let text = GOOD.replace("list = \"/emails\"", "list = \"/emails");
+    let d = one_error(&text);
+    assert_eq!(d.file, "test.toml");
+    assert_eq!(d.line, line_of(&text, "list = \"/emails"));
+    assert!(d.help.contains("TOML syntax"), "{d}");
+}
+
+#[test]
+fn unknown_key_is_rejected_with_expected_keys() {
+    let text = GOOD.replace("list = \"/emails\"", "list = \"/emails\"\npaginate = true");
+    let d = one_error(&text);
+    assert_eq!(d.line, line_of(&text, "paginate"));
+    assert!(d.message.starts_with("unknown field `paginate`"), "{d}");
+    assert!(d.message.contains("`list`"), "lists expected keys: {d}");
+    assert!(d.help.contains("spelling"), "{d}");
+}
+
+#[test]
+fn missing_required_key_says_which() {
+    let text = GOOD.replace("list = \"/emails\"\n", "");
+    let d = one_error(&text);
+    assert!(d.message.contains("missing field `list`"), "{d}");
+    assert!(d.help.contains("add the required key `list`"), "{d}");
+    assert_eq!(d.line, line_of(&text, "[entity.Email]"));
+}
+
+#[test]
+fn wrong_enum_value_lists_choices() {
+    let text = GOOD.replace("kind = \"hard\"", "kind = \"firm\"");
+    let d = one_error(&text);
+    assert_eq!(d.line, line_of(&text, "firm"));
+    assert!(d.message.contains("unknown variant `firm`"), "{d}");
+    assert!(d.message.contains("`hard`") && d.message.contains("`soft`"), "{d}");
+}
+
+#[test]
+fn unknown_field_type_is_rejected() {
+    let text = GOOD.replace("type = \"date\"", "type = \"calendar\"");
+    let d = one_error(&text);
+    assert_eq!(d.line, line_of(&text, "calendar"));
+    assert!(d.message.contains("unknown variant `calendar`"), "{d}");
+}
+
+#[test]
+fn wrong_value_type_is_explained() {
+    let text = GOOD.replace("page_size = 100", "page_size = \"a hundred\"");
+    let d = one_error(&text);
+    assert_eq!(d.line, line_of(&text, "a hundred"));
+    assert!(d.message.contains("invalid type"), "{d}");
+    assert!(d.help.contains("expected type"), "{d}");
+}
+
+#[test]
+fn relationship_to_unknown_entity_suggests_names() {
+    let text = GOOD.replace("to = \"Person\"", "to = \"person\"");
+    let d = one_error(&text);
+    assert_eq!(d.line, line_of(&text, "to = \"person\""));
+    assert_eq!(
+        d.message,
+        "relationship `person` of `Email` points at `person`, which is not a declared entity"
+    );
+    assert_eq!(d.help, "did you mean `Person`? declared entities: Email, Person");
+}
+
+#[test]
+fn hard_cycle_is_named_at_its_line() {
+    let text = format!("{GOOD}\n[entity.Person.relationships]\nfavourite_email = {{ to = \"Email\", kind = \"hard\" }}\n");
+    let d = one_error(&text);
+    assert_eq!(
+        d.message,
+        "hard dependencies form a cycle: Email -[person]-> Person -[favourite_email]-> Email"
+    );
+    assert!(d.help.contains("kind = \"soft\""), "{d}");
+    assert_eq!(d.line, line_of(&text, "person = { to = \"Person\""));
+}
+
+#[test]
+fn soft_cycle_is_accepted() {
+    let text = format!("{GOOD}\n[entity.Person.relationships]\nfavourite_email = {{ to = \"Email\", kind = \"soft\" }}\n");
+    let m = parse("test.toml", &text).unwrap();
+    assert_eq!(m.graph.ignored().len(), 1);
+}
+
+#[test]
+fn parent_placeholder_mismatch_is_reported() {
+    let text = GOOD.replace("list = \"/emails\"", "list = \"/people/{parent_id}/emails\"");
+    let d = one_error(&text);
+    assert_eq!(d.message, "the list path uses {parent_id} but the entity has no parent");
+    assert!(d.help.contains("parent = "), "{d}");
+    assert_eq!(d.line, line_of(&text, "{parent_id}"));
+
+    let text = GOOD.replace("list = \"/emails\"", "list = \"/emails\"\nparent = \"Person\"");
+    let d = one_error(&text);
+    assert_eq!(d.message, "an entity with a parent must list under it");
+}
+
+#[test]
+fn delta_filter_without_updated_at_is_reported() {
+    let text = GOOD.replace("updated_at = \"updated_at\"\n", "");
+    let d = one_error(&text);
+    assert_eq!(d.message, "a delta filter needs the entity's updated_at attribute");
+    assert_eq!(d.line, line_of(&text, "delta = "));
+}
+
+#[test]
+fn bad_page_size_and_base_url_are_both_reported() {
+    let text = GOOD
+        .replace("page_size = 100", "page_size = 500")
+        .replace("https://api.example.com", "ftp://nope");
+    let err = parse("test.toml", &text).unwrap_err();
+    let messages: Vec<&str> = err.diagnostics.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        ["base_url `ftp://nope` is not an http(s) URL", "page_size 500 is outside 1..=100"]
+    );
+    let shown = err.to_string();
+    assert!(shown.starts_with(&format!("test.toml:{}:", line_of(&text, "ftp://"))), "{shown}");
+    assert!(shown.contains("\n  help: "), "{shown}");
+}
+
+#[test]
+fn field_shorthand_with_bad_shape_is_explained() {
+    let text = GOOD.replace("first_name = \"first_name\"", "first_name = 7");
+    let d = one_error(&text);
+    assert!(d.message.contains("source attribute name"), "{d}");
+    assert_eq!(d.line, line_of(&text, "first_name = 7"));
+}
+
+#[test]
+fn unreadable_file_is_reported() {
+    let err = tributary_manifest::load(std::path::Path::new("/nonexistent/m.toml")).unwrap_err();
+    assert_eq!(err.diagnostics[0].file, "/nonexistent/m.toml");
+    assert!(err.diagnostics[0].message.starts_with("cannot read the manifest"));
+}

@@ -1,0 +1,475 @@
+//! Tributary's store.
+//!
+//! One [`Store`] trait with two implementations — [`SqliteStore`] (the
+//! embedded default: one file, zero setup) and [`PgStore`] (production and
+//! several nodes) — that behave the same, proven by one test suite run
+//! against both (`tests/store_suite.rs`). Each has its own migrations under
+//! `migrations/<backend>/`.
+//!
+//! Architecture invariant: [`Store::apply_page`] is the only way records
+//! enter the store, and it writes the page's records, edges, change-feed
+//! rows, quarantine rows, the entity's checkpoint and the run's counters in
+//! ONE transaction. Nothing else in Tributary commits records.
+
+mod plan;
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tributary_core::{ChangeKind, Cursor, PreparedRecord, QuarantinedRecord, RunKind, RunState, Timestamp};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database refused or failed a statement.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The URL names no supported database.
+    #[error("unsupported database `{0}`: give a SQLite file path (or sqlite://PATH) or a postgres:// URL")]
+    UnsupportedUrl(String),
+    /// A row holds something this version cannot read.
+    #[error("unreadable row: {0}")]
+    Corrupt(String),
+    /// A referenced row does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+impl Error {
+    /// Whether trying again later may succeed (lost connections, busy or
+    /// locked databases, serialization failures).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Database(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => true,
+            Error::Database(sqlx::Error::Database(db)) => {
+                let code = db.code().unwrap_or_default();
+                // SQLite BUSY/LOCKED; PostgreSQL serialization failure, deadlock, admin shutdown.
+                matches!(code.as_ref(), "5" | "6" | "517" | "40001" | "40P01" | "57P01")
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `Result` with the store's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// A configured source: an adapter pointed at one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// Internal id.
+    pub id: i64,
+    /// Unique name chosen by the operator.
+    pub name: String,
+    /// The adapter (manifest) name.
+    pub adapter: String,
+    /// The API base URL.
+    pub base_url: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it was last changed.
+    pub updated_at: Timestamp,
+}
+
+/// A connection to create or update.
+#[derive(Debug, Clone, Copy)]
+pub struct NewConnection<'a> {
+    /// Unique name.
+    pub name: &'a str,
+    /// Adapter name.
+    pub adapter: &'a str,
+    /// API base URL.
+    pub base_url: &'a str,
+}
+
+/// Counters of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunCounts {
+    /// Pages committed.
+    pub pages: i64,
+    /// Records seen for the first time.
+    pub created: i64,
+    /// Records whose content changed.
+    pub updated: i64,
+    /// Records seen again with the same content.
+    pub unchanged: i64,
+    /// Records marked deleted.
+    pub deleted: i64,
+    /// Records quarantined.
+    pub quarantined: i64,
+}
+
+/// One sync run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// Internal id.
+    pub id: i64,
+    /// Its connection.
+    pub connection_id: i64,
+    /// Kind.
+    pub kind: RunKind,
+    /// State.
+    pub state: RunState,
+    /// The caller's idempotency key, if any.
+    pub idempotency_key: Option<String>,
+    /// Start.
+    pub started_at: Timestamp,
+    /// Last progress.
+    pub updated_at: Timestamp,
+    /// End.
+    pub finished_at: Option<Timestamp>,
+    /// Counters.
+    pub counts: RunCounts,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// What [`Store::start_run`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunStart {
+    /// A new run was created.
+    New(Run),
+    /// An unfinished run of the same kind (or with the same idempotency
+    /// key) exists and is to be resumed.
+    Resumed(Run),
+    /// A finished run with the same idempotency key exists; nothing to do.
+    Finished(Run),
+}
+
+impl RunStart {
+    /// The run, whichever case.
+    pub fn run(&self) -> &Run {
+        match self {
+            RunStart::New(run) | RunStart::Resumed(run) | RunStart::Finished(run) => run,
+        }
+    }
+}
+
+/// The state of one entity within a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntityState {
+    /// Pages are being committed.
+    Running,
+    /// The scan finished.
+    Done,
+    /// The scan stopped on an error.
+    Failed,
+}
+
+impl EntityState {
+    /// Name in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityState::Running => "running",
+            EntityState::Done => "done",
+            EntityState::Failed => "failed",
+        }
+    }
+
+    /// Parses [`Self::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => EntityState::Running,
+            "done" => EntityState::Done,
+            "failed" => EntityState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// Where one entity of one run stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// The run.
+    pub run_id: i64,
+    /// The entity.
+    pub entity: String,
+    /// The committed cursor.
+    pub cursor: Cursor,
+    /// State.
+    pub state: EntityState,
+    /// Pages committed.
+    pub pages: i64,
+    /// Records committed (written or unchanged) and quarantined.
+    pub records: i64,
+    /// The source's own count of the collection, when it reports one.
+    pub total: Option<i64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Last commit.
+    pub updated_at: Timestamp,
+}
+
+/// One page to commit.
+#[derive(Debug, Clone, Copy)]
+pub struct PageWrite<'a> {
+    /// The connection.
+    pub connection_id: i64,
+    /// The run.
+    pub run_id: i64,
+    /// The entity.
+    pub entity: &'a str,
+    /// The canonical entity its records map to.
+    pub canonical_entity: &'a str,
+    /// Records (unique external ids; later duplicates are the caller's to
+    /// drop).
+    pub records: &'a [PreparedRecord],
+    /// Records that failed to transform.
+    pub quarantined: &'a [QuarantinedRecord],
+    /// The cursor after this page.
+    pub cursor: &'a Cursor,
+    /// Whether this page ends the entity's scan.
+    pub finished: bool,
+    /// The source's count of the collection, if reported.
+    pub total: Option<i64>,
+    /// Commit time.
+    pub now: Timestamp,
+}
+
+/// What a committed page did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageOutcome {
+    /// New records.
+    pub created: u64,
+    /// Changed records.
+    pub updated: u64,
+    /// Records with the same content hash as stored.
+    pub unchanged: u64,
+    /// Records quarantined.
+    pub quarantined: u64,
+}
+
+/// A record as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRecord {
+    /// Stable internal id.
+    pub id: i64,
+    /// Connection id.
+    pub connection_id: i64,
+    /// Connection name.
+    pub connection: String,
+    /// Entity (source type).
+    pub entity: String,
+    /// Source id.
+    pub external_id: String,
+    /// Canonical entity.
+    pub canonical_entity: String,
+    /// Raw source object.
+    pub raw: Value,
+    /// Canonical projection.
+    pub canonical: Value,
+    /// Content hash.
+    pub content_hash: String,
+    /// Source last-modified time.
+    pub source_updated_at: Option<Timestamp>,
+    /// First seen.
+    pub first_seen_at: Timestamp,
+    /// Last content change.
+    pub last_modified_at: Timestamp,
+    /// When it was found deleted at the source.
+    pub deleted_at: Option<Timestamp>,
+}
+
+/// A page of records to list, in internal-id order.
+#[derive(Debug, Clone, Default)]
+pub struct RecordQuery {
+    /// Only this connection.
+    pub connection_id: Option<i64>,
+    /// Only this entity.
+    pub entity: Option<String>,
+    /// Records with an internal id above this one.
+    pub after_id: i64,
+    /// At most this many.
+    pub limit: u32,
+    /// Include records marked deleted.
+    pub include_deleted: bool,
+}
+
+/// One change-feed row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Monotonic sequence number.
+    pub seq: i64,
+    /// Connection.
+    pub connection_id: i64,
+    /// Internal record id.
+    pub record_id: i64,
+    /// Entity.
+    pub entity: String,
+    /// Source id.
+    pub external_id: String,
+    /// What happened.
+    pub kind: ChangeKind,
+    /// Content hash after the change.
+    pub content_hash: Option<String>,
+    /// The run that made it.
+    pub run_id: Option<i64>,
+    /// Commit time.
+    pub changed_at: Timestamp,
+}
+
+/// A quarantined record as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quarantined {
+    /// Connection.
+    pub connection_id: i64,
+    /// Entity.
+    pub entity: String,
+    /// Source id (a `?`-prefixed digest when the object had none).
+    pub external_id: String,
+    /// The run that last saw it.
+    pub run_id: Option<i64>,
+    /// The object as received.
+    pub raw: Value,
+    /// Why it was quarantined.
+    pub error: String,
+    /// First seen.
+    pub first_seen_at: Timestamp,
+    /// Last seen.
+    pub last_seen_at: Timestamp,
+}
+
+/// Record counts of one entity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityCount {
+    /// Entity.
+    pub entity: String,
+    /// Records present at the source.
+    pub live: i64,
+    /// Records marked deleted.
+    pub deleted: i64,
+}
+
+/// The store. Every implementation passes `tests/store_suite.rs`.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Which database this is.
+    fn backend(&self) -> Backend;
+
+    /// Creates the connection, or updates its adapter and base URL.
+    async fn ensure_connection(&self, new: NewConnection<'_>, now: Timestamp) -> Result<Connection>;
+    /// A connection by name.
+    async fn connection(&self, name: &str) -> Result<Option<Connection>>;
+    /// Every connection, by name.
+    async fn connections(&self) -> Result<Vec<Connection>>;
+
+    /// Starts a run, or finds the one to resume: the run with the same
+    /// idempotency key if one is given, else the connection's unfinished run
+    /// of the same kind.
+    async fn start_run(
+        &self,
+        connection_id: i64,
+        kind: RunKind,
+        idempotency_key: Option<&str>,
+        now: Timestamp,
+    ) -> Result<RunStart>;
+    /// Ends a run.
+    async fn finish_run(&self, run_id: i64, state: RunState, error: Option<&str>, now: Timestamp) -> Result<()>;
+    /// A run by id.
+    async fn run(&self, run_id: i64) -> Result<Option<Run>>;
+    /// The latest runs, newest first, of one connection or all.
+    async fn runs(&self, connection_id: Option<i64>, limit: u32) -> Result<Vec<Run>>;
+
+    /// The checkpoints of a run, by entity.
+    async fn checkpoints(&self, run_id: i64) -> Result<Vec<Checkpoint>>;
+    /// Sets an entity's state without committing a page (a failure, or a
+    /// scan that had nothing to commit).
+    async fn set_entity_state(
+        &self,
+        run_id: i64,
+        entity: &str,
+        state: EntityState,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()>;
+    /// Commits one page in one transaction: records, edges, change-feed
+    /// rows, quarantine, checkpoint and run counters.
+    async fn apply_page(&self, page: PageWrite<'_>) -> Result<PageOutcome>;
+
+    /// External ids of the live records of an entity, in ascending order,
+    /// after `after` — the parents that child listings walk.
+    async fn external_ids(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>>;
+    /// Lists records.
+    async fn records(&self, query: &RecordQuery) -> Result<Vec<StoredRecord>>;
+    /// One record.
+    async fn record(&self, connection_id: i64, entity: &str, external_id: &str) -> Result<Option<StoredRecord>>;
+    /// The edges leaving a record.
+    async fn edges_from(&self, connection_id: i64, entity: &str, external_id: &str)
+    -> Result<Vec<tributary_core::EdgeRef>>;
+    /// Change-feed rows after `after_seq`, oldest first.
+    async fn changes(&self, connection_id: Option<i64>, after_seq: i64, limit: u32) -> Result<Vec<Change>>;
+    /// Quarantined records, oldest first.
+    async fn quarantined(&self, connection_id: Option<i64>, limit: u32) -> Result<Vec<Quarantined>>;
+    /// Record counts per entity of a connection.
+    async fn entity_counts(&self, connection_id: i64) -> Result<Vec<EntityCount>>;
+}
+
+/// Opens (and migrates) the store a URL names: a `postgres://` or
+/// `postgresql://` URL, or a SQLite file (a path, `sqlite://PATH` or
+/// `sqlite:PATH`; created if missing).
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url).await?))
+    } else if let Some(path) = sqlite_path(url) {
+        Ok(Arc::new(SqliteStore::open(path).await?))
+    } else {
+        Err(Error::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+fn sqlite_path(url: &str) -> Option<&str> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    (!path.is_empty() && !path.contains("://")).then_some(path)
+}
+
+/// The quarantine key of a record that had no id.
+pub(crate) fn quarantine_key(record: &QuarantinedRecord) -> String {
+    match &record.external_id {
+        Some(id) => id.clone(),
+        None => {
+            let digest = tributary_core::content_hash(&record.raw, &Value::Null);
+            format!("?{}", &digest[..16])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls() {
+        assert_eq!(sqlite_path("./tributary.db"), Some("./tributary.db"));
+        assert_eq!(sqlite_path("sqlite://x.db"), Some("x.db"));
+        assert_eq!(sqlite_path("sqlite:/tmp/x.db"), Some("/tmp/x.db"));
+        assert_eq!(sqlite_path("mysql://x"), None);
+        assert_eq!(sqlite_path(""), None);
+    }
+}

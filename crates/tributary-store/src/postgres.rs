@@ -1,0 +1,645 @@
+//! The PostgreSQL store: production and several nodes.
+//!
+//! Pages are written with one statement per table, binding whole columns as
+//! arrays (`UNNEST`), so a page costs the same handful of round trips
+//! whatever its size.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{Row, SqlSafeStr};
+use tributary_core::{ChangeKind, Cursor, EdgeRef, RunKind, RunState, Timestamp};
+
+use crate::plan::{Existing, plan, unique_ids};
+use crate::{
+    Backend, Change, Checkpoint, Connection, EntityCount, EntityState, Error, NewConnection, PageOutcome,
+    PageWrite, Quarantined, RecordQuery, Result, Run, RunCounts, RunStart, Store, StoredRecord,
+    quarantine_key,
+};
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "init".into(),
+        MigrationType::Simple,
+        include_str!("../migrations/postgres/0001_init.sql").into_sql_str(),
+        false,
+    )])
+}
+
+impl PgStore {
+    /// Connects to and migrates the database at `url`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .connect_with(options)
+            .await?;
+        migrator().run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn connection_row(row: &PgRow) -> Result<Connection> {
+    Ok(Connection {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        adapter: row.try_get("adapter")?,
+        base_url: row.try_get("base_url")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn run_row(row: &PgRow) -> Result<Run> {
+    let kind: String = row.try_get("kind")?;
+    let state: String = row.try_get("state")?;
+    Ok(Run {
+        id: row.try_get("id")?,
+        connection_id: row.try_get("connection_id")?,
+        kind: RunKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("run kind `{kind}`")))?,
+        state: RunState::parse(&state).ok_or_else(|| Error::Corrupt(format!("run state `{state}`")))?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        started_at: row.try_get("started_at")?,
+        updated_at: row.try_get("updated_at")?,
+        finished_at: row.try_get("finished_at")?,
+        counts: RunCounts {
+            pages: row.try_get("pages")?,
+            created: row.try_get("records_created")?,
+            updated: row.try_get("records_updated")?,
+            unchanged: row.try_get("records_unchanged")?,
+            deleted: row.try_get("records_deleted")?,
+            quarantined: row.try_get("records_quarantined")?,
+        },
+        error: row.try_get("error")?,
+    })
+}
+
+fn record_row(row: &PgRow) -> Result<StoredRecord> {
+    Ok(StoredRecord {
+        id: row.try_get("id")?,
+        connection_id: row.try_get("connection_id")?,
+        connection: row.try_get("connection")?,
+        entity: row.try_get("entity")?,
+        external_id: row.try_get("external_id")?,
+        canonical_entity: row.try_get("canonical_entity")?,
+        raw: row.try_get("raw")?,
+        canonical: row.try_get("canonical")?,
+        content_hash: row.try_get("content_hash")?,
+        source_updated_at: row.try_get("source_updated_at")?,
+        first_seen_at: row.try_get("first_seen_at")?,
+        last_modified_at: row.try_get("last_modified_at")?,
+        deleted_at: row.try_get("deleted_at")?,
+    })
+}
+
+const RECORD_COLUMNS: &str = "r.id, r.connection_id, c.name AS connection, r.entity, r.external_id, \
+     r.canonical_entity, r.raw, r.canonical, r.content_hash, r.source_updated_at, r.first_seen_at, \
+     r.last_modified_at, r.deleted_at";
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn ensure_connection(&self, new: NewConnection<'_>, now: Timestamp) -> Result<Connection> {
+        let row = sqlx::query(
+            "INSERT INTO connections (name, adapter, base_url, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+             ON CONFLICT (name) DO UPDATE SET \
+               updated_at = CASE WHEN connections.adapter = excluded.adapter AND connections.base_url = excluded.base_url \
+                            THEN connections.updated_at ELSE excluded.updated_at END, \
+               adapter = excluded.adapter, base_url = excluded.base_url \
+             RETURNING *",
+        )
+        .bind(new.name)
+        .bind(new.adapter)
+        .bind(new.base_url)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        connection_row(&row)
+    }
+
+    async fn connection(&self, name: &str) -> Result<Option<Connection>> {
+        let row = sqlx::query("SELECT * FROM connections WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(connection_row).transpose()
+    }
+
+    async fn connections(&self) -> Result<Vec<Connection>> {
+        let rows = sqlx::query("SELECT * FROM connections ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(connection_row).collect()
+    }
+
+    async fn start_run(
+        &self,
+        connection_id: i64,
+        kind: RunKind,
+        idempotency_key: Option<&str>,
+        now: Timestamp,
+    ) -> Result<RunStart> {
+        let mut tx = self.pool.begin().await?;
+        // Serialise run starts per connection across processes.
+        sqlx::query("SELECT pg_advisory_xact_lock(7413, $1::int)")
+            .bind(connection_id as i32)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(key) = idempotency_key {
+            let row = sqlx::query("SELECT * FROM runs WHERE connection_id = $1 AND idempotency_key = $2")
+                .bind(connection_id)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = row {
+                let run = run_row(&row)?;
+                tx.commit().await?;
+                return Ok(if run.state == RunState::Running {
+                    RunStart::Resumed(run)
+                } else {
+                    RunStart::Finished(run)
+                });
+            }
+        } else {
+            let row = sqlx::query(
+                "SELECT * FROM runs WHERE connection_id = $1 AND kind = $2 AND state = 'running' \
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(connection_id)
+            .bind(kind.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = row {
+                let run = run_row(&row)?;
+                tx.commit().await?;
+                return Ok(RunStart::Resumed(run));
+            }
+        }
+        let row = sqlx::query(
+            "INSERT INTO runs (connection_id, kind, state, idempotency_key, started_at, updated_at) \
+             VALUES ($1, $2, 'running', $3, $4, $4) RETURNING *",
+        )
+        .bind(connection_id)
+        .bind(kind.as_str())
+        .bind(idempotency_key)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let run = run_row(&row)?;
+        tx.commit().await?;
+        Ok(RunStart::New(run))
+    }
+
+    async fn finish_run(&self, run_id: i64, state: RunState, error: Option<&str>, now: Timestamp) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE runs SET state = $1, error = $2, updated_at = $3, finished_at = $4 WHERE id = $5",
+        )
+        .bind(state.as_str())
+        .bind(error)
+        .bind(now)
+        .bind((state != RunState::Running).then_some(now))
+        .bind(run_id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("run {run_id}")));
+        }
+        Ok(())
+    }
+
+    async fn run(&self, run_id: i64) -> Result<Option<Run>> {
+        let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(run_row).transpose()
+    }
+
+    async fn runs(&self, connection_id: Option<i64>, limit: u32) -> Result<Vec<Run>> {
+        let rows = sqlx::query(
+            "SELECT * FROM runs WHERE ($1::bigint IS NULL OR connection_id = $1) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(connection_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_row).collect()
+    }
+
+    async fn checkpoints(&self, run_id: i64) -> Result<Vec<Checkpoint>> {
+        let rows = sqlx::query("SELECT * FROM checkpoints WHERE run_id = $1 ORDER BY entity")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                Ok(Checkpoint {
+                    run_id: row.try_get("run_id")?,
+                    entity: row.try_get("entity")?,
+                    cursor: Cursor(row.try_get::<Value, _>("cursor")?),
+                    state: EntityState::parse(&state)
+                        .ok_or_else(|| Error::Corrupt(format!("entity state `{state}`")))?,
+                    pages: row.try_get("pages")?,
+                    records: row.try_get("records")?,
+                    total: row.try_get("total")?,
+                    error: row.try_get("error")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_entity_state(
+        &self,
+        run_id: i64,
+        entity: &str,
+        state: EntityState,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO checkpoints (run_id, entity, cursor, state, error, updated_at) \
+             VALUES ($1, $2, 'null'::jsonb, $3, $4, $5) \
+             ON CONFLICT (run_id, entity) DO UPDATE SET state = excluded.state, error = excluded.error, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(run_id)
+        .bind(entity)
+        .bind(state.as_str())
+        .bind(error)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn apply_page(&self, page: PageWrite<'_>) -> Result<PageOutcome> {
+        let ids: Vec<&str> = unique_ids(page.records);
+        let mut tx = self.pool.begin().await?;
+
+        // 1. What is stored for these ids.
+        let rows = sqlx::query(
+            "SELECT external_id, content_hash, deleted_at IS NOT NULL FROM records \
+             WHERE connection_id = $1 AND entity = $2 AND external_id = ANY($3)",
+        )
+        .bind(page.connection_id)
+        .bind(page.entity)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut existing = HashMap::with_capacity(rows.len());
+        for row in rows {
+            existing.insert(
+                row.try_get::<String, _>(0)?,
+                Existing {
+                    hash: row.try_get(1)?,
+                    deleted: row.try_get(2)?,
+                },
+            );
+        }
+        let plan = plan(page.records, &existing);
+
+        if !plan.writes.is_empty() {
+            // 2. Records.
+            let ext: Vec<&str> = plan.writes.iter().map(|(r, _)| r.external_id.as_str()).collect();
+            let raw: Vec<&str> = plan.writes.iter().map(|(r, _)| r.raw_json.as_str()).collect();
+            let canonical: Vec<&str> = plan.writes.iter().map(|(r, _)| r.canonical_json.as_str()).collect();
+            let hashes: Vec<&str> = plan.writes.iter().map(|(r, _)| r.content_hash.as_str()).collect();
+            let updated_at: Vec<Option<Timestamp>> =
+                plan.writes.iter().map(|(r, _)| r.source_updated_at).collect();
+            let rows = sqlx::query(
+                "INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
+                   content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) \
+                 SELECT $1, $2, t.ext, $3, t.raw::jsonb, t.canonical::jsonb, t.hash, t.updated_at, $4, $4, NULL, $5 \
+                 FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[]) \
+                   AS t(ext, raw, canonical, hash, updated_at) \
+                 ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET \
+                   canonical_entity = excluded.canonical_entity, raw = excluded.raw, canonical = excluded.canonical, \
+                   content_hash = excluded.content_hash, source_updated_at = excluded.source_updated_at, \
+                   last_modified_at = excluded.last_modified_at, deleted_at = NULL, last_run_id = excluded.last_run_id \
+                 RETURNING id, external_id",
+            )
+            .bind(page.connection_id)
+            .bind(page.entity)
+            .bind(page.canonical_entity)
+            .bind(page.now)
+            .bind(page.run_id)
+            .bind(&ext)
+            .bind(&raw)
+            .bind(&canonical)
+            .bind(&hashes)
+            .bind(&updated_at)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut record_ids: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+            for row in rows {
+                record_ids.insert(row.try_get(1)?, row.try_get(0)?);
+            }
+
+            // 3. Edges: records stored before lose their old edges first.
+            let replaced: Vec<&str> = ext.iter().copied().filter(|id| existing.contains_key(*id)).collect();
+            if !replaced.is_empty() {
+                sqlx::query(
+                    "DELETE FROM edges WHERE connection_id = $1 AND from_entity = $2 AND from_external_id = ANY($3)",
+                )
+                .bind(page.connection_id)
+                .bind(page.entity)
+                .bind(&replaced)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let edges: Vec<(&str, &EdgeRef)> = plan
+                .writes
+                .iter()
+                .flat_map(|(r, _)| r.edges.iter().map(move |e| (r.external_id.as_str(), e)))
+                .collect();
+            if !edges.is_empty() {
+                let from: Vec<&str> = edges.iter().map(|(f, _)| *f).collect();
+                let rel: Vec<&str> = edges.iter().map(|(_, e)| e.rel.as_str()).collect();
+                let to_entity: Vec<&str> = edges.iter().map(|(_, e)| e.to_entity.as_str()).collect();
+                let to_id: Vec<&str> = edges.iter().map(|(_, e)| e.to_external_id.as_str()).collect();
+                let hard: Vec<bool> = edges.iter().map(|(_, e)| e.hard).collect();
+                sqlx::query(
+                    "INSERT INTO edges (connection_id, from_entity, from_external_id, rel, to_entity, to_external_id, hard) \
+                     SELECT $1, $2, t.f, t.r, t.te, t.ti, t.h \
+                     FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::bool[]) AS t(f, r, te, ti, h) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(page.connection_id)
+                .bind(page.entity)
+                .bind(&from)
+                .bind(&rel)
+                .bind(&to_entity)
+                .bind(&to_id)
+                .bind(&hard)
+                .execute(&mut *tx)
+                .await?;
+            }
+
+            // 4. Change-feed rows.
+            let mut record_id = Vec::with_capacity(plan.writes.len());
+            for (r, _) in &plan.writes {
+                record_id.push(
+                    *record_ids
+                        .get(&r.external_id)
+                        .ok_or_else(|| Error::Corrupt(format!("upsert returned no id for `{}`", r.external_id)))?,
+                );
+            }
+            let kinds: Vec<&str> = plan.writes.iter().map(|(_, k)| k.as_str()).collect();
+            sqlx::query(
+                "INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at) \
+                 SELECT $1, t.id, $2, t.ext, t.kind, t.hash, $3, $4 \
+                 FROM UNNEST($5::bigint[], $6::text[], $7::text[], $8::text[]) AS t(id, ext, kind, hash)",
+            )
+            .bind(page.connection_id)
+            .bind(page.entity)
+            .bind(page.run_id)
+            .bind(page.now)
+            .bind(&record_id)
+            .bind(&ext)
+            .bind(&kinds)
+            .bind(&hashes)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        // 5. Quarantine: records that failed now, and records that no longer fail.
+        if !page.quarantined.is_empty() {
+            let keys: Vec<String> = page.quarantined.iter().map(quarantine_key).collect();
+            let raw: Vec<String> = page
+                .quarantined
+                .iter()
+                .map(|q| tributary_core::canonical_json(&q.raw))
+                .collect();
+            let errors: Vec<&str> = page.quarantined.iter().map(|q| q.error.as_str()).collect();
+            sqlx::query(
+                "INSERT INTO quarantine (connection_id, entity, external_id, run_id, raw, error, first_seen_at, last_seen_at) \
+                 SELECT $1, $2, t.k, $3, t.raw::jsonb, t.err, $4, $4 \
+                 FROM UNNEST($5::text[], $6::text[], $7::text[]) AS t(k, raw, err) \
+                 ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET run_id = excluded.run_id, \
+                 raw = excluded.raw, error = excluded.error, last_seen_at = excluded.last_seen_at",
+            )
+            .bind(page.connection_id)
+            .bind(page.entity)
+            .bind(page.run_id)
+            .bind(page.now)
+            .bind(&keys)
+            .bind(&raw)
+            .bind(&errors)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !ids.is_empty() {
+            sqlx::query("DELETE FROM quarantine WHERE connection_id = $1 AND entity = $2 AND external_id = ANY($3)")
+                .bind(page.connection_id)
+                .bind(page.entity)
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+        }
+
+        // 6. Checkpoint and 7. run counters.
+        let outcome = PageOutcome {
+            created: plan.writes.iter().filter(|(_, k)| *k == ChangeKind::Created).count() as u64,
+            updated: plan.writes.iter().filter(|(_, k)| *k == ChangeKind::Updated).count() as u64,
+            unchanged: plan.unchanged,
+            quarantined: page.quarantined.len() as u64,
+        };
+        let seen = (outcome.created + outcome.updated + outcome.unchanged + outcome.quarantined) as i64;
+        let state = if page.finished { EntityState::Done } else { EntityState::Running };
+        sqlx::query(
+            "INSERT INTO checkpoints (run_id, entity, cursor, state, pages, records, total, updated_at) \
+             VALUES ($1, $2, $3, $4, 1, $5, $6, $7) \
+             ON CONFLICT (run_id, entity) DO UPDATE SET cursor = excluded.cursor, state = excluded.state, \
+             pages = checkpoints.pages + 1, records = checkpoints.records + excluded.records, \
+             total = coalesce(excluded.total, checkpoints.total), error = NULL, updated_at = excluded.updated_at",
+        )
+        .bind(page.run_id)
+        .bind(page.entity)
+        .bind(Json(&page.cursor.0))
+        .bind(state.as_str())
+        .bind(seen)
+        .bind(page.total)
+        .bind(page.now)
+        .execute(&mut *tx)
+        .await?;
+        let updated = sqlx::query(
+            "UPDATE runs SET pages = pages + 1, records_created = records_created + $1, \
+             records_updated = records_updated + $2, records_unchanged = records_unchanged + $3, \
+             records_quarantined = records_quarantined + $4, updated_at = $5 WHERE id = $6 AND state = 'running'",
+        )
+        .bind(outcome.created as i64)
+        .bind(outcome.updated as i64)
+        .bind(outcome.unchanged as i64)
+        .bind(outcome.quarantined as i64)
+        .bind(page.now)
+        .bind(page.run_id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Err(Error::NotFound(format!("running run {}", page.run_id)));
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn external_ids(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT external_id FROM records WHERE connection_id = $1 AND entity = $2 AND deleted_at IS NULL \
+             AND external_id > $3 ORDER BY external_id COLLATE \"C\" LIMIT $4",
+        )
+        .bind(connection_id)
+        .bind(entity)
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    async fn records(&self, query: &RecordQuery) -> Result<Vec<StoredRecord>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM records r JOIN connections c ON c.id = r.connection_id \
+             WHERE r.id > $1 AND ($2::bigint IS NULL OR r.connection_id = $2) AND ($3::text IS NULL OR r.entity = $3) \
+             AND ($4 OR r.deleted_at IS NULL) ORDER BY r.id LIMIT $5"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(query.after_id)
+            .bind(query.connection_id)
+            .bind(query.entity.as_deref())
+            .bind(query.include_deleted)
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(record_row).collect()
+    }
+
+    async fn record(&self, connection_id: i64, entity: &str, external_id: &str) -> Result<Option<StoredRecord>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM records r JOIN connections c ON c.id = r.connection_id \
+             WHERE r.connection_id = $1 AND r.entity = $2 AND r.external_id = $3"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(connection_id)
+            .bind(entity)
+            .bind(external_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(record_row).transpose()
+    }
+
+    async fn edges_from(&self, connection_id: i64, entity: &str, external_id: &str) -> Result<Vec<EdgeRef>> {
+        let rows = sqlx::query(
+            "SELECT rel, to_entity, to_external_id, hard FROM edges WHERE connection_id = $1 AND from_entity = $2 \
+             AND from_external_id = $3 ORDER BY rel, to_entity, to_external_id",
+        )
+        .bind(connection_id)
+        .bind(entity)
+        .bind(external_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EdgeRef {
+                    rel: r.try_get(0)?,
+                    to_entity: r.try_get(1)?,
+                    to_external_id: r.try_get(2)?,
+                    hard: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn changes(&self, connection_id: Option<i64>, after_seq: i64, limit: u32) -> Result<Vec<Change>> {
+        let rows = sqlx::query(
+            "SELECT * FROM changes WHERE seq > $1 AND ($2::bigint IS NULL OR connection_id = $2) ORDER BY seq LIMIT $3",
+        )
+        .bind(after_seq)
+        .bind(connection_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind")?;
+                Ok(Change {
+                    seq: r.try_get("seq")?,
+                    connection_id: r.try_get("connection_id")?,
+                    record_id: r.try_get("record_id")?,
+                    entity: r.try_get("entity")?,
+                    external_id: r.try_get("external_id")?,
+                    kind: ChangeKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("change kind `{kind}`")))?,
+                    content_hash: r.try_get("content_hash")?,
+                    run_id: r.try_get("run_id")?,
+                    changed_at: r.try_get("changed_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn quarantined(&self, connection_id: Option<i64>, limit: u32) -> Result<Vec<Quarantined>> {
+        let rows = sqlx::query(
+            "SELECT * FROM quarantine WHERE ($1::bigint IS NULL OR connection_id = $1) ORDER BY id LIMIT $2",
+        )
+        .bind(connection_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Quarantined {
+                    connection_id: r.try_get("connection_id")?,
+                    entity: r.try_get("entity")?,
+                    external_id: r.try_get("external_id")?,
+                    run_id: r.try_get("run_id")?,
+                    raw: r.try_get("raw")?,
+                    error: r.try_get("error")?,
+                    first_seen_at: r.try_get("first_seen_at")?,
+                    last_seen_at: r.try_get("last_seen_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn entity_counts(&self, connection_id: i64) -> Result<Vec<EntityCount>> {
+        let rows = sqlx::query(
+            "SELECT entity, count(*) FILTER (WHERE deleted_at IS NULL), count(*) FILTER (WHERE deleted_at IS NOT NULL) \
+             FROM records WHERE connection_id = $1 GROUP BY entity ORDER BY entity",
+        )
+        .bind(connection_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EntityCount {
+                    entity: r.try_get(0)?,
+                    live: r.try_get(1)?,
+                    deleted: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+}

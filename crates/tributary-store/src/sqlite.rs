@@ -1,0 +1,665 @@
+//! The SQLite store: the embedded default.
+//!
+//! One writer connection (SQLite has one writer at a time; a single pooled
+//! connection keeps the process's own writers from contending) and a few
+//! reader connections, in WAL mode so readers never block the writer.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite};
+use tributary_core::{ChangeKind, Cursor, EdgeRef, RunKind, RunState, Timestamp};
+
+use crate::plan::{Existing, parse_ts, plan, sqlite_ts, unique_ids};
+use crate::{
+    Backend, Change, Checkpoint, Connection, EntityCount, EntityState, Error, NewConnection, PageOutcome,
+    PageWrite, Quarantined, RecordQuery, Result, Run, RunCounts, RunStart, Store, StoredRecord,
+    quarantine_key,
+};
+
+/// Rows per multi-row statement: far below SQLite's bound-variable limit.
+const CHUNK: usize = 400;
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "init".into(),
+        MigrationType::Simple,
+        include_str!("../migrations/sqlite/0001_init.sql").into_sql_str(),
+        false,
+    )])
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) and migrates the database file at `path`.
+    pub async fn open(path: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("cache_size", "-32000")
+            .pragma("temp_store", "memory");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        migrator().run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Ok(Self { writer, reader })
+    }
+}
+
+fn opt_ts(s: Option<String>) -> Result<Option<Timestamp>> {
+    s.as_deref().map(parse_ts).transpose()
+}
+
+fn connection_row(row: &SqliteRow) -> Result<Connection> {
+    Ok(Connection {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        adapter: row.try_get("adapter")?,
+        base_url: row.try_get("base_url")?,
+        created_at: parse_ts(row.try_get("created_at")?)?,
+        updated_at: parse_ts(row.try_get("updated_at")?)?,
+    })
+}
+
+fn run_row(row: &SqliteRow) -> Result<Run> {
+    let kind: String = row.try_get("kind")?;
+    let state: String = row.try_get("state")?;
+    Ok(Run {
+        id: row.try_get("id")?,
+        connection_id: row.try_get("connection_id")?,
+        kind: RunKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("run kind `{kind}`")))?,
+        state: RunState::parse(&state).ok_or_else(|| Error::Corrupt(format!("run state `{state}`")))?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        started_at: parse_ts(row.try_get("started_at")?)?,
+        updated_at: parse_ts(row.try_get("updated_at")?)?,
+        finished_at: opt_ts(row.try_get("finished_at")?)?,
+        counts: RunCounts {
+            pages: row.try_get("pages")?,
+            created: row.try_get("records_created")?,
+            updated: row.try_get("records_updated")?,
+            unchanged: row.try_get("records_unchanged")?,
+            deleted: row.try_get("records_deleted")?,
+            quarantined: row.try_get("records_quarantined")?,
+        },
+        error: row.try_get("error")?,
+    })
+}
+
+fn json(text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("json: {e}")))
+}
+
+fn record_row(row: &SqliteRow) -> Result<StoredRecord> {
+    Ok(StoredRecord {
+        id: row.try_get("id")?,
+        connection_id: row.try_get("connection_id")?,
+        connection: row.try_get("connection")?,
+        entity: row.try_get("entity")?,
+        external_id: row.try_get("external_id")?,
+        canonical_entity: row.try_get("canonical_entity")?,
+        raw: json(row.try_get("raw")?)?,
+        canonical: json(row.try_get("canonical")?)?,
+        content_hash: row.try_get("content_hash")?,
+        source_updated_at: opt_ts(row.try_get("source_updated_at")?)?,
+        first_seen_at: parse_ts(row.try_get("first_seen_at")?)?,
+        last_modified_at: parse_ts(row.try_get("last_modified_at")?)?,
+        deleted_at: opt_ts(row.try_get("deleted_at")?)?,
+    })
+}
+
+const RECORD_COLUMNS: &str = "r.id, r.connection_id, c.name AS connection, r.entity, r.external_id, \
+     r.canonical_entity, r.raw, r.canonical, r.content_hash, r.source_updated_at, r.first_seen_at, \
+     r.last_modified_at, r.deleted_at";
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn ensure_connection(&self, new: NewConnection<'_>, now: Timestamp) -> Result<Connection> {
+        let now = sqlite_ts(&now);
+        let row = sqlx::query(
+            "INSERT INTO connections (name, adapter, base_url, created_at, updated_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET \
+               updated_at = CASE WHEN adapter = excluded.adapter AND base_url = excluded.base_url \
+                            THEN updated_at ELSE excluded.updated_at END, \
+               adapter = excluded.adapter, base_url = excluded.base_url \
+             RETURNING *",
+        )
+        .bind(new.name)
+        .bind(new.adapter)
+        .bind(new.base_url)
+        .bind(&now)
+        .bind(&now)
+        .fetch_one(&self.writer)
+        .await?;
+        connection_row(&row)
+    }
+
+    async fn connection(&self, name: &str) -> Result<Option<Connection>> {
+        let row = sqlx::query("SELECT * FROM connections WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(connection_row).transpose()
+    }
+
+    async fn connections(&self) -> Result<Vec<Connection>> {
+        let rows = sqlx::query("SELECT * FROM connections ORDER BY name")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(connection_row).collect()
+    }
+
+    async fn start_run(
+        &self,
+        connection_id: i64,
+        kind: RunKind,
+        idempotency_key: Option<&str>,
+        now: Timestamp,
+    ) -> Result<RunStart> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(key) = idempotency_key {
+            let row = sqlx::query("SELECT * FROM runs WHERE connection_id = ? AND idempotency_key = ?")
+                .bind(connection_id)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = row {
+                let run = run_row(&row)?;
+                tx.commit().await?;
+                return Ok(if run.state == RunState::Running {
+                    RunStart::Resumed(run)
+                } else {
+                    RunStart::Finished(run)
+                });
+            }
+        } else {
+            let row = sqlx::query(
+                "SELECT * FROM runs WHERE connection_id = ? AND kind = ? AND state = 'running' \
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(connection_id)
+            .bind(kind.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = row {
+                let run = run_row(&row)?;
+                tx.commit().await?;
+                return Ok(RunStart::Resumed(run));
+            }
+        }
+        let now = sqlite_ts(&now);
+        let row = sqlx::query(
+            "INSERT INTO runs (connection_id, kind, state, idempotency_key, started_at, updated_at) \
+             VALUES (?, ?, 'running', ?, ?, ?) RETURNING *",
+        )
+        .bind(connection_id)
+        .bind(kind.as_str())
+        .bind(idempotency_key)
+        .bind(&now)
+        .bind(&now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let run = run_row(&row)?;
+        tx.commit().await?;
+        Ok(RunStart::New(run))
+    }
+
+    async fn finish_run(&self, run_id: i64, state: RunState, error: Option<&str>, now: Timestamp) -> Result<()> {
+        let now = sqlite_ts(&now);
+        let done = sqlx::query(
+            "UPDATE runs SET state = ?, error = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+        )
+        .bind(state.as_str())
+        .bind(error)
+        .bind(&now)
+        .bind((state != RunState::Running).then_some(&now))
+        .bind(run_id)
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("run {run_id}")));
+        }
+        Ok(())
+    }
+
+    async fn run(&self, run_id: i64) -> Result<Option<Run>> {
+        let row = sqlx::query("SELECT * FROM runs WHERE id = ?")
+            .bind(run_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(run_row).transpose()
+    }
+
+    async fn runs(&self, connection_id: Option<i64>, limit: u32) -> Result<Vec<Run>> {
+        let rows = sqlx::query(
+            "SELECT * FROM runs WHERE (?1 IS NULL OR connection_id = ?1) ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(connection_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(run_row).collect()
+    }
+
+    async fn checkpoints(&self, run_id: i64) -> Result<Vec<Checkpoint>> {
+        let rows = sqlx::query("SELECT * FROM checkpoints WHERE run_id = ? ORDER BY entity")
+            .bind(run_id)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                Ok(Checkpoint {
+                    run_id: row.try_get("run_id")?,
+                    entity: row.try_get("entity")?,
+                    cursor: Cursor(json(row.try_get("cursor")?)?),
+                    state: EntityState::parse(&state)
+                        .ok_or_else(|| Error::Corrupt(format!("entity state `{state}`")))?,
+                    pages: row.try_get("pages")?,
+                    records: row.try_get("records")?,
+                    total: row.try_get("total")?,
+                    error: row.try_get("error")?,
+                    updated_at: parse_ts(row.try_get("updated_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_entity_state(
+        &self,
+        run_id: i64,
+        entity: &str,
+        state: EntityState,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO checkpoints (run_id, entity, cursor, state, error, updated_at) VALUES (?, ?, 'null', ?, ?, ?) \
+             ON CONFLICT (run_id, entity) DO UPDATE SET state = excluded.state, error = excluded.error, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(run_id)
+        .bind(entity)
+        .bind(state.as_str())
+        .bind(error)
+        .bind(sqlite_ts(&now))
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn apply_page(&self, page: PageWrite<'_>) -> Result<PageOutcome> {
+        let now = sqlite_ts(&page.now);
+        let ids = unique_ids(page.records);
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+
+        // 1. What is stored for these ids.
+        let mut existing = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT external_id, content_hash, deleted_at IS NOT NULL AS deleted FROM records WHERE connection_id = ",
+            );
+            q.push_bind(page.connection_id)
+                .push(" AND entity = ")
+                .push_bind(page.entity)
+                .push(" AND external_id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&mut *tx).await? {
+                existing.insert(
+                    row.try_get::<String, _>(0)?,
+                    Existing {
+                        hash: row.try_get(1)?,
+                        deleted: row.try_get(2)?,
+                    },
+                );
+            }
+        }
+        let plan = plan(page.records, &existing);
+
+        // 2. Records, 3. their edges, 4. change-feed rows.
+        for chunk in plan.writes.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
+                 content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) ",
+            );
+            q.push_values(chunk, |mut b, (r, _)| {
+                b.push_bind(page.connection_id)
+                    .push_bind(page.entity)
+                    .push_bind(r.external_id.as_str())
+                    .push_bind(page.canonical_entity)
+                    .push_bind(r.raw_json.as_str())
+                    .push_bind(r.canonical_json.as_str())
+                    .push_bind(r.content_hash.as_str())
+                    .push_bind(r.source_updated_at.as_ref().map(sqlite_ts))
+                    .push_bind(now.as_str())
+                    .push_bind(now.as_str())
+                    .push_bind(None::<String>)
+                    .push_bind(page.run_id);
+            });
+            q.push(
+                " ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET \
+                 canonical_entity = excluded.canonical_entity, raw = excluded.raw, canonical = excluded.canonical, \
+                 content_hash = excluded.content_hash, source_updated_at = excluded.source_updated_at, \
+                 last_modified_at = excluded.last_modified_at, deleted_at = NULL, last_run_id = excluded.last_run_id \
+                 RETURNING id, external_id",
+            );
+            let mut record_ids: HashMap<String, i64> = HashMap::with_capacity(chunk.len());
+            for row in q.build().fetch_all(&mut *tx).await? {
+                record_ids.insert(row.try_get(1)?, row.try_get(0)?);
+            }
+
+            // Records stored before (changed or back from deleted) lose their old edges.
+            let replaced: Vec<&str> = chunk
+                .iter()
+                .map(|(r, _)| r.external_id.as_str())
+                .filter(|id| existing.contains_key(*id))
+                .collect();
+            if !replaced.is_empty() {
+                let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM edges WHERE connection_id = ");
+                q.push_bind(page.connection_id)
+                    .push(" AND from_entity = ")
+                    .push_bind(page.entity)
+                    .push(" AND from_external_id IN (");
+                let mut list = q.separated(", ");
+                for id in &replaced {
+                    list.push_bind(*id);
+                }
+                q.push(")");
+                q.build().execute(&mut *tx).await?;
+            }
+
+            let edges: Vec<(&str, &EdgeRef)> = chunk
+                .iter()
+                .flat_map(|(r, _)| r.edges.iter().map(move |e| (r.external_id.as_str(), e)))
+                .collect();
+            for edge_chunk in edges.chunks(CHUNK) {
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "INSERT INTO edges (connection_id, from_entity, from_external_id, rel, to_entity, to_external_id, hard) ",
+                );
+                q.push_values(edge_chunk, |mut b, (from, e)| {
+                    b.push_bind(page.connection_id)
+                        .push_bind(page.entity)
+                        .push_bind(*from)
+                        .push_bind(e.rel.as_str())
+                        .push_bind(e.to_entity.as_str())
+                        .push_bind(e.to_external_id.as_str())
+                        .push_bind(e.hard);
+                });
+                q.push(" ON CONFLICT DO NOTHING");
+                q.build().execute(&mut *tx).await?;
+            }
+
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at) ",
+            );
+            let mut missing = None;
+            q.push_values(chunk, |mut b, (r, kind)| {
+                let id = record_ids.get(&r.external_id).copied();
+                if id.is_none() {
+                    missing = Some(r.external_id.clone());
+                }
+                b.push_bind(page.connection_id)
+                    .push_bind(id.unwrap_or_default())
+                    .push_bind(page.entity)
+                    .push_bind(r.external_id.as_str())
+                    .push_bind(kind.as_str())
+                    .push_bind(r.content_hash.as_str())
+                    .push_bind(page.run_id)
+                    .push_bind(now.as_str());
+            });
+            if let Some(id) = missing {
+                return Err(Error::Corrupt(format!("upsert returned no id for `{id}`")));
+            }
+            q.build().execute(&mut *tx).await?;
+        }
+
+        // 5. Quarantine: records that failed now, and records that no longer fail.
+        for chunk in page.quarantined.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO quarantine (connection_id, entity, external_id, run_id, raw, error, first_seen_at, last_seen_at) ",
+            );
+            q.push_values(chunk, |mut b, bad| {
+                b.push_bind(page.connection_id)
+                    .push_bind(page.entity)
+                    .push_bind(quarantine_key(bad))
+                    .push_bind(page.run_id)
+                    .push_bind(tributary_core::canonical_json(&bad.raw))
+                    .push_bind(bad.error.as_str())
+                    .push_bind(now.as_str())
+                    .push_bind(now.as_str());
+            });
+            q.push(
+                " ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET run_id = excluded.run_id, \
+                 raw = excluded.raw, error = excluded.error, last_seen_at = excluded.last_seen_at",
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        for chunk in ids.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM quarantine WHERE connection_id = ");
+            q.push_bind(page.connection_id)
+                .push(" AND entity = ")
+                .push_bind(page.entity)
+                .push(" AND external_id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+        }
+
+        // 6. Checkpoint and 7. run counters.
+        let outcome = PageOutcome {
+            created: plan.writes.iter().filter(|(_, k)| *k == ChangeKind::Created).count() as u64,
+            updated: plan.writes.iter().filter(|(_, k)| *k == ChangeKind::Updated).count() as u64,
+            unchanged: plan.unchanged,
+            quarantined: page.quarantined.len() as u64,
+        };
+        let seen = (outcome.created + outcome.updated + outcome.unchanged + outcome.quarantined) as i64;
+        let state = if page.finished { EntityState::Done } else { EntityState::Running };
+        sqlx::query(
+            "INSERT INTO checkpoints (run_id, entity, cursor, state, pages, records, total, updated_at) \
+             VALUES (?, ?, ?, ?, 1, ?, ?, ?) \
+             ON CONFLICT (run_id, entity) DO UPDATE SET cursor = excluded.cursor, state = excluded.state, \
+             pages = pages + 1, records = records + excluded.records, total = coalesce(excluded.total, total), \
+             error = NULL, updated_at = excluded.updated_at",
+        )
+        .bind(page.run_id)
+        .bind(page.entity)
+        .bind(serde_json::to_string(&page.cursor.0).expect("json values serialise"))
+        .bind(state.as_str())
+        .bind(seen)
+        .bind(page.total)
+        .bind(now.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let updated = sqlx::query(
+            "UPDATE runs SET pages = pages + 1, records_created = records_created + ?, \
+             records_updated = records_updated + ?, records_unchanged = records_unchanged + ?, \
+             records_quarantined = records_quarantined + ?, updated_at = ? WHERE id = ? AND state = 'running'",
+        )
+        .bind(outcome.created as i64)
+        .bind(outcome.updated as i64)
+        .bind(outcome.unchanged as i64)
+        .bind(outcome.quarantined as i64)
+        .bind(now.as_str())
+        .bind(page.run_id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            // The run finished or vanished: commit nothing.
+            tx.rollback().await?;
+            return Err(Error::NotFound(format!("running run {}", page.run_id)));
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn external_ids(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT external_id FROM records WHERE connection_id = ? AND entity = ? AND deleted_at IS NULL \
+             AND external_id > ? ORDER BY external_id LIMIT ?",
+        )
+        .bind(connection_id)
+        .bind(entity)
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    async fn records(&self, query: &RecordQuery) -> Result<Vec<StoredRecord>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM records r JOIN connections c ON c.id = r.connection_id \
+             WHERE r.id > ?1 AND (?2 IS NULL OR r.connection_id = ?2) AND (?3 IS NULL OR r.entity = ?3) \
+             AND (?4 OR r.deleted_at IS NULL) ORDER BY r.id LIMIT ?5"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(query.after_id)
+            .bind(query.connection_id)
+            .bind(query.entity.as_deref())
+            .bind(query.include_deleted)
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(record_row).collect()
+    }
+
+    async fn record(&self, connection_id: i64, entity: &str, external_id: &str) -> Result<Option<StoredRecord>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM records r JOIN connections c ON c.id = r.connection_id \
+             WHERE r.connection_id = ? AND r.entity = ? AND r.external_id = ?"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(connection_id)
+            .bind(entity)
+            .bind(external_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(record_row).transpose()
+    }
+
+    async fn edges_from(&self, connection_id: i64, entity: &str, external_id: &str) -> Result<Vec<EdgeRef>> {
+        let rows = sqlx::query(
+            "SELECT rel, to_entity, to_external_id, hard FROM edges WHERE connection_id = ? AND from_entity = ? \
+             AND from_external_id = ? ORDER BY rel, to_entity, to_external_id",
+        )
+        .bind(connection_id)
+        .bind(entity)
+        .bind(external_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EdgeRef {
+                    rel: r.try_get(0)?,
+                    to_entity: r.try_get(1)?,
+                    to_external_id: r.try_get(2)?,
+                    hard: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn changes(&self, connection_id: Option<i64>, after_seq: i64, limit: u32) -> Result<Vec<Change>> {
+        let rows = sqlx::query(
+            "SELECT * FROM changes WHERE seq > ?1 AND (?2 IS NULL OR connection_id = ?2) ORDER BY seq LIMIT ?3",
+        )
+        .bind(after_seq)
+        .bind(connection_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind")?;
+                Ok(Change {
+                    seq: r.try_get("seq")?,
+                    connection_id: r.try_get("connection_id")?,
+                    record_id: r.try_get("record_id")?,
+                    entity: r.try_get("entity")?,
+                    external_id: r.try_get("external_id")?,
+                    kind: ChangeKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("change kind `{kind}`")))?,
+                    content_hash: r.try_get("content_hash")?,
+                    run_id: r.try_get("run_id")?,
+                    changed_at: parse_ts(r.try_get("changed_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn quarantined(&self, connection_id: Option<i64>, limit: u32) -> Result<Vec<Quarantined>> {
+        let rows = sqlx::query(
+            "SELECT * FROM quarantine WHERE (?1 IS NULL OR connection_id = ?1) ORDER BY id LIMIT ?2",
+        )
+        .bind(connection_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Quarantined {
+                    connection_id: r.try_get("connection_id")?,
+                    entity: r.try_get("entity")?,
+                    external_id: r.try_get("external_id")?,
+                    run_id: r.try_get("run_id")?,
+                    raw: json(r.try_get("raw")?)?,
+                    error: r.try_get("error")?,
+                    first_seen_at: parse_ts(r.try_get("first_seen_at")?)?,
+                    last_seen_at: parse_ts(r.try_get("last_seen_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn entity_counts(&self, connection_id: i64) -> Result<Vec<EntityCount>> {
+        let rows = sqlx::query(
+            "SELECT entity, sum(deleted_at IS NULL), sum(deleted_at IS NOT NULL) FROM records \
+             WHERE connection_id = ? GROUP BY entity ORDER BY entity",
+        )
+        .bind(connection_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EntityCount {
+                    entity: r.try_get(0)?,
+                    live: r.try_get(1)?,
+                    deleted: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+}
