@@ -1,0 +1,488 @@
+//! The sync engine.
+//!
+//! The engine turns a request ("full sync of connection X") into a durable
+//! run: it walks the manifest's dependency waves (the entities of one wave in
+//! parallel), pulls pages from the [`Source`], prepares them (serialise,
+//! hash, de-duplicate) and commits each page with its checkpoint in one
+//! store transaction. A run left unfinished by a crash is resumed from the
+//! last committed page of each entity.
+//!
+//! Architecture invariant: the engine is the only component that commits.
+//! Sources never see the store; the store never sees HTTP. The engine — not
+//! the source — decides retries and backoff.
+
+mod progress;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use futures_util::stream::{self, StreamExt};
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tributary_core::{Clock, Cursor, PreparedRecord, RunKind, RunState};
+use tributary_manifest::Entity;
+use tributary_source::{Page, Source};
+use tributary_store::{Checkpoint, Connection, EntityState, PageOutcome, PageWrite, Run, RunStart, Store};
+
+pub use progress::{NoProgress, Progress};
+
+/// Engine errors: what stops a run as a whole (entity failures are recorded
+/// in the run instead).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] tributary_store::Error),
+}
+
+/// `Result` with the engine's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Tuning knobs.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Attempts per request (and per commit) before an entity fails.
+    pub max_attempts: usize,
+    /// First backoff.
+    pub min_backoff: Duration,
+    /// Largest backoff.
+    pub max_backoff: Duration,
+    /// Parents per committed page when an entity is listed under a parent.
+    pub parent_batch: u32,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+            parent_batch: 64,
+        }
+    }
+}
+
+/// How one entity ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityReport {
+    /// Entity.
+    pub entity: String,
+    /// Final state.
+    pub state: EntityState,
+    /// Records committed (all runs of this entity in this run, resumed ones
+    /// included).
+    pub records: i64,
+    /// Pages committed.
+    pub pages: i64,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The run as stored at the end.
+    pub run: Run,
+    /// Whether an unfinished run was resumed.
+    pub resumed: bool,
+    /// Per entity, in wave order.
+    pub entities: Vec<EntityReport>,
+    /// Wall time of this invocation.
+    pub elapsed: Duration,
+}
+
+/// The sync engine. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    options: EngineOptions,
+}
+
+/// A page fetched and prepared for the store.
+struct PreparedPage {
+    records: Vec<PreparedRecord>,
+    quarantined: Vec<tributary_core::QuarantinedRecord>,
+    next: Cursor,
+    finished: bool,
+    total: Option<i64>,
+}
+
+impl PreparedPage {
+    fn new(page: Page) -> Self {
+        Self {
+            records: dedupe(page.records.into_iter().map(PreparedRecord::new).collect()),
+            quarantined: page.quarantined,
+            next: page.next,
+            finished: page.finished,
+            total: page.total,
+        }
+    }
+}
+
+/// Keeps the last copy of each external id (offset paging over a changing
+/// collection can repeat an object within a page).
+fn dedupe(records: Vec<PreparedRecord>) -> Vec<PreparedRecord> {
+    let mut seen = HashSet::with_capacity(records.len());
+    let mut out: Vec<PreparedRecord> = records
+        .into_iter()
+        .rev()
+        .filter(|r| seen.insert(r.external_id.clone()))
+        .collect();
+    out.reverse();
+    out
+}
+
+/// Everything one entity task needs.
+struct EntityJob {
+    engine: Engine,
+    source: Source,
+    connection_id: i64,
+    run_id: i64,
+    entity: Arc<Entity>,
+    checkpoint: Option<Checkpoint>,
+    progress: Arc<dyn Progress>,
+}
+
+impl Engine {
+    /// An engine over `store`, with time from `clock`.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, options: EngineOptions) -> Self {
+        Self { store, clock, options }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Runs (or resumes) a full sync of `connection` from `source`: every
+    /// record of every entity, wave by wave.
+    pub async fn full_sync(
+        &self,
+        connection: &Connection,
+        source: &Source,
+        progress: Arc<dyn Progress>,
+    ) -> Result<RunReport> {
+        let started = Instant::now();
+        let manifest = source.manifest().clone();
+        let (run, resumed) = match self
+            .store
+            .start_run(connection.id, RunKind::Full, None, self.clock.now())
+            .await?
+        {
+            RunStart::New(run) => (run, false),
+            RunStart::Resumed(run) => (run, true),
+            RunStart::Finished(run) => (run, false),
+        };
+        let span = tracing::info_span!("run", run = run.id, connection = %connection.name, kind = "full");
+        let _guard = span.enter();
+        tracing::info!(resumed, "full sync started");
+
+        let mut checkpoints: HashMap<String, Checkpoint> = self
+            .store
+            .checkpoints(run.id)
+            .await?
+            .into_iter()
+            .map(|c| (c.entity.clone(), c))
+            .collect();
+        let mut failed: HashMap<String, String> = HashMap::new();
+        let mut reports = Vec::new();
+
+        for wave in manifest.graph.waves() {
+            let mut tasks: Vec<(String, JoinHandle<Result<EntityReport, String>>)> = Vec::new();
+            for name in wave {
+                let entity = Arc::new(manifest.entities[name].clone());
+                let checkpoint = checkpoints.remove(name);
+                if let Some(cp) = &checkpoint
+                    && cp.state == EntityState::Done
+                {
+                    progress.entity_started(name, cp.records, cp.total);
+                    progress.entity_finished(name, EntityState::Done, None);
+                    reports.push(EntityReport {
+                        entity: name.clone(),
+                        state: EntityState::Done,
+                        records: cp.records,
+                        pages: cp.pages,
+                        error: None,
+                    });
+                    continue;
+                }
+                if let Some(dep) = manifest
+                    .graph
+                    .hard_dependencies_of(name)
+                    .find(|dep| failed.contains_key(*dep))
+                {
+                    let error = format!("skipped: it depends on {dep}, which failed");
+                    self.store
+                        .set_entity_state(run.id, name, EntityState::Failed, Some(&error), self.clock.now())
+                        .await?;
+                    progress.entity_finished(name, EntityState::Failed, Some(&error));
+                    failed.insert(name.clone(), error.clone());
+                    reports.push(EntityReport {
+                        entity: name.clone(),
+                        state: EntityState::Failed,
+                        records: checkpoint.as_ref().map_or(0, |c| c.records),
+                        pages: checkpoint.as_ref().map_or(0, |c| c.pages),
+                        error: Some(error),
+                    });
+                    continue;
+                }
+                let job = EntityJob {
+                    engine: self.clone(),
+                    source: source.clone(),
+                    connection_id: connection.id,
+                    run_id: run.id,
+                    entity,
+                    checkpoint,
+                    progress: progress.clone(),
+                };
+                let entity_span = tracing::info_span!("entity", run = run.id, connection = %connection.name, entity = %name);
+                tasks.push((
+                    name.clone(),
+                    tokio::spawn(tracing::Instrument::instrument(job.run(), entity_span)),
+                ));
+            }
+            for (name, task) in tasks {
+                let outcome = task.await.unwrap_or_else(|panic| Err(format!("entity task panicked: {panic}")));
+                match outcome {
+                    Ok(report) => reports.push(report),
+                    Err(error) => {
+                        tracing::error!(entity = %name, %error, "entity failed");
+                        // Best effort: the failure is also in the run's error.
+                        let _ = self
+                            .store
+                            .set_entity_state(run.id, &name, EntityState::Failed, Some(&error), self.clock.now())
+                            .await;
+                        progress.entity_finished(&name, EntityState::Failed, Some(&error));
+                        let cp = self.store.checkpoints(run.id).await?.into_iter().find(|c| c.entity == name);
+                        reports.push(EntityReport {
+                            entity: name.clone(),
+                            state: EntityState::Failed,
+                            records: cp.as_ref().map_or(0, |c| c.records),
+                            pages: cp.as_ref().map_or(0, |c| c.pages),
+                            error: Some(error.clone()),
+                        });
+                        failed.insert(name, error);
+                    }
+                }
+            }
+        }
+
+        let (state, error) = if failed.is_empty() {
+            (RunState::Succeeded, None)
+        } else {
+            let mut names: Vec<_> = failed.iter().collect();
+            names.sort();
+            let summary = names
+                .iter()
+                .map(|(entity, error)| format!("{entity}: {error}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            (RunState::Failed, Some(summary))
+        };
+        self.store
+            .finish_run(run.id, state, error.as_deref(), self.clock.now())
+            .await?;
+        tracing::info!(state = state.as_str(), "full sync finished");
+        let run = self
+            .store
+            .run(run.id)
+            .await?
+            .ok_or_else(|| tributary_store::Error::NotFound(format!("run {}", run.id)))?;
+        Ok(RunReport {
+            run,
+            resumed,
+            entities: reports,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.options.min_backoff)
+            .with_max_delay(self.options.max_backoff)
+            .with_max_times(self.options.max_attempts.saturating_sub(1))
+            .with_jitter()
+    }
+
+    /// Commits a page, retrying on retryable store errors.
+    async fn commit(&self, page: PageWrite<'_>) -> Result<PageOutcome, tributary_store::Error> {
+        (|| async { self.store.apply_page(page).await })
+            .retry(self.backoff())
+            .when(tributary_store::Error::is_retryable)
+            .notify(|error, wait| tracing::warn!(%error, ?wait, "commit failed; retrying"))
+            .await
+    }
+}
+
+impl EntityJob {
+    async fn run(self) -> Result<EntityReport, String> {
+        let entity_name = self.entity.name.clone();
+        let (records, pages) = self
+            .checkpoint
+            .as_ref()
+            .map_or((0, 0), |c| (c.records, c.pages));
+        self.progress
+            .entity_started(&entity_name, records, self.checkpoint.as_ref().and_then(|c| c.total));
+        let result = match self.entity.parent.clone() {
+            None => self.sync_list(records, pages).await,
+            Some(parent) => self.sync_children(&parent, records, pages).await,
+        };
+        match result {
+            Ok((records, pages)) => {
+                self.progress.entity_finished(&entity_name, EntityState::Done, None);
+                Ok(EntityReport {
+                    entity: entity_name,
+                    state: EntityState::Done,
+                    records,
+                    pages,
+                    error: None,
+                })
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Fetches one page with retries, on its own task so the next page is
+    /// fetched and prepared while the current one commits.
+    fn prefetch(&self, cursor: Cursor) -> JoinHandle<Result<PreparedPage, String>> {
+        let source = self.source.clone();
+        let entity = self.entity.clone();
+        let backoff = self.engine.backoff();
+        let progress = self.progress.clone();
+        tokio::spawn(async move {
+            let page = (|| source.fetch_page(&entity, &cursor))
+                .retry(backoff)
+                .when(tributary_source::Error::is_retryable)
+                .adjust(|error, wait| wait.map(|w| error.retry_after().unwrap_or(w)))
+                .notify(|error, wait| {
+                    tracing::warn!(class = ?error.class(), %error, ?wait, "request failed; retrying");
+                    progress.retrying(&entity.name, &error.to_string(), wait);
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(PreparedPage::new(page))
+        })
+    }
+
+    async fn commit(&self, page: &PreparedPage, cursor: &Cursor, finished: bool) -> Result<PageOutcome, String> {
+        self.engine
+            .commit(PageWrite {
+                connection_id: self.connection_id,
+                run_id: self.run_id,
+                entity: &self.entity.name,
+                canonical_entity: &self.entity.canonical,
+                records: &page.records,
+                quarantined: &page.quarantined,
+                cursor,
+                finished,
+                total: page.total,
+                now: self.engine.clock.now(),
+            })
+            .await
+            .map_err(|e| format!("commit failed: {e}"))
+    }
+
+    /// A top-level collection, page by page from the checkpoint.
+    async fn sync_list(&self, mut records: i64, mut pages: i64) -> Result<(i64, i64), String> {
+        let start = self
+            .checkpoint
+            .as_ref()
+            .map(|c| c.cursor.clone())
+            .unwrap_or_default();
+        let mut pending = self.prefetch(start);
+        loop {
+            let page = match pending.await {
+                Ok(result) => result?,
+                Err(join) => return Err(format!("fetch task failed: {join}")),
+            };
+            let next = (!page.finished).then(|| self.prefetch(page.next.clone()));
+            let outcome = match self.commit(&page, &page.next, page.finished).await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    if let Some(next) = next {
+                        next.abort();
+                    }
+                    return Err(error);
+                }
+            };
+            records += (outcome.created + outcome.updated + outcome.unchanged + outcome.quarantined) as i64;
+            pages += 1;
+            self.progress.page_committed(&self.entity.name, &outcome, records, page.total);
+            match next {
+                Some(next) => pending = next,
+                None => return Ok((records, pages)),
+            }
+        }
+    }
+
+    /// An entity listed under a parent: the parents' ids come from the store
+    /// (the parent synced in an earlier wave), a batch at a time; each batch
+    /// of children commits as one page whose cursor is the batch's last
+    /// parent.
+    async fn sync_children(&self, parent: &str, mut records: i64, mut pages: i64) -> Result<(i64, i64), String> {
+        let mut after: Option<String> = self
+            .checkpoint
+            .as_ref()
+            .and_then(|c| c.cursor.0.get("after"))
+            .and_then(|a| a.as_str())
+            .map(str::to_owned);
+        let concurrency = self.entity.concurrency.max(1);
+        let backoff = self.engine.backoff();
+        loop {
+            let parents = self
+                .engine
+                .store
+                .external_ids(self.connection_id, parent, after.as_deref(), self.engine.options.parent_batch)
+                .await
+                .map_err(|e| format!("listing {parent} ids failed: {e}"))?;
+            let finished = parents.len() < self.engine.options.parent_batch as usize;
+            let fetched: Vec<Result<Page, tributary_source::Error>> = stream::iter(parents.iter().cloned())
+                .map(|parent_id| {
+                    let backoff = backoff;
+                    async move {
+                        let result = (|| self.source.fetch_children(&self.entity, &parent_id))
+                            .retry(backoff)
+                            .when(tributary_source::Error::is_retryable)
+                            .adjust(|error, wait| wait.map(|w| error.retry_after().unwrap_or(w)))
+                            .notify(|error, wait| {
+                                tracing::warn!(class = ?error.class(), %error, ?wait, "request failed; retrying");
+                                self.progress.retrying(&self.entity.name, &error.to_string(), wait);
+                            })
+                            .await;
+                        match result {
+                            // A parent deleted since it was listed has no children.
+                            Err(tributary_source::Error::Status { status: 404, .. }) => Ok(Page::default()),
+                            other => other,
+                        }
+                    }
+                })
+                .buffered(concurrency)
+                .collect()
+                .await;
+            let mut combined = Page {
+                finished,
+                ..Page::default()
+            };
+            for page in fetched {
+                let page = page.map_err(|e| e.to_string())?;
+                combined.records.extend(page.records);
+                combined.quarantined.extend(page.quarantined);
+            }
+            if let Some(last) = parents.last() {
+                after = Some(last.clone());
+            }
+            let cursor = Cursor(json!({ "after": after, "done": finished }));
+            let page = PreparedPage::new(combined);
+            let outcome = self.commit(&page, &cursor, finished).await?;
+            records += (outcome.created + outcome.updated + outcome.unchanged + outcome.quarantined) as i64;
+            pages += 1;
+            self.progress.page_committed(&self.entity.name, &outcome, records, None);
+            if finished {
+                return Ok((records, pages));
+            }
+        }
+    }
+}

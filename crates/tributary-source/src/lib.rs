@@ -1,0 +1,494 @@
+//! The generic, manifest-driven HTTP source.
+//!
+//! Given a [`Manifest`] and credentials, a [`Source`] fetches one page of an
+//! entity from a [`Cursor`] and turns it into records, quarantined objects
+//! and the cursor after the page. It never touches the store: the engine
+//! commits what it yields.
+//!
+//! Architecture invariant: this is the only crate that speaks HTTP to
+//! sources and knows their JSON documents.
+
+mod transform;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tributary_core::{Cursor, QuarantinedRecord, SourceRecord};
+use tributary_manifest::{Entity, Format, Manifest, PaginationStyle};
+
+pub use transform::{coerce, transform};
+
+/// Credentials a connection holds.
+#[derive(Clone)]
+pub enum Credentials {
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// HTTP Basic.
+    Basic {
+        /// User (PCO: application id).
+        user: String,
+        /// Password (PCO: secret).
+        password: String,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets never reach logs.
+        match self {
+            Credentials::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+            Credentials::Basic { user, .. } => write!(f, "Basic({user}:<redacted>)"),
+        }
+    }
+}
+
+/// How an error should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Try again after a backoff: 5xx, timeouts, resets, malformed bodies.
+    Transient,
+    /// Try again after the time the API asked for.
+    RateLimited,
+    /// The credentials were refused.
+    Auth,
+    /// Trying again will not help.
+    Permanent,
+}
+
+/// Source errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API answered with an error status.
+    #[error("{method} {url} answered {status}: {detail}")]
+    Status {
+        /// HTTP method.
+        method: &'static str,
+        /// The URL (never with secrets: credentials travel in headers).
+        url: String,
+        /// Status code.
+        status: u16,
+        /// The API's own explanation, shortened.
+        detail: String,
+        /// `Retry-After`, in seconds.
+        retry_after: Option<u64>,
+    },
+    /// The request failed before an answer (connect, reset, timeout).
+    #[error("GET {url} failed: {source}")]
+    Transport {
+        /// The URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The answer was not the document the manifest describes.
+    #[error("GET {url} returned an unreadable document: {detail}")]
+    Malformed {
+        /// The URL.
+        url: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The API broke its own paging contract.
+    #[error("GET {url}: {detail}")]
+    Protocol {
+        /// The URL.
+        url: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The cursor does not belong to this entity's paging.
+    #[error("checkpoint cursor {0} cannot resume this entity")]
+    BadCursor(String),
+}
+
+impl Error {
+    /// How the engine should handle this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Status { status: 429, .. } => ErrorClass::RateLimited,
+            Error::Status { status: 401, .. } => ErrorClass::Auth,
+            Error::Status { status, .. } if *status >= 500 || *status == 408 => ErrorClass::Transient,
+            Error::Status { .. } => ErrorClass::Permanent,
+            Error::Transport { .. } | Error::Malformed { .. } => ErrorClass::Transient,
+            Error::Protocol { .. } | Error::BadCursor(_) => ErrorClass::Permanent,
+        }
+    }
+
+    /// Whether trying again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.class(), ErrorClass::Transient | ErrorClass::RateLimited)
+    }
+
+    /// The wait the API asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Status { retry_after, .. } => retry_after.map(Duration::from_secs),
+            _ => None,
+        }
+    }
+}
+
+/// `Result` with the source's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One fetched page.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// Transformed records, in source order.
+    pub records: Vec<SourceRecord>,
+    /// Objects that failed to transform.
+    pub quarantined: Vec<QuarantinedRecord>,
+    /// The cursor after this page.
+    pub next: Cursor,
+    /// Whether this was the last page.
+    pub finished: bool,
+    /// The collection's size, as the source reports it.
+    pub total: Option<i64>,
+}
+
+/// Options of a [`Source`].
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    /// Overrides the manifest's base URL.
+    pub base_url: Option<String>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Overrides the manifest's page size (bounded by it).
+    pub page_size: Option<u32>,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            timeout: Duration::from_secs(30),
+            page_size: None,
+        }
+    }
+}
+
+/// A manifest-driven source for one connection. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Source {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    manifest: Arc<Manifest>,
+    http: reqwest::Client,
+    base_url: String,
+    credentials: Credentials,
+    page_size: u32,
+}
+
+/// Installs the process-wide TLS crypto provider (ring); idempotent.
+pub fn install_tls_provider() {
+    // Err means one is installed already, which is the goal.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Source {
+    /// A source for `manifest` with `credentials`.
+    pub fn new(manifest: Arc<Manifest>, credentials: Credentials, options: SourceOptions) -> Result<Self, reqwest::Error> {
+        install_tls_provider();
+        let http = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(32)
+            .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let base_url = options
+            .base_url
+            .unwrap_or_else(|| manifest.base_url.clone())
+            .trim_end_matches('/')
+            .to_owned();
+        let page_size = options
+            .page_size
+            .unwrap_or(manifest.pagination.page_size)
+            .clamp(1, manifest.pagination.page_size);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                manifest,
+                http,
+                base_url,
+                credentials,
+                page_size,
+            }),
+        })
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Arc<Manifest> {
+        &self.inner.manifest
+    }
+
+    /// The base URL requests go to.
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// Fetches the page of a top-level entity that `cursor` points at.
+    /// Cursors are `null` (the start) or `{"offset": N}`.
+    pub async fn fetch_page(&self, entity: &Entity, cursor: &Cursor) -> Result<Page> {
+        let offset = offset_of(cursor)?;
+        let path = entity.list.clone();
+        self.fetch_offset(entity, &path, offset, None).await
+    }
+
+    /// Fetches every object of `entity` listed under parent `parent_id`,
+    /// following the pages to the end.
+    pub async fn fetch_children(&self, entity: &Entity, parent_id: &str) -> Result<Page> {
+        let path = entity.list.replace("{parent_id}", parent_id);
+        let mut all = Page::default();
+        let mut offset = 0;
+        loop {
+            let page = self.fetch_offset(entity, &path, offset, Some(parent_id)).await?;
+            all.records.extend(page.records);
+            all.quarantined.extend(page.quarantined);
+            all.total = page.total;
+            if page.finished {
+                all.finished = true;
+                return Ok(all);
+            }
+            offset = offset_of(&page.next)?;
+        }
+    }
+
+    async fn fetch_offset(&self, entity: &Entity, path: &str, offset: u64, parent_id: Option<&str>) -> Result<Page> {
+        let p = &self.inner.manifest.pagination;
+        let mut url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{}", self.inner.base_url, path)
+        };
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&format!("{}={}&{}={}", p.page_size_param, self.inner.page_size, p.offset_param, offset));
+        if let Some(order) = &entity.order {
+            url.push_str("&order=");
+            url.push_str(order);
+        }
+        let body = self.get_json(&url).await?;
+        match self.inner.manifest.format {
+            Format::Jsonapi => self.jsonapi_page(entity, &url, body, offset, parent_id),
+            Format::Json => self.json_page(entity, &url, body, offset, parent_id),
+        }
+    }
+
+    fn jsonapi_page(&self, entity: &Entity, url: &str, body: Value, offset: u64, parent_id: Option<&str>) -> Result<Page> {
+        let Value::Object(mut doc) = body else {
+            return Err(malformed(url, "the document is not a JSON object"));
+        };
+        let data = match doc.remove("data") {
+            Some(Value::Array(items)) => items,
+            Some(_) => return Err(malformed(url, "`data` is not an array")),
+            None => return Err(malformed(url, "the document has no `data`")),
+        };
+        let meta = doc.remove("meta").unwrap_or(Value::Null);
+        let total = meta.get("total_count").and_then(Value::as_i64);
+        let has_next = doc
+            .get("links")
+            .and_then(|l| l.get("next"))
+            .is_some_and(|n| n.is_string());
+        let count = data.len() as u64;
+        let mut page = Page {
+            total,
+            ..Page::default()
+        };
+        for object in data {
+            match transform(entity, object, parent_id) {
+                Ok(record) => page.records.push(record),
+                Err(bad) => page.quarantined.push(bad),
+            }
+        }
+        if has_next {
+            let next = meta
+                .get("next")
+                .and_then(|n| n.get("offset"))
+                .and_then(Value::as_u64)
+                .unwrap_or(offset + count);
+            if next <= offset || count == 0 {
+                return Err(Error::Protocol {
+                    url: url.to_owned(),
+                    detail: format!(
+                        "links.next does not move forward (offset {offset}, next {next}, {count} objects): refusing to loop"
+                    ),
+                });
+            }
+            page.next = Cursor(json!({ "offset": next }));
+        } else {
+            page.finished = true;
+            page.next = Cursor(json!({ "offset": offset + count, "done": true }));
+        }
+        Ok(page)
+    }
+
+    fn json_page(&self, entity: &Entity, url: &str, body: Value, offset: u64, parent_id: Option<&str>) -> Result<Page> {
+        let p = &self.inner.manifest.pagination;
+        let (items, total) = match (&p.records_field, body) {
+            (None, Value::Array(items)) => (items, None),
+            (Some(field), Value::Object(mut doc)) => {
+                let total = doc.get("total_count").and_then(Value::as_i64);
+                match doc.remove(field) {
+                    Some(Value::Array(items)) => (items, total),
+                    _ => return Err(malformed(url, &format!("`{field}` is not an array"))),
+                }
+            }
+            _ => return Err(malformed(url, "the document is not the list the manifest describes")),
+        };
+        debug_assert_eq!(p.style, PaginationStyle::LimitOffset);
+        let count = items.len() as u64;
+        let mut page = Page {
+            total,
+            ..Page::default()
+        };
+        for item in items {
+            // Plain JSON objects carry their attributes at the top level.
+            let id = item.get("id").cloned().unwrap_or(Value::Null);
+            let object = json!({ "type": entity.name, "id": id, "attributes": item });
+            match transform(entity, object, parent_id) {
+                Ok(record) => page.records.push(record),
+                Err(bad) => page.quarantined.push(bad),
+            }
+        }
+        page.finished = count < u64::from(self.inner.page_size);
+        page.next = Cursor(if page.finished {
+            json!({ "offset": offset + count, "done": true })
+        } else {
+            json!({ "offset": offset + count })
+        });
+        Ok(page)
+    }
+
+    async fn get_json(&self, url: &str) -> Result<Value> {
+        let request = self.inner.http.get(url).header("accept", "application/json");
+        let request = match &self.inner.credentials {
+            Credentials::Bearer(token) => request.bearer_auth(token),
+            Credentials::Basic { user, password } => request.basic_auth(user, Some(password)),
+        };
+        let transport = |source| Error::Transport {
+            url: url.to_owned(),
+            source,
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let body = response.text().await.unwrap_or_default();
+            return Err(Error::Status {
+                method: "GET",
+                url: url.to_owned(),
+                status: status.as_u16(),
+                detail: error_detail(&body),
+                retry_after,
+            });
+        }
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let bytes = response.bytes().await.map_err(transport)?;
+        if !content_type.contains("json") {
+            return Err(malformed(url, &format!("content type is `{content_type}`, not JSON")));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| malformed(url, &format!("invalid JSON: {e}")))
+    }
+}
+
+fn malformed(url: &str, detail: &str) -> Error {
+    Error::Malformed {
+        url: url.to_owned(),
+        detail: detail.to_owned(),
+    }
+}
+
+fn offset_of(cursor: &Cursor) -> Result<u64> {
+    match &cursor.0 {
+        Value::Null => Ok(0),
+        Value::Object(o) => o
+            .get("offset")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| Error::BadCursor(cursor.0.to_string())),
+        _ => Err(Error::BadCursor(cursor.0.to_string())),
+    }
+}
+
+/// A short explanation from an error body: JSON:API `errors[0]`'s detail or
+/// title, or the start of the text.
+fn error_detail(body: &str) -> String {
+    if let Ok(doc) = serde_json::from_str::<Value>(body)
+        && let Some(first) = doc.get("errors").and_then(|e| e.get(0))
+    {
+        let title = first.get("title").and_then(Value::as_str).unwrap_or("");
+        let detail = first.get("detail").and_then(Value::as_str).unwrap_or("");
+        return match (title.is_empty(), detail.is_empty()) {
+            (false, false) => format!("{title}: {detail}"),
+            (false, true) => title.to_owned(),
+            _ => detail.to_owned(),
+        };
+    }
+    let text: String = body.chars().take(200).collect();
+    if text.trim().is_empty() { "(empty body)".into() } else { text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified() {
+        let status = |status| Error::Status {
+            method: "GET",
+            url: "u".into(),
+            status,
+            detail: String::new(),
+            retry_after: Some(3),
+        };
+        assert_eq!(status(429).class(), ErrorClass::RateLimited);
+        assert_eq!(status(401).class(), ErrorClass::Auth);
+        assert_eq!(status(503).class(), ErrorClass::Transient);
+        assert_eq!(status(404).class(), ErrorClass::Permanent);
+        assert!(status(500).is_retryable());
+        assert!(!status(400).is_retryable());
+        assert_eq!(status(429).retry_after(), Some(Duration::from_secs(3)));
+        assert_eq!(malformed("u", "x").class(), ErrorClass::Transient);
+    }
+
+    #[test]
+    fn error_detail_reads_jsonapi_errors() {
+        assert_eq!(
+            error_detail(r#"{"errors":[{"status":"400","title":"Bad Request","detail":"bad where"}]}"#),
+            "Bad Request: bad where"
+        );
+        assert_eq!(error_detail("<html>oops</html>"), "<html>oops</html>");
+        assert_eq!(error_detail(""), "(empty body)");
+    }
+
+    #[test]
+    fn cursors() {
+        assert_eq!(offset_of(&Cursor::start()).unwrap(), 0);
+        assert_eq!(offset_of(&Cursor(json!({"offset": 200}))).unwrap(), 200);
+        assert!(offset_of(&Cursor(json!("x"))).is_err());
+    }
+
+    #[test]
+    fn credentials_never_print_secrets() {
+        let shown = format!(
+            "{:?} {:?}",
+            Credentials::Bearer("s3cret".into()),
+            Credentials::Basic {
+                user: "app".into(),
+                password: "s3cret".into()
+            }
+        );
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+}

@@ -1,0 +1,321 @@
+//! From one source object to a [`SourceRecord`] — or to quarantine.
+//!
+//! Pure functions: the field mapping and type coercion declared in the
+//! manifest, the relationship edges, and the source's `updated_at`.
+
+use serde_json::{Map, Value};
+use tributary_core::{EdgeRef, QuarantinedRecord, SourceRecord, Timestamp};
+use tributary_manifest::{Entity, Field, FieldType, RelationshipSource};
+
+/// Transforms one JSON:API resource object of `entity`. `parent_id` is the
+/// parent the object was listed under, if any.
+pub fn transform(entity: &Entity, object: Value, parent_id: Option<&str>) -> Result<SourceRecord, QuarantinedRecord> {
+    let Value::Object(mut object) = object else {
+        return Err(quarantine(entity, None, object, "the object is not a JSON object".into()));
+    };
+    object.remove("links");
+    object.remove("meta");
+    let id = match object.get("id") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => {
+            return Err(quarantine(
+                entity,
+                None,
+                Value::Object(object),
+                "the object has no `id` (a non-empty string or number)".into(),
+            ));
+        }
+    };
+    if let Some(ty) = object.get("type").and_then(Value::as_str)
+        && ty != entity.name
+    {
+        let message = format!("the object's type is `{ty}`, expected `{}`", entity.name);
+        return Err(quarantine(entity, Some(id), Value::Object(object), message));
+    }
+    match build(entity, &id, &object, parent_id) {
+        Ok((canonical, edges, source_updated_at)) => Ok(SourceRecord {
+            entity: entity.name.clone(),
+            external_id: id,
+            source_updated_at,
+            raw: Value::Object(object),
+            canonical: Value::Object(canonical),
+            edges,
+        }),
+        Err(message) => Err(quarantine(entity, Some(id), Value::Object(object), message)),
+    }
+}
+
+fn quarantine(entity: &Entity, external_id: Option<String>, raw: Value, error: String) -> QuarantinedRecord {
+    QuarantinedRecord {
+        entity: entity.name.clone(),
+        external_id,
+        raw,
+        error,
+    }
+}
+
+type Built = (Map<String, Value>, Vec<EdgeRef>, Option<Timestamp>);
+
+fn build(entity: &Entity, id: &str, object: &Map<String, Value>, parent_id: Option<&str>) -> Result<Built, String> {
+    let empty = Map::new();
+    let attributes = match object.get("attributes") {
+        Some(Value::Object(a)) => a,
+        None | Some(Value::Null) => &empty,
+        Some(_) => return Err("`attributes` is not an object".into()),
+    };
+
+    let mut canonical = Map::new();
+    for field in &entity.fields {
+        let value = lookup(id, attributes, &field.from);
+        canonical.insert(field.name.clone(), coerce(field, value)?);
+    }
+
+    let source_updated_at = match &entity.updated_at {
+        None => None,
+        Some(attr) => match attributes.get(attr) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(parse_instant(s).ok_or_else(|| {
+                format!("`{attr}` is `{s}`, which is not an RFC 3339 timestamp")
+            })?),
+            Some(other) => return Err(format!("`{attr}` is {other}, not a timestamp string")),
+        },
+    };
+
+    let mut edges = Vec::new();
+    for rel in &entity.relationships {
+        let hard = rel.kind == tributary_manifest::DependencyKind::Hard;
+        let mut push = |target: String| {
+            edges.push(EdgeRef {
+                rel: rel.name.clone(),
+                to_entity: rel.to.clone(),
+                to_external_id: target,
+                hard,
+            })
+        };
+        match rel.source {
+            RelationshipSource::Parent => {
+                if let Some(parent) = parent_id {
+                    push(parent.to_owned());
+                }
+            }
+            RelationshipSource::Attribute => {
+                let attr = rel.attribute.as_deref().unwrap_or(&rel.name);
+                match attributes.get(attr) {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(s)) if !s.is_empty() => push(s.clone()),
+                    Some(Value::Number(n)) => push(n.to_string()),
+                    Some(other) => {
+                        return Err(format!("relationship `{}`: `{attr}` is {other}, not an id", rel.name));
+                    }
+                }
+            }
+            RelationshipSource::Relationship => {
+                let data = object
+                    .get("relationships")
+                    .and_then(|r| r.get(&rel.name))
+                    .and_then(|r| r.get("data"));
+                match data {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Array(items)) => {
+                        for item in items {
+                            push(identifier(&rel.name, item)?);
+                        }
+                    }
+                    Some(item) => push(identifier(&rel.name, item)?),
+                }
+            }
+        }
+    }
+    Ok((canonical, edges, source_updated_at))
+}
+
+fn identifier(rel: &str, item: &Value) -> Result<String, String> {
+    match item.get("id") {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(Value::Number(n)) => Ok(n.to_string()),
+        _ => Err(format!("relationship `{rel}` holds {item}, not a resource identifier")),
+    }
+}
+
+fn lookup<'a>(id: &'a str, attributes: &'a Map<String, Value>, path: &[String]) -> Option<std::borrow::Cow<'a, Value>> {
+    if path.len() == 1 && path[0] == "$id" {
+        return Some(std::borrow::Cow::Owned(Value::String(id.to_owned())));
+    }
+    let mut current = attributes.get(&path[0])?;
+    for segment in &path[1..] {
+        current = current.get(segment)?;
+    }
+    Some(std::borrow::Cow::Borrowed(current))
+}
+
+fn parse_instant(s: &str) -> Option<Timestamp> {
+    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.to_utc())
+}
+
+/// Coerces a source value to the field's type.
+pub fn coerce(field: &Field, value: Option<std::borrow::Cow<'_, Value>>) -> Result<Value, String> {
+    let source = field.from.join(".");
+    let value = match value {
+        None | Some(std::borrow::Cow::Borrowed(Value::Null)) => {
+            return if field.required {
+                Err(format!("field `{}` (from `{source}`) is required but missing or null", field.name))
+            } else {
+                Ok(Value::Null)
+            };
+        }
+        Some(v) => v.into_owned(),
+    };
+    if value.is_null() {
+        return coerce(field, None);
+    }
+    let fail = |what: &str| {
+        Err(format!(
+            "field `{}` (from `{source}`): expected {what}, got {value}",
+            field.name
+        ))
+    };
+    match field.ty {
+        FieldType::Json => Ok(value),
+        FieldType::String => match &value {
+            Value::String(_) => Ok(value),
+            Value::Number(n) => Ok(Value::String(n.to_string())),
+            Value::Bool(b) => Ok(Value::String(b.to_string())),
+            _ => fail("text"),
+        },
+        FieldType::Integer => match &value {
+            Value::Number(n) if n.is_i64() || n.is_u64() => Ok(value),
+            Value::Number(n) if n.as_f64().is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.0e15) => {
+                Ok(Value::from(n.as_f64().unwrap_or_default() as i64))
+            }
+            Value::String(s) => match s.trim().parse::<i64>() {
+                Ok(i) => Ok(Value::from(i)),
+                Err(_) => fail("a whole number"),
+            },
+            _ => fail("a whole number"),
+        },
+        FieldType::Float => match &value {
+            Value::Number(_) => Ok(value),
+            Value::String(s) => match s.trim().parse::<f64>() {
+                Ok(f) if f.is_finite() => Ok(Value::from(f)),
+                _ => fail("a decimal number"),
+            },
+            _ => fail("a decimal number"),
+        },
+        FieldType::Boolean => match &value {
+            Value::Bool(_) => Ok(value),
+            Value::String(s) if s == "true" => Ok(Value::Bool(true)),
+            Value::String(s) if s == "false" => Ok(Value::Bool(false)),
+            _ => fail("true or false"),
+        },
+        FieldType::Date => match &value {
+            Value::String(s) if chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() => Ok(value),
+            _ => fail("a date YYYY-MM-DD"),
+        },
+        FieldType::Datetime => match &value {
+            Value::String(s) => match parse_instant(s) {
+                Some(t) => Ok(Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))),
+                None => fail("an RFC 3339 timestamp"),
+            },
+            _ => fail("an RFC 3339 timestamp"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn manifest() -> tributary_manifest::Manifest {
+        tributary_manifest::builtin("pco").unwrap().unwrap()
+    }
+
+    fn person(attributes: Value) -> Value {
+        json!({
+            "type": "Person",
+            "id": "42",
+            "attributes": attributes,
+            "relationships": {"primary_campus": {"data": {"type": "Campus", "id": "7"}}},
+            "links": {"self": "http://127.0.0.1:9/people/v2/people/42"}
+        })
+    }
+
+    #[test]
+    fn person_maps_to_canonical_with_edges() {
+        let m = manifest();
+        let record = transform(
+            m.entity("Person").unwrap(),
+            person(json!({
+                "first_name": "Ann", "last_name": "Lee", "name": "Ann Lee", "child": false,
+                "birthdate": "1990-02-03", "grade": null, "updated_at": "2024-05-06T07:08:09-05:00",
+                "created_at": "2020-01-01T00:00:00Z", "site_administrator": "true", "unknown_new_field": 1
+            })),
+            None,
+        )
+        .unwrap();
+        assert_eq!(record.external_id, "42");
+        assert!(record.raw.get("links").is_none(), "volatile links are dropped");
+        assert_eq!(record.raw["attributes"]["unknown_new_field"], 1, "unknown fields stay in raw");
+        assert_eq!(
+            record.source_updated_at.unwrap().to_rfc3339(),
+            "2024-05-06T12:08:09+00:00"
+        );
+        assert_eq!(record.edges.len(), 1);
+        assert_eq!(record.edges[0].to_entity, "Campus");
+        assert!(!record.edges[0].hard);
+        insta::assert_json_snapshot!(record.canonical);
+    }
+
+    #[test]
+    fn bad_values_quarantine_with_a_clear_error() {
+        let m = manifest();
+        let entity = m.entity("Person").unwrap();
+        let cases = [
+            (json!({"birthdate": "not-a-date"}), "field `birthdate` (from `birthdate`): expected a date YYYY-MM-DD, got \"not-a-date\""),
+            (json!({"grade": "seventh"}), "field `grade` (from `grade`): expected a whole number, got \"seventh\""),
+            (json!({"child": "yes"}), "field `child` (from `child`): expected true or false, got \"yes\""),
+            (json!({"updated_at": "yesterday"}), "`updated_at` is `yesterday`, which is not an RFC 3339 timestamp"),
+            (json!({"first_name": ["a"]}), "field `first_name` (from `first_name`): expected text, got [\"a\"]"),
+        ];
+        for (attributes, expected) in cases {
+            let bad = transform(entity, person(attributes), None).unwrap_err();
+            assert_eq!(bad.error, expected);
+            assert_eq!(bad.external_id.as_deref(), Some("42"));
+            assert_eq!(bad.entity, "Person");
+        }
+    }
+
+    #[test]
+    fn missing_id_and_wrong_type_are_quarantined() {
+        let m = manifest();
+        let entity = m.entity("Email").unwrap();
+        let bad = transform(entity, json!({"type": "Email", "attributes": {}}), None).unwrap_err();
+        assert_eq!(bad.external_id, None);
+        assert!(bad.error.contains("no `id`"));
+        let bad = transform(entity, json!({"type": "Person", "id": "1"}), None).unwrap_err();
+        assert_eq!(bad.error, "the object's type is `Person`, expected `Email`");
+        let bad = transform(entity, json!({"type": "Email", "id": "1", "attributes": {}}), None).unwrap_err();
+        assert_eq!(bad.error, "field `address` (from `address`) is required but missing or null");
+    }
+
+    #[test]
+    fn parent_relationship_comes_from_the_listing() {
+        let m = manifest();
+        let entity = m.entity("HouseholdMembership").unwrap();
+        let record = transform(
+            entity,
+            json!({"type": "HouseholdMembership", "id": "5", "attributes": {"household_role": "adult", "pending": false},
+                   "relationships": {"person": {"data": {"type": "Person", "id": "9"}}}}),
+            Some("77"),
+        )
+        .unwrap();
+        let edges: Vec<(&str, &str, bool)> = record
+            .edges
+            .iter()
+            .map(|e| (e.rel.as_str(), e.to_external_id.as_str(), e.hard))
+            .collect();
+        assert_eq!(edges, [("household", "77", true), ("person", "9", true)]);
+        assert_eq!(record.canonical["role"], "adult");
+    }
+}
