@@ -1,0 +1,136 @@
+//! `tributary bench full-sync`: end-to-end throughput and memory.
+//!
+//! The simulator and the sync each run as their own process (the real
+//! binary), so the sync's peak RSS is its own and the simulator gets its own
+//! core; PostgreSQL is a throwaway durable server started for the run (or a
+//! URL you give).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command as Process, ExitCode, Stdio};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// A full sync of simulated people into SQLite and/or PostgreSQL.
+    FullSync(FullSyncArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// SQLite file in a temporary directory.
+    Sqlite,
+    /// PostgreSQL (throwaway server unless --pg-url).
+    Postgres,
+    /// Both, one after the other.
+    Both,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FullSyncArgs {
+    /// People in the simulated account; repeat for a series (e.g. --people 10000 --people 100000).
+    #[arg(long, default_values_t = [100_000usize])]
+    people: Vec<usize>,
+    /// Which store(s).
+    #[arg(long, value_enum, default_value_t = Backend::Both)]
+    backend: Backend,
+    /// Use this PostgreSQL database instead of starting a throwaway server.
+    #[arg(long)]
+    pg_url: Option<String>,
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_sim(exe: &Path, people: usize) -> anyhow::Result<(Killed, String)> {
+    let mut child = Process::new(exe)
+        .args(["sim", "pco", "--people", &people.to_string(), "--seed", "42"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start the simulator")?;
+    let stdout = child.stdout.take().context("no simulator stdout")?;
+    let child = Killed(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let url = line.trim().to_owned();
+    if !url.starts_with("http://") {
+        bail!("the simulator did not print its URL (got `{url}`)");
+    }
+    Ok((child, url))
+}
+
+fn sync(exe: &Path, db: &str, url: &str, stats: &Path) -> anyhow::Result<Value> {
+    let status = Process::new(exe)
+        .args(["sync", "--db", db, "--base-url", url, "--connection", "bench"])
+        .arg("--stats-json")
+        .arg(stats)
+        .env("TRIBUTARY_TOKEN", "sim-token")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("cannot run the sync")?;
+    if !status.success() {
+        bail!("the sync failed ({status}); run it by hand to see why");
+    }
+    Ok(serde_json::from_slice(&std::fs::read(stats)?)?)
+}
+
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let Command::FullSync(args) = command;
+    let exe = std::env::current_exe()?;
+    let backends: Vec<Backend> = match args.backend {
+        Backend::Both => vec![Backend::Sqlite, Backend::Postgres],
+        one => vec![one],
+    };
+    let pg = if backends.contains(&Backend::Postgres) && args.pg_url.is_none() {
+        Some(tokio::task::spawn_blocking(|| {
+            tributary_testkit::PgServer::start_with(tributary_testkit::PgOptions::new().durable(true).shared_buffers("256MB"))
+        })
+        .await??)
+    } else {
+        None
+    };
+    println!(
+        "| backend | people | records | pages | seconds | records/s | pages/s | peak RSS (MiB) |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for &people in &args.people {
+        let (_sim, url) = start_sim(&exe, people)?;
+        for &backend in &backends {
+            let dir = tempfile::tempdir()?;
+            let db = match backend {
+                Backend::Sqlite => dir.path().join("bench.db").display().to_string(),
+                _ => match (&args.pg_url, &pg) {
+                    (Some(url), _) => url.clone(),
+                    (None, Some(server)) => server.create_database("bench")?,
+                    (None, None) => unreachable!("a server is started when none is given"),
+                },
+            };
+            let stats = sync(&exe, &db, &url, &dir.path().join("stats.json"))?;
+            let f = |k: &str| stats[k].as_f64().unwrap_or_default();
+            println!(
+                "| {} | {} | {} | {} | {:.1} | {:.0} | {:.0} | {:.1} |",
+                match backend {
+                    Backend::Sqlite => "SQLite",
+                    _ => "PostgreSQL",
+                },
+                super::thousands(people as i64),
+                super::thousands(f("records") as i64),
+                super::thousands(f("pages") as i64),
+                f("elapsed_secs"),
+                f("records_per_sec"),
+                f("pages_per_sec"),
+                f("peak_rss_kib") / 1024.0,
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,115 @@
+//! `tributary demo`: the main job on the embedded default — a simulated
+//! Planning Center account synced into a SQLite file, with progress bars.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use tributary_core::RunState;
+use tributary_sim::SimConfig;
+use tributary_source::Credentials;
+
+use super::sync::{FullSync, full_sync};
+use super::{load_manifest, thousands};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// People in the simulated account (with about a third as many households,
+    /// and their emails, phone numbers and addresses).
+    #[arg(long, default_value_t = 10_000)]
+    people: usize,
+    /// Seed of the simulated data.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// The SQLite file to sync into.
+    #[arg(long, default_value = "./tributary.db")]
+    db: String,
+    /// Stop after the sync instead of keeping the simulator up.
+    #[arg(long)]
+    exit: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = SimConfig {
+        seed: args.seed,
+        people: args.people,
+        ..SimConfig::default()
+    };
+    let token = config.token.clone();
+    let sim = tributary_sim::serve(config, "127.0.0.1:0".parse()?)
+        .await
+        .context("cannot start the simulator")?;
+    eprintln!(
+        "Simulated Planning Center account with {} people at {}",
+        thousands(args.people as i64),
+        sim.base_url()
+    );
+    eprintln!("Syncing into {} ...\n", args.db);
+    let manifest = load_manifest("pco", None)?;
+    let progress = crate::progress::for_stderr(&manifest);
+    let report = full_sync(
+        FullSync {
+            db: &args.db,
+            manifest: manifest.clone(),
+            base_url: Some(sim.base_url()),
+            credentials: Credentials::Bearer(token),
+            connection: "demo",
+            page_size: None,
+        },
+        progress,
+    )
+    .await?;
+
+    let c = report.run.counts;
+    let total = c.created + c.updated + c.unchanged + c.quarantined;
+    let secs = report.elapsed.as_secs_f64().max(1e-9);
+    let store = tributary_store::open(&args.db).await?;
+    let connection = store.connection("demo").await?.context("the demo connection vanished")?;
+    let counts = store.entity_counts(connection.id).await?;
+    println!();
+    println!("{:<6} {:<22} {:>10} {:>8} {:>10}", "wave", "entity", "records", "pages", "state");
+    for (i, wave) in manifest.graph.waves().iter().enumerate() {
+        for entity in wave {
+            let live = counts.iter().find(|c| &c.entity == entity).map_or(0, |c| c.live);
+            let entity_report = report.entities.iter().find(|e| &e.entity == entity);
+            println!(
+                "{:<6} {:<22} {:>10} {:>8} {:>10}",
+                i + 1,
+                entity,
+                thousands(live),
+                thousands(entity_report.map_or(0, |e| e.pages)),
+                entity_report.map_or("-", |e| e.state.as_str()),
+            );
+        }
+    }
+    println!(
+        "\n{} created, {} updated, {} unchanged, {} quarantined",
+        thousands(c.created),
+        thousands(c.updated),
+        thousands(c.unchanged),
+        thousands(c.quarantined)
+    );
+    println!(
+        "\nrun {}{}: {} records in {} pages, {:.1}s ({} records/s)",
+        report.run.id,
+        if report.resumed { " (resumed)" } else { "" },
+        thousands(total),
+        thousands(c.pages),
+        secs,
+        thousands((total as f64 / secs) as i64),
+    );
+    if let Some(error) = &report.run.error {
+        println!("error: {error}");
+    }
+    println!("Database: {}  (try: tributary status --db {}; tributary records export --db {} --entity Person | head)", args.db, args.db, args.db);
+
+    let ok = report.run.state == RunState::Succeeded;
+    if !args.exit {
+        eprintln!(
+            "\nThe simulator stays up at {} (token `sim-token`); press Ctrl-C to stop.",
+            sim.base_url()
+        );
+        tokio::signal::ctrl_c().await?;
+    }
+    sim.shutdown().await;
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

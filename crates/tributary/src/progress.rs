@@ -1,0 +1,144 @@
+//! Progress display: a bar per entity on a terminal, plain lines otherwise.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tributary_engine::Progress;
+use tributary_manifest::Manifest;
+use tributary_store::{EntityState, PageOutcome};
+
+use crate::cmd::thousands;
+
+/// Picks bars on a terminal and lines otherwise.
+pub fn for_stderr(manifest: &Manifest) -> Arc<dyn Progress> {
+    if std::io::stderr().is_terminal() {
+        Arc::new(Bars::new(manifest))
+    } else {
+        Arc::new(Lines::default())
+    }
+}
+
+/// One bar per entity, in wave order.
+pub struct Bars {
+    _multi: MultiProgress,
+    bars: HashMap<String, ProgressBar>,
+}
+
+fn counted_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{prefix:>28.bold} [{bar:30.cyan/blue}] {human_pos:>9}/{human_len:9} {per_sec:>12} ETA {eta:>4} {msg}",
+    )
+    .expect("valid template")
+    .progress_chars("=> ")
+}
+
+fn open_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:>28.bold} {spinner} {human_pos:>9} records {per_sec:>12} {msg}")
+        .expect("valid template")
+}
+
+impl Bars {
+    fn new(manifest: &Manifest) -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let mut bars = HashMap::new();
+        for (i, wave) in manifest.graph.waves().iter().enumerate() {
+            for entity in wave {
+                let bar = multi.add(ProgressBar::new(0));
+                bar.set_style(open_style());
+                bar.set_prefix(format!("wave {} · {entity}", i + 1));
+                bar.set_message("waiting");
+                bars.insert(entity.clone(), bar);
+            }
+        }
+        Self { _multi: multi, bars }
+    }
+}
+
+impl Progress for Bars {
+    fn entity_started(&self, entity: &str, records: i64, total: Option<i64>) {
+        if let Some(bar) = self.bars.get(entity) {
+            if let Some(total) = total {
+                bar.set_style(counted_style());
+                bar.set_length(total.max(records) as u64);
+            }
+            bar.set_position(records as u64);
+            bar.reset_eta();
+            bar.set_message(if records > 0 { "resumed" } else { "" });
+            bar.enable_steady_tick(Duration::from_millis(200));
+        }
+    }
+
+    fn page_committed(&self, entity: &str, _outcome: &PageOutcome, records: i64, total: Option<i64>) {
+        if let Some(bar) = self.bars.get(entity) {
+            if let Some(total) = total {
+                if bar.length() == Some(0) {
+                    bar.set_style(counted_style());
+                }
+                bar.set_length(total.max(records) as u64);
+            }
+            bar.set_position(records as u64);
+        }
+    }
+
+    fn retrying(&self, entity: &str, error: &str, wait: Duration) {
+        if let Some(bar) = self.bars.get(entity) {
+            bar.set_message(format!("retrying in {wait:.1?}: {error}"));
+        }
+    }
+
+    fn entity_finished(&self, entity: &str, state: EntityState, error: Option<&str>) {
+        if let Some(bar) = self.bars.get(entity) {
+            match state {
+                EntityState::Done => {
+                    if let Some(len) = bar.length()
+                        && len > 0
+                    {
+                        bar.set_length(bar.position());
+                    }
+                    bar.finish_with_message("done");
+                }
+                _ => bar.abandon_with_message(format!("FAILED: {}", error.unwrap_or("unknown error"))),
+            }
+        }
+    }
+}
+
+/// Plain progress lines on stderr, at most one per entity every 5 s.
+#[derive(Default)]
+pub struct Lines {
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl Progress for Lines {
+    fn entity_started(&self, entity: &str, records: i64, total: Option<i64>) {
+        let total = total.map_or(String::new(), |t| format!(" of {}", thousands(t)));
+        eprintln!("{entity}: started at {} records{total}", thousands(records));
+    }
+
+    fn page_committed(&self, entity: &str, _outcome: &PageOutcome, records: i64, total: Option<i64>) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let due = last
+            .get(entity)
+            .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(5));
+        if due {
+            last.insert(entity.to_owned(), now);
+            let total = total.map_or(String::new(), |t| format!(" of {}", thousands(t)));
+            eprintln!("{entity}: {} records{total}", thousands(records));
+        }
+    }
+
+    fn retrying(&self, entity: &str, error: &str, wait: Duration) {
+        eprintln!("{entity}: retrying in {wait:.1?}: {error}");
+    }
+
+    fn entity_finished(&self, entity: &str, state: EntityState, error: Option<&str>) {
+        match error {
+            None => eprintln!("{entity}: {}", state.as_str()),
+            Some(error) => eprintln!("{entity}: {}: {error}", state.as_str()),
+        }
+    }
+}
