@@ -10,8 +10,8 @@ pub mod record;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use record::{
-    ChangeKind, Cursor, EdgeRef, PreparedRecord, QuarantinedRecord, RunKind, RunState, SourceRecord,
-    canonical_json, content_hash,
+    ChangeKind, Cursor, EdgeRef, PreparedRecord, QuarantinedRecord, RunKind, RunState,
+    SourceRecord, canonical_json, content_hash,
 };
 
 /// Timestamps everywhere in Tributary are UTC.

@@ -322,7 +322,10 @@ mod tests {
             edges: vec![],
         };
         let prepared = PreparedRecord::new(record.clone());
-        assert_eq!(prepared.raw_json, r#"{"attributes":{"a":"x\"y","b":2},"id":"1"}"#);
+        assert_eq!(
+            prepared.raw_json,
+            r#"{"attributes":{"a":"x\"y","b":2},"id":"1"}"#
+        );
         assert_eq!(prepared.content_hash, record.content_hash());
         let parsed: Value = serde_json::from_str(&prepared.raw_json).unwrap();
         assert_eq!(parsed, record.raw);
@@ -330,13 +333,22 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for kind in [RunKind::Full, RunKind::Delta, RunKind::Reconcile, RunKind::Webhook] {
+        for kind in [
+            RunKind::Full,
+            RunKind::Delta,
+            RunKind::Reconcile,
+            RunKind::Webhook,
+        ] {
             assert_eq!(RunKind::parse(kind.as_str()), Some(kind));
         }
         for state in [RunState::Running, RunState::Succeeded, RunState::Failed] {
             assert_eq!(RunState::parse(state.as_str()), Some(state));
         }
-        for change in [ChangeKind::Created, ChangeKind::Updated, ChangeKind::Deleted] {
+        for change in [
+            ChangeKind::Created,
+            ChangeKind::Updated,
+            ChangeKind::Deleted,
+        ] {
             assert_eq!(ChangeKind::parse(change.as_str()), Some(change));
         }
         assert_eq!(RunKind::parse("nope"), None);

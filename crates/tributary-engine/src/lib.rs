@@ -24,7 +24,9 @@ use tokio::task::JoinHandle;
 use tributary_core::{Clock, Cursor, PreparedRecord, RunKind, RunState};
 use tributary_manifest::Entity;
 use tributary_source::{Page, Source};
-use tributary_store::{Checkpoint, Connection, EntityState, PageOutcome, PageWrite, Run, RunStart, Store};
+use tributary_store::{
+    Checkpoint, Connection, EntityState, PageOutcome, PageWrite, Run, RunStart, Store,
+};
 
 pub use progress::{NoProgress, Progress};
 
@@ -149,7 +151,11 @@ struct EntityJob {
 impl Engine {
     /// An engine over `store`, with time from `clock`.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, options: EngineOptions) -> Self {
-        Self { store, clock, options }
+        Self {
+            store,
+            clock,
+            options,
+        }
     }
 
     /// The store.
@@ -176,7 +182,8 @@ impl Engine {
             RunStart::Resumed(run) => (run, true),
             RunStart::Finished(run) => (run, false),
         };
-        let span = tracing::info_span!("run", run = run.id, connection = %connection.name, kind = "full");
+        let span =
+            tracing::info_span!("run", run = run.id, connection = %connection.name, kind = "full");
         let _guard = span.enter();
         tracing::info!(resumed, "full sync started");
 
@@ -216,7 +223,13 @@ impl Engine {
                 {
                     let error = format!("skipped: it depends on {dep}, which failed");
                     self.store
-                        .set_entity_state(run.id, name, EntityState::Failed, Some(&error), self.clock.now())
+                        .set_entity_state(
+                            run.id,
+                            name,
+                            EntityState::Failed,
+                            Some(&error),
+                            self.clock.now(),
+                        )
                         .await?;
                     progress.entity_finished(name, EntityState::Failed, Some(&error));
                     failed.insert(name.clone(), error.clone());
@@ -245,7 +258,9 @@ impl Engine {
                 ));
             }
             for (name, task) in tasks {
-                let outcome = task.await.unwrap_or_else(|panic| Err(format!("entity task panicked: {panic}")));
+                let outcome = task
+                    .await
+                    .unwrap_or_else(|panic| Err(format!("entity task panicked: {panic}")));
                 match outcome {
                     Ok(report) => reports.push(report),
                     Err(error) => {
@@ -253,10 +268,21 @@ impl Engine {
                         // Best effort: the failure is also in the run's error.
                         let _ = self
                             .store
-                            .set_entity_state(run.id, &name, EntityState::Failed, Some(&error), self.clock.now())
+                            .set_entity_state(
+                                run.id,
+                                &name,
+                                EntityState::Failed,
+                                Some(&error),
+                                self.clock.now(),
+                            )
                             .await;
                         progress.entity_finished(&name, EntityState::Failed, Some(&error));
-                        let cp = self.store.checkpoints(run.id).await?.into_iter().find(|c| c.entity == name);
+                        let cp = self
+                            .store
+                            .checkpoints(run.id)
+                            .await?
+                            .into_iter()
+                            .find(|c| c.entity == name);
                         reports.push(EntityReport {
                             entity: name.clone(),
                             state: EntityState::Failed,
@@ -324,15 +350,19 @@ impl EntityJob {
             .checkpoint
             .as_ref()
             .map_or((0, 0), |c| (c.records, c.pages));
-        self.progress
-            .entity_started(&entity_name, records, self.checkpoint.as_ref().and_then(|c| c.total));
+        self.progress.entity_started(
+            &entity_name,
+            records,
+            self.checkpoint.as_ref().and_then(|c| c.total),
+        );
         let result = match self.entity.parent.clone() {
             None => self.sync_list(records, pages).await,
             Some(parent) => self.sync_children(&parent, records, pages).await,
         };
         match result {
             Ok((records, pages)) => {
-                self.progress.entity_finished(&entity_name, EntityState::Done, None);
+                self.progress
+                    .entity_finished(&entity_name, EntityState::Done, None);
                 Ok(EntityReport {
                     entity: entity_name,
                     state: EntityState::Done,
@@ -367,7 +397,12 @@ impl EntityJob {
         })
     }
 
-    async fn commit(&self, page: &PreparedPage, cursor: &Cursor, finished: bool) -> Result<PageOutcome, String> {
+    async fn commit(
+        &self,
+        page: &PreparedPage,
+        cursor: &Cursor,
+        finished: bool,
+    ) -> Result<PageOutcome, String> {
         self.engine
             .commit(PageWrite {
                 connection_id: self.connection_id,
@@ -408,9 +443,11 @@ impl EntityJob {
                     return Err(error);
                 }
             };
-            records += (outcome.created + outcome.updated + outcome.unchanged + outcome.quarantined) as i64;
+            records += (outcome.created + outcome.updated + outcome.unchanged + outcome.quarantined)
+                as i64;
             pages += 1;
-            self.progress.page_committed(&self.entity.name, &outcome, records, page.total);
+            self.progress
+                .page_committed(&self.entity.name, &outcome, records, page.total);
             match next {
                 Some(next) => pending = next,
                 None => return Ok((records, pages)),
@@ -422,7 +459,12 @@ impl EntityJob {
     /// (the parent synced in an earlier wave), a batch at a time; each batch
     /// of children commits as one page whose cursor is the batch's last
     /// parent.
-    async fn sync_children(&self, parent: &str, mut records: i64, mut pages: i64) -> Result<(i64, i64), String> {
+    async fn sync_children(
+        &self,
+        parent: &str,
+        mut records: i64,
+        mut pages: i64,
+    ) -> Result<(i64, i64), String> {
         let mut after: Option<String> = self
             .checkpoint
             .as_ref()
@@ -435,13 +477,17 @@ impl EntityJob {
             let parents = self
                 .engine
                 .store
-                .external_ids(self.connection_id, parent, after.as_deref(), self.engine.options.parent_batch)
+                .external_ids(
+                    self.connection_id,
+                    parent,
+                    after.as_deref(),
+                    self.engine.options.parent_batch,
+                )
                 .await
                 .map_err(|e| format!("listing {parent} ids failed: {e}"))?;
             let finished = parents.len() < self.engine.options.parent_batch as usize;
             let fetched: Vec<Result<Page, tributary_source::Error>> = stream::iter(parents.iter().cloned())
                 .map(|parent_id| {
-                    let backoff = backoff;
                     async move {
                         let result = (|| self.source.fetch_children(&self.entity, &parent_id))
                             .retry(backoff)
@@ -477,9 +523,11 @@ impl EntityJob {
             let cursor = Cursor(json!({ "after": after, "done": finished }));
             let page = PreparedPage::new(combined);
             let outcome = self.commit(&page, &cursor, finished).await?;
-            records += (outcome.created + outcome.updated + outcome.unchanged + outcome.quarantined) as i64;
+            records += (outcome.created + outcome.updated + outcome.unchanged + outcome.quarantined)
+                as i64;
             pages += 1;
-            self.progress.page_committed(&self.entity.name, &outcome, records, None);
+            self.progress
+                .page_committed(&self.entity.name, &outcome, records, None);
             if finished {
                 return Ok((records, pages));
             }

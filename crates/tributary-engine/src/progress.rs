@@ -10,7 +10,14 @@ pub trait Progress: Send + Sync {
     /// An entity starts (or resumes with `records` already committed).
     fn entity_started(&self, _entity: &str, _records: i64, _total: Option<i64>) {}
     /// A page committed; `records` is the entity's running total.
-    fn page_committed(&self, _entity: &str, _outcome: &PageOutcome, _records: i64, _total: Option<i64>) {}
+    fn page_committed(
+        &self,
+        _entity: &str,
+        _outcome: &PageOutcome,
+        _records: i64,
+        _total: Option<i64>,
+    ) {
+    }
     /// A request failed and will be retried after `wait`.
     fn retrying(&self, _entity: &str, _error: &str, _wait: Duration) {}
     /// An entity ended.

@@ -29,9 +29,13 @@ async fn harness(people: usize) -> Harness {
         ..SimConfig::default()
     };
     let token = config.token.clone();
-    let sim = tributary_sim::serve(config, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let sim = tributary_sim::serve(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = tributary_store::open(dir.path().join("t.db").to_str().unwrap()).await.unwrap();
+    let store = tributary_store::open(dir.path().join("t.db").to_str().unwrap())
+        .await
+        .unwrap();
     let manifest = Arc::new(tributary_manifest::builtin("pco").unwrap().unwrap());
     let source = Source::new(
         manifest,
@@ -98,16 +102,33 @@ fn source_dump(sim: &SimHandle) -> BTreeMap<(String, String), Value> {
         .dump(None)
         .into_iter()
         .map(|v| {
-            let key = (v["type"].as_str().unwrap().to_owned(), v["id"].as_str().unwrap().to_owned());
+            let key = (
+                v["type"].as_str().unwrap().to_owned(),
+                v["id"].as_str().unwrap().to_owned(),
+            );
             (key, v)
         })
         .collect()
 }
 
-fn assert_same(store: &BTreeMap<(String, String), Value>, source: &BTreeMap<(String, String), Value>) {
-    let missing: Vec<_> = source.keys().filter(|k| !store.contains_key(*k)).take(5).collect();
-    let extra: Vec<_> = store.keys().filter(|k| !source.contains_key(*k)).take(5).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, extra {extra:?}");
+fn assert_same(
+    store: &BTreeMap<(String, String), Value>,
+    source: &BTreeMap<(String, String), Value>,
+) {
+    let missing: Vec<_> = source
+        .keys()
+        .filter(|k| !store.contains_key(*k))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = store
+        .keys()
+        .filter(|k| !source.contains_key(*k))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, extra {extra:?}"
+    );
     for (key, raw) in source {
         assert_eq!(&store[key], raw, "record {key:?} differs");
     }
@@ -116,28 +137,49 @@ fn assert_same(store: &BTreeMap<(String, String), Value>, source: &BTreeMap<(Str
 #[tokio::test]
 async fn full_sync_equals_the_source_and_repeats_as_a_no_op() {
     let h = harness(300).await;
-    let report = h.engine.full_sync(&h.connection, &h.source, Arc::new(NoProgress)).await.unwrap();
+    let report = h
+        .engine
+        .full_sync(&h.connection, &h.source, Arc::new(NoProgress))
+        .await
+        .unwrap();
     assert_eq!(report.run.state, RunState::Succeeded, "{report:?}");
     assert!(report.entities.iter().all(|e| e.state == EntityState::Done));
     let source = source_dump(&h.sim);
     let types: std::collections::BTreeSet<&str> = source.keys().map(|(t, _)| t.as_str()).collect();
     assert_eq!(
         types.into_iter().collect::<Vec<_>>(),
-        ["Address", "Campus", "Email", "Household", "HouseholdMembership", "Person", "PhoneNumber"]
+        [
+            "Address",
+            "Campus",
+            "Email",
+            "Household",
+            "HouseholdMembership",
+            "Person",
+            "PhoneNumber"
+        ]
     );
     assert_same(&stored(&h.store).await, &source);
     assert_eq!(report.run.counts.created as usize, source.len());
 
     // edges: every email points at its person, every membership at household and person
     let email = source.keys().find(|(t, _)| t == "Email").unwrap();
-    let edges = h.store.edges_from(h.connection.id, "Email", &email.1).await.unwrap();
+    let edges = h
+        .store
+        .edges_from(h.connection.id, "Email", &email.1)
+        .await
+        .unwrap();
     assert_eq!(edges.len(), 1);
     assert_eq!(edges[0].to_entity, "Person");
     assert_eq!(
         edges[0].to_external_id,
-        source[email]["relationships"]["person"]["data"]["id"].as_str().unwrap()
+        source[email]["relationships"]["person"]["data"]["id"]
+            .as_str()
+            .unwrap()
     );
-    let membership = source.keys().find(|(t, _)| t == "HouseholdMembership").unwrap();
+    let membership = source
+        .keys()
+        .find(|(t, _)| t == "HouseholdMembership")
+        .unwrap();
     let rels: Vec<String> = h
         .store
         .edges_from(h.connection.id, "HouseholdMembership", &membership.1)
@@ -150,12 +192,20 @@ async fn full_sync_equals_the_source_and_repeats_as_a_no_op() {
 
     let changes_before = h.store.changes(None, 0, 100_000).await.unwrap().len();
     assert_eq!(changes_before, source.len());
-    let again = h.engine.full_sync(&h.connection, &h.source, Arc::new(NoProgress)).await.unwrap();
+    let again = h
+        .engine
+        .full_sync(&h.connection, &h.source, Arc::new(NoProgress))
+        .await
+        .unwrap();
     assert_eq!(again.run.state, RunState::Succeeded);
     assert_ne!(again.run.id, report.run.id);
     assert_eq!(again.run.counts.created + again.run.counts.updated, 0);
     assert_eq!(again.run.counts.unchanged as usize, source.len());
-    assert_eq!(h.store.changes(None, 0, 100_000).await.unwrap().len(), changes_before, "no changes in the feed");
+    assert_eq!(
+        h.store.changes(None, 0, 100_000).await.unwrap().len(),
+        changes_before,
+        "no changes in the feed"
+    );
 }
 
 #[tokio::test]
@@ -172,7 +222,11 @@ async fn bad_record_is_quarantined_and_the_rest_lands() {
         &json!({"attributes": {"birthdate": "not-a-date"}}),
     )
     .unwrap();
-    let report = h.engine.full_sync(&h.connection, &h.source, Arc::new(NoProgress)).await.unwrap();
+    let report = h
+        .engine
+        .full_sync(&h.connection, &h.source, Arc::new(NoProgress))
+        .await
+        .unwrap();
     assert_eq!(report.run.state, RunState::Succeeded);
     assert_eq!(report.run.counts.quarantined, 1);
     let q = h.store.quarantined(None, 10).await.unwrap();
@@ -193,7 +247,11 @@ async fn bad_record_is_quarantined_and_the_rest_lands() {
         &json!({"attributes": {"birthdate": "1990-01-01"}}),
     )
     .unwrap();
-    let report = h.engine.full_sync(&h.connection, &h.source, Arc::new(NoProgress)).await.unwrap();
+    let report = h
+        .engine
+        .full_sync(&h.connection, &h.source, Arc::new(NoProgress))
+        .await
+        .unwrap();
     assert_eq!(report.run.counts.created, 1);
     assert!(h.store.quarantined(None, 10).await.unwrap().is_empty());
     assert_same(&stored(&h.store).await, &source_dump(&h.sim));
@@ -202,7 +260,10 @@ async fn bad_record_is_quarantined_and_the_rest_lands() {
 #[tokio::test]
 async fn changes_at_the_source_are_applied_by_the_next_full_sync() {
     let h = harness(90).await;
-    h.engine.full_sync(&h.connection, &h.source, Arc::new(NoProgress)).await.unwrap();
+    h.engine
+        .full_sync(&h.connection, &h.source, Arc::new(NoProgress))
+        .await
+        .unwrap();
     let sim = h.sim.simulator();
     let person = sim.dump(Some(tributary_sim::ResourceKind::Person))[0]["id"]
         .as_str()
@@ -214,13 +275,32 @@ async fn changes_at_the_source_are_applied_by_the_next_full_sync() {
         &json!({"attributes": {"first_name": "Zelda"}}),
     )
     .unwrap();
-    let after = h.store.changes(None, 0, 100_000).await.unwrap().last().unwrap().seq;
-    let report = h.engine.full_sync(&h.connection, &h.source, Arc::new(NoProgress)).await.unwrap();
+    let after = h
+        .store
+        .changes(None, 0, 100_000)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .seq;
+    let report = h
+        .engine
+        .full_sync(&h.connection, &h.source, Arc::new(NoProgress))
+        .await
+        .unwrap();
     assert_eq!(report.run.counts.updated, 1);
     let changes = h.store.changes(None, after, 100).await.unwrap();
     assert_eq!(changes.len(), 1);
-    assert_eq!((changes[0].kind, changes[0].external_id.as_str()), (ChangeKind::Updated, person.as_str()));
-    let record = h.store.record(h.connection.id, "Person", &person).await.unwrap().unwrap();
+    assert_eq!(
+        (changes[0].kind, changes[0].external_id.as_str()),
+        (ChangeKind::Updated, person.as_str())
+    );
+    let record = h
+        .store
+        .record(h.connection.id, "Person", &person)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(record.canonical["first_name"], "Zelda");
     assert_same(&stored(&h.store).await, &source_dump(&h.sim));
 }

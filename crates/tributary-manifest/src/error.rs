@@ -86,8 +86,7 @@ impl<'a> Reporter<'a> {
         if self.diagnostics.is_empty() {
             Ok(())
         } else {
-            self.diagnostics
-                .sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+            self.diagnostics.sort_by_key(|d| (d.line, d.column));
             Err(ManifestError {
                 diagnostics: self.diagnostics,
             })

@@ -74,7 +74,9 @@ impl DependencyGraph {
             .enumerate()
             .map(|(i, n)| (n.as_str(), i))
             .collect();
-        let known = |d: &Dependency| index.contains_key(d.from.as_str()) && index.contains_key(d.to.as_str());
+        let known = |d: &Dependency| {
+            index.contains_key(d.from.as_str()) && index.contains_key(d.to.as_str())
+        };
 
         let mut hard: Vec<Dependency> = dependencies
             .iter()
@@ -118,7 +120,11 @@ impl DependencyGraph {
         // Longest-path layering: a node's wave is one past its deepest
         // dependency. The graph is acyclic, so memoised DFS terminates.
         let mut level: Vec<Option<usize>> = vec![None; entities.len()];
-        fn depth(node: usize, adjacency: &[Vec<(usize, usize)>], level: &mut [Option<usize>]) -> usize {
+        fn depth(
+            node: usize,
+            adjacency: &[Vec<(usize, usize)>],
+            level: &mut [Option<usize>],
+        ) -> usize {
             if let Some(l) = level[node] {
                 return l;
             }
@@ -131,12 +137,12 @@ impl DependencyGraph {
             l
         }
         let mut waves: Vec<Vec<String>> = Vec::new();
-        for node in 0..entities.len() {
+        for (node, name) in entities.iter().enumerate() {
             let l = depth(node, &adjacency, &mut level);
             if waves.len() <= l {
                 waves.resize_with(l + 1, Vec::new);
             }
-            waves[l].push(entities[node].clone());
+            waves[l].push(name.clone());
         }
         Ok(Self {
             entities,
@@ -174,7 +180,10 @@ impl DependencyGraph {
     }
 
     /// The hard dependencies of `entity` (what must have synced first).
-    pub fn hard_dependencies_of<'a>(&'a self, entity: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    pub fn hard_dependencies_of<'a>(
+        &'a self,
+        entity: &'a str,
+    ) -> impl Iterator<Item = &'a str> + 'a {
         self.accepted
             .iter()
             .filter(move |d| d.from == entity && d.kind == DependencyKind::Hard)
@@ -190,7 +199,14 @@ impl DependencyGraph {
         if !self.accepted.is_empty() {
             out.push_str("\ndependencies:\n");
             for d in &self.accepted {
-                let _ = writeln!(out, "  {} -> {} ({}, {})", d.from, d.to, d.rel, kind_name(d.kind));
+                let _ = writeln!(
+                    out,
+                    "  {} -> {} ({}, {})",
+                    d.from,
+                    d.to,
+                    d.rel,
+                    kind_name(d.kind)
+                );
             }
         }
         if !self.ignored.is_empty() {
@@ -361,7 +377,10 @@ mod tests {
             ]
         );
         assert_eq!(g.wave_of("Membership"), Some(3));
-        assert_eq!(g.hard_dependencies_of("Membership").collect::<Vec<_>>(), ["Household", "Person"]);
+        assert_eq!(
+            g.hard_dependencies_of("Membership").collect::<Vec<_>>(),
+            ["Household", "Person"]
+        );
     }
 
     #[test]
@@ -400,7 +419,8 @@ mod tests {
 
     #[test]
     fn self_hard_dependency_is_a_cycle() {
-        let err = DependencyGraph::build(&["A"], &[dep("A", "A", DependencyKind::Hard)]).unwrap_err();
+        let err =
+            DependencyGraph::build(&["A"], &[dep("A", "A", DependencyKind::Hard)]).unwrap_err();
         assert_eq!(err.describe(), "A -[a]-> A");
     }
 

@@ -174,7 +174,12 @@ pub(crate) fn build(file: &str, text: &str, spec: ManifestSpec) -> Result<Manife
             "use lowercase letters, digits, `-` and `_`, e.g. name = \"pco\"",
         );
     }
-    let base_url = spec.adapter.base_url.get_ref().trim_end_matches('/').to_owned();
+    let base_url = spec
+        .adapter
+        .base_url
+        .get_ref()
+        .trim_end_matches('/')
+        .to_owned();
     if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
         r.error(
             Some(spec.adapter.base_url.span()),
@@ -306,7 +311,10 @@ pub(crate) fn build(file: &str, text: &str, spec: ManifestSpec) -> Result<Manife
             if !names.contains(target.get_ref()) {
                 r.error(
                     Some(target.span()),
-                    format!("include `{inc}` points at `{}`, which is not a declared entity", target.get_ref()),
+                    format!(
+                        "include `{inc}` points at `{}`, which is not a declared entity",
+                        target.get_ref()
+                    ),
                     suggest(target.get_ref(), names.iter()),
                 );
             }
@@ -360,7 +368,9 @@ pub(crate) fn build(file: &str, text: &str, spec: ManifestSpec) -> Result<Manife
                 continue;
             }
             match rel.source {
-                RelationshipSource::Parent if e.parent.as_ref().map(|p| p.get_ref()) != Some(&to) => {
+                RelationshipSource::Parent
+                    if e.parent.as_ref().map(|p| p.get_ref()) != Some(&to) =>
+                {
                     r.error(
                         Some(rel.to.span()),
                         format!("relationship `{rname}` takes its target from the parent, but `{ename}`'s parent is not `{to}`"),

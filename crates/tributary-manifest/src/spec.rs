@@ -295,8 +295,12 @@ impl<'de> Deserialize<'de> for FieldSpec {
                     required: false,
                 })
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<FieldSpec, A::Error> {
-                let table = FieldTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<FieldSpec, A::Error> {
+                let table =
+                    FieldTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
                 Ok(FieldSpec {
                     from: table.from,
                     ty: table.ty,

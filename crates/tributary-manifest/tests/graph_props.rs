@@ -10,7 +10,12 @@ fn names(n: usize) -> Vec<String> {
 }
 
 fn arb_graph() -> impl Strategy<Value = (usize, Vec<(usize, usize, bool)>)> {
-    (1usize..12).prop_flat_map(|n| (Just(n), prop::collection::vec((0..n, 0..n, any::<bool>()), 0..30)))
+    (1usize..12).prop_flat_map(|n| {
+        (
+            Just(n),
+            prop::collection::vec((0..n, 0..n, any::<bool>()), 0..30),
+        )
+    })
 }
 
 fn deps(names: &[String], edges: &[(usize, usize, bool)]) -> Vec<Dependency> {
@@ -21,7 +26,11 @@ fn deps(names: &[String], edges: &[(usize, usize, bool)]) -> Vec<Dependency> {
             from: names[from].clone(),
             to: names[to].clone(),
             rel: format!("r{i}"),
-            kind: if hard { DependencyKind::Hard } else { DependencyKind::Soft },
+            kind: if hard {
+                DependencyKind::Hard
+            } else {
+                DependencyKind::Soft
+            },
         })
         .collect()
 }

@@ -1,7 +1,7 @@
 //! Manifest parsing: the built-in manifest, and bad input with every error
 //! message checked (file, line, message, fix).
 
-use tributary_manifest::{Delta, Diagnostic, DependencyKind, FieldType, parse};
+use tributary_manifest::{Delta, DependencyKind, Diagnostic, FieldType, parse};
 
 const GOOD: &str = r#"
 [adapter]
@@ -66,7 +66,10 @@ fn good_manifest_parses() {
     let email = m.entity("Email").unwrap();
     assert_eq!(email.delta, Delta::FullScan);
     assert_eq!(email.relationships[0].kind, DependencyKind::Hard);
-    assert_eq!(m.graph.waves(), &[vec!["Person".to_string()], vec!["Email".to_string()]]);
+    assert_eq!(
+        m.graph.waves(),
+        &[vec!["Person".to_string()], vec!["Email".to_string()]]
+    );
 }
 
 #[test]
@@ -76,13 +79,30 @@ fn builtin_pco_manifest_is_valid_and_ordered() {
     let names: Vec<&str> = m.entities.keys().map(String::as_str).collect();
     assert_eq!(
         names,
-        ["Address", "Campus", "Email", "Household", "HouseholdMembership", "Person", "PhoneNumber"]
+        [
+            "Address",
+            "Campus",
+            "Email",
+            "Household",
+            "HouseholdMembership",
+            "Person",
+            "PhoneNumber"
+        ]
     );
     insta::assert_snapshot!(m.graph.to_text());
     // PCO has no updated_at filter on addresses and memberships.
-    assert!(matches!(m.entity("Address").unwrap().delta, Delta::ParentInclude { .. }));
-    assert_eq!(m.entity("HouseholdMembership").unwrap().delta, Delta::Parent);
-    assert_eq!(m.entity("HouseholdMembership").unwrap().parent.as_deref(), Some("Household"));
+    assert!(matches!(
+        m.entity("Address").unwrap().delta,
+        Delta::ParentInclude { .. }
+    ));
+    assert_eq!(
+        m.entity("HouseholdMembership").unwrap().delta,
+        Delta::Parent
+    );
+    assert_eq!(
+        m.entity("HouseholdMembership").unwrap().parent.as_deref(),
+        Some("Household")
+    );
 }
 
 #[test]
@@ -119,7 +139,10 @@ fn wrong_enum_value_lists_choices() {
     let d = one_error(&text);
     assert_eq!(d.line, line_of(&text, "firm"));
     assert!(d.message.contains("unknown variant `firm`"), "{d}");
-    assert!(d.message.contains("`hard`") && d.message.contains("`soft`"), "{d}");
+    assert!(
+        d.message.contains("`hard`") && d.message.contains("`soft`"),
+        "{d}"
+    );
 }
 
 #[test]
@@ -148,12 +171,17 @@ fn relationship_to_unknown_entity_suggests_names() {
         d.message,
         "relationship `person` of `Email` points at `person`, which is not a declared entity"
     );
-    assert_eq!(d.help, "did you mean `Person`? declared entities: Email, Person");
+    assert_eq!(
+        d.help,
+        "did you mean `Person`? declared entities: Email, Person"
+    );
 }
 
 #[test]
 fn hard_cycle_is_named_at_its_line() {
-    let text = format!("{GOOD}\n[entity.Person.relationships]\nfavourite_email = {{ to = \"Email\", kind = \"hard\" }}\n");
+    let text = format!(
+        "{GOOD}\n[entity.Person.relationships]\nfavourite_email = {{ to = \"Email\", kind = \"hard\" }}\n"
+    );
     let d = one_error(&text);
     assert_eq!(
         d.message,
@@ -165,20 +193,31 @@ fn hard_cycle_is_named_at_its_line() {
 
 #[test]
 fn soft_cycle_is_accepted() {
-    let text = format!("{GOOD}\n[entity.Person.relationships]\nfavourite_email = {{ to = \"Email\", kind = \"soft\" }}\n");
+    let text = format!(
+        "{GOOD}\n[entity.Person.relationships]\nfavourite_email = {{ to = \"Email\", kind = \"soft\" }}\n"
+    );
     let m = parse("test.toml", &text).unwrap();
     assert_eq!(m.graph.ignored().len(), 1);
 }
 
 #[test]
 fn parent_placeholder_mismatch_is_reported() {
-    let text = GOOD.replace("list = \"/emails\"", "list = \"/people/{parent_id}/emails\"");
+    let text = GOOD.replace(
+        "list = \"/emails\"",
+        "list = \"/people/{parent_id}/emails\"",
+    );
     let d = one_error(&text);
-    assert_eq!(d.message, "the list path uses {parent_id} but the entity has no parent");
+    assert_eq!(
+        d.message,
+        "the list path uses {parent_id} but the entity has no parent"
+    );
     assert!(d.help.contains("parent = "), "{d}");
     assert_eq!(d.line, line_of(&text, "{parent_id}"));
 
-    let text = GOOD.replace("list = \"/emails\"", "list = \"/emails\"\nparent = \"Person\"");
+    let text = GOOD.replace(
+        "list = \"/emails\"",
+        "list = \"/emails\"\nparent = \"Person\"",
+    );
     let d = one_error(&text);
     assert_eq!(d.message, "an entity with a parent must list under it");
 }
@@ -187,7 +226,10 @@ fn parent_placeholder_mismatch_is_reported() {
 fn delta_filter_without_updated_at_is_reported() {
     let text = GOOD.replace("updated_at = \"updated_at\"\n", "");
     let d = one_error(&text);
-    assert_eq!(d.message, "a delta filter needs the entity's updated_at attribute");
+    assert_eq!(
+        d.message,
+        "a delta filter needs the entity's updated_at attribute"
+    );
     assert_eq!(d.line, line_of(&text, "delta = "));
 }
 
@@ -200,10 +242,16 @@ fn bad_page_size_and_base_url_are_both_reported() {
     let messages: Vec<&str> = err.diagnostics.iter().map(|d| d.message.as_str()).collect();
     assert_eq!(
         messages,
-        ["base_url `ftp://nope` is not an http(s) URL", "page_size 500 is outside 1..=100"]
+        [
+            "base_url `ftp://nope` is not an http(s) URL",
+            "page_size 500 is outside 1..=100"
+        ]
     );
     let shown = err.to_string();
-    assert!(shown.starts_with(&format!("test.toml:{}:", line_of(&text, "ftp://"))), "{shown}");
+    assert!(
+        shown.starts_with(&format!("test.toml:{}:", line_of(&text, "ftp://"))),
+        "{shown}"
+    );
     assert!(shown.contains("\n  help: "), "{shown}");
 }
 
@@ -219,5 +267,9 @@ fn field_shorthand_with_bad_shape_is_explained() {
 fn unreadable_file_is_reported() {
     let err = tributary_manifest::load(std::path::Path::new("/nonexistent/m.toml")).unwrap_err();
     assert_eq!(err.diagnostics[0].file, "/nonexistent/m.toml");
-    assert!(err.diagnostics[0].message.starts_with("cannot read the manifest"));
+    assert!(
+        err.diagnostics[0]
+            .message
+            .starts_with("cannot read the manifest")
+    );
 }

@@ -109,7 +109,9 @@ impl Error {
         match self {
             Error::Status { status: 429, .. } => ErrorClass::RateLimited,
             Error::Status { status: 401, .. } => ErrorClass::Auth,
-            Error::Status { status, .. } if *status >= 500 || *status == 408 => ErrorClass::Transient,
+            Error::Status { status, .. } if *status >= 500 || *status == 408 => {
+                ErrorClass::Transient
+            }
             Error::Status { .. } => ErrorClass::Permanent,
             Error::Transport { .. } | Error::Malformed { .. } => ErrorClass::Transient,
             Error::Protocol { .. } | Error::BadCursor(_) => ErrorClass::Permanent,
@@ -118,7 +120,10 @@ impl Error {
 
     /// Whether trying again may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self.class(), ErrorClass::Transient | ErrorClass::RateLimited)
+        matches!(
+            self.class(),
+            ErrorClass::Transient | ErrorClass::RateLimited
+        )
     }
 
     /// The wait the API asked for, if any.
@@ -192,7 +197,11 @@ pub fn install_tls_provider() {
 
 impl Source {
     /// A source for `manifest` with `credentials`.
-    pub fn new(manifest: Arc<Manifest>, credentials: Credentials, options: SourceOptions) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        manifest: Arc<Manifest>,
+        credentials: Credentials,
+        options: SourceOptions,
+    ) -> Result<Self, reqwest::Error> {
         install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(options.timeout)
@@ -245,7 +254,9 @@ impl Source {
         let mut all = Page::default();
         let mut offset = 0;
         loop {
-            let page = self.fetch_offset(entity, &path, offset, Some(parent_id)).await?;
+            let page = self
+                .fetch_offset(entity, &path, offset, Some(parent_id))
+                .await?;
             all.records.extend(page.records);
             all.quarantined.extend(page.quarantined);
             all.total = page.total;
@@ -257,7 +268,13 @@ impl Source {
         }
     }
 
-    async fn fetch_offset(&self, entity: &Entity, path: &str, offset: u64, parent_id: Option<&str>) -> Result<Page> {
+    async fn fetch_offset(
+        &self,
+        entity: &Entity,
+        path: &str,
+        offset: u64,
+        parent_id: Option<&str>,
+    ) -> Result<Page> {
         let p = &self.inner.manifest.pagination;
         let mut url = if path.starts_with("http") {
             path.to_owned()
@@ -265,7 +282,10 @@ impl Source {
             format!("{}{}", self.inner.base_url, path)
         };
         url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str(&format!("{}={}&{}={}", p.page_size_param, self.inner.page_size, p.offset_param, offset));
+        url.push_str(&format!(
+            "{}={}&{}={}",
+            p.page_size_param, self.inner.page_size, p.offset_param, offset
+        ));
         if let Some(order) = &entity.order {
             url.push_str("&order=");
             url.push_str(order);
@@ -277,7 +297,14 @@ impl Source {
         }
     }
 
-    fn jsonapi_page(&self, entity: &Entity, url: &str, body: Value, offset: u64, parent_id: Option<&str>) -> Result<Page> {
+    fn jsonapi_page(
+        &self,
+        entity: &Entity,
+        url: &str,
+        body: Value,
+        offset: u64,
+        parent_id: Option<&str>,
+    ) -> Result<Page> {
         let Value::Object(mut doc) = body else {
             return Err(malformed(url, "the document is not a JSON object"));
         };
@@ -325,7 +352,14 @@ impl Source {
         Ok(page)
     }
 
-    fn json_page(&self, entity: &Entity, url: &str, body: Value, offset: u64, parent_id: Option<&str>) -> Result<Page> {
+    fn json_page(
+        &self,
+        entity: &Entity,
+        url: &str,
+        body: Value,
+        offset: u64,
+        parent_id: Option<&str>,
+    ) -> Result<Page> {
         let p = &self.inner.manifest.pagination;
         let (items, total) = match (&p.records_field, body) {
             (None, Value::Array(items)) => (items, None),
@@ -336,7 +370,12 @@ impl Source {
                     _ => return Err(malformed(url, &format!("`{field}` is not an array"))),
                 }
             }
-            _ => return Err(malformed(url, "the document is not the list the manifest describes")),
+            _ => {
+                return Err(malformed(
+                    url,
+                    "the document is not the list the manifest describes",
+                ));
+            }
         };
         debug_assert_eq!(p.style, PaginationStyle::LimitOffset);
         let count = items.len() as u64;
@@ -363,7 +402,11 @@ impl Source {
     }
 
     async fn get_json(&self, url: &str) -> Result<Value> {
-        let request = self.inner.http.get(url).header("accept", "application/json");
+        let request = self
+            .inner
+            .http
+            .get(url)
+            .header("accept", "application/json");
         let request = match &self.inner.credentials {
             Credentials::Bearer(token) => request.bearer_auth(token),
             Credentials::Basic { user, password } => request.basic_auth(user, Some(password)),
@@ -397,7 +440,10 @@ impl Source {
             .to_owned();
         let bytes = response.bytes().await.map_err(transport)?;
         if !content_type.contains("json") {
-            return Err(malformed(url, &format!("content type is `{content_type}`, not JSON")));
+            return Err(malformed(
+                url,
+                &format!("content type is `{content_type}`, not JSON"),
+            ));
         }
         serde_json::from_slice(&bytes).map_err(|e| malformed(url, &format!("invalid JSON: {e}")))
     }
@@ -436,7 +482,11 @@ fn error_detail(body: &str) -> String {
         };
     }
     let text: String = body.chars().take(200).collect();
-    if text.trim().is_empty() { "(empty body)".into() } else { text }
+    if text.trim().is_empty() {
+        "(empty body)".into()
+    } else {
+        text
+    }
 }
 
 #[cfg(test)]
@@ -465,7 +515,9 @@ mod tests {
     #[test]
     fn error_detail_reads_jsonapi_errors() {
         assert_eq!(
-            error_detail(r#"{"errors":[{"status":"400","title":"Bad Request","detail":"bad where"}]}"#),
+            error_detail(
+                r#"{"errors":[{"status":"400","title":"Bad Request","detail":"bad where"}]}"#
+            ),
             "Bad Request: bad where"
         );
         assert_eq!(error_detail("<html>oops</html>"), "<html>oops</html>");

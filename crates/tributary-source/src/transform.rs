@@ -9,9 +9,18 @@ use tributary_manifest::{Entity, Field, FieldType, RelationshipSource};
 
 /// Transforms one JSON:API resource object of `entity`. `parent_id` is the
 /// parent the object was listed under, if any.
-pub fn transform(entity: &Entity, object: Value, parent_id: Option<&str>) -> Result<SourceRecord, QuarantinedRecord> {
+pub fn transform(
+    entity: &Entity,
+    object: Value,
+    parent_id: Option<&str>,
+) -> Result<SourceRecord, QuarantinedRecord> {
     let Value::Object(mut object) = object else {
-        return Err(quarantine(entity, None, object, "the object is not a JSON object".into()));
+        return Err(quarantine(
+            entity,
+            None,
+            object,
+            "the object is not a JSON object".into(),
+        ));
     };
     object.remove("links");
     object.remove("meta");
@@ -46,7 +55,12 @@ pub fn transform(entity: &Entity, object: Value, parent_id: Option<&str>) -> Res
     }
 }
 
-fn quarantine(entity: &Entity, external_id: Option<String>, raw: Value, error: String) -> QuarantinedRecord {
+fn quarantine(
+    entity: &Entity,
+    external_id: Option<String>,
+    raw: Value,
+    error: String,
+) -> QuarantinedRecord {
     QuarantinedRecord {
         entity: entity.name.clone(),
         external_id,
@@ -57,7 +71,12 @@ fn quarantine(entity: &Entity, external_id: Option<String>, raw: Value, error: S
 
 type Built = (Map<String, Value>, Vec<EdgeRef>, Option<Timestamp>);
 
-fn build(entity: &Entity, id: &str, object: &Map<String, Value>, parent_id: Option<&str>) -> Result<Built, String> {
+fn build(
+    entity: &Entity,
+    id: &str,
+    object: &Map<String, Value>,
+    parent_id: Option<&str>,
+) -> Result<Built, String> {
     let empty = Map::new();
     let attributes = match object.get("attributes") {
         Some(Value::Object(a)) => a,
@@ -71,16 +90,17 @@ fn build(entity: &Entity, id: &str, object: &Map<String, Value>, parent_id: Opti
         canonical.insert(field.name.clone(), coerce(field, value)?);
     }
 
-    let source_updated_at = match &entity.updated_at {
-        None => None,
-        Some(attr) => match attributes.get(attr) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(parse_instant(s).ok_or_else(|| {
-                format!("`{attr}` is `{s}`, which is not an RFC 3339 timestamp")
-            })?),
-            Some(other) => return Err(format!("`{attr}` is {other}, not a timestamp string")),
-        },
-    };
+    let source_updated_at =
+        match &entity.updated_at {
+            None => None,
+            Some(attr) => match attributes.get(attr) {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(parse_instant(s).ok_or_else(|| {
+                    format!("`{attr}` is `{s}`, which is not an RFC 3339 timestamp")
+                })?),
+                Some(other) => return Err(format!("`{attr}` is {other}, not a timestamp string")),
+            },
+        };
 
     let mut edges = Vec::new();
     for rel in &entity.relationships {
@@ -106,7 +126,10 @@ fn build(entity: &Entity, id: &str, object: &Map<String, Value>, parent_id: Opti
                     Some(Value::String(s)) if !s.is_empty() => push(s.clone()),
                     Some(Value::Number(n)) => push(n.to_string()),
                     Some(other) => {
-                        return Err(format!("relationship `{}`: `{attr}` is {other}, not an id", rel.name));
+                        return Err(format!(
+                            "relationship `{}`: `{attr}` is {other}, not an id",
+                            rel.name
+                        ));
                     }
                 }
             }
@@ -134,11 +157,17 @@ fn identifier(rel: &str, item: &Value) -> Result<String, String> {
     match item.get("id") {
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
         Some(Value::Number(n)) => Ok(n.to_string()),
-        _ => Err(format!("relationship `{rel}` holds {item}, not a resource identifier")),
+        _ => Err(format!(
+            "relationship `{rel}` holds {item}, not a resource identifier"
+        )),
     }
 }
 
-fn lookup<'a>(id: &'a str, attributes: &'a Map<String, Value>, path: &[String]) -> Option<std::borrow::Cow<'a, Value>> {
+fn lookup<'a>(
+    id: &'a str,
+    attributes: &'a Map<String, Value>,
+    path: &[String],
+) -> Option<std::borrow::Cow<'a, Value>> {
     if path.len() == 1 && path[0] == "$id" {
         return Some(std::borrow::Cow::Owned(Value::String(id.to_owned())));
     }
@@ -150,7 +179,9 @@ fn lookup<'a>(id: &'a str, attributes: &'a Map<String, Value>, path: &[String]) 
 }
 
 fn parse_instant(s: &str) -> Option<Timestamp> {
-    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.to_utc())
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.to_utc())
 }
 
 /// Coerces a source value to the field's type.
@@ -159,7 +190,10 @@ pub fn coerce(field: &Field, value: Option<std::borrow::Cow<'_, Value>>) -> Resu
     let value = match value {
         None | Some(std::borrow::Cow::Borrowed(Value::Null)) => {
             return if field.required {
-                Err(format!("field `{}` (from `{source}`) is required but missing or null", field.name))
+                Err(format!(
+                    "field `{}` (from `{source}`) is required but missing or null",
+                    field.name
+                ))
             } else {
                 Ok(Value::Null)
             };
@@ -185,7 +219,10 @@ pub fn coerce(field: &Field, value: Option<std::borrow::Cow<'_, Value>>) -> Resu
         },
         FieldType::Integer => match &value {
             Value::Number(n) if n.is_i64() || n.is_u64() => Ok(value),
-            Value::Number(n) if n.as_f64().is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.0e15) => {
+            Value::Number(n)
+                if n.as_f64()
+                    .is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.0e15) =>
+            {
                 Ok(Value::from(n.as_f64().unwrap_or_default() as i64))
             }
             Value::String(s) => match s.trim().parse::<i64>() {
@@ -209,12 +246,16 @@ pub fn coerce(field: &Field, value: Option<std::borrow::Cow<'_, Value>>) -> Resu
             _ => fail("true or false"),
         },
         FieldType::Date => match &value {
-            Value::String(s) if chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() => Ok(value),
+            Value::String(s) if chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() => {
+                Ok(value)
+            }
             _ => fail("a date YYYY-MM-DD"),
         },
         FieldType::Datetime => match &value {
             Value::String(s) => match parse_instant(s) {
-                Some(t) => Ok(Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))),
+                Some(t) => Ok(Value::String(
+                    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                )),
                 None => fail("an RFC 3339 timestamp"),
             },
             _ => fail("an RFC 3339 timestamp"),
@@ -255,8 +296,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(record.external_id, "42");
-        assert!(record.raw.get("links").is_none(), "volatile links are dropped");
-        assert_eq!(record.raw["attributes"]["unknown_new_field"], 1, "unknown fields stay in raw");
+        assert!(
+            record.raw.get("links").is_none(),
+            "volatile links are dropped"
+        );
+        assert_eq!(
+            record.raw["attributes"]["unknown_new_field"], 1,
+            "unknown fields stay in raw"
+        );
         assert_eq!(
             record.source_updated_at.unwrap().to_rfc3339(),
             "2024-05-06T12:08:09+00:00"
@@ -272,11 +319,26 @@ mod tests {
         let m = manifest();
         let entity = m.entity("Person").unwrap();
         let cases = [
-            (json!({"birthdate": "not-a-date"}), "field `birthdate` (from `birthdate`): expected a date YYYY-MM-DD, got \"not-a-date\""),
-            (json!({"grade": "seventh"}), "field `grade` (from `grade`): expected a whole number, got \"seventh\""),
-            (json!({"child": "yes"}), "field `child` (from `child`): expected true or false, got \"yes\""),
-            (json!({"updated_at": "yesterday"}), "`updated_at` is `yesterday`, which is not an RFC 3339 timestamp"),
-            (json!({"first_name": ["a"]}), "field `first_name` (from `first_name`): expected text, got [\"a\"]"),
+            (
+                json!({"birthdate": "not-a-date"}),
+                "field `birthdate` (from `birthdate`): expected a date YYYY-MM-DD, got \"not-a-date\"",
+            ),
+            (
+                json!({"grade": "seventh"}),
+                "field `grade` (from `grade`): expected a whole number, got \"seventh\"",
+            ),
+            (
+                json!({"child": "yes"}),
+                "field `child` (from `child`): expected true or false, got \"yes\"",
+            ),
+            (
+                json!({"updated_at": "yesterday"}),
+                "`updated_at` is `yesterday`, which is not an RFC 3339 timestamp",
+            ),
+            (
+                json!({"first_name": ["a"]}),
+                "field `first_name` (from `first_name`): expected text, got [\"a\"]",
+            ),
         ];
         for (attributes, expected) in cases {
             let bad = transform(entity, person(attributes), None).unwrap_err();
@@ -295,8 +357,16 @@ mod tests {
         assert!(bad.error.contains("no `id`"));
         let bad = transform(entity, json!({"type": "Person", "id": "1"}), None).unwrap_err();
         assert_eq!(bad.error, "the object's type is `Person`, expected `Email`");
-        let bad = transform(entity, json!({"type": "Email", "id": "1", "attributes": {}}), None).unwrap_err();
-        assert_eq!(bad.error, "field `address` (from `address`) is required but missing or null");
+        let bad = transform(
+            entity,
+            json!({"type": "Email", "id": "1", "attributes": {}}),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            bad.error,
+            "field `address` (from `address`) is required but missing or null"
+        );
     }
 
     #[test]

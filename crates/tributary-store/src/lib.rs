@@ -19,7 +19,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use tributary_core::{ChangeKind, Cursor, PreparedRecord, QuarantinedRecord, RunKind, RunState, Timestamp};
+use tributary_core::{
+    ChangeKind, Cursor, PreparedRecord, QuarantinedRecord, RunKind, RunState, Timestamp,
+};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -34,7 +36,9 @@ pub enum Error {
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// The URL names no supported database.
-    #[error("unsupported database `{0}`: give a SQLite file path (or sqlite://PATH) or a postgres:// URL")]
+    #[error(
+        "unsupported database `{0}`: give a SQLite file path (or sqlite://PATH) or a postgres:// URL"
+    )]
     UnsupportedUrl(String),
     /// A row holds something this version cannot read.
     #[error("unreadable row: {0}")]
@@ -49,11 +53,16 @@ impl Error {
     /// locked databases, serialization failures).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Database(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => true,
+            Error::Database(
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed,
+            ) => true,
             Error::Database(sqlx::Error::Database(db)) => {
                 let code = db.code().unwrap_or_default();
                 // SQLite BUSY/LOCKED; PostgreSQL serialization failure, deadlock, admin shutdown.
-                matches!(code.as_ref(), "5" | "6" | "517" | "40001" | "40P01" | "57P01")
+                matches!(
+                    code.as_ref(),
+                    "5" | "6" | "517" | "40001" | "40P01" | "57P01"
+                )
             }
             _ => false,
         }
@@ -365,7 +374,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn backend(&self) -> Backend;
 
     /// Creates the connection, or updates its adapter and base URL.
-    async fn ensure_connection(&self, new: NewConnection<'_>, now: Timestamp) -> Result<Connection>;
+    async fn ensure_connection(&self, new: NewConnection<'_>, now: Timestamp)
+    -> Result<Connection>;
     /// A connection by name.
     async fn connection(&self, name: &str) -> Result<Option<Connection>>;
     /// Every connection, by name.
@@ -382,7 +392,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: Timestamp,
     ) -> Result<RunStart>;
     /// Ends a run.
-    async fn finish_run(&self, run_id: i64, state: RunState, error: Option<&str>, now: Timestamp) -> Result<()>;
+    async fn finish_run(
+        &self,
+        run_id: i64,
+        state: RunState,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()>;
     /// A run by id.
     async fn run(&self, run_id: i64) -> Result<Option<Run>>;
     /// The latest runs, newest first, of one connection or all.
@@ -416,14 +432,29 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Lists records.
     async fn records(&self, query: &RecordQuery) -> Result<Vec<StoredRecord>>;
     /// One record.
-    async fn record(&self, connection_id: i64, entity: &str, external_id: &str) -> Result<Option<StoredRecord>>;
+    async fn record(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        external_id: &str,
+    ) -> Result<Option<StoredRecord>>;
     /// The edges leaving a record.
-    async fn edges_from(&self, connection_id: i64, entity: &str, external_id: &str)
-    -> Result<Vec<tributary_core::EdgeRef>>;
+    async fn edges_from(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        external_id: &str,
+    ) -> Result<Vec<tributary_core::EdgeRef>>;
     /// Change-feed rows after `after_seq`, oldest first.
-    async fn changes(&self, connection_id: Option<i64>, after_seq: i64, limit: u32) -> Result<Vec<Change>>;
+    async fn changes(
+        &self,
+        connection_id: Option<i64>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Change>>;
     /// Quarantined records, oldest first.
-    async fn quarantined(&self, connection_id: Option<i64>, limit: u32) -> Result<Vec<Quarantined>>;
+    async fn quarantined(&self, connection_id: Option<i64>, limit: u32)
+    -> Result<Vec<Quarantined>>;
     /// Record counts per entity of a connection.
     async fn entity_counts(&self, connection_id: i64) -> Result<Vec<EntityCount>>;
 }

@@ -21,7 +21,10 @@ pub(crate) struct Plan<'a> {
 /// Compares a page with what is stored: new records are created, records
 /// with another hash (or marked deleted) are written again, the rest are
 /// unchanged. A repeated external id counts once, the last copy winning.
-pub(crate) fn plan<'a>(records: &'a [PreparedRecord], existing: &HashMap<String, Existing>) -> Plan<'a> {
+pub(crate) fn plan<'a>(
+    records: &'a [PreparedRecord],
+    existing: &HashMap<String, Existing>,
+) -> Plan<'a> {
     let mut last: HashMap<&str, usize> = HashMap::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
         last.insert(r.external_id.as_str(), i);

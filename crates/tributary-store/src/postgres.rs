@@ -17,9 +17,9 @@ use tributary_core::{ChangeKind, Cursor, EdgeRef, RunKind, RunState, Timestamp};
 
 use crate::plan::{Existing, plan, unique_ids};
 use crate::{
-    Backend, Change, Checkpoint, Connection, EntityCount, EntityState, Error, NewConnection, PageOutcome,
-    PageWrite, Quarantined, RecordQuery, Result, Run, RunCounts, RunStart, Store, StoredRecord,
-    quarantine_key,
+    Backend, Change, Checkpoint, Connection, EntityCount, EntityState, Error, NewConnection,
+    PageOutcome, PageWrite, Quarantined, RecordQuery, Result, Run, RunCounts, RunStart, Store,
+    StoredRecord, quarantine_key,
 };
 
 /// The PostgreSQL store.
@@ -69,7 +69,8 @@ fn run_row(row: &PgRow) -> Result<Run> {
         id: row.try_get("id")?,
         connection_id: row.try_get("connection_id")?,
         kind: RunKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("run kind `{kind}`")))?,
-        state: RunState::parse(&state).ok_or_else(|| Error::Corrupt(format!("run state `{state}`")))?,
+        state: RunState::parse(&state)
+            .ok_or_else(|| Error::Corrupt(format!("run state `{state}`")))?,
         idempotency_key: row.try_get("idempotency_key")?,
         started_at: row.try_get("started_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -114,7 +115,11 @@ impl Store for PgStore {
         Backend::Postgres
     }
 
-    async fn ensure_connection(&self, new: NewConnection<'_>, now: Timestamp) -> Result<Connection> {
+    async fn ensure_connection(
+        &self,
+        new: NewConnection<'_>,
+        now: Timestamp,
+    ) -> Result<Connection> {
         let row = sqlx::query(
             "INSERT INTO connections (name, adapter, base_url, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
              ON CONFLICT (name) DO UPDATE SET \
@@ -161,11 +166,12 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         if let Some(key) = idempotency_key {
-            let row = sqlx::query("SELECT * FROM runs WHERE connection_id = $1 AND idempotency_key = $2")
-                .bind(connection_id)
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let row =
+                sqlx::query("SELECT * FROM runs WHERE connection_id = $1 AND idempotency_key = $2")
+                    .bind(connection_id)
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if let Some(row) = row {
                 let run = run_row(&row)?;
                 tx.commit().await?;
@@ -205,7 +211,13 @@ impl Store for PgStore {
         Ok(RunStart::New(run))
     }
 
-    async fn finish_run(&self, run_id: i64, state: RunState, error: Option<&str>, now: Timestamp) -> Result<()> {
+    async fn finish_run(
+        &self,
+        run_id: i64,
+        state: RunState,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
         let done = sqlx::query(
             "UPDATE runs SET state = $1, error = $2, updated_at = $3, finished_at = $4 WHERE id = $5",
         )
@@ -317,12 +329,31 @@ impl Store for PgStore {
 
         if !plan.writes.is_empty() {
             // 2. Records.
-            let ext: Vec<&str> = plan.writes.iter().map(|(r, _)| r.external_id.as_str()).collect();
-            let raw: Vec<&str> = plan.writes.iter().map(|(r, _)| r.raw_json.as_str()).collect();
-            let canonical: Vec<&str> = plan.writes.iter().map(|(r, _)| r.canonical_json.as_str()).collect();
-            let hashes: Vec<&str> = plan.writes.iter().map(|(r, _)| r.content_hash.as_str()).collect();
-            let updated_at: Vec<Option<Timestamp>> =
-                plan.writes.iter().map(|(r, _)| r.source_updated_at).collect();
+            let ext: Vec<&str> = plan
+                .writes
+                .iter()
+                .map(|(r, _)| r.external_id.as_str())
+                .collect();
+            let raw: Vec<&str> = plan
+                .writes
+                .iter()
+                .map(|(r, _)| r.raw_json.as_str())
+                .collect();
+            let canonical: Vec<&str> = plan
+                .writes
+                .iter()
+                .map(|(r, _)| r.canonical_json.as_str())
+                .collect();
+            let hashes: Vec<&str> = plan
+                .writes
+                .iter()
+                .map(|(r, _)| r.content_hash.as_str())
+                .collect();
+            let updated_at: Vec<Option<Timestamp>> = plan
+                .writes
+                .iter()
+                .map(|(r, _)| r.source_updated_at)
+                .collect();
             let rows = sqlx::query(
                 "INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
                    content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) \
@@ -353,7 +384,11 @@ impl Store for PgStore {
             }
 
             // 3. Edges: records stored before lose their old edges first.
-            let replaced: Vec<&str> = ext.iter().copied().filter(|id| existing.contains_key(*id)).collect();
+            let replaced: Vec<&str> = ext
+                .iter()
+                .copied()
+                .filter(|id| existing.contains_key(*id))
+                .collect();
             if !replaced.is_empty() {
                 sqlx::query(
                     "DELETE FROM edges WHERE connection_id = $1 AND from_entity = $2 AND from_external_id = ANY($3)",
@@ -372,8 +407,12 @@ impl Store for PgStore {
             if !edges.is_empty() {
                 let from: Vec<&str> = edges.iter().map(|(f, _)| *f).collect();
                 let rel: Vec<&str> = edges.iter().map(|(_, e)| e.rel.as_str()).collect();
-                let to_entity: Vec<&str> = edges.iter().map(|(_, e)| e.to_entity.as_str()).collect();
-                let to_id: Vec<&str> = edges.iter().map(|(_, e)| e.to_external_id.as_str()).collect();
+                let to_entity: Vec<&str> =
+                    edges.iter().map(|(_, e)| e.to_entity.as_str()).collect();
+                let to_id: Vec<&str> = edges
+                    .iter()
+                    .map(|(_, e)| e.to_external_id.as_str())
+                    .collect();
                 let hard: Vec<bool> = edges.iter().map(|(_, e)| e.hard).collect();
                 sqlx::query(
                     "INSERT INTO edges (connection_id, from_entity, from_external_id, rel, to_entity, to_external_id, hard) \
@@ -395,11 +434,9 @@ impl Store for PgStore {
             // 4. Change-feed rows.
             let mut record_id = Vec::with_capacity(plan.writes.len());
             for (r, _) in &plan.writes {
-                record_id.push(
-                    *record_ids
-                        .get(&r.external_id)
-                        .ok_or_else(|| Error::Corrupt(format!("upsert returned no id for `{}`", r.external_id)))?,
-                );
+                record_id.push(*record_ids.get(&r.external_id).ok_or_else(|| {
+                    Error::Corrupt(format!("upsert returned no id for `{}`", r.external_id))
+                })?);
             }
             let kinds: Vec<&str> = plan.writes.iter().map(|(_, k)| k.as_str()).collect();
             sqlx::query(
@@ -456,13 +493,26 @@ impl Store for PgStore {
 
         // 6. Checkpoint and 7. run counters.
         let outcome = PageOutcome {
-            created: plan.writes.iter().filter(|(_, k)| *k == ChangeKind::Created).count() as u64,
-            updated: plan.writes.iter().filter(|(_, k)| *k == ChangeKind::Updated).count() as u64,
+            created: plan
+                .writes
+                .iter()
+                .filter(|(_, k)| *k == ChangeKind::Created)
+                .count() as u64,
+            updated: plan
+                .writes
+                .iter()
+                .filter(|(_, k)| *k == ChangeKind::Updated)
+                .count() as u64,
             unchanged: plan.unchanged,
             quarantined: page.quarantined.len() as u64,
         };
-        let seen = (outcome.created + outcome.updated + outcome.unchanged + outcome.quarantined) as i64;
-        let state = if page.finished { EntityState::Done } else { EntityState::Running };
+        let seen =
+            (outcome.created + outcome.updated + outcome.unchanged + outcome.quarantined) as i64;
+        let state = if page.finished {
+            EntityState::Done
+        } else {
+            EntityState::Running
+        };
         sqlx::query(
             "INSERT INTO checkpoints (run_id, entity, cursor, state, pages, records, total, updated_at) \
              VALUES ($1, $2, $3, $4, 1, $5, $6, $7) \
@@ -537,7 +587,12 @@ impl Store for PgStore {
         rows.iter().map(record_row).collect()
     }
 
-    async fn record(&self, connection_id: i64, entity: &str, external_id: &str) -> Result<Option<StoredRecord>> {
+    async fn record(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        external_id: &str,
+    ) -> Result<Option<StoredRecord>> {
         let sql = format!(
             "SELECT {RECORD_COLUMNS} FROM records r JOIN connections c ON c.id = r.connection_id \
              WHERE r.connection_id = $1 AND r.entity = $2 AND r.external_id = $3"
@@ -551,7 +606,12 @@ impl Store for PgStore {
         row.as_ref().map(record_row).transpose()
     }
 
-    async fn edges_from(&self, connection_id: i64, entity: &str, external_id: &str) -> Result<Vec<EdgeRef>> {
+    async fn edges_from(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        external_id: &str,
+    ) -> Result<Vec<EdgeRef>> {
         let rows = sqlx::query(
             "SELECT rel, to_entity, to_external_id, hard FROM edges WHERE connection_id = $1 AND from_entity = $2 \
              AND from_external_id = $3 ORDER BY rel, to_entity, to_external_id",
@@ -573,7 +633,12 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn changes(&self, connection_id: Option<i64>, after_seq: i64, limit: u32) -> Result<Vec<Change>> {
+    async fn changes(
+        &self,
+        connection_id: Option<i64>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Change>> {
         let rows = sqlx::query(
             "SELECT * FROM changes WHERE seq > $1 AND ($2::bigint IS NULL OR connection_id = $2) ORDER BY seq LIMIT $3",
         )
@@ -591,7 +656,8 @@ impl Store for PgStore {
                     record_id: r.try_get("record_id")?,
                     entity: r.try_get("entity")?,
                     external_id: r.try_get("external_id")?,
-                    kind: ChangeKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("change kind `{kind}`")))?,
+                    kind: ChangeKind::parse(&kind)
+                        .ok_or_else(|| Error::Corrupt(format!("change kind `{kind}`")))?,
                     content_hash: r.try_get("content_hash")?,
                     run_id: r.try_get("run_id")?,
                     changed_at: r.try_get("changed_at")?,
@@ -600,7 +666,11 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn quarantined(&self, connection_id: Option<i64>, limit: u32) -> Result<Vec<Quarantined>> {
+    async fn quarantined(
+        &self,
+        connection_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Quarantined>> {
         let rows = sqlx::query(
             "SELECT * FROM quarantine WHERE ($1::bigint IS NULL OR connection_id = $1) ORDER BY id LIMIT $2",
         )

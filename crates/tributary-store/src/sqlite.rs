@@ -10,15 +10,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite};
 use tributary_core::{ChangeKind, Cursor, EdgeRef, RunKind, RunState, Timestamp};
 
 use crate::plan::{Existing, parse_ts, plan, sqlite_ts, unique_ids};
 use crate::{
-    Backend, Change, Checkpoint, Connection, EntityCount, EntityState, Error, NewConnection, PageOutcome,
-    PageWrite, Quarantined, RecordQuery, Result, Run, RunCounts, RunStart, Store, StoredRecord,
-    quarantine_key,
+    Backend, Change, Checkpoint, Connection, EntityCount, EntityState, Error, NewConnection,
+    PageOutcome, PageWrite, Quarantined, RecordQuery, Result, Run, RunCounts, RunStart, Store,
+    StoredRecord, quarantine_key,
 };
 
 /// Rows per multi-row statement: far below SQLite's bound-variable limit.
@@ -86,7 +89,8 @@ fn run_row(row: &SqliteRow) -> Result<Run> {
         id: row.try_get("id")?,
         connection_id: row.try_get("connection_id")?,
         kind: RunKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("run kind `{kind}`")))?,
-        state: RunState::parse(&state).ok_or_else(|| Error::Corrupt(format!("run state `{state}`")))?,
+        state: RunState::parse(&state)
+            .ok_or_else(|| Error::Corrupt(format!("run state `{state}`")))?,
         idempotency_key: row.try_get("idempotency_key")?,
         started_at: parse_ts(row.try_get("started_at")?)?,
         updated_at: parse_ts(row.try_get("updated_at")?)?,
@@ -135,7 +139,11 @@ impl Store for SqliteStore {
         Backend::Sqlite
     }
 
-    async fn ensure_connection(&self, new: NewConnection<'_>, now: Timestamp) -> Result<Connection> {
+    async fn ensure_connection(
+        &self,
+        new: NewConnection<'_>,
+        now: Timestamp,
+    ) -> Result<Connection> {
         let now = sqlite_ts(&now);
         let row = sqlx::query(
             "INSERT INTO connections (name, adapter, base_url, created_at, updated_at) VALUES (?, ?, ?, ?, ?) \
@@ -179,11 +187,12 @@ impl Store for SqliteStore {
     ) -> Result<RunStart> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         if let Some(key) = idempotency_key {
-            let row = sqlx::query("SELECT * FROM runs WHERE connection_id = ? AND idempotency_key = ?")
-                .bind(connection_id)
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let row =
+                sqlx::query("SELECT * FROM runs WHERE connection_id = ? AND idempotency_key = ?")
+                    .bind(connection_id)
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if let Some(row) = row {
                 let run = run_row(&row)?;
                 tx.commit().await?;
@@ -225,7 +234,13 @@ impl Store for SqliteStore {
         Ok(RunStart::New(run))
     }
 
-    async fn finish_run(&self, run_id: i64, state: RunState, error: Option<&str>, now: Timestamp) -> Result<()> {
+    async fn finish_run(
+        &self,
+        run_id: i64,
+        state: RunState,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
         let now = sqlite_ts(&now);
         let done = sqlx::query(
             "UPDATE runs SET state = ?, error = ?, updated_at = ?, finished_at = ? WHERE id = ?",
@@ -460,7 +475,8 @@ impl Store for SqliteStore {
             q.build().execute(&mut *tx).await?;
         }
         for chunk in ids.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM quarantine WHERE connection_id = ");
+            let mut q =
+                QueryBuilder::<Sqlite>::new("DELETE FROM quarantine WHERE connection_id = ");
             q.push_bind(page.connection_id)
                 .push(" AND entity = ")
                 .push_bind(page.entity)
@@ -475,13 +491,26 @@ impl Store for SqliteStore {
 
         // 6. Checkpoint and 7. run counters.
         let outcome = PageOutcome {
-            created: plan.writes.iter().filter(|(_, k)| *k == ChangeKind::Created).count() as u64,
-            updated: plan.writes.iter().filter(|(_, k)| *k == ChangeKind::Updated).count() as u64,
+            created: plan
+                .writes
+                .iter()
+                .filter(|(_, k)| *k == ChangeKind::Created)
+                .count() as u64,
+            updated: plan
+                .writes
+                .iter()
+                .filter(|(_, k)| *k == ChangeKind::Updated)
+                .count() as u64,
             unchanged: plan.unchanged,
             quarantined: page.quarantined.len() as u64,
         };
-        let seen = (outcome.created + outcome.updated + outcome.unchanged + outcome.quarantined) as i64;
-        let state = if page.finished { EntityState::Done } else { EntityState::Running };
+        let seen =
+            (outcome.created + outcome.updated + outcome.unchanged + outcome.quarantined) as i64;
+        let state = if page.finished {
+            EntityState::Done
+        } else {
+            EntityState::Running
+        };
         sqlx::query(
             "INSERT INTO checkpoints (run_id, entity, cursor, state, pages, records, total, updated_at) \
              VALUES (?, ?, ?, ?, 1, ?, ?, ?) \
@@ -557,7 +586,12 @@ impl Store for SqliteStore {
         rows.iter().map(record_row).collect()
     }
 
-    async fn record(&self, connection_id: i64, entity: &str, external_id: &str) -> Result<Option<StoredRecord>> {
+    async fn record(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        external_id: &str,
+    ) -> Result<Option<StoredRecord>> {
         let sql = format!(
             "SELECT {RECORD_COLUMNS} FROM records r JOIN connections c ON c.id = r.connection_id \
              WHERE r.connection_id = ? AND r.entity = ? AND r.external_id = ?"
@@ -571,7 +605,12 @@ impl Store for SqliteStore {
         row.as_ref().map(record_row).transpose()
     }
 
-    async fn edges_from(&self, connection_id: i64, entity: &str, external_id: &str) -> Result<Vec<EdgeRef>> {
+    async fn edges_from(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        external_id: &str,
+    ) -> Result<Vec<EdgeRef>> {
         let rows = sqlx::query(
             "SELECT rel, to_entity, to_external_id, hard FROM edges WHERE connection_id = ? AND from_entity = ? \
              AND from_external_id = ? ORDER BY rel, to_entity, to_external_id",
@@ -593,7 +632,12 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn changes(&self, connection_id: Option<i64>, after_seq: i64, limit: u32) -> Result<Vec<Change>> {
+    async fn changes(
+        &self,
+        connection_id: Option<i64>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Change>> {
         let rows = sqlx::query(
             "SELECT * FROM changes WHERE seq > ?1 AND (?2 IS NULL OR connection_id = ?2) ORDER BY seq LIMIT ?3",
         )
@@ -611,7 +655,8 @@ impl Store for SqliteStore {
                     record_id: r.try_get("record_id")?,
                     entity: r.try_get("entity")?,
                     external_id: r.try_get("external_id")?,
-                    kind: ChangeKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("change kind `{kind}`")))?,
+                    kind: ChangeKind::parse(&kind)
+                        .ok_or_else(|| Error::Corrupt(format!("change kind `{kind}`")))?,
                     content_hash: r.try_get("content_hash")?,
                     run_id: r.try_get("run_id")?,
                     changed_at: parse_ts(r.try_get("changed_at")?)?,
@@ -620,7 +665,11 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn quarantined(&self, connection_id: Option<i64>, limit: u32) -> Result<Vec<Quarantined>> {
+    async fn quarantined(
+        &self,
+        connection_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Quarantined>> {
         let rows = sqlx::query(
             "SELECT * FROM quarantine WHERE (?1 IS NULL OR connection_id = ?1) ORDER BY id LIMIT ?2",
         )

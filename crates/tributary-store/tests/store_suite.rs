@@ -30,7 +30,9 @@ async fn sqlite() -> TestDb {
 }
 
 async fn postgres() -> TestDb {
-    let url = tributary_testkit::shared().create_database("store").unwrap();
+    let url = tributary_testkit::shared()
+        .create_database("store")
+        .unwrap();
     TestDb {
         store: tributary_store::open(&url).await.unwrap(),
         _dir: None,
@@ -77,7 +79,9 @@ store_suite!(
 );
 
 fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-03-04T05:06:07.123456Z").unwrap().to_utc()
+    DateTime::parse_from_rfc3339("2026-03-04T05:06:07.123456Z")
+        .unwrap()
+        .to_utc()
 }
 
 fn person(id: &str, name: &str, campus: Option<&str>) -> PreparedRecord {
@@ -111,7 +115,10 @@ async fn setup(store: &Arc<dyn Store>) -> (i64, i64) {
         )
         .await
         .unwrap();
-    let run = store.start_run(conn.id, RunKind::Full, None, t0()).await.unwrap();
+    let run = store
+        .start_run(conn.id, RunKind::Full, None, t0())
+        .await
+        .unwrap();
     (conn.id, run.run().id)
 }
 
@@ -144,7 +151,10 @@ async fn connections_are_upserted_by_name(store: Arc<dyn Store>) {
         base_url: "http://a",
     };
     let a = store.ensure_connection(new, t0()).await.unwrap();
-    let b = store.ensure_connection(new, t0() + Duration::hours(1)).await.unwrap();
+    let b = store
+        .ensure_connection(new, t0() + Duration::hours(1))
+        .await
+        .unwrap();
     assert_eq!(a, b, "an unchanged connection is not touched");
     let c = store
         .ensure_connection(
@@ -169,7 +179,13 @@ async fn connections_are_upserted_by_name(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    let names: Vec<String> = store.connections().await.unwrap().into_iter().map(|c| c.name).collect();
+    let names: Vec<String> = store
+        .connections()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
     assert_eq!(names, ["another", "main"]);
     assert_eq!(store.connection("main").await.unwrap().unwrap().id, a.id);
     assert!(store.connection("nope").await.unwrap().is_none());
@@ -177,37 +193,84 @@ async fn connections_are_upserted_by_name(store: Arc<dyn Store>) {
 
 async fn runs_start_resume_and_finish(store: Arc<dyn Store>) {
     let (conn, run) = setup(&store).await;
-    let again = store.start_run(conn, RunKind::Full, None, t0()).await.unwrap();
-    assert!(matches!(again, RunStart::Resumed(ref r) if r.id == run), "{again:?}");
-    let delta = store.start_run(conn, RunKind::Delta, None, t0()).await.unwrap();
+    let again = store
+        .start_run(conn, RunKind::Full, None, t0())
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, RunStart::Resumed(ref r) if r.id == run),
+        "{again:?}"
+    );
+    let delta = store
+        .start_run(conn, RunKind::Delta, None, t0())
+        .await
+        .unwrap();
     assert!(matches!(delta, RunStart::New(ref r) if r.id != run && r.kind == RunKind::Delta));
     store
-        .finish_run(run, RunState::Failed, Some("boom"), t0() + Duration::seconds(5))
+        .finish_run(
+            run,
+            RunState::Failed,
+            Some("boom"),
+            t0() + Duration::seconds(5),
+        )
         .await
         .unwrap();
     let finished = store.run(run).await.unwrap().unwrap();
     assert_eq!(finished.state, RunState::Failed);
     assert_eq!(finished.error.as_deref(), Some("boom"));
     assert_eq!(finished.finished_at, Some(t0() + Duration::seconds(5)));
-    let next = store.start_run(conn, RunKind::Full, None, t0()).await.unwrap();
+    let next = store
+        .start_run(conn, RunKind::Full, None, t0())
+        .await
+        .unwrap();
     assert!(matches!(next, RunStart::New(ref r) if r.id > run));
-    let ids: Vec<i64> = store.runs(Some(conn), 10).await.unwrap().iter().map(|r| r.id).collect();
+    let ids: Vec<i64> = store
+        .runs(Some(conn), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
     assert_eq!(ids.len(), 3);
     assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
     assert_eq!(store.runs(None, 1).await.unwrap().len(), 1);
-    assert!(store.finish_run(9999, RunState::Succeeded, None, t0()).await.is_err());
+    assert!(
+        store
+            .finish_run(9999, RunState::Succeeded, None, t0())
+            .await
+            .is_err()
+    );
 }
 
 async fn idempotency_key_names_one_run(store: Arc<dyn Store>) {
     let (conn, _) = setup(&store).await;
-    let first = store.start_run(conn, RunKind::Webhook, Some("delivery-1"), t0()).await.unwrap();
-    let RunStart::New(first) = first else { panic!("{first:?}") };
-    let again = store.start_run(conn, RunKind::Webhook, Some("delivery-1"), t0()).await.unwrap();
+    let first = store
+        .start_run(conn, RunKind::Webhook, Some("delivery-1"), t0())
+        .await
+        .unwrap();
+    let RunStart::New(first) = first else {
+        panic!("{first:?}")
+    };
+    let again = store
+        .start_run(conn, RunKind::Webhook, Some("delivery-1"), t0())
+        .await
+        .unwrap();
     assert_eq!(again, RunStart::Resumed(first.clone()));
-    store.finish_run(first.id, RunState::Succeeded, None, t0()).await.unwrap();
-    let done = store.start_run(conn, RunKind::Webhook, Some("delivery-1"), t0()).await.unwrap();
-    assert!(matches!(done, RunStart::Finished(ref r) if r.id == first.id && r.state == RunState::Succeeded));
-    let other = store.start_run(conn, RunKind::Webhook, Some("delivery-2"), t0()).await.unwrap();
+    store
+        .finish_run(first.id, RunState::Succeeded, None, t0())
+        .await
+        .unwrap();
+    let done = store
+        .start_run(conn, RunKind::Webhook, Some("delivery-1"), t0())
+        .await
+        .unwrap();
+    assert!(
+        matches!(done, RunStart::Finished(ref r) if r.id == first.id && r.state == RunState::Succeeded)
+    );
+    let other = store
+        .start_run(conn, RunKind::Webhook, Some("delivery-2"), t0())
+        .await
+        .unwrap();
     assert!(matches!(other, RunStart::New(ref r) if r.id != first.id));
 }
 
@@ -215,7 +278,10 @@ async fn page_commits_records_edges_changes_and_checkpoint(store: Arc<dyn Store>
     let (conn, run) = setup(&store).await;
     let records = [person("1", "Ann", Some("10")), person("2", "Bob", None)];
     let cursor = Cursor(json!({"offset": 2}));
-    let outcome = store.apply_page(page(conn, run, &records, &[], &cursor, false)).await.unwrap();
+    let outcome = store
+        .apply_page(page(conn, run, &records, &[], &cursor, false))
+        .await
+        .unwrap();
     assert_eq!(
         outcome,
         PageOutcome {
@@ -224,30 +290,50 @@ async fn page_commits_records_edges_changes_and_checkpoint(store: Arc<dyn Store>
         }
     );
     let stored = store.record(conn, "Person", "1").await.unwrap().unwrap();
-    assert_eq!(stored.raw, json!({"type": "Person", "id": "1", "attributes": {"name": "Ann"}}));
+    assert_eq!(
+        stored.raw,
+        json!({"type": "Person", "id": "1", "attributes": {"name": "Ann"}})
+    );
     assert_eq!(stored.canonical, json!({"name": "Ann"}));
     assert_eq!(stored.content_hash, records[0].content_hash);
     assert_eq!(stored.connection, "main");
     assert_eq!(stored.first_seen_at, t0());
     assert_eq!(stored.source_updated_at, Some(t0() - Duration::days(1)));
     assert!(stored.deleted_at.is_none());
-    assert_eq!(store.edges_from(conn, "Person", "1").await.unwrap(), records[0].edges);
+    assert_eq!(
+        store.edges_from(conn, "Person", "1").await.unwrap(),
+        records[0].edges
+    );
     let changes = store.changes(Some(conn), 0, 100).await.unwrap();
     assert_eq!(changes.len(), 2);
-    assert!(changes.iter().all(|c| c.kind == ChangeKind::Created && c.run_id == Some(run)));
+    assert!(
+        changes
+            .iter()
+            .all(|c| c.kind == ChangeKind::Created && c.run_id == Some(run))
+    );
     assert!(changes[0].seq < changes[1].seq);
     assert_eq!(changes[0].record_id, stored.id);
     let checkpoints = store.checkpoints(run).await.unwrap();
     assert_eq!(checkpoints.len(), 1);
     assert_eq!(checkpoints[0].cursor, cursor);
     assert_eq!(checkpoints[0].state, EntityState::Running);
-    assert_eq!((checkpoints[0].pages, checkpoints[0].records, checkpoints[0].total), (1, 2, Some(3)));
+    assert_eq!(
+        (
+            checkpoints[0].pages,
+            checkpoints[0].records,
+            checkpoints[0].total
+        ),
+        (1, 2, Some(3))
+    );
     let r = store.run(run).await.unwrap().unwrap();
     assert_eq!((r.counts.pages, r.counts.created), (1, 2));
 
     let last = [person("3", "Cy", None)];
     let end = Cursor(json!({"offset": 3, "done": true}));
-    store.apply_page(page(conn, run, &last, &[], &end, true)).await.unwrap();
+    store
+        .apply_page(page(conn, run, &last, &[], &end, true))
+        .await
+        .unwrap();
     let checkpoints = store.checkpoints(run).await.unwrap();
     assert_eq!(checkpoints[0].state, EntityState::Done);
     assert_eq!(checkpoints[0].cursor, end);
@@ -261,7 +347,10 @@ async fn unchanged_page_changes_nothing(store: Arc<dyn Store>) {
     let (conn, run) = setup(&store).await;
     let records = [person("1", "Ann", Some("10")), person("2", "Bob", None)];
     let cursor = Cursor(json!({"offset": 2}));
-    store.apply_page(page(conn, run, &records, &[], &cursor, false)).await.unwrap();
+    store
+        .apply_page(page(conn, run, &records, &[], &cursor, false))
+        .await
+        .unwrap();
     let before = store.record(conn, "Person", "1").await.unwrap().unwrap();
     let later = PageWrite {
         now: t0() + Duration::hours(1),
@@ -276,16 +365,29 @@ async fn unchanged_page_changes_nothing(store: Arc<dyn Store>) {
         }
     );
     assert_eq!(store.changes(Some(conn), 0, 100).await.unwrap().len(), 2);
-    assert_eq!(store.record(conn, "Person", "1").await.unwrap().unwrap(), before);
+    assert_eq!(
+        store.record(conn, "Person", "1").await.unwrap().unwrap(),
+        before
+    );
     let r = store.run(run).await.unwrap().unwrap();
-    assert_eq!((r.counts.pages, r.counts.created, r.counts.unchanged), (2, 2, 2));
+    assert_eq!(
+        (r.counts.pages, r.counts.created, r.counts.unchanged),
+        (2, 2, 2)
+    );
 }
 
 async fn changed_record_is_updated_and_its_edges_replaced(store: Arc<dyn Store>) {
     let (conn, run) = setup(&store).await;
     let cursor = Cursor::start();
     store
-        .apply_page(page(conn, run, &[person("1", "Ann", Some("10"))], &[], &cursor, false))
+        .apply_page(page(
+            conn,
+            run,
+            &[person("1", "Ann", Some("10"))],
+            &[],
+            &cursor,
+            false,
+        ))
         .await
         .unwrap();
     let first = store.record(conn, "Person", "1").await.unwrap().unwrap();
@@ -304,7 +406,13 @@ async fn changed_record_is_updated_and_its_edges_replaced(store: Arc<dyn Store>)
     let edges = store.edges_from(conn, "Person", "1").await.unwrap();
     assert_eq!(edges.len(), 1);
     assert_eq!(edges[0].to_external_id, "11");
-    let kinds: Vec<ChangeKind> = store.changes(Some(conn), 0, 100).await.unwrap().iter().map(|c| c.kind).collect();
+    let kinds: Vec<ChangeKind> = store
+        .changes(Some(conn), 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.kind)
+        .collect();
     assert_eq!(kinds, [ChangeKind::Created, ChangeKind::Updated]);
 }
 
@@ -317,7 +425,12 @@ async fn duplicate_ids_in_a_page_count_once(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(outcome.created, 1);
     assert_eq!(
-        store.record(conn, "Person", "1").await.unwrap().unwrap().canonical,
+        store
+            .record(conn, "Person", "1")
+            .await
+            .unwrap()
+            .unwrap()
+            .canonical,
         json!({"name": "Annie"})
     );
     assert_eq!(store.changes(Some(conn), 0, 100).await.unwrap().len(), 1);
@@ -359,7 +472,14 @@ async fn quarantine_keeps_bad_records_until_they_heal(store: Arc<dyn Store>) {
     assert_eq!(store.quarantined(Some(conn), 10).await.unwrap().len(), 2);
     // fixed at the source: the record lands and leaves quarantine
     store
-        .apply_page(page(conn, run, &[person("2", "Bo", None)], &[], &Cursor::start(), false))
+        .apply_page(page(
+            conn,
+            run,
+            &[person("2", "Bo", None)],
+            &[],
+            &Cursor::start(),
+            false,
+        ))
         .await
         .unwrap();
     let q = store.quarantined(Some(conn), 10).await.unwrap();
@@ -370,9 +490,19 @@ async fn quarantine_keeps_bad_records_until_they_heal(store: Arc<dyn Store>) {
 
 async fn page_for_a_finished_run_commits_nothing(store: Arc<dyn Store>) {
     let (conn, run) = setup(&store).await;
-    store.finish_run(run, RunState::Succeeded, None, t0()).await.unwrap();
+    store
+        .finish_run(run, RunState::Succeeded, None, t0())
+        .await
+        .unwrap();
     let err = store
-        .apply_page(page(conn, run, &[person("1", "Ann", None)], &[], &Cursor::start(), false))
+        .apply_page(page(
+            conn,
+            run,
+            &[person("1", "Ann", None)],
+            &[],
+            &Cursor::start(),
+            false,
+        ))
         .await;
     assert!(err.is_err());
     assert!(store.record(conn, "Person", "1").await.unwrap().is_none());
@@ -383,29 +513,53 @@ async fn page_for_a_finished_run_commits_nothing(store: Arc<dyn Store>) {
 async fn entity_state_without_a_page(store: Arc<dyn Store>) {
     let (_, run) = setup(&store).await;
     store
-        .set_entity_state(run, "Email", EntityState::Failed, Some("403 forbidden"), t0())
+        .set_entity_state(
+            run,
+            "Email",
+            EntityState::Failed,
+            Some("403 forbidden"),
+            t0(),
+        )
         .await
         .unwrap();
-    store.set_entity_state(run, "Campus", EntityState::Done, None, t0()).await.unwrap();
+    store
+        .set_entity_state(run, "Campus", EntityState::Done, None, t0())
+        .await
+        .unwrap();
     let cps = store.checkpoints(run).await.unwrap();
     assert_eq!(cps.len(), 2);
-    assert_eq!((cps[0].entity.as_str(), cps[0].state), ("Campus", EntityState::Done));
+    assert_eq!(
+        (cps[0].entity.as_str(), cps[0].state),
+        ("Campus", EntityState::Done)
+    );
     assert_eq!(cps[1].error.as_deref(), Some("403 forbidden"));
     assert!(cps[1].cursor.is_start());
 }
 
 async fn external_ids_walk_in_order(store: Arc<dyn Store>) {
     let (conn, run) = setup(&store).await;
-    let records: Vec<PreparedRecord> = ["3", "10", "2", "1"].iter().map(|id| person(id, "x", None)).collect();
+    let records: Vec<PreparedRecord> = ["3", "10", "2", "1"]
+        .iter()
+        .map(|id| person(id, "x", None))
+        .collect();
     store
         .apply_page(page(conn, run, &records, &[], &Cursor::start(), false))
         .await
         .unwrap();
     let first = store.external_ids(conn, "Person", None, 2).await.unwrap();
     assert_eq!(first, ["1", "10"]);
-    let rest = store.external_ids(conn, "Person", Some("10"), 10).await.unwrap();
+    let rest = store
+        .external_ids(conn, "Person", Some("10"), 10)
+        .await
+        .unwrap();
     assert_eq!(rest, ["2", "3"]);
-    assert!(store.external_ids(conn, "Email", None, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .external_ids(conn, "Email", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn records_list_filter_and_page(store: Arc<dyn Store>) {

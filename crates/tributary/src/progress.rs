@@ -36,8 +36,10 @@ fn counted_style() -> ProgressStyle {
 }
 
 fn open_style() -> ProgressStyle {
-    ProgressStyle::with_template("{prefix:>28.bold} {spinner} {human_pos:>9} records {per_sec:>12} {msg}")
-        .expect("valid template")
+    ProgressStyle::with_template(
+        "{prefix:>28.bold} {spinner} {human_pos:>9} records {per_sec:>12} {msg}",
+    )
+    .expect("valid template")
 }
 
 impl Bars {
@@ -53,7 +55,10 @@ impl Bars {
                 bars.insert(entity.clone(), bar);
             }
         }
-        Self { _multi: multi, bars }
+        Self {
+            _multi: multi,
+            bars,
+        }
     }
 }
 
@@ -71,7 +76,13 @@ impl Progress for Bars {
         }
     }
 
-    fn page_committed(&self, entity: &str, _outcome: &PageOutcome, records: i64, total: Option<i64>) {
+    fn page_committed(
+        &self,
+        entity: &str,
+        _outcome: &PageOutcome,
+        records: i64,
+        total: Option<i64>,
+    ) {
         if let Some(bar) = self.bars.get(entity) {
             if let Some(total) = total {
                 if bar.length() == Some(0) {
@@ -100,7 +111,8 @@ impl Progress for Bars {
                     }
                     bar.finish_with_message("done");
                 }
-                _ => bar.abandon_with_message(format!("FAILED: {}", error.unwrap_or("unknown error"))),
+                _ => bar
+                    .abandon_with_message(format!("FAILED: {}", error.unwrap_or("unknown error"))),
             }
         }
     }
@@ -118,7 +130,13 @@ impl Progress for Lines {
         eprintln!("{entity}: started at {} records{total}", thousands(records));
     }
 
-    fn page_committed(&self, entity: &str, _outcome: &PageOutcome, records: i64, total: Option<i64>) {
+    fn page_committed(
+        &self,
+        entity: &str,
+        _outcome: &PageOutcome,
+        records: i64,
+        total: Option<i64>,
+    ) {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let due = last

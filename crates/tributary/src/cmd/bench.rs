@@ -52,7 +52,14 @@ impl Drop for Killed {
 
 fn start_sim(exe: &Path, people: usize) -> anyhow::Result<(Killed, String)> {
     let mut child = Process::new(exe)
-        .args(["sim", "pco", "--people", &people.to_string(), "--seed", "42"])
+        .args([
+            "sim",
+            "pco",
+            "--people",
+            &people.to_string(),
+            "--seed",
+            "42",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -70,7 +77,15 @@ fn start_sim(exe: &Path, people: usize) -> anyhow::Result<(Killed, String)> {
 
 fn sync(exe: &Path, db: &str, url: &str, stats: &Path) -> anyhow::Result<Value> {
     let status = Process::new(exe)
-        .args(["sync", "--db", db, "--base-url", url, "--connection", "bench"])
+        .args([
+            "sync",
+            "--db",
+            db,
+            "--base-url",
+            url,
+            "--connection",
+            "bench",
+        ])
         .arg("--stats-json")
         .arg(stats)
         .env("TRIBUTARY_TOKEN", "sim-token")
@@ -92,10 +107,16 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         one => vec![one],
     };
     let pg = if backends.contains(&Backend::Postgres) && args.pg_url.is_none() {
-        Some(tokio::task::spawn_blocking(|| {
-            tributary_testkit::PgServer::start_with(tributary_testkit::PgOptions::new().durable(true).shared_buffers("256MB"))
-        })
-        .await??)
+        Some(
+            tokio::task::spawn_blocking(|| {
+                tributary_testkit::PgServer::start_with(
+                    tributary_testkit::PgOptions::new()
+                        .durable(true)
+                        .shared_buffers("256MB"),
+                )
+            })
+            .await??,
+        )
     } else {
         None
     };

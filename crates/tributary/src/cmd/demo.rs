@@ -63,13 +63,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let total = c.created + c.updated + c.unchanged + c.quarantined;
     let secs = report.elapsed.as_secs_f64().max(1e-9);
     let store = tributary_store::open(&args.db).await?;
-    let connection = store.connection("demo").await?.context("the demo connection vanished")?;
+    let connection = store
+        .connection("demo")
+        .await?
+        .context("the demo connection vanished")?;
     let counts = store.entity_counts(connection.id).await?;
     println!();
-    println!("{:<6} {:<22} {:>10} {:>8} {:>10}", "wave", "entity", "records", "pages", "state");
+    println!(
+        "{:<6} {:<22} {:>10} {:>8} {:>10}",
+        "wave", "entity", "records", "pages", "state"
+    );
     for (i, wave) in manifest.graph.waves().iter().enumerate() {
         for entity in wave {
-            let live = counts.iter().find(|c| &c.entity == entity).map_or(0, |c| c.live);
+            let live = counts
+                .iter()
+                .find(|c| &c.entity == entity)
+                .map_or(0, |c| c.live);
             let entity_report = report.entities.iter().find(|e| &e.entity == entity);
             println!(
                 "{:<6} {:<22} {:>10} {:>8} {:>10}",
@@ -100,7 +109,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(error) = &report.run.error {
         println!("error: {error}");
     }
-    println!("Database: {}  (try: tributary status --db {}; tributary records export --db {} --entity Person | head)", args.db, args.db, args.db);
+    println!(
+        "Database: {}  (try: tributary status --db {}; tributary records export --db {} --entity Person | head)",
+        args.db, args.db, args.db
+    );
 
     let ok = report.run.state == RunState::Succeeded;
     if !args.exit {
@@ -111,5 +123,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         tokio::signal::ctrl_c().await?;
     }
     sim.shutdown().await;
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

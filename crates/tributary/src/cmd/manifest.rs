@@ -38,7 +38,11 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 eprintln!(
                     "{} error{} in {}",
                     errors.diagnostics.len(),
-                    if errors.diagnostics.len() == 1 { "" } else { "s" },
+                    if errors.diagnostics.len() == 1 {
+                        ""
+                    } else {
+                        "s"
+                    },
                     file.display()
                 );
                 Ok(ExitCode::FAILURE)

@@ -58,7 +58,11 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         let Some(last) = batch.last() else { break };
         after = last.id;
         for r in batch {
-            let data = r.raw.get("attributes").cloned().unwrap_or_else(|| r.raw.clone());
+            let data = r
+                .raw
+                .get("attributes")
+                .cloned()
+                .unwrap_or_else(|| r.raw.clone());
             let line = json!({
                 "connection": r.connection,
                 "entity": r.entity,

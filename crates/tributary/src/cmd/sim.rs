@@ -40,7 +40,11 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     let sim = tributary_sim::serve(config, std::net::SocketAddr::new(args.host, args.port)).await?;
     // The first stdout line is the URL, for scripts and the benchmark.
     println!("{}", sim.base_url());
-    eprintln!("PCO simulator listening on {} with {} people; Ctrl-C stops it", sim.base_url(), args.people);
+    eprintln!(
+        "PCO simulator listening on {} with {} people; Ctrl-C stops it",
+        sim.base_url(),
+        args.people
+    );
     tokio::signal::ctrl_c().await?;
     sim.shutdown().await;
     Ok(ExitCode::SUCCESS)

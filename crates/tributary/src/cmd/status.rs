@@ -21,7 +21,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("no connections yet (run `tributary demo` or `tributary sync`)");
     }
     for connection in connections {
-        println!("connection {} ({}, {})", connection.name, connection.adapter, connection.base_url);
+        println!(
+            "connection {} ({}, {})",
+            connection.name, connection.adapter, connection.base_url
+        );
         let counts = store.entity_counts(connection.id).await?;
         let total: i64 = counts.iter().map(|c| c.live).sum();
         println!("  records: {}", thousands(total));
@@ -64,7 +67,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             if run.state == tributary_core::RunState::Running {
                 for cp in store.checkpoints(run.id).await? {
-                    let total = cp.total.map_or(String::new(), |t| format!("/{}", thousands(t)));
+                    let total = cp
+                        .total
+                        .map_or(String::new(), |t| format!("/{}", thousands(t)));
                     println!(
                         "      {:<22} {:<8} {}{total} records, cursor {}",
                         cp.entity,

@@ -91,7 +91,10 @@ pub struct FullSync<'a> {
 }
 
 /// Opens the store, ensures the connection and runs (or resumes) a full sync.
-pub async fn full_sync(request: FullSync<'_>, progress: Arc<dyn Progress>) -> anyhow::Result<RunReport> {
+pub async fn full_sync(
+    request: FullSync<'_>,
+    progress: Arc<dyn Progress>,
+) -> anyhow::Result<RunReport> {
     let store = tributary_store::open(request.db)
         .await
         .with_context(|| format!("cannot open the store `{}`", request.db))?;
@@ -131,7 +134,10 @@ pub fn peak_rss_kib() -> Option<u64> {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Kind::Full = args.kind;
     let manifest = load_manifest(&args.adapter, args.manifest.as_deref())?;
-    let connection = args.connection.clone().unwrap_or_else(|| manifest.name.clone());
+    let connection = args
+        .connection
+        .clone()
+        .unwrap_or_else(|| manifest.name.clone());
     let progress = crate::progress::for_stderr(&manifest);
     let report = full_sync(
         FullSync {

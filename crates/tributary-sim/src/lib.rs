@@ -1,0 +1,438 @@
+//! # tributary-sim — a Planning Center People API simulator
+//!
+//! A real HTTP server (axum on loopback) that serves a deterministic, generated church
+//! database through the PCO People API (`/people/v2/...`), plus a control API (`/__sim/...`)
+//! that tests use to mutate the data and to read back exactly what the API serves. It backs
+//! Tributary's demo, its integration tests and its benchmarks.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use tributary_sim::{SimConfig, serve};
+//! let handle = serve(
+//!     SimConfig { people: 5_000, ..SimConfig::default() },
+//!     "127.0.0.1:0".parse().unwrap(),
+//! )
+//! .await?;
+//! println!("PCO simulator at {}", handle.base_url());
+//! handle.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Data model
+//!
+//! Everything is a pure function of [`SimConfig::seed`] and [`SimConfig::people`] (`N`):
+//!
+//! | type | count | relationships |
+//! | --- | --- | --- |
+//! | `Campus` | 3–6 | `organization` |
+//! | `Person` | `N` | `primary_campus` (about 10 % `null`) |
+//! | `Household` | ≈ `N / 3` (1–6 members, mean ≈ 3) | `primary_contact`, `people` |
+//! | `HouseholdMembership` | `N` (each person is in exactly one household) | `person`, `household` |
+//! | `Email` | 1–2 per person, exactly one `primary` | `person` |
+//! | `PhoneNumber` | 0–2 per person | `person` |
+//! | `Address` | 0–1 per person (mostly the household's address) | `person` |
+//!
+//! Attribute names are PCO's (see [`ResourceKind::can_query_by`] and friends for what each
+//! type can be filtered, ordered and included by). Values are realistic: names from built-in
+//! lists, households sharing a last name, `child`/`grade`/`graduation_year` consistent with the
+//! `birthdate` (ages are taken at 2025-06-01), `status` `"inactive"` with `inactivated_at`,
+//! PCO-like `membership` values, phone numbers in all of PCO's formats, and so on.
+//!
+//! * Ids are numeric strings, unique per type, ascending with `created_at`. Generated ids of a
+//!   type are `base + index + 1` with a per-type base (Person 10000001…, Email 20000001…,
+//!   PhoneNumber 30000001…, Address 40000001…, Household 50000001…, HouseholdMembership
+//!   60000001…, Campus 70001…); created resources get ids right above the generated range.
+//! * Generated timestamps lie between 2019-01-01 and 2025-06-01 (UTC, whole seconds,
+//!   `"2023-04-05T10:11:12Z"`), independent of the wall clock; `updated_at >= created_at`.
+//!   HouseholdMembership has no timestamps (as in PCO).
+//! * Randomness is a hand-rolled splitmix64 hash of `(seed, purpose, index)`, so a seed gives
+//!   the same data set on every platform and version. Nothing is materialised: only per-person
+//!   counts (prefix sums) and household boundaries are kept (≈ 20 MB for a million people,
+//!   built in well under a second); each resource is generated from its index when served.
+//!
+//! ## Mutations
+//!
+//! Mutations form an overlay over the generated data. A mutated resource keeps its id; a
+//! created one gets a new id; a deleted one disappears from lists, nested lists, includes and
+//! single GETs (404). Every mutation takes its timestamp from the simulator's [`Clock`]
+//! (default: the wall clock), but never less than 1 ms after the previous mutation and never
+//! before the end of the generated data, so `updated_at` of mutated resources is strictly
+//! increasing and newer than every generated one. Mutation timestamps carry milliseconds when
+//! they are not whole seconds (`"2026-01-02T03:04:05.001Z"`). Use
+//! [`Simulator::with_clock`] and a [`ManualClock`] for deterministic timestamps.
+//!
+//! Cascades: deleting a Person deletes its emails, phone numbers, addresses and household
+//! memberships; deleting a Household deletes its memberships; creating or deleting a
+//! membership (also through a person's deletion) updates the household's `member_count`, its
+//! primary contact if that person left, and bumps its `updated_at`. Deleting a Campus does not
+//! touch people whose `primary_campus` points at it (the reference dangles). Attributes are
+//! never re-derived: patching `first_name` does not change `name`, a membership's
+//! `person_name` or a household's `primary_contact_name`.
+//!
+//! ## Control API (no auth)
+//!
+//! `{collection}` is one of `people`, `emails`, `phone_numbers`, `addresses`, `households`,
+//! `household_memberships`, `campuses`.
+//!
+//! * `POST /__sim/{collection}` with `{"attributes": {...}, "relationships": {...}}` (the body
+//!   may also be wrapped as `{"data": {...}}`) → `201 {"data": <resource>}`. Every attribute
+//!   gets a default (a Person's `name` is `first_name last_name` unless given); given
+//!   attributes are stored as-is. Relationship values are an id (`"123"` or `123`), `null`,
+//!   `{"id": "123"}` or `{"data": {"type": "Person", "id": "123"}}`:
+//!   - `emails`, `phone_numbers`, `addresses`: `person` (required);
+//!   - `people`: `primary_campus`;
+//!   - `households`: `primary_contact` and `people` (an array; a membership is created for each
+//!     person, and the primary contact defaults to the first of them);
+//!   - `household_memberships`: `person` and `household` (both required);
+//!   - `campuses`: none.
+//!
+//!   A reference to a missing resource is a 422.
+//! * `PATCH /__sim/{collection}/{id}` with `{"attributes": {...}}` sets those attributes to the
+//!   given raw JSON values — any value, even invalid ones such as `"birthdate": "not-a-date"`,
+//!   and unknown attribute names are added — bumps `updated_at` (unless it was given) and
+//!   answers `200 {"data": <resource>}`. `relationships` may change `person` (emails, phone
+//!   numbers, addresses), `primary_campus` (people) and `primary_contact` (households).
+//! * `DELETE /__sim/{collection}/{id}` → 204 (404 if it does not exist).
+//! * `GET /__sim/dump[?type=Person]` → JSON Lines (`application/x-ndjson`), one live resource
+//!   per line, `{"type","id","attributes","relationships"}` exactly as the API serves it
+//!   without `include` (and without `links`); types in the order Campus, Person, Household,
+//!   HouseholdMembership, Email, PhoneNumber, Address, each by id. `type` accepts a type or a
+//!   collection name. The dump is streamed and is not a snapshot across concurrent mutations.
+//! * `GET /__sim/stats` → [`StatsSnapshot`] as JSON; `DELETE /__sim/stats` resets the counters.
+//! * `GET /__sim/info` → seed, people, live and generated counts per type, mutation count.
+//!
+//! The same operations are available in-process on [`Simulator`].
+//!
+//! ## API behaviour (`/people/v2`)
+//!
+//! * Auth on every `/people/v2` route: `Authorization: Bearer <token>` or HTTP Basic
+//!   `app_id:secret`; otherwise 401 with a JSON:API error body.
+//! * `GET /people/v2` (the organization); collections `people`, `emails`, `phone_numbers`,
+//!   `addresses`, `households`, `campuses`; nested `people/{id}/emails|phone_numbers|addresses|
+//!   households|household_memberships`, `households/{id}/household_memberships|people`; single
+//!   resources `/{collection}/{id}` and `/{parent}/{id}/{nested}/{id}` (e.g.
+//!   `households/{hid}/household_memberships/{id}`).
+//! * JSON:API documents: `data`, `included` (only with `include=`, deduplicated), `links.self`,
+//!   `links.next` (absent on the last page; the request URL with the next `offset`),
+//!   `meta.total_count`, `meta.count`, `meta.next.offset`, `meta.can_order_by`,
+//!   `meta.can_query_by`, `meta.can_include` (what the simulator implements), `meta.parent`
+//!   (the organization for top-level collections, the parent Person/Household for nested ones).
+//!   Absolute URLs use the request's `Host` header.
+//! * Paging: `per_page` (default 25, clamped to 1..=100, non-numeric → 400), `offset`.
+//! * `order=attr` / `order=-attr` (comma-separated for several keys) among PCO's allowed values
+//!   (else 400); default and tie-break: id ascending. Nulls sort last ascending.
+//! * `where[attr]=value` (equality) for PCO's allowed attributes, `where[attr][gt|gte|lt|lte]`
+//!   for timestamps, dates and numbers. Address and HouseholdMembership do not allow
+//!   `updated_at` (400 naming the parameter, as in PCO). Person's `search_name*` and
+//!   `search_phone_number*` are substring searches.
+//! * `include`: people → `emails`, `phone_numbers`, `addresses`, `households`,
+//!   `primary_campus`; households → `people`; household memberships → `household`, `person`.
+//!   Anything else → 400.
+//! * Errors are always `{"errors":[{"status","code","title","detail"}]}` (`application/json`),
+//!   with `source.parameter` for bad parameters; unknown routes and ids are 404.
+//!
+//! ## Extension points
+//!
+//! The router is layered (see [`middleware`]) so that rate limiting,
+//! OAuth2 and fault injection can be added as layers without touching the handlers;
+//! [`SimConfig`] is meant to grow (construct it with `..SimConfig::default()`).
+
+mod api;
+mod clock;
+mod control;
+mod error;
+mod generate;
+pub mod middleware;
+mod names;
+mod query;
+mod record;
+mod rng;
+mod schema;
+mod store;
+mod time;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::any;
+use serde_json::Value;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::SimError;
+pub use middleware::{Principal, StatsSnapshot};
+pub use schema::ResourceKind;
+
+use api::{Included, Renderer};
+use generate::Dataset;
+use middleware::{Auth, Stats};
+use store::Store;
+
+/// The simulator's configuration. Construct it with `..SimConfig::default()` so that new
+/// fields do not break callers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimConfig {
+    /// Seed of the generated data set.
+    pub seed: u64,
+    /// Number of generated people (at most 100,000,000).
+    pub people: usize,
+    /// Accepted `Authorization: Bearer` token.
+    pub token: String,
+    /// HTTP Basic user name (a PCO application id).
+    pub app_id: String,
+    /// HTTP Basic password (a PCO secret).
+    pub secret: String,
+    /// The organization id (`meta.parent.id`).
+    pub org_id: String,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 42,
+            people: 1000,
+            token: "sim-token".into(),
+            app_id: "sim-app".into(),
+            secret: "sim-secret".into(),
+            org_id: "1".into(),
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: SimConfig,
+    pub(crate) store: Store,
+    pub(crate) stats: Stats,
+    pub(crate) auth: Auth,
+}
+
+/// A handle on one simulated PCO account; cheap to clone (all clones share the data).
+#[derive(Clone)]
+pub struct Simulator {
+    pub(crate) inner: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator")
+            .field("seed", &self.inner.config.seed)
+            .field("people", &self.inner.config.people)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Simulator {
+    /// A simulator whose mutations are timestamped by the wall clock.
+    pub fn new(config: SimConfig) -> Self {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// A simulator whose mutations are timestamped by `clock`.
+    pub fn with_clock(config: SimConfig, clock: Arc<dyn Clock>) -> Self {
+        let data = Dataset::new(config.seed, config.people);
+        let auth = Auth::new(&config.token, &config.app_id, &config.secret);
+        Simulator {
+            inner: Arc::new(Shared {
+                config,
+                store: Store::new(data, clock),
+                stats: Stats::default(),
+                auth,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.inner.config
+    }
+
+    /// The HTTP application: `/people/v2/...` (authenticated) and `/__sim/...` (control).
+    pub fn router(&self) -> Router {
+        let api = Router::new()
+            .route(api::API_PREFIX, any(api::handle))
+            .route(&format!("{}/{{*rest}}", api::API_PREFIX), any(api::handle))
+            // Future layers go here, innermost first: fault injection, then rate limiting
+            // (both below auth so they can key by the authenticated Principal).
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                middleware::require_auth,
+            ));
+        Router::new()
+            .merge(api)
+            .merge(control::routes())
+            .fallback(api::not_found)
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                middleware::count_requests,
+            ))
+            .with_state(self.clone())
+    }
+
+    fn to_json(&self, rec: &record::Record) -> Value {
+        let guard = self.inner.store.read();
+        let snap = guard.snap();
+        let r = Renderer {
+            snap: &snap,
+            org_id: &self.inner.config.org_id,
+            base: None,
+        };
+        let rec = snap.get(rec.kind, rec.id).unwrap_or_else(|| rec.clone());
+        let mut out = Vec::new();
+        r.write(&mut out, &rec, &[], &mut Included::default());
+        serde_json::from_slice(&out).unwrap_or(Value::Null)
+    }
+
+    /// Creates a resource (body as for `POST /__sim/{collection}`); returns it as the dump
+    /// shows it.
+    pub fn create(&self, kind: ResourceKind, body: &Value) -> Result<Value, SimError> {
+        let rec = self.inner.store.create(kind, body)?;
+        Ok(self.to_json(&rec))
+    }
+
+    /// Updates a resource (body as for `PATCH /__sim/{collection}/{id}`).
+    pub fn update(&self, kind: ResourceKind, id: u64, body: &Value) -> Result<Value, SimError> {
+        let rec = self.inner.store.update(kind, id, body)?;
+        Ok(self.to_json(&rec))
+    }
+
+    /// Deletes a resource (with the cascades described in the crate docs).
+    pub fn delete(&self, kind: ResourceKind, id: u64) -> Result<(), SimError> {
+        self.inner.store.delete(kind, id)
+    }
+
+    /// One live resource as the dump shows it, if it exists.
+    pub fn get(&self, kind: ResourceKind, id: u64) -> Option<Value> {
+        let rec = self.inner.store.read().snap().get(kind, id)?;
+        Some(self.to_json(&rec))
+    }
+
+    /// Live ids of `kind` in id order, `offset..offset + limit`.
+    pub fn ids(&self, kind: ResourceKind, offset: usize, limit: usize) -> Vec<u64> {
+        self.inner
+            .store
+            .read()
+            .snap()
+            .page_default(kind, offset, limit)
+    }
+
+    /// How many live resources of `kind` there are.
+    pub fn count(&self, kind: ResourceKind) -> usize {
+        self.inner.store.read().snap().live_count(kind)
+    }
+
+    /// Every live resource (of `kind`, or of all kinds), as `GET /__sim/dump` lists them.
+    /// Materialises everything: meant for small data sets.
+    pub fn dump(&self, kind: Option<ResourceKind>) -> Vec<Value> {
+        let kinds = kind.map_or_else(|| ResourceKind::ALL.to_vec(), |k| vec![k]);
+        let mut out = Vec::new();
+        for kind in kinds {
+            let mut offset = 0;
+            loop {
+                let (chunk, n) = control::dump_chunk(self, kind, offset, 4096);
+                out.extend(
+                    chunk
+                        .split(|b| *b == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .filter_map(|l| serde_json::from_slice::<Value>(l).ok()),
+                );
+                if n < 4096 {
+                    break;
+                }
+                offset += n;
+            }
+        }
+        out
+    }
+
+    /// The request counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        let mutations = self.inner.store.read().snap().mutations();
+        self.inner.stats.snapshot(mutations)
+    }
+}
+
+/// Starts `config`'s simulator on `addr` (port 0 picks a free port) in a background task.
+pub async fn serve(config: SimConfig, addr: SocketAddr) -> std::io::Result<SimHandle> {
+    serve_simulator(Simulator::new(config), addr).await
+}
+
+/// Serves an existing simulator on `addr` in a background task.
+pub async fn serve_simulator(sim: Simulator, addr: SocketAddr) -> std::io::Result<SimHandle> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let app = sim.router();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, seed = sim.config().seed, people = sim.config().people, "PCO simulator listening");
+    Ok(SimHandle {
+        addr,
+        sim,
+        shutdown: Some(tx),
+        task: Some(task),
+    })
+}
+
+/// A running simulator server. Dropping it stops the server abruptly; [`SimHandle::shutdown`]
+/// stops it gracefully.
+#[derive(Debug)]
+pub struct SimHandle {
+    addr: SocketAddr,
+    sim: Simulator,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl SimHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` (loopback when bound to an unspecified address).
+    pub fn base_url(&self) -> String {
+        let ip = match self.addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+    }
+
+    /// The simulator behind the server (for mutations and inspection).
+    pub fn simulator(&self) -> Simulator {
+        self.sim.clone()
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (up to 5 s), then stops.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            match tokio::time::timeout(Duration::from_secs(5), task).await {
+                Ok(Ok(Err(e))) => tracing::warn!("simulator server failed: {e}"),
+                Ok(_) => {}
+                Err(_) => abort.abort(),
+            }
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

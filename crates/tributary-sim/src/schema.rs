@@ -1,0 +1,301 @@
+//! The resource types the simulator serves and what PCO allows on each of them (restated from
+//! the People API definitions: `CanOrderBy`, `CanQueryBy`, `CanInclude`).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A resource type of the simulated People API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceKind {
+    Person,
+    Email,
+    PhoneNumber,
+    Address,
+    Household,
+    HouseholdMembership,
+    Campus,
+}
+
+impl ResourceKind {
+    /// Every kind, in dump order (parents before children).
+    pub const ALL: [ResourceKind; 7] = [
+        ResourceKind::Campus,
+        ResourceKind::Person,
+        ResourceKind::Household,
+        ResourceKind::HouseholdMembership,
+        ResourceKind::Email,
+        ResourceKind::PhoneNumber,
+        ResourceKind::Address,
+    ];
+
+    /// The JSON:API `type` (PascalCase).
+    pub const fn type_name(self) -> &'static str {
+        match self {
+            ResourceKind::Person => "Person",
+            ResourceKind::Email => "Email",
+            ResourceKind::PhoneNumber => "PhoneNumber",
+            ResourceKind::Address => "Address",
+            ResourceKind::Household => "Household",
+            ResourceKind::HouseholdMembership => "HouseholdMembership",
+            ResourceKind::Campus => "Campus",
+        }
+    }
+
+    /// The URL path segment of the collection (`people`, `phone_numbers`, ...).
+    pub const fn collection(self) -> &'static str {
+        match self {
+            ResourceKind::Person => "people",
+            ResourceKind::Email => "emails",
+            ResourceKind::PhoneNumber => "phone_numbers",
+            ResourceKind::Address => "addresses",
+            ResourceKind::Household => "households",
+            ResourceKind::HouseholdMembership => "household_memberships",
+            ResourceKind::Campus => "campuses",
+        }
+    }
+
+    pub fn from_collection(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.collection() == s)
+    }
+
+    pub fn from_type_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.type_name() == s)
+    }
+
+    pub(crate) const fn index(self) -> usize {
+        match self {
+            ResourceKind::Person => 0,
+            ResourceKind::Email => 1,
+            ResourceKind::PhoneNumber => 2,
+            ResourceKind::Address => 3,
+            ResourceKind::Household => 4,
+            ResourceKind::HouseholdMembership => 5,
+            ResourceKind::Campus => 6,
+        }
+    }
+
+    /// Generated ids of this kind are `id_base + index + 1`. The bases only keep the id ranges of
+    /// different kinds apart (for data sets up to a few million people), which makes a consumer
+    /// that confuses one kind's id with another's fail loudly.
+    pub(crate) const fn id_base(self) -> u64 {
+        match self {
+            ResourceKind::Person => 10_000_000,
+            ResourceKind::Email => 20_000_000,
+            ResourceKind::PhoneNumber => 30_000_000,
+            ResourceKind::Address => 40_000_000,
+            ResourceKind::Household => 50_000_000,
+            ResourceKind::HouseholdMembership => 60_000_000,
+            ResourceKind::Campus => 70_000,
+        }
+    }
+
+    /// Whether the resource has `created_at`/`updated_at` (HouseholdMembership has none).
+    pub const fn has_timestamps(self) -> bool {
+        !matches!(self, ResourceKind::HouseholdMembership)
+    }
+
+    /// The `order` values PCO accepts for this resource.
+    pub const fn can_order_by(self) -> &'static [&'static str] {
+        match self {
+            ResourceKind::Person => &[
+                "accounting_administrator",
+                "anniversary",
+                "birthdate",
+                "child",
+                "created_at",
+                "first_name",
+                "gender",
+                "given_name",
+                "grade",
+                "graduation_year",
+                "inactivated_at",
+                "last_name",
+                "membership",
+                "middle_name",
+                "nickname",
+                "people_permissions",
+                "remote_id",
+                "site_administrator",
+                "status",
+                "updated_at",
+            ],
+            ResourceKind::Email => &["address", "created_at", "location", "primary", "updated_at"],
+            ResourceKind::PhoneNumber => &[
+                "carrier",
+                "created_at",
+                "location",
+                "number",
+                "primary",
+                "updated_at",
+            ],
+            ResourceKind::Address => &[
+                "city",
+                "country_code",
+                "created_at",
+                "location",
+                "primary",
+                "state",
+                "street_line_1",
+                "street_line_2",
+                "updated_at",
+                "zip",
+            ],
+            ResourceKind::Household => &[
+                "created_at",
+                "member_count",
+                "name",
+                "primary_contact_name",
+                "updated_at",
+            ],
+            ResourceKind::HouseholdMembership => &["pending", "person_name"],
+            ResourceKind::Campus => &["created_at", "name", "updated_at"],
+        }
+    }
+
+    /// The `where[...]` attributes PCO accepts for this resource.
+    pub const fn can_query_by(self) -> &'static [&'static str] {
+        match self {
+            ResourceKind::Person => &[
+                "accounting_administrator",
+                "anniversary",
+                "birthdate",
+                "child",
+                "created_at",
+                "first_name",
+                "gender",
+                "given_name",
+                "grade",
+                "graduation_year",
+                "id",
+                "inactivated_at",
+                "last_name",
+                "medical_notes",
+                "membership",
+                "mfa_configured",
+                "middle_name",
+                "nickname",
+                "people_permissions",
+                "primary_campus_id",
+                "remote_id",
+                "search_name",
+                "search_name_or_email",
+                "search_name_or_email_or_phone_number",
+                "search_phone_number",
+                "search_phone_number_e164",
+                "site_administrator",
+                "status",
+                "updated_at",
+            ],
+            ResourceKind::Email => &[
+                "address",
+                "blocked",
+                "created_at",
+                "location",
+                "primary",
+                "updated_at",
+            ],
+            ResourceKind::PhoneNumber => &[
+                "carrier",
+                "created_at",
+                "location",
+                "number",
+                "primary",
+                "updated_at",
+            ],
+            ResourceKind::Address => &[
+                "city",
+                "country_code",
+                "location",
+                "primary",
+                "state",
+                "street_line_1",
+                "street_line_2",
+                "zip",
+            ],
+            ResourceKind::Household => &[
+                "created_at",
+                "member_count",
+                "name",
+                "primary_contact_name",
+                "updated_at",
+            ],
+            ResourceKind::HouseholdMembership => &["pending", "person_name"],
+            ResourceKind::Campus => &["created_at", "id", "updated_at"],
+        }
+    }
+
+    /// The `include` values the simulator implements for this resource (a subset of PCO's).
+    pub const fn can_include(self) -> &'static [&'static str] {
+        match self {
+            ResourceKind::Person => &[
+                "addresses",
+                "emails",
+                "households",
+                "phone_numbers",
+                "primary_campus",
+            ],
+            ResourceKind::Household => &["people"],
+            ResourceKind::HouseholdMembership => &["household", "person"],
+            _ => &[],
+        }
+    }
+
+    /// `include` values PCO accepts but the simulator does not implement (answered with 400).
+    pub(crate) const fn unimplemented_includes(self) -> &'static [&'static str] {
+        match self {
+            ResourceKind::Person => &[
+                "field_data",
+                "inactive_reason",
+                "marital_status",
+                "name_prefix",
+                "name_suffix",
+                "organization",
+                "person_apps",
+                "platform_notifications",
+                "school",
+                "social_profiles",
+            ],
+            ResourceKind::Campus => &["lists", "service_times"],
+            _ => &[],
+        }
+    }
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.type_name())
+    }
+}
+
+impl FromStr for ResourceKind {
+    type Err = String;
+
+    /// Accepts a type name (`PhoneNumber`) or a collection name (`phone_numbers`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::from_type_name(s)
+            .or_else(|| Self::from_collection(s))
+            .ok_or_else(|| format!("unknown resource type {s:?}"))
+    }
+}
+
+/// How attribute values compare in filters and ordering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttrType {
+    /// ISO-8601 instants (compared as instants).
+    Time,
+    /// `YYYY-MM-DD` dates.
+    Date,
+    /// Integers.
+    Int,
+    /// Anything else (strings, booleans), compared as text.
+    Other,
+}
+
+pub(crate) fn attr_type(attr: &str) -> AttrType {
+    match attr {
+        "created_at" | "updated_at" | "inactivated_at" => AttrType::Time,
+        "birthdate" | "anniversary" => AttrType::Date,
+        "grade" | "graduation_year" | "remote_id" | "member_count" => AttrType::Int,
+        _ => AttrType::Other,
+    }
+}
