@@ -228,9 +228,26 @@ impl PreparedRecord {
 /// Compact JSON text with object keys sorted: the same value always gives
 /// the same text, whatever the key order the source used.
 pub fn canonical_json(value: &Value) -> String {
+    if maps_iterate_sorted() {
+        // serde_json's map is a BTreeMap: its own compact output is already
+        // canonical, and much faster than sorting keys ourselves.
+        return serde_json::to_string(value).expect("JSON values serialise");
+    }
     let mut out = Vec::with_capacity(512);
     write_canonical(value, &mut out);
     String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// Whether `serde_json::Map` iterates in key order — true unless some crate
+/// in the build enables serde_json's `preserve_order` feature.
+fn maps_iterate_sorted() -> bool {
+    static SORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SORTED.get_or_init(|| {
+        let mut map = serde_json::Map::new();
+        map.insert("b".into(), Value::Null);
+        map.insert("a".into(), Value::Null);
+        map.keys().next().map(String::as_str) == Some("a")
+    })
 }
 
 /// The content hash of a record: SHA-256 over the canonical JSON text (see
@@ -329,6 +346,14 @@ mod tests {
         assert_eq!(prepared.content_hash, record.content_hash());
         let parsed: Value = serde_json::from_str(&prepared.raw_json).unwrap();
         assert_eq!(parsed, record.raw);
+    }
+
+    #[test]
+    fn slow_and_fast_canonical_paths_agree() {
+        let v = json!({"z": [1, {"b": "x\u{1}", "a": null}], "a": {"y": 1.5, "x": true}, "é": "ü"});
+        let mut slow = Vec::new();
+        write_canonical(&v, &mut slow);
+        assert_eq!(canonical_json(&v), String::from_utf8(slow).unwrap());
     }
 
     #[test]

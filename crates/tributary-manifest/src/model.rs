@@ -272,7 +272,11 @@ pub(crate) fn build(file: &str, text: &str, spec: ManifestSpec) -> Result<Manife
                         format!("parent `{}` is not a declared entity", parent.get_ref()),
                         suggest(parent.get_ref(), names.iter()),
                     );
-                } else {
+                } else if !e.relationships.values().any(|rel| {
+                    rel.to.get_ref() == parent.get_ref() && rel.kind == DependencyKind::Hard
+                }) {
+                    // Listing under a parent needs the parent's ids first: an
+                    // implicit hard dependency unless a relationship says so.
                     dependencies.push(Dependency {
                         from: ename.clone(),
                         to: parent.get_ref().clone(),

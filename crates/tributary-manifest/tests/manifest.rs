@@ -155,7 +155,7 @@ fn unknown_field_type_is_rejected() {
 
 #[test]
 fn wrong_value_type_is_explained() {
-    let text = GOOD.replace("page_size = 100", "page_size = \"a hundred\"");
+    let text = GOOD.replace("\npage_size = 100", "\npage_size = \"a hundred\"");
     let d = one_error(&text);
     assert_eq!(d.line, line_of(&text, "a hundred"));
     assert!(d.message.contains("invalid type"), "{d}");
@@ -236,7 +236,7 @@ fn delta_filter_without_updated_at_is_reported() {
 #[test]
 fn bad_page_size_and_base_url_are_both_reported() {
     let text = GOOD
-        .replace("page_size = 100", "page_size = 500")
+        .replace("\npage_size = 100", "\npage_size = 500")
         .replace("https://api.example.com", "ftp://nope");
     let err = parse("test.toml", &text).unwrap_err();
     let messages: Vec<&str> = err.diagnostics.iter().map(|d| d.message.as_str()).collect();

@@ -333,7 +333,7 @@ mod tests {
             ),
             (
                 json!({"updated_at": "yesterday"}),
-                "`updated_at` is `yesterday`, which is not an RFC 3339 timestamp",
+                "field `updated_at` (from `updated_at`): expected an RFC 3339 timestamp, got \"yesterday\"",
             ),
             (
                 json!({"first_name": ["a"]}),

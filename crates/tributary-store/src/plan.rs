@@ -58,7 +58,7 @@ pub(crate) fn unique_ids(records: &[PreparedRecord]) -> Vec<&str> {
 /// Formats a timestamp for SQLite: UTC with microseconds, so text order is
 /// time order.
 pub(crate) fn sqlite_ts(t: &tributary_core::Timestamp) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// Parses [`sqlite_ts`]'s output (or any RFC 3339 text).

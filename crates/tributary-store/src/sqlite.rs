@@ -52,7 +52,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
-            .pragma("cache_size", "-32000")
+            .pragma("cache_size", "-16000")
             .pragma("temp_store", "memory");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -380,13 +380,9 @@ impl Store for SqliteStore {
                 " ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET \
                  canonical_entity = excluded.canonical_entity, raw = excluded.raw, canonical = excluded.canonical, \
                  content_hash = excluded.content_hash, source_updated_at = excluded.source_updated_at, \
-                 last_modified_at = excluded.last_modified_at, deleted_at = NULL, last_run_id = excluded.last_run_id \
-                 RETURNING id, external_id",
+                 last_modified_at = excluded.last_modified_at, deleted_at = NULL, last_run_id = excluded.last_run_id",
             );
-            let mut record_ids: HashMap<String, i64> = HashMap::with_capacity(chunk.len());
-            for row in q.build().fetch_all(&mut *tx).await? {
-                record_ids.insert(row.try_get(1)?, row.try_get(0)?);
-            }
+            q.build().execute(&mut *tx).await?;
 
             // Records stored before (changed or back from deleted) lose their old edges.
             let replaced: Vec<&str> = chunk
@@ -429,28 +425,32 @@ impl Store for SqliteStore {
                 q.build().execute(&mut *tx).await?;
             }
 
+            // The feed rows take the records' internal ids inside SQLite (an
+            // index probe each) rather than round-tripping them.
             let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at) ",
+                "INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at) \
+                 SELECT r.connection_id, r.id, r.entity, r.external_id, v.column2, r.content_hash, ",
             );
-            let mut missing = None;
+            q.push_bind(page.run_id)
+                .push(", ")
+                .push_bind(now.as_str())
+                .push(" FROM (");
             q.push_values(chunk, |mut b, (r, kind)| {
-                let id = record_ids.get(&r.external_id).copied();
-                if id.is_none() {
-                    missing = Some(r.external_id.clone());
-                }
-                b.push_bind(page.connection_id)
-                    .push_bind(id.unwrap_or_default())
-                    .push_bind(page.entity)
-                    .push_bind(r.external_id.as_str())
-                    .push_bind(kind.as_str())
-                    .push_bind(r.content_hash.as_str())
-                    .push_bind(page.run_id)
-                    .push_bind(now.as_str());
+                b.push_bind(r.external_id.as_str()).push_bind(kind.as_str());
             });
-            if let Some(id) = missing {
-                return Err(Error::Corrupt(format!("upsert returned no id for `{id}`")));
+            q.push(") AS v JOIN records r ON r.connection_id = ")
+                .push_bind(page.connection_id)
+                .push(" AND r.entity = ")
+                .push_bind(page.entity)
+                .push(" AND r.external_id = v.column1");
+            let inserted = q.build().execute(&mut *tx).await?.rows_affected();
+            if inserted != chunk.len() as u64 {
+                return Err(Error::Corrupt(format!(
+                    "{} change rows for {} written records",
+                    inserted,
+                    chunk.len()
+                )));
             }
-            q.build().execute(&mut *tx).await?;
         }
 
         // 5. Quarantine: records that failed now, and records that no longer fail.
@@ -474,7 +474,17 @@ impl Store for SqliteStore {
             );
             q.build().execute(&mut *tx).await?;
         }
-        for chunk in ids.chunks(CHUNK) {
+        // Records that no longer fail leave quarantine (skipped when this
+        // entity has nothing quarantined: one index probe instead of a
+        // lookup per record).
+        let any_quarantined: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM quarantine WHERE connection_id = ? AND entity = ?)",
+        )
+        .bind(page.connection_id)
+        .bind(page.entity)
+        .fetch_one(&mut *tx)
+        .await?;
+        for chunk in ids.chunks(CHUNK).filter(|_| any_quarantined) {
             let mut q =
                 QueryBuilder::<Sqlite>::new("DELETE FROM quarantine WHERE connection_id = ");
             q.push_bind(page.connection_id)

@@ -8,6 +8,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// mimalloc: far less time in malloc/free than glibc's allocator under the
+// engine's many small, short-lived JSON allocations across threads, and less
+// fragmentation, so peak memory stays flat.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Tributary keeps your database in sync with SaaS APIs.
 #[derive(Debug, Parser)]
 #[command(name = "tributary", version, about, long_about = None)]
