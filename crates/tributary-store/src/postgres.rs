@@ -312,15 +312,19 @@ impl Store for PgStore {
         let ids: Vec<&str> = unique_ids(page.records);
         let mut tx = self.pool.begin().await?;
 
-        // 1. What is stored for these ids. Joining against UNNEST (rather than
-        // `external_id = ANY($3)`) keeps the prepared statement's generic plan
-        // an index lookup per id even when it was planned while the table
-        // was small — with ANY, such a plan scans the whole entity.
+        // 1. What is stored for these ids: one unique-index probe per id. The
+        // LATERAL ... LIMIT 1 form leaves the planner no hash join to pick —
+        // with a plain join (or `= ANY`), a table that grew from empty
+        // without being analysed yet (a first sync) gets a plan that scans
+        // the whole entity per page, and the sync turns quadratic. Lookups
+        // by id are also planned afresh each time (not persistent).
         let rows = sqlx::query(
-            "SELECT r.external_id, r.content_hash, r.deleted_at IS NOT NULL \
+            "SELECT u.ext, r.content_hash, r.deleted \
              FROM UNNEST($3::text[]) AS u(ext) \
-             JOIN records r ON r.connection_id = $1 AND r.entity = $2 AND r.external_id = u.ext",
+             CROSS JOIN LATERAL (SELECT content_hash, deleted_at IS NOT NULL AS deleted FROM records \
+               WHERE connection_id = $1 AND entity = $2 AND external_id = u.ext LIMIT 1) AS r",
         )
+        .persistent(false)
         .bind(page.connection_id)
         .bind(page.entity)
         .bind(&ids)
@@ -405,7 +409,8 @@ impl Store for PgStore {
                     "DELETE FROM edges e USING UNNEST($3::text[]) AS u(ext) \
                      WHERE e.connection_id = $1 AND e.from_entity = $2 AND e.from_external_id = u.ext",
                 )
-                .bind(page.connection_id)
+                .persistent(false)
+        .bind(page.connection_id)
                 .bind(page.entity)
                 .bind(&replaced)
                 .execute(&mut *tx)
@@ -499,6 +504,7 @@ impl Store for PgStore {
                 "DELETE FROM quarantine q USING UNNEST($3::text[]) AS u(ext) \
                  WHERE q.connection_id = $1 AND q.entity = $2 AND q.external_id = u.ext",
             )
+            .persistent(false)
             .bind(page.connection_id)
             .bind(page.entity)
             .bind(&ids)
@@ -574,8 +580,11 @@ impl Store for PgStore {
     ) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT external_id FROM records WHERE connection_id = $1 AND entity = $2 AND deleted_at IS NULL \
-             AND external_id > $3 ORDER BY external_id COLLATE \"C\" LIMIT $4",
+             AND external_id > $3 ORDER BY external_id LIMIT $4",
         )
+        // Planned afresh each time: a cached plan from when the table was
+        // small would sort the whole entity on every call.
+        .persistent(false)
         .bind(connection_id)
         .bind(entity)
         .bind(after.unwrap_or(""))
