@@ -27,19 +27,24 @@ pub struct Bars {
     bars: HashMap<String, ProgressBar>,
 }
 
+/// Records per second, whole, with thousands separators.
+fn rate(state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write) {
+    let _ = write!(out, "{:>9}/s", thousands(state.per_sec() as i64));
+}
+
 fn counted_style() -> ProgressStyle {
     ProgressStyle::with_template(
-        "{prefix:>28.bold} [{bar:30.cyan/blue}] {human_pos:>9}/{human_len:9} {per_sec:>12} ETA {eta:>4} {msg}",
+        "{prefix:>28.bold} [{bar:30.cyan/blue}] {human_pos:>9}/{human_len:9} {rate} ETA {eta:>4} {msg}",
     )
     .expect("valid template")
+    .with_key("rate", rate)
     .progress_chars("=> ")
 }
 
 fn open_style() -> ProgressStyle {
-    ProgressStyle::with_template(
-        "{prefix:>28.bold} {spinner} {human_pos:>9} records {per_sec:>12} {msg}",
-    )
-    .expect("valid template")
+    ProgressStyle::with_template("{prefix:>28.bold} {spinner} {human_pos:>9} records {rate} {msg}")
+        .expect("valid template")
+        .with_key("rate", rate)
 }
 
 impl Bars {
@@ -103,14 +108,15 @@ impl Progress for Bars {
     fn entity_finished(&self, entity: &str, state: EntityState, error: Option<&str>) {
         if let Some(bar) = self.bars.get(entity) {
             match state {
-                EntityState::Done => {
-                    if let Some(len) = bar.length()
-                        && len > 0
-                    {
+                EntityState::Done => match bar.length() {
+                    // A counted bar ends full; an open-ended one keeps its
+                    // count (finishing it would reset the position to 0).
+                    Some(len) if len > 0 => {
                         bar.set_length(bar.position());
+                        bar.finish_with_message("done");
                     }
-                    bar.finish_with_message("done");
-                }
+                    _ => bar.abandon_with_message("done"),
+                },
                 _ => bar
                     .abandon_with_message(format!("FAILED: {}", error.unwrap_or("unknown error"))),
             }

@@ -16,6 +16,19 @@ use serde_json::Value;
 pub enum Command {
     /// A full sync of simulated people into SQLite and/or PostgreSQL.
     FullSync(FullSyncArgs),
+    /// How much a `kill -9` costs: API requests of a full sync killed and
+    /// resumed several times, against the same sync uninterrupted (SQLite).
+    Resume(ResumeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResumeArgs {
+    /// People in the simulated account.
+    #[arg(long, default_value_t = 20_000)]
+    people: usize,
+    /// How many times the sync is killed (spread evenly over its duration).
+    #[arg(long, default_value_t = 5)]
+    kills: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -100,7 +113,10 @@ fn sync(exe: &Path, db: &str, url: &str, stats: &Path) -> anyhow::Result<Value> 
 }
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
-    let Command::FullSync(args) = command;
+    let args = match command {
+        Command::FullSync(args) => args,
+        Command::Resume(args) => return resume(args).await,
+    };
     let exe = std::env::current_exe()?;
     let backends: Vec<Backend> = match args.backend {
         Backend::Both => vec![Backend::Sqlite, Backend::Postgres],
@@ -152,6 +168,81 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 f("peak_rss_kib") / 1024.0,
             );
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe()?;
+    let sim = tributary_sim::serve(
+        tributary_sim::SimConfig {
+            people: args.people,
+            ..tributary_sim::SimConfig::default()
+        },
+        "127.0.0.1:0".parse()?,
+    )
+    .await?;
+    let url = sim.base_url();
+    let requests = || sim.simulator().stats().total;
+    let dir = tempfile::tempdir()?;
+
+    // Uninterrupted.
+    let before = requests();
+    let clean_db = dir.path().join("clean.db").display().to_string();
+    let clean = sync(&exe, &clean_db, &url, &dir.path().join("clean.json"))?;
+    let clean_requests = requests() - before;
+    let clean_secs = clean["elapsed_secs"].as_f64().unwrap_or(1.0);
+
+    // Killed `kills` times at evenly spread moments, then run to the end.
+    let before = requests();
+    let db = dir.path().join("killed.db").display().to_string();
+    let slice = std::time::Duration::from_secs_f64(clean_secs / f64::from(args.kills + 1));
+    let mut kills = 0;
+    for _ in 0..args.kills {
+        let mut child = Process::new(&exe)
+            .args([
+                "sync",
+                "--db",
+                &db,
+                "--base-url",
+                &url,
+                "--connection",
+                "bench",
+            ])
+            .env("TRIBUTARY_TOKEN", "sim-token")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        tokio::time::sleep(slice).await;
+        if child.try_wait()?.is_none() {
+            child.kill()?; // SIGKILL
+            kills += 1;
+        }
+        child.wait()?;
+    }
+    let resumed = sync(&exe, &db, &url, &dir.path().join("killed.json"))?;
+    let killed_requests = requests() - before;
+    let store = tributary_store::open(&db).await?;
+    let runs = store.runs(None, 10).await?;
+    sim.shutdown().await;
+
+    let extra = killed_requests.saturating_sub(clean_requests);
+    println!(
+        "| people | kills | runs | requests, uninterrupted | requests, killed and resumed | extra requests | extra per kill |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {} | {} | {} | {} | {} | {} | {:.1} |",
+        super::thousands(args.people as i64),
+        kills,
+        runs.len(),
+        super::thousands(clean_requests as i64),
+        super::thousands(killed_requests as i64),
+        super::thousands(extra as i64),
+        extra as f64 / f64::from(kills.max(1)),
+    );
+    if resumed["records"] != clean["records"] || runs.len() != 1 {
+        bail!("the resumed sync differs from the uninterrupted one: {resumed} vs {clean}");
     }
     Ok(ExitCode::SUCCESS)
 }
