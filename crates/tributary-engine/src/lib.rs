@@ -449,8 +449,7 @@ impl EntityJob {
                     return Err(error);
                 }
             };
-            records += (outcome.created + outcome.updated + outcome.unchanged + outcome.quarantined)
-                as i64;
+            records += outcome.records() as i64;
             pages += 1;
             self.progress
                 .page_committed(&self.entity.name, &outcome, records, page.total);
@@ -530,8 +529,7 @@ impl EntityJob {
             let cursor = Cursor(json!({ "after": after, "done": finished }));
             let page = PreparedPage::new(combined);
             let outcome = self.commit(&page, &cursor, finished).await?;
-            records += (outcome.created + outcome.updated + outcome.unchanged + outcome.quarantined)
-                as i64;
+            records += outcome.records() as i64;
             pages += 1;
             self.progress
                 .page_committed(&self.entity.name, &outcome, records, None);

@@ -266,6 +266,13 @@ pub struct PageOutcome {
     pub quarantined: u64,
 }
 
+impl PageOutcome {
+    /// Records the page carried: written, unchanged and quarantined.
+    pub fn records(&self) -> u64 {
+        self.created + self.updated + self.unchanged + self.quarantined
+    }
+}
+
 /// A record as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredRecord {

@@ -18,6 +18,19 @@ pub(crate) struct Plan<'a> {
     pub(crate) unchanged: u64,
 }
 
+impl Plan<'_> {
+    /// The page's outcome once written.
+    pub(crate) fn outcome(&self, quarantined: usize) -> crate::PageOutcome {
+        let count = |kind| self.writes.iter().filter(|(_, k)| *k == kind).count() as u64;
+        crate::PageOutcome {
+            created: count(ChangeKind::Created),
+            updated: count(ChangeKind::Updated),
+            unchanged: self.unchanged,
+            quarantined: quarantined as u64,
+        }
+    }
+}
+
 /// Compares a page with what is stored: new records are created, records
 /// with another hash (or marked deleted) are written again, the rest are
 /// unchanged. A repeated external id counts once, the last copy winning.

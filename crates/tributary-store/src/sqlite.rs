@@ -500,22 +500,8 @@ impl Store for SqliteStore {
         }
 
         // 6. Checkpoint and 7. run counters.
-        let outcome = PageOutcome {
-            created: plan
-                .writes
-                .iter()
-                .filter(|(_, k)| *k == ChangeKind::Created)
-                .count() as u64,
-            updated: plan
-                .writes
-                .iter()
-                .filter(|(_, k)| *k == ChangeKind::Updated)
-                .count() as u64,
-            unchanged: plan.unchanged,
-            quarantined: page.quarantined.len() as u64,
-        };
-        let seen =
-            (outcome.created + outcome.updated + outcome.unchanged + outcome.quarantined) as i64;
+        let outcome = plan.outcome(page.quarantined.len());
+        let seen = outcome.records() as i64;
         let state = if page.finished {
             EntityState::Done
         } else {

@@ -29,19 +29,19 @@ pub struct ExportArgs {
     include_deleted: bool,
 }
 
-pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
-    let Command::Export(args) = command;
-    let store = tributary_store::open(&args.db).await?;
-    let connection_id = match &args.connection {
-        Some(name) => Some(
-            store
-                .connection(name)
-                .await?
-                .with_context(|| format!("no connection named `{name}`"))?
-                .id,
-        ),
-        None => None,
-    };
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+async fn write_records(
+    store: &dyn tributary_store::Store,
+    connection_id: Option<i64>,
+    args: &ExportArgs,
+) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut after = 0;
@@ -78,12 +78,28 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 "relationships": r.raw.get("relationships"),
                 "canonical": r.canonical,
             });
-            serde_json::to_writer(&mut out, &line)?;
-            out.write_all(b"\n")?;
+            writeln!(out, "{line}")?;
         }
     }
-    match out.flush() {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+    out.flush()?;
+    Ok(())
+}
+
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let Command::Export(args) = command;
+    let store = tributary_store::open(&args.db).await?;
+    let connection_id = match &args.connection {
+        Some(name) => Some(
+            store
+                .connection(name)
+                .await?
+                .with_context(|| format!("no connection named `{name}`"))?
+                .id,
+        ),
+        None => None,
+    };
+    match write_records(store.as_ref(), connection_id, &args).await {
+        Err(error) if is_broken_pipe(&error) => {} // `| head` closed the pipe: done
         other => other?,
     }
     Ok(ExitCode::SUCCESS)
