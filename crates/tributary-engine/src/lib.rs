@@ -142,6 +142,14 @@ fn dedupe(records: Vec<PreparedRecord>) -> Vec<PreparedRecord> {
     out
 }
 
+/// One batch of parents' children, prepared for the store.
+struct Batch {
+    /// The last parent of the batch (the cursor after it).
+    after: Option<String>,
+    page: PreparedPage,
+    finished: bool,
+}
+
 /// Everything one entity task needs.
 struct EntityJob {
     engine: Engine,
@@ -471,42 +479,84 @@ impl EntityJob {
         mut records: i64,
         mut pages: i64,
     ) -> Result<(i64, i64), String> {
-        let mut after: Option<String> = self
+        let after: Option<String> = self
             .checkpoint
             .as_ref()
             .and_then(|c| c.cursor.0.get("after"))
             .and_then(|a| a.as_str())
             .map(str::to_owned);
-        let concurrency = self.entity.concurrency.max(1);
-        let backoff = self.engine.backoff();
+        let mut pending = self.fetch_batch(parent, after);
         loop {
-            let parents = self
-                .engine
-                .store
-                .external_ids(
-                    self.connection_id,
-                    parent,
-                    after.as_deref(),
-                    self.engine.options.parent_batch,
-                )
+            let batch = match pending.await {
+                Ok(result) => result?,
+                Err(join) => return Err(format!("fetch task failed: {join}")),
+            };
+            // The next batch's parents do not depend on this commit: fetch
+            // them meanwhile, as for top-level pages.
+            let prefetched = (!batch.finished && self.engine.options.prefetch)
+                .then(|| self.fetch_batch(parent, batch.after.clone()));
+            let cursor = Cursor(json!({ "after": batch.after, "done": batch.finished }));
+            let outcome = match self.commit(&batch.page, &cursor, batch.finished).await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    if let Some(next) = prefetched {
+                        next.abort();
+                    }
+                    return Err(error);
+                }
+            };
+            records += outcome.records() as i64;
+            pages += 1;
+            self.progress
+                .page_committed(&self.entity.name, &outcome, records, None);
+            match prefetched {
+                Some(next) => pending = next,
+                None if !batch.finished => pending = self.fetch_batch(parent, batch.after.clone()),
+                None => return Ok((records, pages)),
+            }
+        }
+    }
+
+    /// Lists the next `parent_batch` parents after `after` and fetches their
+    /// children (`concurrency` parents at once), on its own task.
+    fn fetch_batch(
+        &self,
+        parent: &str,
+        after: Option<String>,
+    ) -> JoinHandle<Result<Batch, String>> {
+        let store = self.engine.store.clone();
+        let batch_size = self.engine.options.parent_batch;
+        let backoff = self.engine.backoff();
+        let source = self.source.clone();
+        let entity = self.entity.clone();
+        let progress = self.progress.clone();
+        let connection_id = self.connection_id;
+        let parent = parent.to_owned();
+        tokio::spawn(async move {
+            let parents = store
+                .external_ids(connection_id, &parent, after.as_deref(), batch_size)
                 .await
                 .map_err(|e| format!("listing {parent} ids failed: {e}"))?;
-            let finished = parents.len() < self.engine.options.parent_batch as usize;
-            let fetched: Vec<Result<Page, tributary_source::Error>> = stream::iter(parents.iter().cloned())
+            let finished = parents.len() < batch_size as usize;
+            let concurrency = entity.concurrency.max(1);
+            let fetched: Vec<Result<Page, tributary_source::Error>> = stream::iter(parents.clone())
                 .map(|parent_id| {
+                    let (source, entity, progress) = (source.clone(), entity.clone(), progress.clone());
                     async move {
-                        let result = (|| self.source.fetch_children(&self.entity, &parent_id))
+                        let result = (|| source.fetch_children(&entity, &parent_id))
                             .retry(backoff)
                             .when(tributary_source::Error::is_retryable)
                             .adjust(|error, wait| wait.map(|w| error.retry_after().unwrap_or(w)))
                             .notify(|error, wait| {
                                 tracing::warn!(class = ?error.class(), %error, ?wait, "request failed; retrying");
-                                self.progress.retrying(&self.entity.name, &error.to_string(), wait);
+                                progress.retrying(&entity.name, &error.to_string(), wait);
                             })
                             .await;
                         match result {
                             // A parent deleted since it was listed has no children.
-                            Err(tributary_source::Error::Status { status: 404, .. }) => Ok(Page::default()),
+                            Err(tributary_source::Error::Status { status: 404, .. }) => {
+                                Ok(Page::default())
+                            }
                             other => other,
                         }
                     }
@@ -523,19 +573,11 @@ impl EntityJob {
                 combined.records.extend(page.records);
                 combined.quarantined.extend(page.quarantined);
             }
-            if let Some(last) = parents.last() {
-                after = Some(last.clone());
-            }
-            let cursor = Cursor(json!({ "after": after, "done": finished }));
-            let page = PreparedPage::new(combined);
-            let outcome = self.commit(&page, &cursor, finished).await?;
-            records += outcome.records() as i64;
-            pages += 1;
-            self.progress
-                .page_committed(&self.entity.name, &outcome, records, None);
-            if finished {
-                return Ok((records, pages));
-            }
-        }
+            Ok(Batch {
+                after: parents.last().cloned().or(after),
+                page: PreparedPage::new(combined),
+                finished,
+            })
+        })
     }
 }
