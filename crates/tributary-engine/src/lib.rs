@@ -195,10 +195,7 @@ impl Engine {
             RunStart::Resumed(run) => (run, true),
             RunStart::Finished(run) => (run, false),
         };
-        let span =
-            tracing::info_span!("run", run = run.id, connection = %connection.name, kind = "full");
-        let _guard = span.enter();
-        tracing::info!(resumed, "full sync started");
+        tracing::info!(run = run.id, connection = %connection.name, kind = "full", resumed, "full sync started");
 
         let mut checkpoints: HashMap<String, Checkpoint> = self
             .store
@@ -264,7 +261,10 @@ impl Engine {
                     checkpoint,
                     progress: progress.clone(),
                 };
-                let entity_span = tracing::info_span!("entity", run = run.id, connection = %connection.name, entity = %name);
+                // At WARN level so that the span (and its run / connection /
+                // entity fields) is on every warning and error even when
+                // info-level logging is off.
+                let entity_span = tracing::warn_span!("entity", run = run.id, connection = %connection.name, entity = %name);
                 tasks.push((
                     name.clone(),
                     tokio::spawn(tracing::Instrument::instrument(job.run(), entity_span)),
@@ -324,7 +324,7 @@ impl Engine {
         self.store
             .finish_run(run.id, state, error.as_deref(), self.clock.now())
             .await?;
-        tracing::info!(state = state.as_str(), "full sync finished");
+        tracing::info!(run = run.id, connection = %connection.name, state = state.as_str(), "full sync finished");
         let run = self
             .store
             .run(run.id)
@@ -395,8 +395,11 @@ impl EntityJob {
         let entity = self.entity.clone();
         let backoff = self.engine.backoff();
         let progress = self.progress.clone();
-        tokio::spawn(async move {
-            let page = (|| source.fetch_page(&entity, &cursor))
+        // Keep the run/connection/entity span on the spawned task's log lines.
+        let span = tracing::Span::current();
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let page = (|| source.fetch_page(&entity, &cursor))
                 .retry(backoff)
                 .when(tributary_source::Error::is_retryable)
                 .adjust(|error, wait| wait.map(|w| error.retry_after().unwrap_or(w)))
@@ -406,8 +409,10 @@ impl EntityJob {
                 })
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(PreparedPage::new(page))
-        })
+                Ok(PreparedPage::new(page))
+            },
+            span,
+        ))
     }
 
     async fn commit(
@@ -532,14 +537,17 @@ impl EntityJob {
         let progress = self.progress.clone();
         let connection_id = self.connection_id;
         let parent = parent.to_owned();
-        tokio::spawn(async move {
-            let parents = store
-                .external_ids(connection_id, &parent, after.as_deref(), batch_size)
-                .await
-                .map_err(|e| format!("listing {parent} ids failed: {e}"))?;
-            let finished = parents.len() < batch_size as usize;
-            let concurrency = entity.concurrency.max(1);
-            let fetched: Vec<Result<Page, tributary_source::Error>> = stream::iter(parents.clone())
+        // Keep the run/connection/entity span on the spawned task's log lines.
+        let span = tracing::Span::current();
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let parents = store
+                    .external_ids(connection_id, &parent, after.as_deref(), batch_size)
+                    .await
+                    .map_err(|e| format!("listing {parent} ids failed: {e}"))?;
+                let finished = parents.len() < batch_size as usize;
+                let concurrency = entity.concurrency.max(1);
+                let fetched: Vec<Result<Page, tributary_source::Error>> = stream::iter(parents.clone())
                 .map(|parent_id| {
                     let (source, entity, progress) = (source.clone(), entity.clone(), progress.clone());
                     async move {
@@ -564,20 +572,22 @@ impl EntityJob {
                 .buffered(concurrency)
                 .collect()
                 .await;
-            let mut combined = Page {
-                finished,
-                ..Page::default()
-            };
-            for page in fetched {
-                let page = page.map_err(|e| e.to_string())?;
-                combined.records.extend(page.records);
-                combined.quarantined.extend(page.quarantined);
-            }
-            Ok(Batch {
-                after: parents.last().cloned().or(after),
-                page: PreparedPage::new(combined),
-                finished,
-            })
-        })
+                let mut combined = Page {
+                    finished,
+                    ..Page::default()
+                };
+                for page in fetched {
+                    let page = page.map_err(|e| e.to_string())?;
+                    combined.records.extend(page.records);
+                    combined.quarantined.extend(page.quarantined);
+                }
+                Ok(Batch {
+                    after: parents.last().cloned().or(after),
+                    page: PreparedPage::new(combined),
+                    finished,
+                })
+            },
+            span,
+        ))
     }
 }

@@ -101,7 +101,18 @@ async fn store_of(db: &str) -> std::sync::Arc<dyn tributary_store::Store> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_syncs_resume_and_end_equal_to_the_source() {
+async fn killed_syncs_resume_and_end_equal_to_the_source_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    killed_syncs_resume(&dir.path().join("e2e.db").display().to_string()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_syncs_resume_and_end_equal_to_the_source_on_postgres() {
+    let url = tributary_testkit::shared().create_database("e2e").unwrap();
+    killed_syncs_resume(&url).await;
+}
+
+async fn killed_syncs_resume(db: &str) {
     let sim = tributary_sim::serve(
         SimConfig {
             seed: 11,
@@ -112,15 +123,13 @@ async fn killed_syncs_resume_and_end_equal_to_the_source() {
     )
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("e2e.db").display().to_string();
     let url = sim.base_url();
 
     // Kill the sync at growing delays; each restart must resume the same run.
     let mut kills = 0;
     let mut committed_before = 0;
     for delay_ms in [150u64, 300, 450, 600, 750, 900] {
-        let mut child = sync_command(&db, &url).spawn().unwrap();
+        let mut child = sync_command(db, &url).spawn().unwrap();
         let deadline = Instant::now() + Duration::from_millis(delay_ms);
         let mut finished = false;
         while Instant::now() < deadline {
@@ -136,7 +145,7 @@ async fn killed_syncs_resume_and_end_equal_to_the_source() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         kills += 1;
-        let store = store_of(&db).await;
+        let store = store_of(db).await;
         let runs = store.runs(None, 10).await.unwrap();
         if let Some(run) = runs.first() {
             assert_eq!(runs.len(), 1, "a killed run is resumed, never restarted");
@@ -153,9 +162,9 @@ async fn killed_syncs_resume_and_end_equal_to_the_source() {
         "the sync must be killed mid-run at least twice (was {kills})"
     );
 
-    let store = store_of(&db).await;
+    let store = store_of(db).await;
     if store.runs(None, 1).await.unwrap()[0].state == tributary_core::RunState::Running {
-        let status = sync_command(&db, &url).status().unwrap();
+        let status = sync_command(db, &url).status().unwrap();
         assert!(status.success(), "the resumed sync succeeds");
     }
     let runs = store.runs(None, 10).await.unwrap();
@@ -163,7 +172,7 @@ async fn killed_syncs_resume_and_end_equal_to_the_source() {
     assert_eq!(runs[0].state, tributary_core::RunState::Succeeded);
 
     let expected = source(&sim.simulator());
-    assert_same(&db, &sim.simulator());
+    assert_same(db, &sim.simulator());
     // Nothing duplicated: exactly one `created` change per record.
     let changes = store.changes(None, 0, 1_000_000).await.unwrap();
     assert_eq!(
@@ -179,7 +188,7 @@ async fn killed_syncs_resume_and_end_equal_to_the_source() {
     assert_eq!(runs[0].counts.created as usize, expected.len());
 
     // A second full sync is a no-op: nothing new in the feed.
-    let status = sync_command(&db, &url).status().unwrap();
+    let status = sync_command(db, &url).status().unwrap();
     assert!(status.success());
     assert_eq!(
         store.changes(None, 0, 1_000_000).await.unwrap().len(),
