@@ -142,6 +142,31 @@ fn dedupe(records: Vec<PreparedRecord>) -> Vec<PreparedRecord> {
     out
 }
 
+/// One source request with the engine's retry policy: transient and
+/// rate-limited failures are retried with exponential backoff and jitter
+/// (or after `Retry-After` when the API sends one); each retry is logged and
+/// reported.
+async fn retrying<T, F, Fut>(
+    backoff: ExponentialBuilder,
+    entity: &str,
+    progress: &dyn Progress,
+    request: F,
+) -> Result<T, tributary_source::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tributary_source::Error>>,
+{
+    request
+        .retry(backoff)
+        .when(tributary_source::Error::is_retryable)
+        .adjust(|error, wait| wait.map(|w| error.retry_after().unwrap_or(w)))
+        .notify(|error, wait| {
+            tracing::warn!(class = ?error.class(), %error, ?wait, "request failed; retrying");
+            progress.retrying(entity, &error.to_string(), wait);
+        })
+        .await
+}
+
 /// One batch of parents' children, prepared for the store.
 struct Batch {
     /// The last parent of the batch (the cursor after it).
@@ -399,13 +424,8 @@ impl EntityJob {
         let span = tracing::Span::current();
         tokio::spawn(tracing::Instrument::instrument(
             async move {
-                let page = (|| source.fetch_page(&entity, &cursor))
-                .retry(backoff)
-                .when(tributary_source::Error::is_retryable)
-                .adjust(|error, wait| wait.map(|w| error.retry_after().unwrap_or(w)))
-                .notify(|error, wait| {
-                    tracing::warn!(class = ?error.class(), %error, ?wait, "request failed; retrying");
-                    progress.retrying(&entity.name, &error.to_string(), wait);
+                let page = retrying(backoff, &entity.name, progress.as_ref(), || {
+                    source.fetch_page(&entity, &cursor)
                 })
                 .await
                 .map_err(|e| e.to_string())?;
@@ -438,6 +458,33 @@ impl EntityJob {
             .map_err(|e| format!("commit failed: {e}"))
     }
 
+    /// Commits one page and reports it; on failure the already started
+    /// fetch of the next page is abandoned.
+    async fn commit_page<T>(
+        &self,
+        page: &PreparedPage,
+        cursor: &Cursor,
+        finished: bool,
+        total: Option<i64>,
+        prefetched: Option<&JoinHandle<T>>,
+        records: &mut i64,
+    ) -> Result<(), String> {
+        match self.commit(page, cursor, finished).await {
+            Ok(outcome) => {
+                *records += outcome.records() as i64;
+                self.progress
+                    .page_committed(&self.entity.name, &outcome, *records, total);
+                Ok(())
+            }
+            Err(error) => {
+                if let Some(next) = prefetched {
+                    next.abort();
+                }
+                Err(error)
+            }
+        }
+    }
+
     /// A top-level collection, page by page from the checkpoint.
     async fn sync_list(&self, mut records: i64, mut pages: i64) -> Result<(i64, i64), String> {
         let start = self
@@ -453,19 +500,16 @@ impl EntityJob {
             };
             let prefetched = (!page.finished && self.engine.options.prefetch)
                 .then(|| self.prefetch(page.next.clone()));
-            let outcome = match self.commit(&page, &page.next, page.finished).await {
-                Ok(outcome) => outcome,
-                Err(error) => {
-                    if let Some(next) = prefetched {
-                        next.abort();
-                    }
-                    return Err(error);
-                }
-            };
-            records += outcome.records() as i64;
+            self.commit_page(
+                &page,
+                &page.next,
+                page.finished,
+                page.total,
+                prefetched.as_ref(),
+                &mut records,
+            )
+            .await?;
             pages += 1;
-            self.progress
-                .page_committed(&self.entity.name, &outcome, records, page.total);
             match prefetched {
                 Some(next) => pending = next,
                 None if !page.finished => pending = self.prefetch(page.next.clone()),
@@ -501,19 +545,16 @@ impl EntityJob {
             let prefetched = (!batch.finished && self.engine.options.prefetch)
                 .then(|| self.fetch_batch(parent, batch.after.clone()));
             let cursor = Cursor(json!({ "after": batch.after, "done": batch.finished }));
-            let outcome = match self.commit(&batch.page, &cursor, batch.finished).await {
-                Ok(outcome) => outcome,
-                Err(error) => {
-                    if let Some(next) = prefetched {
-                        next.abort();
-                    }
-                    return Err(error);
-                }
-            };
-            records += outcome.records() as i64;
+            self.commit_page(
+                &batch.page,
+                &cursor,
+                batch.finished,
+                None,
+                prefetched.as_ref(),
+                &mut records,
+            )
+            .await?;
             pages += 1;
-            self.progress
-                .page_committed(&self.entity.name, &outcome, records, None);
             match prefetched {
                 Some(next) => pending = next,
                 None if !batch.finished => pending = self.fetch_batch(parent, batch.after.clone()),
@@ -547,31 +588,29 @@ impl EntityJob {
                     .map_err(|e| format!("listing {parent} ids failed: {e}"))?;
                 let finished = parents.len() < batch_size as usize;
                 let concurrency = entity.concurrency.max(1);
-                let fetched: Vec<Result<Page, tributary_source::Error>> = stream::iter(parents.clone())
-                .map(|parent_id| {
-                    let (source, entity, progress) = (source.clone(), entity.clone(), progress.clone());
-                    async move {
-                        let result = (|| source.fetch_children(&entity, &parent_id))
-                            .retry(backoff)
-                            .when(tributary_source::Error::is_retryable)
-                            .adjust(|error, wait| wait.map(|w| error.retry_after().unwrap_or(w)))
-                            .notify(|error, wait| {
-                                tracing::warn!(class = ?error.class(), %error, ?wait, "request failed; retrying");
-                                progress.retrying(&entity.name, &error.to_string(), wait);
-                            })
-                            .await;
-                        match result {
-                            // A parent deleted since it was listed has no children.
-                            Err(tributary_source::Error::Status { status: 404, .. }) => {
-                                Ok(Page::default())
+                let fetched: Vec<Result<Page, tributary_source::Error>> =
+                    stream::iter(parents.clone())
+                        .map(|parent_id| {
+                            let (source, entity, progress) =
+                                (source.clone(), entity.clone(), progress.clone());
+                            async move {
+                                let result =
+                                    retrying(backoff, &entity.name, progress.as_ref(), || {
+                                        source.fetch_children(&entity, &parent_id)
+                                    })
+                                    .await;
+                                match result {
+                                    // A parent deleted since it was listed has no children.
+                                    Err(tributary_source::Error::Status {
+                                        status: 404, ..
+                                    }) => Ok(Page::default()),
+                                    other => other,
+                                }
                             }
-                            other => other,
-                        }
-                    }
-                })
-                .buffered(concurrency)
-                .collect()
-                .await;
+                        })
+                        .buffered(concurrency)
+                        .collect()
+                        .await;
                 let mut combined = Page {
                     finished,
                     ..Page::default()
