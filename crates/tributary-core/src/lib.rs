@@ -6,9 +6,11 @@
 //! [`Clock`] is where time comes from. Nothing here performs I/O.
 
 pub mod clock;
+pub mod credentials;
 pub mod record;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use credentials::{Credentials, OAuth2Credentials};
 pub use record::{
     ChangeKind, Cursor, EdgeRef, PreparedRecord, QuarantinedRecord, RunKind, RunState,
     SourceRecord, canonical_json, content_hash,

@@ -39,7 +39,7 @@ async fn harness(people: usize) -> Harness {
     let manifest = Arc::new(tributary_manifest::builtin("pco").unwrap().unwrap());
     let source = Source::new(
         manifest,
-        Credentials::Bearer(token),
+        Credentials::bearer(token),
         SourceOptions {
             base_url: Some(sim.base_url()),
             ..SourceOptions::default()

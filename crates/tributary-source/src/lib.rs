@@ -14,34 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+pub use tributary_core::{Credentials, OAuth2Credentials};
 use tributary_core::{Cursor, QuarantinedRecord, SourceRecord};
 use tributary_manifest::{Entity, Format, Manifest, PaginationStyle};
 
 pub use transform::{coerce, transform};
-
-/// Credentials a connection holds.
-#[derive(Clone)]
-pub enum Credentials {
-    /// `Authorization: Bearer <token>`.
-    Bearer(String),
-    /// HTTP Basic.
-    Basic {
-        /// User (PCO: application id).
-        user: String,
-        /// Password (PCO: secret).
-        password: String,
-    },
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Secrets never reach logs.
-        match self {
-            Credentials::Bearer(_) => f.write_str("Bearer(<redacted>)"),
-            Credentials::Basic { user, .. } => write!(f, "Basic({user}:<redacted>)"),
-        }
-    }
-}
 
 /// How an error should be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -408,8 +385,11 @@ impl Source {
             .get(url)
             .header("accept", "application/json");
         let request = match &self.inner.credentials {
-            Credentials::Bearer(token) => request.bearer_auth(token),
+            Credentials::Bearer { token } => request.bearer_auth(token),
             Credentials::Basic { user, password } => request.basic_auth(user, Some(password)),
+            Credentials::OAuth2(oauth) => {
+                request.bearer_auth(oauth.access_token.as_deref().unwrap_or(""))
+            }
         };
         let transport = |source| Error::Transport {
             url: url.to_owned(),
@@ -529,18 +509,5 @@ mod tests {
         assert_eq!(offset_of(&Cursor::start()).unwrap(), 0);
         assert_eq!(offset_of(&Cursor(json!({"offset": 200}))).unwrap(), 200);
         assert!(offset_of(&Cursor(json!("x"))).is_err());
-    }
-
-    #[test]
-    fn credentials_never_print_secrets() {
-        let shown = format!(
-            "{:?} {:?}",
-            Credentials::Bearer("s3cret".into()),
-            Credentials::Basic {
-                user: "app".into(),
-                password: "s3cret".into()
-            }
-        );
-        assert!(!shown.contains("s3cret"), "{shown}");
     }
 }

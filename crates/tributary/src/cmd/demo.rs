@@ -51,7 +51,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             db: &args.db,
             manifest: manifest.clone(),
             base_url: Some(sim.base_url()),
-            credentials: Credentials::Bearer(token),
+            credentials: Credentials::bearer(token),
             connection: "demo",
             page_size: None,
         },

@@ -67,7 +67,7 @@ pub struct Args {
 
 pub fn credentials(token: &str, auth: AuthMode) -> anyhow::Result<Credentials> {
     Ok(match auth {
-        AuthMode::Bearer => Credentials::Bearer(token.to_owned()),
+        AuthMode::Bearer => Credentials::bearer(token),
         AuthMode::Basic => {
             let (user, password) = token
                 .split_once(':')
