@@ -14,7 +14,8 @@
 mod progress;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -23,7 +24,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tributary_core::{Clock, Cursor, PreparedRecord, RunKind, RunState};
 use tributary_manifest::Entity;
-use tributary_source::{Page, Source};
+use tributary_source::{ErrorClass, Page, Source};
 use tributary_store::{
     Checkpoint, Connection, EntityState, PageOutcome, PageWrite, Run, RunStart, Store,
 };
@@ -57,6 +58,10 @@ pub struct EngineOptions {
     /// can then lose one fetched-but-uncommitted page more (the committed
     /// data and checkpoints are exact either way).
     pub prefetch: bool,
+    /// Retries a run may spend across all its entities before failing
+    /// requests are given up on: an API that keeps failing stops the run
+    /// instead of being hammered for hours.
+    pub retry_budget: u32,
 }
 
 impl Default for EngineOptions {
@@ -67,6 +72,7 @@ impl Default for EngineOptions {
             max_backoff: Duration::from_secs(30),
             parent_batch: 64,
             prefetch: true,
+            retry_budget: 5_000,
         }
     }
 }
@@ -98,6 +104,11 @@ pub struct RunReport {
     pub entities: Vec<EntityReport>,
     /// Wall time of this invocation.
     pub elapsed: Duration,
+    /// Set when the source refused the credentials for good: the run
+    /// stopped, and the connection needs re-authorisation.
+    pub needs_reauth: Option<String>,
+    /// Retries spent by this invocation.
+    pub retries: u64,
 }
 
 /// The sync engine. Cheap to clone.
@@ -142,29 +153,147 @@ fn dedupe(records: Vec<PreparedRecord>) -> Vec<PreparedRecord> {
     out
 }
 
+/// What every task of one run shares: the retry budget, and the reason to
+/// stop when the source refused the credentials for good.
+#[derive(Debug)]
+struct RunControl {
+    budget: u32,
+    retries: AtomicU64,
+    stop: Mutex<Option<String>>,
+}
+
+impl RunControl {
+    fn new(budget: u32) -> Self {
+        Self {
+            budget,
+            retries: AtomicU64::new(0),
+            stop: Mutex::new(None),
+        }
+    }
+
+    /// Takes one retry from the budget; false when it is spent.
+    fn take_retry(&self) -> bool {
+        self.retries.fetch_add(1, Ordering::Relaxed) < u64::from(self.budget)
+    }
+
+    fn retries(&self) -> u64 {
+        self.retries
+            .load(Ordering::Relaxed)
+            .min(u64::from(self.budget))
+    }
+
+    fn budget_spent(&self) -> bool {
+        self.retries.load(Ordering::Relaxed) >= u64::from(self.budget)
+    }
+
+    /// Why the run is stopping, if it is.
+    fn stopped(&self) -> Option<String> {
+        self.stop
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn stop(&self, reason: &str) {
+        let mut stop = self
+            .stop
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        stop.get_or_insert_with(|| reason.to_owned());
+    }
+}
+
+/// Why an entity task ended without finishing.
+#[derive(Debug, Clone)]
+struct Failure {
+    message: String,
+    /// The credentials were refused for good: the whole run stops.
+    auth: bool,
+}
+
+impl Failure {
+    fn other(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            auth: false,
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure::other(message)
+    }
+}
+
 /// One source request with the engine's retry policy: transient and
-/// rate-limited failures are retried with exponential backoff and jitter
-/// (or after `Retry-After` when the API sends one); each retry is logged and
-/// reported.
+/// rate-limited failures are retried with exponential backoff and full
+/// jitter (or after `Retry-After` when the API sends one), within the run's
+/// retry budget; each retry is logged with its class and reported. Auth
+/// failures stop the whole run; permanent ones fail the request's entity.
 async fn retrying<T, F, Fut>(
     backoff: ExponentialBuilder,
+    control: &RunControl,
     entity: &str,
     progress: &dyn Progress,
-    request: F,
-) -> Result<T, tributary_source::Error>
+    mut request: F,
+) -> Result<T, Failure>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, tributary_source::Error>>,
 {
-    request
-        .retry(backoff)
-        .when(tributary_source::Error::is_retryable)
-        .adjust(|error, wait| wait.map(|w| error.retry_after().unwrap_or(w)))
-        .notify(|error, wait| {
-            tracing::warn!(class = ?error.class(), %error, ?wait, "request failed; retrying");
-            progress.retrying(entity, &error.to_string(), wait);
+    let attempt = AtomicU64::new(0);
+    let result = (|| {
+        let stopped = control.stopped();
+        let call = stopped.is_none().then(&mut request);
+        async move {
+            match (call, stopped) {
+                (Some(call), _) => call.await.map_err(Some),
+                (None, _) => Err(None),
+            }
+        }
+    })
+    .retry(backoff)
+    .when(|error: &Option<tributary_source::Error>| {
+        error
+            .as_ref()
+            .is_some_and(|e| e.is_retryable() && control.take_retry())
+    })
+    .adjust(|error, wait| {
+        wait.map(|w| match error.as_ref().and_then(|e| e.retry_after()) {
+            Some(asked) => asked,
+            None => w,
         })
-        .await
+    })
+    .notify(|error, wait| {
+        let n = attempt.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(error) = error {
+            tracing::warn!(
+                class = ?error.class(),
+                attempt = n,
+                %error,
+                ?wait,
+                "request failed; retrying"
+            );
+            progress.retrying(entity, &error.to_string(), wait);
+        }
+    })
+    .await;
+    result.map_err(|error| match error {
+        None => Failure::other(format!(
+            "stopped: {}",
+            control.stopped().unwrap_or_default()
+        )),
+        Some(error) if error.class() == ErrorClass::Auth => Failure {
+            message: error.to_string(),
+            auth: true,
+        },
+        Some(error) if error.is_retryable() && control.budget_spent() => Failure::other(format!(
+            "{error} (gave up: the run's retry budget of {} retries is spent)",
+            control.budget
+        )),
+        Some(error) => Failure::other(error.to_string()),
+    })
 }
 
 /// One batch of parents' children, prepared for the store.
@@ -184,6 +313,7 @@ struct EntityJob {
     entity: Arc<Entity>,
     checkpoint: Option<Checkpoint>,
     progress: Arc<dyn Progress>,
+    control: Arc<RunControl>,
 }
 
 impl Engine {
@@ -231,9 +361,10 @@ impl Engine {
             .collect();
         let mut failed: HashMap<String, String> = HashMap::new();
         let mut reports = Vec::new();
+        let control = Arc::new(RunControl::new(self.options.retry_budget));
 
         for wave in manifest.graph.waves() {
-            let mut tasks: Vec<(String, JoinHandle<Result<EntityReport, String>>)> = Vec::new();
+            let mut tasks: Vec<(String, JoinHandle<Result<EntityReport, Failure>>)> = Vec::new();
             for name in wave {
                 let entity = Arc::new(manifest.entities[name].clone());
                 let checkpoint = checkpoints.remove(name);
@@ -251,12 +382,15 @@ impl Engine {
                     });
                     continue;
                 }
-                if let Some(dep) = manifest
-                    .graph
-                    .hard_dependencies_of(name)
-                    .find(|dep| failed.contains_key(*dep))
-                {
-                    let error = format!("skipped: it depends on {dep}, which failed");
+                let blocked = match control.stopped() {
+                    Some(reason) => Some(format!("not started: {reason}")),
+                    None => manifest
+                        .graph
+                        .hard_dependencies_of(name)
+                        .find(|dep| failed.contains_key(*dep))
+                        .map(|dep| format!("skipped: it depends on {dep}, which failed")),
+                };
+                if let Some(error) = blocked {
                     self.store
                         .set_entity_state(
                             run.id,
@@ -285,6 +419,7 @@ impl Engine {
                     entity,
                     checkpoint,
                     progress: progress.clone(),
+                    control: control.clone(),
                 };
                 // At WARN level so that the span (and its run / connection /
                 // entity fields) is on every warning and error even when
@@ -296,12 +431,19 @@ impl Engine {
                 ));
             }
             for (name, task) in tasks {
-                let outcome = task
-                    .await
-                    .unwrap_or_else(|panic| Err(format!("entity task panicked: {panic}")));
+                let outcome = task.await.unwrap_or_else(|panic| {
+                    Err(Failure::other(format!("entity task panicked: {panic}")))
+                });
                 match outcome {
                     Ok(report) => reports.push(report),
-                    Err(error) => {
+                    Err(Failure {
+                        message: error,
+                        auth,
+                    }) => {
+                        if auth {
+                            control
+                                .stop(&format!("the connection needs re-authorisation ({error})"));
+                        }
                         tracing::error!(entity = %name, %error, "entity failed");
                         // Best effort: the failure is also in the run's error.
                         let _ = self
@@ -334,7 +476,10 @@ impl Engine {
             }
         }
 
-        let (state, error) = if failed.is_empty() {
+        let needs_reauth = control.stopped();
+        let (state, error) = if let Some(reason) = &needs_reauth {
+            (RunState::Failed, Some(format!("stopped: {reason}")))
+        } else if failed.is_empty() {
             (RunState::Succeeded, None)
         } else {
             let mut names: Vec<_> = failed.iter().collect();
@@ -360,6 +505,8 @@ impl Engine {
             resumed,
             entities: reports,
             elapsed: started.elapsed(),
+            needs_reauth,
+            retries: control.retries(),
         })
     }
 
@@ -382,7 +529,7 @@ impl Engine {
 }
 
 impl EntityJob {
-    async fn run(self) -> Result<EntityReport, String> {
+    async fn run(self) -> Result<EntityReport, Failure> {
         let entity_name = self.entity.name.clone();
         let (records, pages) = self
             .checkpoint
@@ -415,8 +562,9 @@ impl EntityJob {
 
     /// Fetches one page with retries, on its own task so the next page is
     /// fetched and prepared while the current one commits.
-    fn prefetch(&self, cursor: Cursor) -> JoinHandle<Result<PreparedPage, String>> {
+    fn prefetch(&self, cursor: Cursor) -> JoinHandle<Result<PreparedPage, Failure>> {
         let source = self.source.clone();
+        let control = self.control.clone();
         let entity = self.entity.clone();
         let backoff = self.engine.backoff();
         let progress = self.progress.clone();
@@ -424,11 +572,10 @@ impl EntityJob {
         let span = tracing::Span::current();
         tokio::spawn(tracing::Instrument::instrument(
             async move {
-                let page = retrying(backoff, &entity.name, progress.as_ref(), || {
+                let page = retrying(backoff, &control, &entity.name, progress.as_ref(), || {
                     source.fetch_page(&entity, &cursor)
                 })
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
                 Ok(PreparedPage::new(page))
             },
             span,
@@ -468,7 +615,7 @@ impl EntityJob {
         total: Option<i64>,
         prefetched: Option<&JoinHandle<T>>,
         records: &mut i64,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         match self.commit(page, cursor, finished).await {
             Ok(outcome) => {
                 *records += outcome.records() as i64;
@@ -480,13 +627,13 @@ impl EntityJob {
                 if let Some(next) = prefetched {
                     next.abort();
                 }
-                Err(error)
+                Err(Failure::other(error))
             }
         }
     }
 
     /// A top-level collection, page by page from the checkpoint.
-    async fn sync_list(&self, mut records: i64, mut pages: i64) -> Result<(i64, i64), String> {
+    async fn sync_list(&self, mut records: i64, mut pages: i64) -> Result<(i64, i64), Failure> {
         let start = self
             .checkpoint
             .as_ref()
@@ -496,7 +643,7 @@ impl EntityJob {
         loop {
             let page = match pending.await {
                 Ok(result) => result?,
-                Err(join) => return Err(format!("fetch task failed: {join}")),
+                Err(join) => return Err(format!("fetch task failed: {join}").into()),
             };
             let prefetched = (!page.finished && self.engine.options.prefetch)
                 .then(|| self.prefetch(page.next.clone()));
@@ -527,7 +674,7 @@ impl EntityJob {
         parent: &str,
         mut records: i64,
         mut pages: i64,
-    ) -> Result<(i64, i64), String> {
+    ) -> Result<(i64, i64), Failure> {
         let after: Option<String> = self
             .checkpoint
             .as_ref()
@@ -538,7 +685,7 @@ impl EntityJob {
         loop {
             let batch = match pending.await {
                 Ok(result) => result?,
-                Err(join) => return Err(format!("fetch task failed: {join}")),
+                Err(join) => return Err(format!("fetch task failed: {join}").into()),
             };
             // The next batch's parents do not depend on this commit: fetch
             // them meanwhile, as for top-level pages.
@@ -569,8 +716,9 @@ impl EntityJob {
         &self,
         parent: &str,
         after: Option<String>,
-    ) -> JoinHandle<Result<Batch, String>> {
+    ) -> JoinHandle<Result<Batch, Failure>> {
         let store = self.engine.store.clone();
+        let control = self.control.clone();
         let batch_size = self.engine.options.parent_batch;
         let backoff = self.engine.backoff();
         let source = self.source.clone();
@@ -588,35 +736,41 @@ impl EntityJob {
                     .map_err(|e| format!("listing {parent} ids failed: {e}"))?;
                 let finished = parents.len() < batch_size as usize;
                 let concurrency = entity.concurrency.max(1);
-                let fetched: Vec<Result<Page, tributary_source::Error>> =
-                    stream::iter(parents.clone())
-                        .map(|parent_id| {
-                            let (source, entity, progress) =
-                                (source.clone(), entity.clone(), progress.clone());
-                            async move {
-                                let result =
-                                    retrying(backoff, &entity.name, progress.as_ref(), || {
-                                        source.fetch_children(&entity, &parent_id)
-                                    })
-                                    .await;
-                                match result {
-                                    // A parent deleted since it was listed has no children.
-                                    Err(tributary_source::Error::Status {
-                                        status: 404, ..
-                                    }) => Ok(Page::default()),
-                                    other => other,
+                let fetched: Vec<Result<Page, Failure>> = stream::iter(parents.clone())
+                    .map(|parent_id| {
+                        let (source, entity, progress, control) = (
+                            source.clone(),
+                            entity.clone(),
+                            progress.clone(),
+                            control.clone(),
+                        );
+                        async move {
+                            retrying(backoff, &control, &entity.name, progress.as_ref(), || {
+                                let (source, entity, parent_id) =
+                                    (source.clone(), entity.clone(), parent_id.clone());
+                                async move {
+                                    match source.fetch_children(&entity, &parent_id).await {
+                                        // A parent deleted since it was listed has no children.
+                                        Err(tributary_source::Error::Status {
+                                            status: 404,
+                                            ..
+                                        }) => Ok(Page::default()),
+                                        other => other,
+                                    }
                                 }
-                            }
-                        })
-                        .buffered(concurrency)
-                        .collect()
-                        .await;
+                            })
+                            .await
+                        }
+                    })
+                    .buffered(concurrency)
+                    .collect()
+                    .await;
                 let mut combined = Page {
                     finished,
                     ..Page::default()
                 };
                 for page in fetched {
-                    let page = page.map_err(|e| e.to_string())?;
+                    let page = page?;
                     combined.records.extend(page.records);
                     combined.quarantined.extend(page.quarantined);
                 }

@@ -42,6 +42,8 @@ async fn harness(people: usize) -> Harness {
         Credentials::bearer(token),
         SourceOptions {
             base_url: Some(sim.base_url()),
+            // The simulator runs without a rate limit here.
+            rate_limiter: Some(Arc::new(tributary_source::Unlimited)),
             ..SourceOptions::default()
         },
     )

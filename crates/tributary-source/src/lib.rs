@@ -8,16 +8,20 @@
 //! Architecture invariant: this is the only crate that speaks HTTP to
 //! sources and knows their JSON documents.
 
+mod auth;
+mod ratelimit;
 mod transform;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tributary_core::{Clock, Cursor, QuarantinedRecord, SourceRecord, SystemClock};
 pub use tributary_core::{Credentials, OAuth2Credentials};
-use tributary_core::{Cursor, QuarantinedRecord, SourceRecord};
 use tributary_manifest::{Entity, Format, Manifest, PaginationStyle};
 
+pub use auth::CredentialStore;
+pub use ratelimit::{LocalRateLimiter, Observation, RateLimiter, RateStatus, Unlimited};
 pub use transform::{coerce, transform};
 
 /// How an error should be handled.
@@ -50,9 +54,11 @@ pub enum Error {
         /// `Retry-After`, in seconds.
         retry_after: Option<u64>,
     },
-    /// The request failed before an answer (connect, reset, timeout).
-    #[error("GET {url} failed: {source}")]
+    /// The request failed before a whole answer (connect, reset, timeout).
+    #[error("{method} {url} failed: {}", transport_detail(source))]
     Transport {
+        /// HTTP method.
+        method: &'static str,
         /// The URL.
         url: String,
         /// The cause.
@@ -75,6 +81,13 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// The credentials were refused and cannot be refreshed: the connection
+    /// needs re-authorisation.
+    #[error("authentication failed: {detail}")]
+    Auth {
+        /// What happened (never a secret).
+        detail: String,
+    },
     /// The cursor does not belong to this entity's paging.
     #[error("checkpoint cursor {0} cannot resume this entity")]
     BadCursor(String),
@@ -91,6 +104,7 @@ impl Error {
             }
             Error::Status { .. } => ErrorClass::Permanent,
             Error::Transport { .. } | Error::Malformed { .. } => ErrorClass::Transient,
+            Error::Auth { .. } => ErrorClass::Auth,
             Error::Protocol { .. } | Error::BadCursor(_) => ErrorClass::Permanent,
         }
     }
@@ -135,10 +149,17 @@ pub struct Page {
 pub struct SourceOptions {
     /// Overrides the manifest's base URL.
     pub base_url: Option<String>,
-    /// Per-request timeout.
+    /// Per-request timeout (the whole request, body included).
     pub timeout: Duration,
     /// Overrides the manifest's page size (bounded by it).
     pub page_size: Option<u32>,
+    /// Where wall time comes from (token expiry).
+    pub clock: Arc<dyn Clock>,
+    /// Where refreshed OAuth2 tokens are persisted.
+    pub credential_store: Option<Arc<dyn CredentialStore>>,
+    /// The request budget. `None`: a [`LocalRateLimiter`] from the
+    /// manifest's `[rate_limit]`, or [`Unlimited`] without one.
+    pub rate_limiter: Option<Arc<dyn RateLimiter>>,
 }
 
 impl Default for SourceOptions {
@@ -147,11 +168,15 @@ impl Default for SourceOptions {
             base_url: None,
             timeout: Duration::from_secs(30),
             page_size: None,
+            clock: Arc::new(SystemClock),
+            credential_store: None,
+            rate_limiter: None,
         }
     }
 }
 
-/// A manifest-driven source for one connection. Cheap to clone.
+/// A manifest-driven source for one connection. Cheap to clone: clones
+/// share the connection's credentials and request budget.
 #[derive(Debug, Clone)]
 pub struct Source {
     inner: Arc<Inner>,
@@ -162,7 +187,8 @@ struct Inner {
     manifest: Arc<Manifest>,
     http: reqwest::Client,
     base_url: String,
-    credentials: Credentials,
+    auth: auth::Authenticator,
+    limiter: Arc<dyn RateLimiter>,
     page_size: u32,
 }
 
@@ -182,7 +208,7 @@ impl Source {
         install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(options.timeout)
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(10).min(options.timeout))
             .pool_max_idle_per_host(32)
             .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
             .build()?;
@@ -195,15 +221,49 @@ impl Source {
             .page_size
             .unwrap_or(manifest.pagination.page_size)
             .clamp(1, manifest.pagination.page_size);
+        let token_url = manifest.auth.token_url.as_ref().map(|url| {
+            if url.starts_with("http://") || url.starts_with("https://") {
+                url.clone()
+            } else {
+                format!("{base_url}{url}")
+            }
+        });
+        let limiter = options
+            .rate_limiter
+            .unwrap_or_else(|| match &manifest.rate_limit {
+                Some(policy) => Arc::new(LocalRateLimiter::new(
+                    policy.requests,
+                    Duration::from_secs(u64::from(policy.period_secs)),
+                )),
+                None => Arc::new(Unlimited),
+            });
+        let auth = auth::Authenticator::new(
+            credentials,
+            options.credential_store,
+            token_url,
+            options.clock,
+            http.clone(),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 manifest,
                 http,
                 base_url,
-                credentials,
+                auth,
+                limiter,
                 page_size,
             }),
         })
+    }
+
+    /// The credentials now held: after an OAuth2 refresh, the new pair.
+    pub fn credentials(&self) -> Credentials {
+        self.inner.auth.credentials()
+    }
+
+    /// Where the request budget stands.
+    pub fn rate_status(&self) -> RateStatus {
+        self.inner.limiter.status()
     }
 
     /// The manifest.
@@ -321,6 +381,20 @@ impl Source {
                     ),
                 });
             }
+            // An endless `links.next` that does move (a server repeating
+            // itself at ever higher offsets) would never end: stop well past
+            // the size the API itself reports.
+            if let Some(total) = total {
+                let bound = (total.max(0) as u64) * 2 + 10 * u64::from(self.inner.page_size);
+                if next > bound {
+                    return Err(Error::Protocol {
+                        url: url.to_owned(),
+                        detail: format!(
+                            "links.next goes on to offset {next}, far past meta.total_count {total}: refusing to page forever"
+                        ),
+                    });
+                }
+            }
             page.next = Cursor(json!({ "offset": next }));
         } else {
             page.finished = true;
@@ -378,54 +452,119 @@ impl Source {
         Ok(page)
     }
 
+    /// One GET within the request budget: a 429 pauses the budget for
+    /// `Retry-After`; a 401 with refreshable credentials refreshes them once
+    /// and tries again. Retries of anything else are the engine's to decide.
     async fn get_json(&self, url: &str) -> Result<Value> {
-        let request = self
-            .inner
-            .http
-            .get(url)
-            .header("accept", "application/json");
-        let request = match &self.inner.credentials {
-            Credentials::Bearer { token } => request.bearer_auth(token),
-            Credentials::Basic { user, password } => request.basic_auth(user, Some(password)),
-            Credentials::OAuth2(oauth) => {
-                request.bearer_auth(oauth.access_token.as_deref().unwrap_or(""))
-            }
-        };
-        let transport = |source| Error::Transport {
-            url: url.to_owned(),
-            source,
-        };
-        let response = request.send().await.map_err(transport)?;
-        let status = response.status();
-        if !status.is_success() {
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            let body = response.text().await.unwrap_or_default();
-            return Err(Error::Status {
+        let mut refreshed = false;
+        loop {
+            let (authorization, generation) = self.inner.auth.authorization().await?;
+            self.inner.limiter.acquire().await;
+            let request = self
+                .inner
+                .http
+                .get(url)
+                .header("accept", "application/vnd.api+json, application/json");
+            let transport = |source| Error::Transport {
                 method: "GET",
                 url: url.to_owned(),
-                status: status.as_u16(),
-                detail: error_detail(&body),
-                retry_after,
-            });
+                source,
+            };
+            let response = authorization
+                .apply(request)
+                .send()
+                .await
+                .map_err(transport)?;
+            self.observe_budget(response.headers()).await;
+            let status = response.status();
+            if status.as_u16() == 401 && !refreshed && self.inner.auth.can_refresh() {
+                tracing::info!(url, "401 with an oauth2 token: refreshing it once");
+                self.inner.auth.refresh(generation).await?;
+                refreshed = true;
+                continue;
+            }
+            if !status.is_success() {
+                let retry_after = self.retry_after(response.headers());
+                if status.as_u16() == 429 {
+                    let wait = retry_after.map_or_else(
+                        || {
+                            self.inner
+                                .limiter
+                                .status()
+                                .period
+                                .max(Duration::from_secs(1))
+                        },
+                        Duration::from_secs,
+                    );
+                    self.inner.limiter.pause(wait).await;
+                }
+                let body = response.text().await.unwrap_or_default();
+                return Err(Error::Status {
+                    method: "GET",
+                    url: url.to_owned(),
+                    status: status.as_u16(),
+                    detail: error_detail(&body),
+                    retry_after,
+                });
+            }
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let bytes = response.bytes().await.map_err(transport)?;
+            if !content_type.contains("json") {
+                let shown = if content_type.is_empty() {
+                    "no content type".to_owned()
+                } else {
+                    format!("content type `{content_type}`")
+                };
+                return Err(malformed(
+                    url,
+                    &format!("expected JSON, got {shown}: {}", error_detail_bytes(&bytes)),
+                ));
+            }
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| malformed(url, &format!("invalid JSON: {e}")));
         }
-        let content_type = response
-            .headers()
-            .get("content-type")
+    }
+
+    /// Feeds the budget headers the manifest declares to the rate limiter.
+    async fn observe_budget(&self, headers: &reqwest::header::HeaderMap) {
+        let Some(policy) = &self.inner.manifest.rate_limit else {
+            return;
+        };
+        let number = |name: &Option<String>| {
+            name.as_deref()
+                .and_then(|n| headers.get(n))
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u32>().ok())
+        };
+        let observation = Observation {
+            count: number(&policy.count_header),
+            limit: number(&policy.limit_header),
+            period: number(&policy.period_header).map(|s| Duration::from_secs(u64::from(s))),
+            received: tokio::time::Instant::now(),
+        };
+        if observation.count.is_some() || observation.limit.is_some() {
+            self.inner.limiter.observe(observation).await;
+        }
+    }
+
+    /// `Retry-After` in seconds (a number; an HTTP date counts as unknown).
+    fn retry_after(&self, headers: &reqwest::header::HeaderMap) -> Option<u64> {
+        let name = self
+            .inner
+            .manifest
+            .rate_limit
+            .as_ref()
+            .and_then(|p| p.retry_after_header.as_deref())
+            .unwrap_or("retry-after");
+        headers
+            .get(name)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let bytes = response.bytes().await.map_err(transport)?;
-        if !content_type.contains("json") {
-            return Err(malformed(
-                url,
-                &format!("content type is `{content_type}`, not JSON"),
-            ));
-        }
-        serde_json::from_slice(&bytes).map_err(|e| malformed(url, &format!("invalid JSON: {e}")))
+            .and_then(|v| v.trim().parse::<u64>().ok())
     }
 }
 
@@ -461,12 +600,54 @@ fn error_detail(body: &str) -> String {
             _ => detail.to_owned(),
         };
     }
-    let text: String = body.chars().take(200).collect();
-    if text.trim().is_empty() {
+    if let Some(title) = html_title(body) {
+        return format!("an HTML page titled `{title}`");
+    }
+    if body.trim_start().starts_with('<') {
+        return "an HTML page".into();
+    }
+    let text: String = body.trim().chars().take(200).collect();
+    if text.is_empty() {
         "(empty body)".into()
     } else {
         text
     }
+}
+
+/// [`error_detail`] of a body that may not be UTF-8.
+fn error_detail_bytes(body: &[u8]) -> String {
+    error_detail(&String::from_utf8_lossy(&body[..body.len().min(4096)]))
+}
+
+/// The `<title>` of an HTML page.
+fn html_title(body: &str) -> Option<String> {
+    let lower = body.to_ascii_lowercase();
+    let start = lower.find("<title>")? + "<title>".len();
+    let end = start + lower[start..].find("</title>")?;
+    let title = body.get(start..end)?.trim();
+    (!title.is_empty()).then(|| title.chars().take(120).collect())
+}
+
+/// A transport error in words: timeouts and broken connections named.
+fn transport_detail(error: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else if error.is_body() || error.is_decode() {
+        "the connection broke while reading the body"
+    } else {
+        "request failed"
+    };
+    let mut detail = kind.to_owned();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        detail.push_str(": ");
+        detail.push_str(&c.to_string());
+        cause = c.source();
+    }
+    detail
 }
 
 #[cfg(test)]
@@ -500,7 +681,13 @@ mod tests {
             ),
             "Bad Request: bad where"
         );
-        assert_eq!(error_detail("<html>oops</html>"), "<html>oops</html>");
+        assert_eq!(
+            error_detail(
+                "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+            ),
+            "an HTML page titled `502 Bad Gateway`"
+        );
+        assert_eq!(error_detail("<html>oops</html>"), "an HTML page");
         assert_eq!(error_detail(""), "(empty body)");
     }
 

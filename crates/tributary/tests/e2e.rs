@@ -15,6 +15,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_tributary");
 fn sync_command(db: &str, url: &str) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(["sync", "--db", db, "--base-url", url, "--connection", "e2e"])
+        // The test's simulator has no rate limit.
+        .args(["--rate-limit", "off"])
         .env("TRIBUTARY_TOKEN", "sim-token")
         .stdout(Stdio::null())
         .stderr(Stdio::null());

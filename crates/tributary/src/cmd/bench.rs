@@ -98,6 +98,9 @@ fn sync(exe: &Path, db: &str, url: &str, stats: &Path) -> anyhow::Result<Value> 
             url,
             "--connection",
             "bench",
+            // The benchmark's simulator has no rate limit.
+            "--rate-limit",
+            "off",
         ])
         .arg("--stats-json")
         .arg(stats)
@@ -208,6 +211,9 @@ async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
                 &url,
                 "--connection",
                 "bench",
+                // The benchmark's simulator has no rate limit.
+                "--rate-limit",
+                "off",
             ])
             .env("TRIBUTARY_TOKEN", "sim-token")
             .stdout(Stdio::null())

@@ -8,7 +8,7 @@ use tributary_core::RunState;
 use tributary_sim::SimConfig;
 use tributary_source::Credentials;
 
-use super::sync::{FullSync, full_sync};
+use super::sync::{FullSync, RateLimitSetting, full_sync};
 use super::{load_manifest, thousands};
 
 #[derive(Debug, clap::Args)]
@@ -48,12 +48,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let progress = crate::progress::for_stderr(&manifest);
     let report = full_sync(
         FullSync {
-            db: &args.db,
-            manifest: manifest.clone(),
             base_url: Some(sim.base_url()),
-            credentials: Credentials::bearer(token),
-            connection: "demo",
-            page_size: None,
+            // The demo's simulator has no rate limit.
+            rate_limit: RateLimitSetting::Off,
+            ..FullSync::new(
+                &args.db,
+                manifest.clone(),
+                Credentials::bearer(token),
+                "demo",
+            )
         },
         progress,
     )

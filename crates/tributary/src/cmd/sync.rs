@@ -3,13 +3,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::json;
 use tributary_core::{Clock, RunState, SystemClock};
 use tributary_engine::{Engine, EngineOptions, Progress, RunReport};
 use tributary_manifest::Manifest;
-use tributary_source::{Credentials, Source, SourceOptions};
+use tributary_source::{
+    Credentials, LocalRateLimiter, RateLimiter, Source, SourceOptions, Unlimited,
+};
 use tributary_store::NewConnection;
 
 use super::{load_manifest, thousands};
@@ -48,6 +51,16 @@ pub struct Args {
     /// other users of the machine cannot see in the process list.
     #[arg(long, env = "TRIBUTARY_TOKEN", hide_env_values = true)]
     token: String,
+    /// The request budget: `auto` (the manifest's policy, corrected by the
+    /// API's rate-limit headers), `off`, or `N/Ss` (N requests per S seconds).
+    #[arg(long, default_value = "auto")]
+    rate_limit: RateLimitSetting,
+    /// Seconds before one request is abandoned (and retried).
+    #[arg(long, default_value_t = 30.0)]
+    request_timeout: f64,
+    /// Retries the run may spend before failing requests are given up on.
+    #[arg(long, default_value_t = EngineOptions::default().retry_budget)]
+    retry_budget: u32,
     /// How the token is sent.
     #[arg(long, value_enum, default_value_t = AuthMode::Bearer)]
     auth: AuthMode,
@@ -63,6 +76,53 @@ pub struct Args {
     /// Write the run's figures (records/s, pages/s, peak RSS) as JSON to this file.
     #[arg(long)]
     stats_json: Option<PathBuf>,
+}
+
+/// The request budget of a sync.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RateLimitSetting {
+    /// The manifest's policy, corrected by the API's headers.
+    Auto,
+    /// No limit (a local simulator without one).
+    Off,
+    /// This many requests per period, corrected by the API's headers.
+    Fixed(u32, Duration),
+}
+
+impl std::str::FromStr for RateLimitSetting {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let usage = || format!("`{s}` is not a rate limit: use auto, off or N/Ss (e.g. 100/20s)");
+        match s.trim() {
+            "auto" => Ok(Self::Auto),
+            "off" | "none" => Ok(Self::Off),
+            other => {
+                let (n, period) = other.split_once('/').ok_or_else(usage)?;
+                let n: u32 = n.trim().parse().map_err(|_| usage())?;
+                let secs: f64 = period
+                    .trim()
+                    .trim_end_matches('s')
+                    .parse()
+                    .map_err(|_| usage())?;
+                if n == 0 || !(secs > 0.0 && secs.is_finite()) {
+                    return Err(usage());
+                }
+                Ok(Self::Fixed(n, Duration::from_secs_f64(secs)))
+            }
+        }
+    }
+}
+
+impl RateLimitSetting {
+    /// The limiter for a source; `None` leaves the choice to the manifest.
+    pub fn limiter(self) -> Option<Arc<dyn RateLimiter>> {
+        match self {
+            Self::Auto => None,
+            Self::Off => Some(Arc::new(Unlimited)),
+            Self::Fixed(n, period) => Some(Arc::new(LocalRateLimiter::new(n, period))),
+        }
+    }
 }
 
 pub fn credentials(token: &str, auth: AuthMode) -> anyhow::Result<Credentials> {
@@ -88,6 +148,31 @@ pub struct FullSync<'a> {
     pub credentials: Credentials,
     pub connection: &'a str,
     pub page_size: Option<u32>,
+    pub rate_limit: RateLimitSetting,
+    pub request_timeout: Duration,
+    pub retry_budget: u32,
+}
+
+impl<'a> FullSync<'a> {
+    /// A sync with default budgets and timeouts.
+    pub fn new(
+        db: &'a str,
+        manifest: Arc<Manifest>,
+        credentials: Credentials,
+        connection: &'a str,
+    ) -> Self {
+        Self {
+            db,
+            manifest,
+            base_url: None,
+            credentials,
+            connection,
+            page_size: None,
+            rate_limit: RateLimitSetting::Auto,
+            request_timeout: Duration::from_secs(30),
+            retry_budget: EngineOptions::default().retry_budget,
+        }
+    }
 }
 
 /// Opens the store, ensures the connection and runs (or resumes) a full sync.
@@ -105,6 +190,9 @@ pub async fn full_sync(
         SourceOptions {
             base_url: request.base_url,
             page_size: request.page_size,
+            timeout: request.request_timeout,
+            rate_limiter: request.rate_limit.limiter(),
+            clock: clock.clone(),
             ..SourceOptions::default()
         },
     )?;
@@ -118,7 +206,14 @@ pub async fn full_sync(
             clock.now(),
         )
         .await?;
-    let engine = Engine::new(store, clock, EngineOptions::default());
+    let engine = Engine::new(
+        store,
+        clock,
+        EngineOptions {
+            retry_budget: request.retry_budget,
+            ..EngineOptions::default()
+        },
+    );
     Ok(engine.full_sync(&connection, &source, progress).await?)
 }
 
@@ -141,12 +236,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let progress = crate::progress::for_stderr(&manifest);
     let report = full_sync(
         FullSync {
-            db: &args.db,
-            manifest,
             base_url: args.base_url.clone(),
-            credentials: credentials(&args.token, args.auth)?,
-            connection: &connection,
             page_size: args.page_size,
+            rate_limit: args.rate_limit,
+            request_timeout: Duration::from_secs_f64(args.request_timeout.max(0.001)),
+            retry_budget: args.retry_budget,
+            ..FullSync::new(
+                &args.db,
+                manifest,
+                credentials(&args.token, args.auth)?,
+                &connection,
+            )
         },
         progress,
     )

@@ -1,0 +1,380 @@
+//! Proactive rate limiting, one budget per credential.
+//!
+//! A [`RateLimiter`] hands out request slots so that a connection runs at the
+//! edge of its allowed rate without being refused. It starts from the
+//! manifest's declared policy (`[rate_limit]`: requests per period) and is
+//! corrected by what the API says in every response (count / limit / period
+//! headers), so it converges on the real budget even when the manifest is
+//! wrong or another client spends from the same budget. A 429 pauses the
+//! whole budget for the `Retry-After` the API asked for.
+//!
+//! Every entity sync of a connection goes through the one limiter of its
+//! [`Source`](crate::Source). The trait is async and says nothing about where
+//! the budget lives, so a cluster can keep it in PostgreSQL; [`LocalRateLimiter`]
+//! keeps it in this process.
+//!
+//! The model is the fixed window PCO uses: a window opens with the first
+//! request after the previous one closed and admits `limit` requests for
+//! `period`. The client cannot see when the server opened its window, so it
+//! aligns on the first response of each window (count 1): that window closes
+//! no earlier than one period after the response arrived. Waiting a
+//! round-trip longer than necessary costs a few milliseconds per window;
+//! sending early costs a 429.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+/// What one response said about the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observation {
+    /// Requests used in the current window, this one included.
+    pub count: Option<u32>,
+    /// Requests allowed per window.
+    pub limit: Option<u32>,
+    /// The window's length.
+    pub period: Option<Duration>,
+    /// When the response arrived.
+    pub received: Instant,
+}
+
+/// Where a budget stands, for progress displays and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateStatus {
+    /// Requests taken in the current window.
+    pub used: u32,
+    /// Requests allowed per window, as currently believed.
+    pub limit: u32,
+    /// The window's length.
+    pub period: Duration,
+    /// Whether the budget is paused after a 429.
+    pub paused: bool,
+    /// Requests that had to wait for a slot, since the start.
+    pub waits: u64,
+    /// 429s reported, since the start.
+    pub refusals: u64,
+}
+
+/// A request budget shared by every request made with one credential.
+#[async_trait]
+pub trait RateLimiter: Send + Sync + std::fmt::Debug {
+    /// Waits until one more request fits in the budget, and takes the slot.
+    async fn acquire(&self);
+    /// Corrects the budget with what a response said.
+    async fn observe(&self, observation: Observation);
+    /// The API refused a request (429): no request leaves before `retry_after`.
+    async fn pause(&self, retry_after: Duration);
+    /// Where the budget stands.
+    fn status(&self) -> RateStatus;
+}
+
+/// A limiter that lets everything through (no declared policy).
+#[derive(Debug, Default)]
+pub struct Unlimited;
+
+#[async_trait]
+impl RateLimiter for Unlimited {
+    async fn acquire(&self) {}
+    async fn observe(&self, _observation: Observation) {}
+    async fn pause(&self, retry_after: Duration) {
+        // Even without a policy, a 429 is honoured by the retry itself.
+        let _ = retry_after;
+    }
+    fn status(&self) -> RateStatus {
+        RateStatus {
+            used: 0,
+            limit: u32::MAX,
+            period: Duration::ZERO,
+            paused: false,
+            waits: 0,
+            refusals: 0,
+        }
+    }
+}
+
+/// An in-process [`RateLimiter`].
+#[derive(Debug)]
+pub struct LocalRateLimiter {
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The declared limit, used until the API reports one.
+    declared: u32,
+    period: Duration,
+    /// The smallest limit the API reported in this window and the previous
+    /// one (PCO lowers the limit for deep offsets; a mixed workload must
+    /// respect the lower one).
+    reported_now: Option<u32>,
+    reported_before: Option<u32>,
+    used: u32,
+    window_end: Option<Instant>,
+    paused_until: Option<Instant>,
+    waits: u64,
+    refusals: u64,
+}
+
+impl State {
+    fn limit(&self) -> u32 {
+        match (self.reported_now, self.reported_before) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => self.declared,
+        }
+        .max(1)
+    }
+
+    /// Opens a new window at `now` if the current one has closed.
+    fn roll(&mut self, now: Instant) {
+        if self.window_end.is_none_or(|end| now >= end) {
+            self.window_end = Some(now + self.period);
+            self.used = 0;
+            self.reported_before = self.reported_now.take();
+        }
+    }
+}
+
+impl LocalRateLimiter {
+    /// A budget of `requests` per `period` until the API says otherwise.
+    pub fn new(requests: u32, period: Duration) -> Self {
+        Self {
+            state: Mutex::new(State {
+                declared: requests.max(1),
+                period,
+                reported_now: None,
+                reported_before: None,
+                used: 0,
+                window_end: None,
+                paused_until: None,
+                waits: 0,
+                refusals: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes a slot now, or says until when to wait.
+    fn try_take(&self) -> Result<(), Instant> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        if let Some(until) = state.paused_until {
+            if now < until {
+                return Err(until);
+            }
+            state.paused_until = None;
+        }
+        state.roll(now);
+        if state.used < state.limit() {
+            state.used += 1;
+            Ok(())
+        } else {
+            Err(state.window_end.unwrap_or(now))
+        }
+    }
+}
+
+#[async_trait]
+impl RateLimiter for LocalRateLimiter {
+    async fn acquire(&self) {
+        let mut waited = false;
+        loop {
+            match self.try_take() {
+                Ok(()) => return,
+                Err(until) => {
+                    if !waited {
+                        waited = true;
+                        self.lock().waits += 1;
+                    }
+                    tokio::time::sleep_until(until).await;
+                }
+            }
+        }
+    }
+
+    async fn observe(&self, observation: Observation) {
+        let mut state = self.lock();
+        if let Some(period) = observation.period
+            && !period.is_zero()
+            && period != state.period
+        {
+            if let Some(end) = state.window_end {
+                // Re-base the open window on the reported period.
+                let start = end.checked_sub(state.period).unwrap_or(end);
+                state.window_end = Some(start + period);
+            }
+            state.period = period;
+        }
+        if let Some(limit) = observation.limit {
+            state.reported_now = Some(state.reported_now.map_or(limit, |l| l.min(limit)));
+        }
+        match observation.count {
+            // The first request of a server window: it closes no earlier
+            // than a period after this response arrived.
+            Some(1) => {
+                let end = observation.received + state.period;
+                if state.window_end.is_none_or(|e| e < end) {
+                    state.window_end = Some(end);
+                }
+            }
+            // Someone else spends from the same budget (or we restarted
+            // mid-window): trust the API's count.
+            Some(count) if count > state.used => state.used = count,
+            _ => {}
+        }
+    }
+
+    async fn pause(&self, retry_after: Duration) {
+        let mut state = self.lock();
+        state.refusals += 1;
+        let until = Instant::now() + retry_after;
+        if state.paused_until.is_none_or(|p| p < until) {
+            state.paused_until = Some(until);
+        }
+        // The server's window ends when it said; the next one starts fresh.
+        state.window_end = Some(until);
+        state.used = 0;
+    }
+
+    fn status(&self) -> RateStatus {
+        let state = self.lock();
+        let now = Instant::now();
+        RateStatus {
+            used: if state.window_end.is_some_and(|e| now < e) {
+                state.used
+            } else {
+                0
+            },
+            limit: state.limit(),
+            period: state.period,
+            paused: state.paused_until.is_some_and(|p| now < p),
+            waits: state.waits,
+            refusals: state.refusals,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(count: u32, limit: u32, period: u64) -> Observation {
+        Observation {
+            count: Some(count),
+            limit: Some(limit),
+            period: Some(Duration::from_secs(period)),
+            received: Instant::now(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn admits_the_declared_budget_per_window() {
+        let limiter = LocalRateLimiter::new(10, Duration::from_secs(20));
+        let start = Instant::now();
+        for _ in 0..10 {
+            limiter.acquire().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(20));
+        assert_eq!(limiter.status().used, 1);
+        assert_eq!(limiter.status().waits, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn headers_correct_the_limit_and_period() {
+        let limiter = LocalRateLimiter::new(100, Duration::from_secs(60));
+        limiter.acquire().await;
+        limiter.observe(seen(1, 5, 10)).await;
+        let status = limiter.status();
+        assert_eq!((status.limit, status.period), (5, Duration::from_secs(10)));
+        let start = Instant::now();
+        for _ in 0..4 {
+            limiter.acquire().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_window_aligns_on_the_first_response() {
+        let limiter = LocalRateLimiter::new(2, Duration::from_secs(20));
+        let start = Instant::now();
+        limiter.acquire().await;
+        // The server opened its window when the request arrived, 300 ms later.
+        tokio::time::advance(Duration::from_millis(300)).await;
+        limiter.observe(seen(1, 2, 20)).await;
+        limiter.acquire().await;
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(20_300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_higher_count_means_someone_else_spends_the_budget() {
+        let limiter = LocalRateLimiter::new(10, Duration::from_secs(20));
+        limiter.acquire().await;
+        limiter.observe(seen(9, 10, 20)).await;
+        let start = Instant::now();
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lower_limit_sticks_for_the_next_window() {
+        let limiter = LocalRateLimiter::new(100, Duration::from_secs(20));
+        limiter.acquire().await;
+        limiter.observe(seen(1, 75, 20)).await;
+        tokio::time::advance(Duration::from_secs(21)).await;
+        limiter.acquire().await;
+        assert_eq!(limiter.status().limit, 75);
+        limiter.observe(seen(1, 100, 20)).await;
+        assert_eq!(
+            limiter.status().limit,
+            75,
+            "still the lower one of two windows"
+        );
+        tokio::time::advance(Duration::from_secs(21)).await;
+        limiter.acquire().await;
+        assert_eq!(limiter.status().limit, 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_pauses_everyone_for_retry_after() {
+        let limiter = std::sync::Arc::new(LocalRateLimiter::new(100, Duration::from_secs(20)));
+        limiter.acquire().await;
+        limiter.pause(Duration::from_secs(7)).await;
+        assert!(limiter.status().paused);
+        let start = Instant::now();
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let limiter = limiter.clone();
+                tokio::spawn(async move { limiter.acquire().await })
+            })
+            .collect();
+        for waiter in waiters {
+            waiter.await.unwrap();
+        }
+        assert_eq!(start.elapsed(), Duration::from_secs(7));
+        assert_eq!(limiter.status().refusals, 1);
+        assert_eq!(limiter.status().used, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unlimited_never_waits() {
+        let start = Instant::now();
+        for _ in 0..1000 {
+            Unlimited.acquire().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+}
