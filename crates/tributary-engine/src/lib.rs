@@ -38,6 +38,9 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] tributary_store::Error),
+    /// The request names an entity the manifest does not have.
+    #[error("unknown entity `{0}`: the manifest has {1}")]
+    UnknownEntity(String, String),
 }
 
 /// `Result` with the engine's [`Error`].
@@ -339,8 +342,29 @@ impl Engine {
         source: &Source,
         progress: Arc<dyn Progress>,
     ) -> Result<RunReport> {
+        self.full_sync_of(connection, source, None, progress).await
+    }
+
+    /// [`Self::full_sync`] of some entities only (`None`: all of them). An
+    /// entity listed under a parent walks the parents already in the store.
+    pub async fn full_sync_of(
+        &self,
+        connection: &Connection,
+        source: &Source,
+        only: Option<&[String]>,
+        progress: Arc<dyn Progress>,
+    ) -> Result<RunReport> {
         let started = Instant::now();
         let manifest = source.manifest().clone();
+        if let Some(unknown) = only
+            .into_iter()
+            .flatten()
+            .find(|name| !manifest.entities.contains_key(name.as_str()))
+        {
+            let known: Vec<&str> = manifest.entities.keys().map(String::as_str).collect();
+            return Err(Error::UnknownEntity(unknown.clone(), known.join(", ")));
+        }
+        let selected = |name: &str| only.is_none_or(|only| only.iter().any(|o| o == name));
         let (run, resumed) = match self
             .store
             .start_run(connection.id, RunKind::Full, None, self.clock.now())
@@ -365,7 +389,7 @@ impl Engine {
 
         for wave in manifest.graph.waves() {
             let mut tasks: Vec<(String, JoinHandle<Result<EntityReport, Failure>>)> = Vec::new();
-            for name in wave {
+            for name in wave.iter().filter(|name| selected(name)) {
                 let entity = Arc::new(manifest.entities[name].clone());
                 let checkpoint = checkpoints.remove(name);
                 if let Some(cp) = &checkpoint

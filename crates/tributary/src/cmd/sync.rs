@@ -73,6 +73,10 @@ pub struct Args {
     /// Records per request (at most the manifest's page size).
     #[arg(long)]
     page_size: Option<u32>,
+    /// Sync only these entities (comma-separated); entities listed under a
+    /// parent walk the parents already in the store.
+    #[arg(long, value_delimiter = ',')]
+    entities: Option<Vec<String>>,
     /// Write the run's figures (records/s, pages/s, peak RSS) as JSON to this file.
     #[arg(long)]
     stats_json: Option<PathBuf>,
@@ -151,6 +155,7 @@ pub struct FullSync<'a> {
     pub rate_limit: RateLimitSetting,
     pub request_timeout: Duration,
     pub retry_budget: u32,
+    pub entities: Option<Vec<String>>,
 }
 
 impl<'a> FullSync<'a> {
@@ -171,6 +176,7 @@ impl<'a> FullSync<'a> {
             rate_limit: RateLimitSetting::Auto,
             request_timeout: Duration::from_secs(30),
             retry_budget: EngineOptions::default().retry_budget,
+            entities: None,
         }
     }
 }
@@ -214,7 +220,9 @@ pub async fn full_sync(
             ..EngineOptions::default()
         },
     );
-    Ok(engine.full_sync(&connection, &source, progress).await?)
+    Ok(engine
+        .full_sync_of(&connection, &source, request.entities.as_deref(), progress)
+        .await?)
 }
 
 /// Peak resident set size of this process in KiB (Linux), if known.
@@ -241,6 +249,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             rate_limit: args.rate_limit,
             request_timeout: Duration::from_secs_f64(args.request_timeout.max(0.001)),
             retry_budget: args.retry_budget,
+            entities: args.entities.clone(),
             ..FullSync::new(
                 &args.db,
                 manifest,
