@@ -10,6 +10,10 @@
 //! enter the store, and it writes the page's records, edges, change-feed
 //! rows, quarantine rows, the entity's checkpoint and the run's counters in
 //! ONE transaction. Nothing else in Tributary commits records.
+//!
+//! Connection credentials are kept only as opaque sealed bytes
+//! ([`SealedCredentials`], sealed by `tributary-secrets`); the store never
+//! sees a key or a plaintext secret, and [`Connection`] never carries them.
 
 mod plan;
 mod postgres;
@@ -46,6 +50,10 @@ pub enum Error {
     /// A referenced row does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A compare-and-swap lost: the row changed since the caller read it.
+    /// Not retryable as such: re-read, then decide again.
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 impl Error {
@@ -81,7 +89,38 @@ pub enum Backend {
     Postgres,
 }
 
-/// A configured source: an adapter pointed at one account.
+/// Whether a connection can sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConnectionStatus {
+    /// Its credentials are believed good.
+    #[default]
+    Active,
+    /// The API refused its credentials (e.g. a revoked refresh token): a
+    /// person must give new ones.
+    NeedsReauth,
+}
+
+impl ConnectionStatus {
+    /// Name in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionStatus::Active => "active",
+            ConnectionStatus::NeedsReauth => "needs_reauth",
+        }
+    }
+
+    /// Parses [`Self::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "active" => ConnectionStatus::Active,
+            "needs_reauth" => ConnectionStatus::NeedsReauth,
+            _ => return None,
+        })
+    }
+}
+
+/// A configured source: an adapter pointed at one account. Never carries
+/// its credentials; see [`Store::credentials`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connection {
     /// Internal id.
@@ -92,10 +131,41 @@ pub struct Connection {
     pub adapter: String,
     /// The API base URL.
     pub base_url: String,
+    /// Whether it can sync.
+    pub status: ConnectionStatus,
+    /// Why it is not active (or what last changed its status).
+    pub status_reason: Option<String>,
+    /// The kind of its stored credentials (`bearer`, `basic`, `oauth2`), if
+    /// it has any.
+    pub credentials_kind: Option<String>,
     /// When it was created.
     pub created_at: Timestamp,
     /// When it was last changed.
     pub updated_at: Timestamp,
+}
+
+/// A connection's credentials as stored: sealed bytes only the holder of
+/// the secret key can open.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedCredentials {
+    /// The kind (`bearer`, `basic`, `oauth2`), stored in the clear for
+    /// listings.
+    pub kind: String,
+    /// The sealed blob.
+    pub sealed: Vec<u8>,
+    /// Bumped by every write; pass it back to [`Store::set_credentials`]
+    /// to replace exactly these credentials.
+    pub version: i64,
+}
+
+impl std::fmt::Debug for SealedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedCredentials")
+            .field("kind", &self.kind)
+            .field("sealed", &format_args!("<{} bytes>", self.sealed.len()))
+            .field("version", &self.version)
+            .finish()
+    }
 }
 
 /// A connection to create or update.
@@ -387,6 +457,36 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn connection(&self, name: &str) -> Result<Option<Connection>>;
     /// Every connection, by name.
     async fn connections(&self) -> Result<Vec<Connection>>;
+    /// Deletes a connection and everything of it — records, edges,
+    /// change-feed rows, quarantine, runs and their checkpoints — in one
+    /// transaction. `false` if there is no such connection. A sync of it
+    /// still running fails at its next commit.
+    async fn remove_connection(&self, name: &str) -> Result<bool>;
+
+    /// A connection's sealed credentials, if it has any.
+    async fn credentials(&self, connection_id: i64) -> Result<Option<SealedCredentials>>;
+    /// Stores sealed credentials and returns their new version; also sets
+    /// the connection's status back to active and clears its reason. With
+    /// `expected_version` it is a compare-and-swap that fails with
+    /// [`Error::Conflict`] unless the stored version is that one (a
+    /// connection without credentials is at version 0) — how a refreshed,
+    /// rotated OAuth2 token is saved when several processes may race.
+    async fn set_credentials(
+        &self,
+        connection_id: i64,
+        kind: &str,
+        sealed: &[u8],
+        expected_version: Option<i64>,
+        now: Timestamp,
+    ) -> Result<i64>;
+    /// Sets a connection's status and its reason.
+    async fn set_connection_status(
+        &self,
+        connection_id: i64,
+        status: ConnectionStatus,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()>;
 
     /// Starts a run, or finds the one to resume: the run with the same
     /// idempotency key if one is given, else the connection's unfinished run
@@ -485,6 +585,22 @@ fn sqlite_path(url: &str) -> Option<&str> {
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or(url);
     (!path.is_empty() && !path.contains("://")).then_some(path)
+}
+
+/// The error of a [`Store::set_credentials`] that wrote nothing: the
+/// connection is missing, or its version is not the expected one.
+pub(crate) fn missed_swap(
+    connection_id: i64,
+    expected_version: Option<i64>,
+    stored_version: Option<i64>,
+) -> Error {
+    match (stored_version, expected_version) {
+        (Some(stored), Some(expected)) => Error::Conflict(format!(
+            "credentials of connection {connection_id} are at version {stored}, not {expected}: \
+             another writer replaced them"
+        )),
+        _ => Error::NotFound(format!("connection {connection_id}")),
+    }
 }
 
 /// The quarantine key of a record that had no id.

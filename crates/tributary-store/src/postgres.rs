@@ -17,9 +17,9 @@ use tributary_core::{ChangeKind, Cursor, EdgeRef, RunKind, RunState, Timestamp};
 
 use crate::plan::{Existing, plan, unique_ids};
 use crate::{
-    Backend, Change, Checkpoint, Connection, EntityCount, EntityState, Error, NewConnection,
-    PageOutcome, PageWrite, Quarantined, RecordQuery, Result, Run, RunCounts, RunStart, Store,
-    StoredRecord, quarantine_key,
+    Backend, Change, Checkpoint, Connection, ConnectionStatus, EntityCount, EntityState, Error,
+    NewConnection, PageOutcome, PageWrite, Quarantined, RecordQuery, Result, Run, RunCounts,
+    RunStart, SealedCredentials, Store, StoredRecord, missed_swap, quarantine_key,
 };
 
 /// The PostgreSQL store.
@@ -29,13 +29,22 @@ pub struct PgStore {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/postgres/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/postgres/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "credentials".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/postgres/0002_credentials.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 impl PgStore {
@@ -58,12 +67,21 @@ impl PgStore {
     }
 }
 
+/// The columns of a [`Connection`]: never the sealed credentials.
+const CONNECTION_COLUMNS: &str = "id, name, adapter, base_url, status, status_reason, \
+     credentials_kind, created_at, updated_at";
+
 fn connection_row(row: &PgRow) -> Result<Connection> {
+    let status: String = row.try_get("status")?;
     Ok(Connection {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         adapter: row.try_get("adapter")?,
         base_url: row.try_get("base_url")?,
+        status: ConnectionStatus::parse(&status)
+            .ok_or_else(|| Error::Corrupt(format!("connection status `{status}`")))?,
+        status_reason: row.try_get("status_reason")?,
+        credentials_kind: row.try_get("credentials_kind")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -127,25 +145,27 @@ impl Store for PgStore {
         new: NewConnection<'_>,
         now: Timestamp,
     ) -> Result<Connection> {
-        let row = sqlx::query(
+        let sql = format!(
             "INSERT INTO connections (name, adapter, base_url, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
              ON CONFLICT (name) DO UPDATE SET \
                updated_at = CASE WHEN connections.adapter = excluded.adapter AND connections.base_url = excluded.base_url \
                             THEN connections.updated_at ELSE excluded.updated_at END, \
                adapter = excluded.adapter, base_url = excluded.base_url \
-             RETURNING *",
-        )
-        .bind(new.name)
-        .bind(new.adapter)
-        .bind(new.base_url)
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?;
+             RETURNING {CONNECTION_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(new.name)
+            .bind(new.adapter)
+            .bind(new.base_url)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
         connection_row(&row)
     }
 
     async fn connection(&self, name: &str) -> Result<Option<Connection>> {
-        let row = sqlx::query("SELECT * FROM connections WHERE name = $1")
+        let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE name = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
@@ -153,10 +173,129 @@ impl Store for PgStore {
     }
 
     async fn connections(&self) -> Result<Vec<Connection>> {
-        let rows = sqlx::query("SELECT * FROM connections ORDER BY name")
+        let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections ORDER BY name");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(connection_row).collect()
+    }
+
+    async fn remove_connection(&self, name: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // Lock the connection, then its runs: a page being committed holds
+        // a lock on its run's row (checkpoint foreign key, counters), so
+        // this waits for pages in flight and makes later ones fail; new
+        // runs and records need the connection row. Every DELETE below then
+        // sees everything committed for this connection.
+        let id: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM connections WHERE name = $1 FOR UPDATE")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(id) = id else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        sqlx::query("SELECT id FROM runs WHERE connection_id = $1 FOR UPDATE")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        for sql in [
+            "DELETE FROM changes WHERE connection_id = $1",
+            "DELETE FROM quarantine WHERE connection_id = $1",
+            "DELETE FROM edges WHERE connection_id = $1",
+            "DELETE FROM records WHERE connection_id = $1",
+            "DELETE FROM checkpoints c USING runs r WHERE c.run_id = r.id AND r.connection_id = $1",
+            "DELETE FROM runs WHERE connection_id = $1",
+            "DELETE FROM connections WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn credentials(&self, connection_id: i64) -> Result<Option<SealedCredentials>> {
+        let row = sqlx::query(
+            "SELECT credentials_kind, credentials_sealed, credentials_version FROM connections \
+             WHERE id = $1 AND credentials_sealed IS NOT NULL",
+        )
+        .bind(connection_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            let kind: Option<String> = row.try_get(0)?;
+            Ok(SealedCredentials {
+                kind: kind.ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "connection {connection_id}: credentials without a kind"
+                    ))
+                })?,
+                sealed: row.try_get(1)?,
+                version: row.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_credentials(
+        &self,
+        connection_id: i64,
+        kind: &str,
+        sealed: &[u8],
+        expected_version: Option<i64>,
+        now: Timestamp,
+    ) -> Result<i64> {
+        // One statement: under READ COMMITTED the row lock makes a racing
+        // writer re-check `credentials_version` after the first commits, so
+        // exactly one of two swaps from the same version wins.
+        let version: Option<i64> = sqlx::query_scalar(
+            "UPDATE connections SET credentials_sealed = $1, credentials_kind = $2, \
+               credentials_version = credentials_version + 1, status = 'active', status_reason = NULL, \
+               updated_at = $3 \
+             WHERE id = $4 AND ($5::bigint IS NULL OR credentials_version = $5) \
+             RETURNING credentials_version",
+        )
+        .bind(sealed)
+        .bind(kind)
+        .bind(now)
+        .bind(connection_id)
+        .bind(expected_version)
+        .fetch_optional(&self.pool)
+        .await?;
+        match version {
+            Some(version) => Ok(version),
+            None => {
+                let stored: Option<i64> =
+                    sqlx::query_scalar("SELECT credentials_version FROM connections WHERE id = $1")
+                        .bind(connection_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Err(missed_swap(connection_id, expected_version, stored))
+            }
+        }
+    }
+
+    async fn set_connection_status(
+        &self,
+        connection_id: i64,
+        status: ConnectionStatus,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE connections SET status = $1, status_reason = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(status.as_str())
+        .bind(reason)
+        .bind(now)
+        .bind(connection_id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("connection {connection_id}")));
+        }
+        Ok(())
     }
 
     async fn start_run(

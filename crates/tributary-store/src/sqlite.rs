@@ -19,9 +19,9 @@ use tributary_core::{ChangeKind, Cursor, EdgeRef, RunKind, RunState, Timestamp};
 
 use crate::plan::{Existing, parse_ts, plan, sqlite_ts, unique_ids};
 use crate::{
-    Backend, Change, Checkpoint, Connection, EntityCount, EntityState, Error, NewConnection,
-    PageOutcome, PageWrite, Quarantined, RecordQuery, Result, Run, RunCounts, RunStart, Store,
-    StoredRecord, quarantine_key,
+    Backend, Change, Checkpoint, Connection, ConnectionStatus, EntityCount, EntityState, Error,
+    NewConnection, PageOutcome, PageWrite, Quarantined, RecordQuery, Result, Run, RunCounts,
+    RunStart, SealedCredentials, Store, StoredRecord, missed_swap, quarantine_key,
 };
 
 /// Rows per multi-row statement: far below SQLite's bound-variable limit.
@@ -35,13 +35,22 @@ pub struct SqliteStore {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/sqlite/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/sqlite/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "credentials".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/sqlite/0002_credentials.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 impl SqliteStore {
@@ -71,12 +80,21 @@ fn opt_ts(s: Option<String>) -> Result<Option<Timestamp>> {
     s.as_deref().map(parse_ts).transpose()
 }
 
+/// The columns of a [`Connection`]: never the sealed credentials.
+const CONNECTION_COLUMNS: &str = "id, name, adapter, base_url, status, status_reason, \
+     credentials_kind, created_at, updated_at";
+
 fn connection_row(row: &SqliteRow) -> Result<Connection> {
+    let status: String = row.try_get("status")?;
     Ok(Connection {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         adapter: row.try_get("adapter")?,
         base_url: row.try_get("base_url")?,
+        status: ConnectionStatus::parse(&status)
+            .ok_or_else(|| Error::Corrupt(format!("connection status `{status}`")))?,
+        status_reason: row.try_get("status_reason")?,
+        credentials_kind: row.try_get("credentials_kind")?,
         created_at: parse_ts(row.try_get("created_at")?)?,
         updated_at: parse_ts(row.try_get("updated_at")?)?,
     })
@@ -145,26 +163,28 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Connection> {
         let now = sqlite_ts(&now);
-        let row = sqlx::query(
+        let sql = format!(
             "INSERT INTO connections (name, adapter, base_url, created_at, updated_at) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (name) DO UPDATE SET \
                updated_at = CASE WHEN adapter = excluded.adapter AND base_url = excluded.base_url \
                             THEN updated_at ELSE excluded.updated_at END, \
                adapter = excluded.adapter, base_url = excluded.base_url \
-             RETURNING *",
-        )
-        .bind(new.name)
-        .bind(new.adapter)
-        .bind(new.base_url)
-        .bind(&now)
-        .bind(&now)
-        .fetch_one(&self.writer)
-        .await?;
+             RETURNING {CONNECTION_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(new.name)
+            .bind(new.adapter)
+            .bind(new.base_url)
+            .bind(&now)
+            .bind(&now)
+            .fetch_one(&self.writer)
+            .await?;
         connection_row(&row)
     }
 
     async fn connection(&self, name: &str) -> Result<Option<Connection>> {
-        let row = sqlx::query("SELECT * FROM connections WHERE name = ?")
+        let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE name = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(name)
             .fetch_optional(&self.reader)
             .await?;
@@ -172,10 +192,119 @@ impl Store for SqliteStore {
     }
 
     async fn connections(&self) -> Result<Vec<Connection>> {
-        let rows = sqlx::query("SELECT * FROM connections ORDER BY name")
+        let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections ORDER BY name");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.reader)
             .await?;
         rows.iter().map(connection_row).collect()
+    }
+
+    async fn remove_connection(&self, name: &str) -> Result<bool> {
+        // BEGIN IMMEDIATE: no other writer (a sync's page) interleaves.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM connections WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(id) = id else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        for sql in [
+            "DELETE FROM changes WHERE connection_id = ?",
+            "DELETE FROM quarantine WHERE connection_id = ?",
+            "DELETE FROM edges WHERE connection_id = ?",
+            "DELETE FROM records WHERE connection_id = ?",
+            "DELETE FROM checkpoints WHERE run_id IN (SELECT id FROM runs WHERE connection_id = ?)",
+            "DELETE FROM runs WHERE connection_id = ?",
+            "DELETE FROM connections WHERE id = ?",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn credentials(&self, connection_id: i64) -> Result<Option<SealedCredentials>> {
+        let row = sqlx::query(
+            "SELECT credentials_kind, credentials_sealed, credentials_version FROM connections \
+             WHERE id = ? AND credentials_sealed IS NOT NULL",
+        )
+        .bind(connection_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|row| {
+            let kind: Option<String> = row.try_get(0)?;
+            Ok(SealedCredentials {
+                kind: kind.ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "connection {connection_id}: credentials without a kind"
+                    ))
+                })?,
+                sealed: row.try_get(1)?,
+                version: row.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_credentials(
+        &self,
+        connection_id: i64,
+        kind: &str,
+        sealed: &[u8],
+        expected_version: Option<i64>,
+        now: Timestamp,
+    ) -> Result<i64> {
+        // One statement: the version check and the write cannot be split by
+        // another writer.
+        let version: Option<i64> = sqlx::query_scalar(
+            "UPDATE connections SET credentials_sealed = ?1, credentials_kind = ?2, \
+               credentials_version = credentials_version + 1, status = 'active', status_reason = NULL, \
+               updated_at = ?3 \
+             WHERE id = ?4 AND (?5 IS NULL OR credentials_version = ?5) \
+             RETURNING credentials_version",
+        )
+        .bind(sealed)
+        .bind(kind)
+        .bind(sqlite_ts(&now))
+        .bind(connection_id)
+        .bind(expected_version)
+        .fetch_optional(&self.writer)
+        .await?;
+        match version {
+            Some(version) => Ok(version),
+            None => {
+                let stored: Option<i64> =
+                    sqlx::query_scalar("SELECT credentials_version FROM connections WHERE id = ?")
+                        .bind(connection_id)
+                        .fetch_optional(&self.writer)
+                        .await?;
+                Err(missed_swap(connection_id, expected_version, stored))
+            }
+        }
+    }
+
+    async fn set_connection_status(
+        &self,
+        connection_id: i64,
+        status: ConnectionStatus,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE connections SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(status.as_str())
+        .bind(reason)
+        .bind(sqlite_ts(&now))
+        .bind(connection_id)
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("connection {connection_id}")));
+        }
+        Ok(())
     }
 
     async fn start_run(

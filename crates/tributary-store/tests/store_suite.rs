@@ -11,7 +11,8 @@ use tributary_core::{
     ChangeKind, Cursor, EdgeRef, PreparedRecord, QuarantinedRecord, RunKind, RunState, SourceRecord,
 };
 use tributary_store::{
-    EntityState, NewConnection, PageOutcome, PageWrite, RecordQuery, RunStart, Store,
+    ConnectionStatus, EntityState, Error, NewConnection, PageOutcome, PageWrite, RecordQuery,
+    RunStart, Store,
 };
 
 struct TestDb {
@@ -76,6 +77,11 @@ store_suite!(
     external_ids_walk_in_order,
     records_list_filter_and_page,
     timestamps_round_trip,
+    credentials_are_opaque_versioned_bytes,
+    credentials_compare_and_swap,
+    racing_swaps_from_one_version_have_one_winner,
+    connection_status_round_trips,
+    remove_connection_deletes_everything_of_it_and_nothing_else,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -606,4 +612,299 @@ async fn timestamps_round_trip(store: Arc<dyn Store>) {
     let r = store.run(run).await.unwrap().unwrap();
     assert_eq!(r.started_at, t0(), "microseconds survive");
     assert_eq!(store.connection("main").await.unwrap().unwrap().id, conn);
+}
+
+async fn credentials_are_opaque_versioned_bytes(store: Arc<dyn Store>) {
+    let (conn, _) = setup(&store).await;
+    assert!(store.credentials(conn).await.unwrap().is_none());
+    let fresh = store.connection("main").await.unwrap().unwrap();
+    assert_eq!(fresh.status, ConnectionStatus::Active);
+    assert_eq!(fresh.status_reason, None);
+    assert_eq!(fresh.credentials_kind, None);
+
+    // Every byte value survives (a sealed blob is arbitrary binary).
+    let blob: Vec<u8> = (0..=255).collect();
+    let later = t0() + Duration::minutes(5);
+    let v1 = store
+        .set_credentials(conn, "bearer", &blob, None, later)
+        .await
+        .unwrap();
+    assert_eq!(v1, 1, "a connection without credentials is at version 0");
+    let stored = store.credentials(conn).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.kind.as_str(), &stored.sealed, stored.version),
+        ("bearer", &blob, 1)
+    );
+    assert!(
+        !format!("{stored:?}").contains("255"),
+        "Debug shows no blob bytes"
+    );
+    let shown = store.connection("main").await.unwrap().unwrap();
+    assert_eq!(shown.credentials_kind.as_deref(), Some("bearer"));
+    assert_eq!(shown.updated_at, later);
+    assert_eq!(
+        store.connections().await.unwrap()[0]
+            .credentials_kind
+            .as_deref(),
+        Some("bearer")
+    );
+
+    // An unconditional write replaces whatever is there.
+    let v2 = store
+        .set_credentials(conn, "oauth2", b"second", None, later)
+        .await
+        .unwrap();
+    assert_eq!(v2, 2);
+    let stored = store.credentials(conn).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.kind.as_str(),
+            stored.sealed.as_slice(),
+            stored.version
+        ),
+        ("oauth2", &b"second"[..], 2)
+    );
+
+    // Unknown connections are not found, with or without a version.
+    for expected in [None, Some(0)] {
+        let error = store
+            .set_credentials(conn + 1000, "bearer", b"x", expected, later)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::NotFound(_)), "{error}");
+    }
+    assert!(store.credentials(conn + 1000).await.unwrap().is_none());
+}
+
+async fn credentials_compare_and_swap(store: Arc<dyn Store>) {
+    let (conn, _) = setup(&store).await;
+    // The first write can be conditional too: on version 0.
+    assert_eq!(
+        store
+            .set_credentials(conn, "oauth2", b"first", Some(0), t0())
+            .await
+            .unwrap(),
+        1
+    );
+    // A writer that read version 1 replaces it...
+    assert_eq!(
+        store
+            .set_credentials(conn, "oauth2", b"rotated", Some(1), t0())
+            .await
+            .unwrap(),
+        2
+    );
+    // ...and a second writer that also read version 1 loses and changes nothing.
+    let error = store
+        .set_credentials(conn, "oauth2", b"stale", Some(1), t0())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Conflict(_)), "{error}");
+    assert!(!error.is_retryable());
+    assert!(error.to_string().contains("version 2, not 1"), "{error}");
+    let stored = store.credentials(conn).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.sealed.as_slice(), stored.version),
+        (&b"rotated"[..], 2)
+    );
+}
+
+async fn racing_swaps_from_one_version_have_one_winner(store: Arc<dyn Store>) {
+    let (conn, _) = setup(&store).await;
+    store
+        .set_credentials(conn, "oauth2", b"v1", None, t0())
+        .await
+        .unwrap();
+    let writers: Vec<_> = (0..8u8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .set_credentials(conn, "oauth2", &[i], Some(1), t0())
+                    .await
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for (i, writer) in writers.into_iter().enumerate() {
+        match writer.await.unwrap() {
+            Ok(version) => won.push((i, version)),
+            Err(Error::Conflict(_)) => {}
+            Err(other) => panic!("writer {i}: {other}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one swap wins: {won:?}");
+    let (winner, version) = won[0];
+    let stored = store.credentials(conn).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.sealed, stored.version),
+        (vec![winner as u8], version)
+    );
+    assert_eq!(version, 2);
+}
+
+async fn connection_status_round_trips(store: Arc<dyn Store>) {
+    let (conn, _) = setup(&store).await;
+    let later = t0() + Duration::hours(1);
+    store
+        .set_connection_status(
+            conn,
+            ConnectionStatus::NeedsReauth,
+            Some("refresh token revoked (400 invalid_grant)"),
+            later,
+        )
+        .await
+        .unwrap();
+    let c = store.connection("main").await.unwrap().unwrap();
+    assert_eq!(c.status, ConnectionStatus::NeedsReauth);
+    assert_eq!(
+        c.status_reason.as_deref(),
+        Some("refresh token revoked (400 invalid_grant)")
+    );
+    assert_eq!(c.updated_at, later);
+    for status in [ConnectionStatus::Active, ConnectionStatus::NeedsReauth] {
+        assert_eq!(ConnectionStatus::parse(status.as_str()), Some(status));
+    }
+
+    // New credentials make it active again and clear the reason.
+    store
+        .set_credentials(conn, "bearer", b"new", None, later)
+        .await
+        .unwrap();
+    let c = store.connection("main").await.unwrap().unwrap();
+    assert_eq!(
+        (c.status, c.status_reason),
+        (ConnectionStatus::Active, None)
+    );
+
+    let error = store
+        .set_connection_status(conn + 1000, ConnectionStatus::Active, None, later)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::NotFound(_)), "{error}");
+}
+
+async fn remove_connection_deletes_everything_of_it_and_nothing_else(store: Arc<dyn Store>) {
+    // Two connections with the same ids in every table.
+    let mut ids = Vec::new();
+    for name in ["doomed", "kept"] {
+        let conn = store
+            .ensure_connection(
+                NewConnection {
+                    name,
+                    adapter: "pco",
+                    base_url: "http://127.0.0.1:1",
+                },
+                t0(),
+            )
+            .await
+            .unwrap()
+            .id;
+        store
+            .set_credentials(conn, "bearer", b"sealed", None, t0())
+            .await
+            .unwrap();
+        let run = store
+            .start_run(conn, RunKind::Full, None, t0())
+            .await
+            .unwrap()
+            .run()
+            .id;
+        let bad = [QuarantinedRecord {
+            entity: "Person".into(),
+            external_id: Some("9".into()),
+            raw: json!({"id": "9"}),
+            error: "bad".into(),
+        }];
+        store
+            .apply_page(page(
+                conn,
+                run,
+                &[person("1", "Ann", Some("10")), person("2", "Bob", None)],
+                &bad,
+                &Cursor(json!({"offset": 2})),
+                false,
+            ))
+            .await
+            .unwrap();
+        store
+            .set_entity_state(run, "Email", EntityState::Failed, Some("x"), t0())
+            .await
+            .unwrap();
+        ids.push((conn, run));
+    }
+    let [(doomed, doomed_run), (kept, kept_run)] = ids[..] else {
+        unreachable!()
+    };
+
+    assert!(store.remove_connection("doomed").await.unwrap());
+    assert!(store.connection("doomed").await.unwrap().is_none());
+    assert!(store.credentials(doomed).await.unwrap().is_none());
+    assert!(store.run(doomed_run).await.unwrap().is_none());
+    assert!(store.checkpoints(doomed_run).await.unwrap().is_empty());
+    assert!(store.runs(Some(doomed), 10).await.unwrap().is_empty());
+    assert!(store.record(doomed, "Person", "1").await.unwrap().is_none());
+    assert!(
+        store
+            .edges_from(doomed, "Person", "1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.changes(Some(doomed), 0, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .quarantined(Some(doomed), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.entity_counts(doomed).await.unwrap().is_empty());
+
+    // The other connection is untouched.
+    let names: Vec<String> = store
+        .connections()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["kept"]);
+    assert_eq!(store.credentials(kept).await.unwrap().unwrap().version, 1);
+    assert_eq!(store.runs(Some(kept), 10).await.unwrap().len(), 1);
+    assert_eq!(store.checkpoints(kept_run).await.unwrap().len(), 2);
+    assert_eq!(
+        store.edges_from(kept, "Person", "1").await.unwrap().len(),
+        1
+    );
+    assert_eq!(store.changes(None, 0, 10).await.unwrap().len(), 2);
+    assert_eq!(store.quarantined(None, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .records(&RecordQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Gone is gone; the name can be used again.
+    assert!(!store.remove_connection("doomed").await.unwrap());
+    store
+        .ensure_connection(
+            NewConnection {
+                name: "doomed",
+                adapter: "pco",
+                base_url: "http://127.0.0.1:1",
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+    let reborn = store.connection("doomed").await.unwrap().unwrap();
+    assert_eq!(reborn.credentials_kind, None);
+    assert!(store.credentials(reborn.id).await.unwrap().is_none());
 }
