@@ -156,6 +156,11 @@ impl SecretKey {
             origin: origin.to_owned(),
             problem,
         };
+        if text.trim().is_empty() {
+            return Err(bad(
+                "it is empty (generate a key with `tributary connections keygen`)".into(),
+            ));
+        }
         // The decoder's own error names the offending byte, which is part of
         // the key: say only that it is not base64.
         let decoded = Zeroizing::new(BASE64.decode(text.trim()).map_err(|_| {

@@ -41,6 +41,9 @@ enum Command {
     Sync(cmd::sync::Args),
     /// Show connections, their latest runs and record counts.
     Status(cmd::status::Args),
+    /// Add, list, check and remove connections; their credentials are sealed at rest.
+    #[command(subcommand)]
+    Connections(cmd::connections::Command),
     /// Read synced records.
     #[command(subcommand)]
     Records(cmd::records::Command),
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => cmd::demo::run(args).await,
             Command::Sync(args) => cmd::sync::run(args).await,
             Command::Status(args) => cmd::status::run(args).await,
+            Command::Connections(command) => cmd::connections::run(command).await,
             Command::Records(command) => cmd::records::run(command).await,
             Command::Manifest(command) => cmd::manifest::run(command),
             Command::Graph(args) => cmd::manifest::graph(args),

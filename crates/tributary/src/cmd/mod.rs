@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod bench;
+pub mod connections;
 pub mod demo;
 pub mod manifest;
 pub mod records;

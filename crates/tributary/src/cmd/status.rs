@@ -25,6 +25,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "connection {} ({}, {})",
             connection.name, connection.adapter, connection.base_url
         );
+        println!(
+            "  auth: {}, status: {}",
+            connection
+                .credentials_kind
+                .as_deref()
+                .unwrap_or("none stored"),
+            super::connections::status_text(&connection)
+        );
         let counts = store.entity_counts(connection.id).await?;
         let total: i64 = counts.iter().map(|c| c.live).sum();
         println!("  records: {}", thousands(total));
