@@ -11,6 +11,7 @@
 //! Sources never see the store; the store never sees HTTP. The engine — not
 //! the source — decides retries and backoff.
 
+mod credentials;
 mod progress;
 
 use std::collections::{HashMap, HashSet};
@@ -26,9 +27,10 @@ use tributary_core::{Clock, Cursor, PreparedRecord, RunKind, RunState};
 use tributary_manifest::Entity;
 use tributary_source::{ErrorClass, Page, Source};
 use tributary_store::{
-    Checkpoint, Connection, EntityState, PageOutcome, PageWrite, Run, RunStart, Store,
+    Checkpoint, Connection, ConnectionStatus, EntityState, PageOutcome, PageWrite, Run, RunStart, Store,
 };
 
+pub use credentials::{CredentialsError, SealedCredentialStore};
 pub use progress::{NoProgress, Progress};
 
 /// Engine errors: what stops a run as a whole (entity failures are recorded
@@ -501,6 +503,17 @@ impl Engine {
         }
 
         let needs_reauth = control.stopped();
+        if let Some(reason) = &needs_reauth {
+            self.store
+                .set_connection_status(
+                    connection.id,
+                    ConnectionStatus::NeedsReauth,
+                    Some(reason),
+                    self.clock.now(),
+                )
+                .await?;
+            tracing::error!(run = run.id, connection = %connection.name, %reason, "run stopped");
+        }
         let (state, error) = if let Some(reason) = &needs_reauth {
             (RunState::Failed, Some(format!("stopped: {reason}")))
         } else if failed.is_empty() {

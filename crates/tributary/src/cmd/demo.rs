@@ -54,7 +54,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             ..FullSync::new(
                 &args.db,
                 manifest.clone(),
-                Credentials::bearer(token),
+                Some(Credentials::bearer(token)),
                 "demo",
             )
         },

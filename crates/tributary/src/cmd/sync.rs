@@ -5,15 +5,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use serde_json::json;
 use tributary_core::{Clock, RunState, SystemClock};
-use tributary_engine::{Engine, EngineOptions, Progress, RunReport};
+use tributary_engine::{Engine, EngineOptions, Progress, RunReport, SealedCredentialStore};
+use tributary_secrets::SecretKey;
 use tributary_manifest::Manifest;
 use tributary_source::{
-    Credentials, LocalRateLimiter, RateLimiter, Source, SourceOptions, Unlimited,
+    CredentialStore, Credentials, LocalRateLimiter, RateLimiter, Source, SourceOptions, Unlimited,
 };
-use tributary_store::NewConnection;
+use tributary_store::{ConnectionStatus, NewConnection};
 
 use super::{load_manifest, thousands};
 
@@ -48,9 +49,12 @@ pub struct Args {
     #[arg(long)]
     base_url: Option<String>,
     /// The API token; prefer the TRIBUTARY_TOKEN environment variable, which
-    /// other users of the machine cannot see in the process list.
+    /// other users of the machine cannot see in the process list. Without
+    /// one, the connection's stored credentials are used (see `tributary
+    /// connections add`; they need TRIBUTARY_SECRET_KEY or
+    /// TRIBUTARY_SECRET_KEY_FILE).
     #[arg(long, env = "TRIBUTARY_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
     /// The request budget: `auto` (the manifest's policy, corrected by the
     /// API's rate-limit headers), `off`, or `N/Ss` (N requests per S seconds).
     #[arg(long, default_value = "auto")]
@@ -149,7 +153,8 @@ pub struct FullSync<'a> {
     pub db: &'a str,
     pub manifest: Arc<Manifest>,
     pub base_url: Option<String>,
-    pub credentials: Credentials,
+    /// `None`: the connection's stored credentials.
+    pub credentials: Option<Credentials>,
     pub connection: &'a str,
     pub page_size: Option<u32>,
     pub rate_limit: RateLimitSetting,
@@ -163,7 +168,7 @@ impl<'a> FullSync<'a> {
     pub fn new(
         db: &'a str,
         manifest: Arc<Manifest>,
-        credentials: Credentials,
+        credentials: Option<Credentials>,
         connection: &'a str,
     ) -> Self {
         Self {
@@ -190,16 +195,55 @@ pub async fn full_sync(
         .await
         .with_context(|| format!("cannot open the store `{}`", request.db))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let existing = store.connection(request.connection).await?;
+    // A stored connection keeps its base URL unless told otherwise.
+    let base_url = request
+        .base_url
+        .or_else(|| existing.as_ref().map(|c| c.base_url.clone()));
+    let (credentials, credential_store) = match request.credentials {
+        Some(credentials) => (credentials, None),
+        None => {
+            let connection = existing.as_ref().with_context(|| {
+                format!(
+                    "no credentials for connection `{}`: set TRIBUTARY_TOKEN, or store them with \
+                     `tributary connections add {} --auth ...`",
+                    request.connection, request.connection
+                )
+            })?;
+            if connection.status == ConnectionStatus::NeedsReauth {
+                bail!(
+                    "connection `{}` needs re-authorisation ({}): store new credentials with \
+                     `tributary connections add {} --auth ...`",
+                    connection.name,
+                    connection.status_reason.as_deref().unwrap_or("no reason recorded"),
+                    connection.name
+                );
+            }
+            let key = Arc::new(SecretKey::from_env().context(
+                "stored credentials are sealed: the secret key is needed to open them",
+            )?);
+            let sealed = SealedCredentialStore::new(store.clone(), key, clock.clone(), connection);
+            let credentials = sealed.read().await?.with_context(|| {
+                format!(
+                    "connection `{}` has no stored credentials: set TRIBUTARY_TOKEN, or store \
+                     them with `tributary connections add {} --auth ...`",
+                    connection.name, connection.name
+                )
+            })?;
+            let sealed: Arc<dyn CredentialStore> = Arc::new(sealed);
+            (credentials, Some(sealed))
+        }
+    };
     let source = Source::new(
         request.manifest.clone(),
-        request.credentials,
+        credentials,
         SourceOptions {
-            base_url: request.base_url,
+            base_url,
             page_size: request.page_size,
             timeout: request.request_timeout,
             rate_limiter: request.rate_limit.limiter(),
             clock: clock.clone(),
-            ..SourceOptions::default()
+            credential_store,
         },
     )?;
     let connection = store
@@ -253,7 +297,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             ..FullSync::new(
                 &args.db,
                 manifest,
-                credentials(&args.token, args.auth)?,
+                args.token
+                    .as_deref()
+                    .map(|token| credentials(token, args.auth))
+                    .transpose()?,
                 &connection,
             )
         },
