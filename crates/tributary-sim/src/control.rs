@@ -26,6 +26,7 @@ pub(crate) fn routes() -> Router<Simulator> {
         .route("/__sim/dump", get(dump))
         .route("/__sim/stats", get(stats).delete(reset_stats))
         .route("/__sim/info", get(info))
+        .route("/__sim/oauth/grant", post(crate::oauth::control_grant))
         .route("/__sim/{collection}", post(create))
         .route("/__sim/{collection}/{id}", patch(update).delete(delete))
         .method_not_allowed_fallback(method_not_allowed)
@@ -228,6 +229,22 @@ async fn info(State(sim): State<Simulator>) -> Response {
         "generated": generated,
         "mutations": snap.mutations(),
         "version": snap.version(),
+        "rate_limit": cfg.rate_limit.map(|r| json!({
+            "limit": r.limit,
+            "period_secs": r.period.as_secs_f64(),
+            "deep_offset_limit": r.deep_offset_limit,
+        })),
+        "token_ttl_secs": cfg.token_ttl.as_secs(),
+        "faults": {
+            "p429": cfg.faults.p429,
+            "p5xx": cfg.faults.p5xx,
+            "timeout": cfg.faults.timeout,
+            "reset": cfg.faults.reset,
+            "malformed": cfg.faults.malformed,
+            "latency_ms": cfg.faults.latency.as_millis() as u64,
+            "hang_ms": cfg.faults.hang.as_millis() as u64,
+            "max_per_url": cfg.faults.max_per_url,
+        },
     });
     json_response(StatusCode::OK, body.to_string().into_bytes())
 }

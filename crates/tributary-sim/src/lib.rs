@@ -99,15 +99,23 @@
 //!   without `include` (and without `links`); types in the order Campus, Person, Household,
 //!   HouseholdMembership, Email, PhoneNumber, Address, each by id. `type` accepts a type or a
 //!   collection name. The dump is streamed and is not a snapshot across concurrent mutations.
-//! * `GET /__sim/stats` → [`StatsSnapshot`] as JSON; `DELETE /__sim/stats` resets the counters.
-//! * `GET /__sim/info` → seed, people, live and generated counts per type, mutation count.
+//! * `GET /__sim/stats` → [`StatsSnapshot`] as JSON (API requests by status, real 429s
+//!   `rate_limited`, injected `faults` by kind, `oauth` grants/refreshes/errors);
+//!   `DELETE /__sim/stats` resets the counters.
+//! * `GET /__sim/info` → seed, people, live and generated counts per type, mutation count, and
+//!   the active rate limit, token TTL and faults.
+//! * `POST /__sim/oauth/grant` → a fresh OAuth grant, `200` with the [`TokenResponse`] of
+//!   `POST /oauth/token` (no client authentication: for tests and scripts).
 //!
-//! The same operations are available in-process on [`Simulator`].
+//! The same operations are available in-process on [`Simulator`] (and
+//! [`Simulator::issue_grant`] for OAuth grants). The control API is never rate-limited or
+//! faulted.
 //!
 //! ## API behaviour (`/people/v2`)
 //!
-//! * Auth on every `/people/v2` route: `Authorization: Bearer <token>` or HTTP Basic
-//!   `app_id:secret`; otherwise 401 with a JSON:API error body.
+//! * Auth on every `/people/v2` route: `Authorization: Bearer <token>` (the configured static
+//!   token, or an OAuth access token), or HTTP Basic `app_id:secret`; otherwise 401 with a
+//!   JSON:API error body (`code` `"token_expired"` for an expired OAuth access token).
 //! * `GET /people/v2` (the organization); collections `people`, `emails`, `phone_numbers`,
 //!   `addresses`, `households`, `campuses`; nested `people/{id}/emails|phone_numbers|addresses|
 //!   households|household_memberships`, `households/{id}/household_memberships|people`; single
@@ -132,20 +140,58 @@
 //! * Errors are always `{"errors":[{"status","code","title","detail"}]}` (`application/json`),
 //!   with `source.parameter` for bad parameters; unknown routes and ids are 404.
 //!
-//! ## Extension points
+//! ## Rate limit and faults (off by default), OAuth2
 //!
-//! The router is layered (see [`middleware`]) so that rate limiting,
-//! OAuth2 and fault injection can be added as layers without touching the handlers;
-//! [`SimConfig`] is meant to grow (construct it with `..SimConfig::default()`).
+//! * [`SimConfig::rate_limit`]: PCO's fixed window per principal ([`RateLimit::pco`]: 100
+//!   requests per 20 s, 75 for offsets above 30,000), with the `X-PCO-API-Request-Rate-*`
+//!   headers on every authenticated API response and JSON:API 429s with `Retry-After`. The
+//!   principal is the static token, the Basic application or the OAuth grant. See
+//!   [`ratelimit`].
+//! * OAuth2 (always on): `GET /oauth/authorize` (auto-approved), `POST /oauth/token`
+//!   (authorization code and rotating refresh tokens), access tokens expiring after
+//!   [`SimConfig::token_ttl`]. See [OAuth2](#oauth2).
+//! * [`SimConfig::faults`]: latency and injected 429s, 5xx (502 as HTML), timeouts,
+//!   connection resets and malformed bodies, each a deterministic function of the seed, the
+//!   URL and the attempt number, so runs are reproducible and every URL eventually succeeds.
+//!   See [`Faults`].
+//!
+//! The router is layered (see [`middleware`]): auth, then the rate limit, then faults, then
+//! the handlers; [`SimConfig`] grows with `..SimConfig::default()`.
+//!
+//! ### OAuth2
+//!
+//! * `GET /oauth/authorize?client_id&redirect_uri&response_type=code[&scope][&state]`
+//!   approves at once and answers `302 Found` to `redirect_uri?code=...[&state=...]`.
+//! * `POST /oauth/token`, `application/x-www-form-urlencoded`, client authentication by
+//!   `client_id` and `client_secret` in the body ([`SimConfig::oauth_client_id`],
+//!   [`SimConfig::oauth_client_secret`]; a `client_secret` in the URL is refused), and
+//!   - `grant_type=authorization_code`, `code`, `redirect_uri` (codes are single-use and bound
+//!     to the `redirect_uri` they were issued for), or
+//!   - `grant_type=refresh_token`, `refresh_token`.
+//!
+//!   Success: `200 {"access_token","token_type":"bearer","expires_in","refresh_token",
+//!   "scope","created_at"}` ([`TokenResponse`]; `created_at` from the simulator's [`Clock`]).
+//!   Errors are `{"error","error_description"}`: `invalid_client` (401), `invalid_grant`
+//!   (400: unknown, used or rotated code or refresh token, redirect mismatch),
+//!   `unsupported_grant_type` (400), `invalid_request` (400).
+//! * Refresh tokens rotate: a refresh answers a new access token and a new refresh token, and
+//!   the old refresh token is `invalid_grant` from then on. Older access tokens stay valid
+//!   until their own expiry. The grant stays the same, and so does its rate budget
+//!   ([`Principal::Grant`]).
+//! * Tokens and codes are 64 hex digits derived from the seed and a counter: deterministic for
+//!   one sequence of requests, and never reused.
 
 mod api;
 mod clock;
 mod control;
 mod error;
+mod faults;
 mod generate;
 pub mod middleware;
 mod names;
+mod oauth;
 mod query;
+pub mod ratelimit;
 mod record;
 mod rng;
 mod schema;
@@ -162,17 +208,26 @@ use serde_json::Value;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::SimError;
-pub use middleware::{Principal, StatsSnapshot};
+pub use faults::Faults;
+pub use middleware::{FaultStats, OAuthStats, Principal, StatsSnapshot};
+pub use oauth::{DEFAULT_SCOPE, TokenResponse};
+pub use ratelimit::RateLimit;
 pub use schema::ResourceKind;
 
 use api::{Included, Renderer};
+use faults::FaultInjector;
 use generate::Dataset;
 use middleware::{Auth, Stats};
+use oauth::OAuth;
+use ratelimit::RateLimiter;
 use store::Store;
 
 /// The simulator's configuration. Construct it with `..SimConfig::default()` so that new
 /// fields do not break callers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The default has no rate limit, no faults and no latency (demos, tests and throughput
+/// benchmarks rely on that); [`RateLimit::pco`] is PCO's real limit.
+#[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {
     /// Seed of the generated data set.
     pub seed: u64,
@@ -186,6 +241,16 @@ pub struct SimConfig {
     pub secret: String,
     /// The organization id (`meta.parent.id`).
     pub org_id: String,
+    /// The rate limit per principal (`None`: unlimited).
+    pub rate_limit: Option<RateLimit>,
+    /// The OAuth client id accepted by `/oauth/authorize` and `/oauth/token`.
+    pub oauth_client_id: String,
+    /// The OAuth client secret accepted by `/oauth/token`.
+    pub oauth_client_secret: String,
+    /// How long an OAuth access token is valid (reported in whole seconds as `expires_in`).
+    pub token_ttl: Duration,
+    /// Injected faults and latency.
+    pub faults: Faults,
 }
 
 impl Default for SimConfig {
@@ -197,6 +262,11 @@ impl Default for SimConfig {
             app_id: "sim-app".into(),
             secret: "sim-secret".into(),
             org_id: "1".into(),
+            rate_limit: None,
+            oauth_client_id: "sim-client".into(),
+            oauth_client_secret: "sim-client-secret".into(),
+            token_ttl: Duration::from_secs(7200),
+            faults: Faults::default(),
         }
     }
 }
@@ -206,6 +276,12 @@ pub(crate) struct Shared {
     pub(crate) store: Store,
     pub(crate) stats: Stats,
     pub(crate) auth: Auth,
+    pub(crate) oauth: OAuth,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) faults: FaultInjector,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Becomes `true` when a server of this simulator shuts down: hangs end early.
+    pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 /// A handle on one simulated PCO account; cheap to clone (all clones share the data).
@@ -235,31 +311,61 @@ impl Simulator {
         let auth = Auth::new(&config.token, &config.app_id, &config.secret);
         Simulator {
             inner: Arc::new(Shared {
-                config,
-                store: Store::new(data, clock),
+                store: Store::new(data, clock.clone()),
                 stats: Stats::default(),
                 auth,
+                oauth: OAuth::new(&config),
+                limiter: RateLimiter::new(config.rate_limit),
+                faults: FaultInjector::new(config.seed, config.faults.clone()),
+                clock,
+                shutdown: tokio::sync::watch::Sender::new(false),
+                config,
             }),
         }
     }
 
+    /// The configuration this simulator was built with.
     pub fn config(&self) -> &SimConfig {
         &self.inner.config
     }
 
-    /// The HTTP application: `/people/v2/...` (authenticated) and `/__sim/...` (control).
+    /// Sleeps for `duration`, or less if a server of this simulator shuts down meanwhile;
+    /// returns whether it slept the whole duration.
+    pub(crate) async fn sleep(&self, duration: Duration) -> bool {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        tokio::select! {
+            () = tokio::time::sleep(duration) => true,
+            _ = shutdown.wait_for(|down| *down) => false,
+        }
+    }
+
+    /// Ends every hang and latency wait now and from now on (the server is going down).
+    fn signal_shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// The HTTP application: `/people/v2/...` (authenticated, rate-limited, faulty as
+    /// configured), `/oauth/...` and `/__sim/...` (control). See [`middleware`] for the layers.
     pub fn router(&self) -> Router {
+        // Layers run outermost last-added: auth, then the rate limit, then faults.
         let api = Router::new()
             .route(api::API_PREFIX, any(api::handle))
             .route(&format!("{}/{{*rest}}", api::API_PREFIX), any(api::handle))
-            // Future layers go here, innermost first: fault injection, then rate limiting
-            // (both below auth so they can key by the authenticated Principal).
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                faults::inject_faults,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                ratelimit::rate_limit,
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 middleware::require_auth,
             ));
         Router::new()
             .merge(api)
+            .merge(oauth::routes())
             .merge(control::routes())
             .fallback(api::not_found)
             .layer(axum::middleware::from_fn_with_state(
@@ -380,7 +486,8 @@ pub async fn serve_simulator(sim: Simulator, addr: SocketAddr) -> std::io::Resul
 }
 
 /// A running simulator server. Dropping it stops the server abruptly; [`SimHandle::shutdown`]
-/// stops it gracefully.
+/// stops it gracefully. Either way, injected hangs and latency of its [`Simulator`] end at
+/// once, now and for any later use of that simulator.
 #[derive(Debug)]
 pub struct SimHandle {
     addr: SocketAddr,
@@ -410,8 +517,10 @@ impl SimHandle {
         self.sim.clone()
     }
 
-    /// Stops accepting connections, lets in-flight requests finish (up to 5 s), then stops.
+    /// Stops accepting connections, lets in-flight requests finish (up to 5 s; injected hangs
+    /// and latency end at once), then stops.
     pub async fn shutdown(mut self) {
+        self.sim.signal_shutdown();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -428,6 +537,7 @@ impl SimHandle {
 
 impl Drop for SimHandle {
     fn drop(&mut self) {
+        self.sim.signal_shutdown();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

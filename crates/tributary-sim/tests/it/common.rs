@@ -112,11 +112,12 @@ pub async fn call(
         }
         None => Body::empty(),
     };
-    let resp = router
-        .clone()
-        .oneshot(req.body(body).unwrap())
-        .await
-        .unwrap();
+    send(router, req.body(body).unwrap()).await
+}
+
+/// Sends a request through the router and collects the whole response.
+pub async fn send(router: &Router, req: Request<Body>) -> Resp {
+    let resp = router.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
@@ -230,4 +231,52 @@ pub fn ts(v: &Value, attr: &str) -> DateTime<Utc> {
 
 pub fn enc(s: &str) -> String {
     s.replace('+', "%2B").replace(':', "%3A")
+}
+
+/// A GET with `Authorization: Bearer <token>` for a token known only at run time.
+pub async fn get_bearer(router: &Router, uri: &str, token: &str) -> Resp {
+    let req = Request::get(uri)
+        .header(header::HOST, HOST)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    send(router, req).await
+}
+
+/// A form-encoded POST (`application/x-www-form-urlencoded`).
+pub async fn post_form(router: &Router, uri: &str, form: &str) -> Resp {
+    let req = Request::post(uri)
+        .header(header::HOST, HOST)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(form.to_owned()))
+        .unwrap();
+    send(router, req).await
+}
+
+/// A header as a string (panics when missing).
+pub fn header_str<'a>(r: &'a Resp, name: &str) -> &'a str {
+    r.headers
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header in {:?}", r.headers))
+        .to_str()
+        .unwrap()
+}
+
+/// `(count, limit, period)` from the `X-PCO-API-Request-Rate-*` headers.
+pub fn rate(r: &Resp) -> (u32, u32, u32) {
+    let n = |name| header_str(r, name).parse().unwrap();
+    (
+        n("x-pco-api-request-rate-count"),
+        n("x-pco-api-request-rate-limit"),
+        n("x-pco-api-request-rate-period"),
+    )
+}
+
+/// A reqwest client (reqwest is built without a TLS provider: install ring's once).
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(20))
+        .build()
+        .unwrap()
 }

@@ -72,6 +72,8 @@ fn start_sim(exe: &Path, people: usize) -> anyhow::Result<(Killed, String)> {
             &people.to_string(),
             "--seed",
             "42",
+            "--rate-limit",
+            "off",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
