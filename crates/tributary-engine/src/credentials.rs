@@ -81,12 +81,13 @@ impl SealedCredentialStore {
         let Some(sealed) = self.store.credentials(self.connection_id).await? else {
             return Ok(None);
         };
-        let credentials = open_credentials(&self.key, &sealed.sealed, &self.connection).map_err(
-            |source| CredentialsError::Sealed {
-                connection: self.connection.clone(),
-                source,
-            },
-        )?;
+        let credentials =
+            open_credentials(&self.key, &sealed.sealed, &self.connection).map_err(|source| {
+                CredentialsError::Sealed {
+                    connection: self.connection.clone(),
+                    source,
+                }
+            })?;
         self.set_version(sealed.version);
         Ok(Some(credentials))
     }

@@ -27,7 +27,8 @@ use tributary_core::{Clock, Cursor, PreparedRecord, RunKind, RunState};
 use tributary_manifest::Entity;
 use tributary_source::{ErrorClass, Page, Source};
 use tributary_store::{
-    Checkpoint, Connection, ConnectionStatus, EntityState, PageOutcome, PageWrite, Run, RunStart, Store,
+    Checkpoint, Connection, ConnectionStatus, EntityState, PageOutcome, PageWrite, Run, RunStart,
+    Store,
 };
 
 pub use credentials::{CredentialsError, SealedCredentialStore};

@@ -21,7 +21,7 @@ pub use tributary_core::{Credentials, OAuth2Credentials};
 use tributary_manifest::{Entity, Format, Manifest, PaginationStyle};
 
 pub use auth::CredentialStore;
-pub use ratelimit::{LocalRateLimiter, Observation, RateLimiter, RateStatus, Unlimited};
+pub use ratelimit::{LocalRateLimiter, Observation, Permit, RateLimiter, RateStatus, Unlimited};
 pub use transform::{coerce, transform};
 
 /// How an error should be handled.
@@ -459,7 +459,7 @@ impl Source {
         let mut refreshed = false;
         loop {
             let (authorization, generation) = self.inner.auth.authorization().await?;
-            self.inner.limiter.acquire().await;
+            let permit = self.inner.limiter.acquire().await;
             let request = self
                 .inner
                 .http
@@ -475,7 +475,7 @@ impl Source {
                 .send()
                 .await
                 .map_err(transport)?;
-            self.observe_budget(response.headers()).await;
+            self.observe_budget(permit, response.headers()).await;
             let status = response.status();
             if status.as_u16() == 401 && !refreshed && self.inner.auth.can_refresh() {
                 tracing::info!(url, "401 with an oauth2 token: refreshing it once");
@@ -531,7 +531,7 @@ impl Source {
     }
 
     /// Feeds the budget headers the manifest declares to the rate limiter.
-    async fn observe_budget(&self, headers: &reqwest::header::HeaderMap) {
+    async fn observe_budget(&self, permit: Permit, headers: &reqwest::header::HeaderMap) {
         let Some(policy) = &self.inner.manifest.rate_limit else {
             return;
         };
@@ -548,7 +548,7 @@ impl Source {
             received: tokio::time::Instant::now(),
         };
         if observation.count.is_some() || observation.limit.is_some() {
-            self.inner.limiter.observe(observation).await;
+            self.inner.limiter.observe(permit, observation).await;
         }
     }
 

@@ -27,6 +27,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+/// A slot taken from the budget: which window it was counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Permit {
+    /// The limiter's window number when the slot was taken.
+    pub window: u64,
+}
+
 /// What one response said about the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Observation {
@@ -61,9 +68,9 @@ pub struct RateStatus {
 #[async_trait]
 pub trait RateLimiter: Send + Sync + std::fmt::Debug {
     /// Waits until one more request fits in the budget, and takes the slot.
-    async fn acquire(&self);
-    /// Corrects the budget with what a response said.
-    async fn observe(&self, observation: Observation);
+    async fn acquire(&self) -> Permit;
+    /// Corrects the budget with what the response to `permit`'s request said.
+    async fn observe(&self, permit: Permit, observation: Observation);
     /// The API refused a request (429): no request leaves before `retry_after`.
     async fn pause(&self, retry_after: Duration);
     /// Where the budget stands.
@@ -76,8 +83,10 @@ pub struct Unlimited;
 
 #[async_trait]
 impl RateLimiter for Unlimited {
-    async fn acquire(&self) {}
-    async fn observe(&self, _observation: Observation) {}
+    async fn acquire(&self) -> Permit {
+        Permit::default()
+    }
+    async fn observe(&self, _permit: Permit, _observation: Observation) {}
     async fn pause(&self, retry_after: Duration) {
         // Even without a policy, a 429 is honoured by the retry itself.
         let _ = retry_after;
@@ -111,6 +120,9 @@ struct State {
     reported_now: Option<u32>,
     reported_before: Option<u32>,
     used: u32,
+    /// Counts windows, so that late answers to requests of an earlier
+    /// window do not count against this one.
+    window: u64,
     window_end: Option<Instant>,
     paused_until: Option<Instant>,
     waits: u64,
@@ -131,6 +143,7 @@ impl State {
     fn roll(&mut self, now: Instant) {
         if self.window_end.is_none_or(|end| now >= end) {
             self.window_end = Some(now + self.period);
+            self.window += 1;
             self.used = 0;
             self.reported_before = self.reported_now.take();
         }
@@ -147,6 +160,7 @@ impl LocalRateLimiter {
                 reported_now: None,
                 reported_before: None,
                 used: 0,
+                window: 0,
                 window_end: None,
                 paused_until: None,
                 waits: 0,
@@ -162,7 +176,7 @@ impl LocalRateLimiter {
     }
 
     /// Takes a slot now, or says until when to wait.
-    fn try_take(&self) -> Result<(), Instant> {
+    fn try_take(&self) -> Result<Permit, Instant> {
         let mut state = self.lock();
         let now = Instant::now();
         if let Some(until) = state.paused_until {
@@ -174,7 +188,9 @@ impl LocalRateLimiter {
         state.roll(now);
         if state.used < state.limit() {
             state.used += 1;
-            Ok(())
+            Ok(Permit {
+                window: state.window,
+            })
         } else {
             Err(state.window_end.unwrap_or(now))
         }
@@ -183,11 +199,11 @@ impl LocalRateLimiter {
 
 #[async_trait]
 impl RateLimiter for LocalRateLimiter {
-    async fn acquire(&self) {
+    async fn acquire(&self) -> Permit {
         let mut waited = false;
         loop {
             match self.try_take() {
-                Ok(()) => return,
+                Ok(permit) => return permit,
                 Err(until) => {
                     if !waited {
                         waited = true;
@@ -199,8 +215,9 @@ impl RateLimiter for LocalRateLimiter {
         }
     }
 
-    async fn observe(&self, observation: Observation) {
+    async fn observe(&self, permit: Permit, observation: Observation) {
         let mut state = self.lock();
+        let current = permit.window == state.window;
         if let Some(period) = observation.period
             && !period.is_zero()
             && period != state.period
@@ -223,10 +240,16 @@ impl RateLimiter for LocalRateLimiter {
                 if state.window_end.is_none_or(|e| e < end) {
                     state.window_end = Some(end);
                 }
+                // A request of the previous window opened the server's new
+                // one: it counts against this window too.
+                if !current {
+                    state.used += 1;
+                }
             }
             // Someone else spends from the same budget (or we restarted
-            // mid-window): trust the API's count.
-            Some(count) if count > state.used => state.used = count,
+            // mid-window): trust the API's count. Late answers to requests
+            // of an earlier window say nothing about this one.
+            Some(count) if current && count > state.used => state.used = count,
             _ => {}
         }
     }
@@ -265,6 +288,13 @@ impl RateLimiter for LocalRateLimiter {
 mod tests {
     use super::*;
 
+    /// A permit of the limiter's current window.
+    fn now_of(limiter: &LocalRateLimiter) -> Permit {
+        Permit {
+            window: limiter.lock().window,
+        }
+    }
+
     fn seen(count: u32, limit: u32, period: u64) -> Observation {
         Observation {
             count: Some(count),
@@ -292,7 +322,7 @@ mod tests {
     async fn headers_correct_the_limit_and_period() {
         let limiter = LocalRateLimiter::new(100, Duration::from_secs(60));
         limiter.acquire().await;
-        limiter.observe(seen(1, 5, 10)).await;
+        limiter.observe(now_of(&limiter), seen(1, 5, 10)).await;
         let status = limiter.status();
         assert_eq!((status.limit, status.period), (5, Duration::from_secs(10)));
         let start = Instant::now();
@@ -311,7 +341,7 @@ mod tests {
         limiter.acquire().await;
         // The server opened its window when the request arrived, 300 ms later.
         tokio::time::advance(Duration::from_millis(300)).await;
-        limiter.observe(seen(1, 2, 20)).await;
+        limiter.observe(now_of(&limiter), seen(1, 2, 20)).await;
         limiter.acquire().await;
         limiter.acquire().await;
         assert_eq!(start.elapsed(), Duration::from_millis(20_300));
@@ -321,7 +351,7 @@ mod tests {
     async fn a_higher_count_means_someone_else_spends_the_budget() {
         let limiter = LocalRateLimiter::new(10, Duration::from_secs(20));
         limiter.acquire().await;
-        limiter.observe(seen(9, 10, 20)).await;
+        limiter.observe(now_of(&limiter), seen(9, 10, 20)).await;
         let start = Instant::now();
         limiter.acquire().await;
         assert_eq!(start.elapsed(), Duration::ZERO);
@@ -330,14 +360,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn late_answers_from_an_earlier_window_do_not_count() {
+        let limiter = LocalRateLimiter::new(10, Duration::from_secs(20));
+        let old = limiter.acquire().await;
+        tokio::time::advance(Duration::from_secs(21)).await;
+        let start = Instant::now();
+        limiter.acquire().await;
+        // The answer to the old request arrives now, reporting a nearly full window.
+        limiter.observe(old, seen(9, 10, 20)).await;
+        for _ in 0..9 {
+            limiter.acquire().await;
+        }
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "the new window is not poisoned"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_lower_limit_sticks_for_the_next_window() {
         let limiter = LocalRateLimiter::new(100, Duration::from_secs(20));
         limiter.acquire().await;
-        limiter.observe(seen(1, 75, 20)).await;
+        limiter.observe(now_of(&limiter), seen(1, 75, 20)).await;
         tokio::time::advance(Duration::from_secs(21)).await;
         limiter.acquire().await;
         assert_eq!(limiter.status().limit, 75);
-        limiter.observe(seen(1, 100, 20)).await;
+        limiter.observe(now_of(&limiter), seen(1, 100, 20)).await;
         assert_eq!(
             limiter.status().limit,
             75,

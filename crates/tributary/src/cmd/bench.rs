@@ -1,4 +1,6 @@
-//! `tributary bench full-sync`: end-to-end throughput and memory.
+//! `tributary bench full-sync`: end-to-end throughput and memory; `bench
+//! resume`: what a `kill -9` costs. (`bench faults` and `bench rate-limit`
+//! live in `bench_client.rs`.)
 //!
 //! The simulator and the sync each run as their own process (the real
 //! binary), so the sync's peak RSS is its own and the simulator gets its own
@@ -19,6 +21,12 @@ pub enum Command {
     /// How much a `kill -9` costs: API requests of a full sync killed and
     /// resumed several times, against the same sync uninterrupted (SQLite).
     Resume(ResumeArgs),
+    /// A full sync through injected 429s, 5xx, timeouts, resets, garbled
+    /// bodies and expiring OAuth2 tokens; checks the store equals the source.
+    Faults(super::bench_client::FaultsArgs),
+    /// A full sync under the simulator's real rate limit (100 requests per
+    /// 20 s): budget efficiency, records/s and 429s met.
+    RateLimit(super::bench_client::RateLimitArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -121,6 +129,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     let args = match command {
         Command::FullSync(args) => args,
         Command::Resume(args) => return resume(args).await,
+        Command::Faults(args) => return super::bench_client::faults(args).await,
+        Command::RateLimit(args) => return super::bench_client::rate_limit(args).await,
     };
     let exe = std::env::current_exe()?;
     let backends: Vec<Backend> = match args.backend {

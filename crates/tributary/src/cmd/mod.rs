@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod bench;
+mod bench_client;
 pub mod connections;
 pub mod demo;
 pub mod manifest;

@@ -9,8 +9,8 @@ use anyhow::{Context as _, bail};
 use serde_json::json;
 use tributary_core::{Clock, RunState, SystemClock};
 use tributary_engine::{Engine, EngineOptions, Progress, RunReport, SealedCredentialStore};
-use tributary_secrets::SecretKey;
 use tributary_manifest::Manifest;
+use tributary_secrets::SecretKey;
 use tributary_source::{
     CredentialStore, Credentials, LocalRateLimiter, RateLimiter, Source, SourceOptions, Unlimited,
 };
@@ -215,13 +215,17 @@ pub async fn full_sync(
                     "connection `{}` needs re-authorisation ({}): store new credentials with \
                      `tributary connections add {} --auth ...`",
                     connection.name,
-                    connection.status_reason.as_deref().unwrap_or("no reason recorded"),
+                    connection
+                        .status_reason
+                        .as_deref()
+                        .unwrap_or("no reason recorded"),
                     connection.name
                 );
             }
-            let key = Arc::new(SecretKey::from_env().context(
-                "stored credentials are sealed: the secret key is needed to open them",
-            )?);
+            let key =
+                Arc::new(SecretKey::from_env().context(
+                    "stored credentials are sealed: the secret key is needed to open them",
+                )?);
             let sealed = SealedCredentialStore::new(store.clone(), key, clock.clone(), connection);
             let credentials = sealed.read().await?.with_context(|| {
                 format!(
@@ -337,6 +341,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "records_per_sec": records as f64 / secs,
             "pages_per_sec": c.pages as f64 / secs,
             "peak_rss_kib": peak_rss_kib(),
+            "retries": report.retries,
+            "needs_reauth": report.needs_reauth,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&stats)?)
             .with_context(|| format!("cannot write {}", path.display()))?;

@@ -1,0 +1,86 @@
+//! Shared by the end-to-end tests: comparing what the binary stored with
+//! what the simulator serves, record by record.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tributary");
+
+/// The simulator's data as (type, id) → {attributes, relationships}.
+pub fn source(sim: &tributary_sim::Simulator) -> BTreeMap<(String, String), (Value, Value)> {
+    sim.dump(None)
+        .into_iter()
+        .map(|v| {
+            (
+                (
+                    v["type"].as_str().unwrap().to_owned(),
+                    v["id"].as_str().unwrap().to_owned(),
+                ),
+                (v["attributes"].clone(), v["relationships"].clone()),
+            )
+        })
+        .collect()
+}
+
+/// `tributary records export` as (entity, id) → {data, relationships}.
+pub fn exported(db: &str) -> BTreeMap<(String, String), (Value, Value)> {
+    let out = Command::new(BIN)
+        .args(["records", "export", "--db", db])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut map = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        for key in [
+            "connection",
+            "entity",
+            "external_id",
+            "source_updated_at",
+            "deleted_at",
+            "data",
+        ] {
+            assert!(v.get(key).is_some(), "export lines carry `{key}`: {line}");
+        }
+        let key = (
+            v["entity"].as_str().unwrap().to_owned(),
+            v["external_id"].as_str().unwrap().to_owned(),
+        );
+        let previous = map.insert(key.clone(), (v["data"].clone(), v["relationships"].clone()));
+        assert!(previous.is_none(), "{key:?} exported twice");
+    }
+    map
+}
+
+pub fn assert_same(db: &str, sim: &tributary_sim::Simulator) {
+    let expected = source(sim);
+    let actual = exported(db);
+    let missing: Vec<_> = expected
+        .keys()
+        .filter(|k| !actual.contains_key(*k))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = actual
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, extra {extra:?}"
+    );
+    for (key, value) in &expected {
+        assert_eq!(
+            &actual[key], value,
+            "record {key:?} differs from the source"
+        );
+    }
+}
