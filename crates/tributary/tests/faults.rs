@@ -154,15 +154,19 @@ async fn a_full_sync_through_every_fault_equals_the_source() {
         );
     }
 
-    // The rotated refresh token was persisted: a second sync with the stored
-    // credentials works, and changes nothing.
-    let out = env.sync("faulty", &[]);
+    // The rotated refresh token was persisted: a new process with the stored
+    // credentials (its access token long expired) refreshes and syncs. One
+    // small entity is enough to prove it; it changes nothing.
+    let refreshes = stats.oauth.refreshes;
+    let out = env.sync("faulty", &["--entities", "Campus"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("0 created, 0 updated"),
         "{}",
         text(&out.stderr)
     );
+    assert!(sim.simulator().stats().oauth.refreshes > refreshes);
+    assert_eq!(sim.simulator().stats().oauth.errors, 0);
     assert_same(&env.db, &sim.simulator());
     sim.shutdown().await;
 }
