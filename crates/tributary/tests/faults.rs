@@ -268,3 +268,40 @@ async fn a_permanent_error_fails_its_entity_and_the_others_go_on() {
     assert!(!counts.iter().any(|c| c.entity == "Email" && c.live > 0));
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entities_syncing_in_parallel_share_one_budget_and_meet_no_429() {
+    // A limit the manifest does not declare (it says 100 per 20 s): the
+    // client must learn it from the headers and keep every parallel entity
+    // sync of the connection inside it.
+    let sim = tributary_sim::serve(
+        SimConfig {
+            people: 300,
+            rate_limit: Some(tributary_sim::RateLimit::new(15, Duration::from_secs(1))),
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let env = Env::new();
+    let out = env
+        .command(&[
+            "sync",
+            "--db",
+            &env.db,
+            "--base-url",
+            &sim.base_url(),
+            "--rate-limit",
+            "auto",
+        ])
+        .env("TRIBUTARY_TOKEN", &sim.simulator().config().token)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stats = sim.simulator().stats();
+    assert!(stats.total > 60, "enough requests to span several windows");
+    assert_eq!(stats.rate_limited, 0, "no 429: {stats:?}");
+    assert_same(&env.db, &sim.simulator());
+    sim.shutdown().await;
+}
