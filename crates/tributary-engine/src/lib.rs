@@ -188,10 +188,6 @@ impl RunControl {
             .min(u64::from(self.budget))
     }
 
-    fn budget_spent(&self) -> bool {
-        self.retries.load(Ordering::Relaxed) >= u64::from(self.budget)
-    }
-
     /// Why the run is stopping, if it is.
     fn stopped(&self) -> Option<String> {
         self.stop
@@ -232,13 +228,22 @@ impl From<String> for Failure {
     }
 }
 
+/// How source requests are retried: exponential backoff (without backon's
+/// own jitter — [`retrying`] applies full jitter) and the shortest wait.
+#[derive(Debug, Clone, Copy)]
+struct RetryPolicy {
+    backoff: ExponentialBuilder,
+    min_wait: Duration,
+}
+
 /// One source request with the engine's retry policy: transient and
 /// rate-limited failures are retried with exponential backoff and full
-/// jitter (or after `Retry-After` when the API sends one), within the run's
-/// retry budget; each retry is logged with its class and reported. Auth
-/// failures stop the whole run; permanent ones fail the request's entity.
+/// jitter (a uniform wait between zero and the exponential bound), or after
+/// exactly the `Retry-After` the API asked for; every retry is drawn from
+/// the run's budget, logged with its class and reported. An auth failure
+/// stops the whole run at once; a permanent one fails the request's entity.
 async fn retrying<T, F, Fut>(
-    backoff: ExponentialBuilder,
+    policy: RetryPolicy,
     control: &RunControl,
     entity: &str,
     progress: &dyn Progress,
@@ -249,26 +254,33 @@ where
     Fut: std::future::Future<Output = Result<T, tributary_source::Error>>,
 {
     let attempt = AtomicU64::new(0);
+    let budget_spent = std::sync::atomic::AtomicBool::new(false);
     let result = (|| {
         let stopped = control.stopped();
         let call = stopped.is_none().then(&mut request);
         async move {
-            match (call, stopped) {
-                (Some(call), _) => call.await.map_err(Some),
-                (None, _) => Err(None),
+            match call {
+                Some(call) => call.await.map_err(Some),
+                None => Err(None),
             }
         }
     })
-    .retry(backoff)
+    .retry(policy.backoff)
     .when(|error: &Option<tributary_source::Error>| {
         error
             .as_ref()
-            .is_some_and(|e| e.is_retryable() && control.take_retry())
+            .is_some_and(tributary_source::Error::is_retryable)
     })
     .adjust(|error, wait| {
-        wait.map(|w| match error.as_ref().and_then(|e| e.retry_after()) {
-            Some(asked) => asked,
-            None => w,
+        // `None`: the attempts are used up.
+        let wait = wait?;
+        if !control.take_retry() {
+            budget_spent.store(true, Ordering::Relaxed);
+            return None;
+        }
+        Some(match error.as_ref().and_then(|e| e.retry_after()) {
+            Some(asked) => asked.max(policy.min_wait),
+            None => wait.mul_f64(fastrand::f64()),
         })
     })
     .notify(|error, wait| {
@@ -290,13 +302,21 @@ where
             "stopped: {}",
             control.stopped().unwrap_or_default()
         )),
-        Some(error) if error.class() == ErrorClass::Auth => Failure {
-            message: error.to_string(),
-            auth: true,
-        },
-        Some(error) if error.is_retryable() && control.budget_spent() => Failure::other(format!(
+        Some(error) if error.class() == ErrorClass::Auth => {
+            // Every other task of the run stops at its next request.
+            control.stop(&format!("the connection needs re-authorisation ({error})"));
+            Failure {
+                message: error.to_string(),
+                auth: true,
+            }
+        }
+        Some(error) if budget_spent.load(Ordering::Relaxed) => Failure::other(format!(
             "{error} (gave up: the run's retry budget of {} retries is spent)",
             control.budget
+        )),
+        Some(error) if error.is_retryable() => Failure::other(format!(
+            "{error} (gave up after {} attempts)",
+            attempt.load(Ordering::Relaxed) + 1
         )),
         Some(error) => Failure::other(error.to_string()),
     })
@@ -504,7 +524,12 @@ impl Engine {
         }
 
         let needs_reauth = control.stopped();
-        if let Some(reason) = &needs_reauth {
+        // Only stored credentials make a connection need re-authorisation;
+        // a token given for one run says nothing about them.
+        if let Some(reason) = needs_reauth
+            .as_ref()
+            .filter(|_| source.persists_credentials())
+        {
             self.store
                 .set_connection_status(
                     connection.id,
@@ -553,13 +578,19 @@ impl Engine {
             .with_min_delay(self.options.min_backoff)
             .with_max_delay(self.options.max_backoff)
             .with_max_times(self.options.max_attempts.saturating_sub(1))
-            .with_jitter()
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            backoff: self.backoff(),
+            min_wait: self.options.min_backoff,
+        }
     }
 
     /// Commits a page, retrying on retryable store errors.
     async fn commit(&self, page: PageWrite<'_>) -> Result<PageOutcome, tributary_store::Error> {
         (|| async { self.store.apply_page(page).await })
-            .retry(self.backoff())
+            .retry(self.backoff().with_jitter())
             .when(tributary_store::Error::is_retryable)
             .notify(|error, wait| tracing::warn!(%error, ?wait, "commit failed; retrying"))
             .await
@@ -604,7 +635,7 @@ impl EntityJob {
         let source = self.source.clone();
         let control = self.control.clone();
         let entity = self.entity.clone();
-        let backoff = self.engine.backoff();
+        let backoff = self.engine.retry_policy();
         let progress = self.progress.clone();
         // Keep the run/connection/entity span on the spawned task's log lines.
         let span = tracing::Span::current();
@@ -758,7 +789,7 @@ impl EntityJob {
         let store = self.engine.store.clone();
         let control = self.control.clone();
         let batch_size = self.engine.options.parent_batch;
-        let backoff = self.engine.backoff();
+        let backoff = self.engine.retry_policy();
         let source = self.source.clone();
         let entity = self.entity.clone();
         let progress = self.progress.clone();
@@ -774,7 +805,7 @@ impl EntityJob {
                     .map_err(|e| format!("listing {parent} ids failed: {e}"))?;
                 let finished = parents.len() < batch_size as usize;
                 let concurrency = entity.concurrency.max(1);
-                let fetched: Vec<Result<Page, Failure>> = stream::iter(parents.clone())
+                let fetched: Vec<Result<Option<Page>, Failure>> = stream::iter(parents.clone())
                     .map(|parent_id| {
                         let (source, entity, progress, control) = (
                             source.clone(),
@@ -788,12 +819,13 @@ impl EntityJob {
                                     (source.clone(), entity.clone(), parent_id.clone());
                                 async move {
                                     match source.fetch_children(&entity, &parent_id).await {
-                                        // A parent deleted since it was listed has no children.
+                                        // A parent deleted since it was listed has no
+                                        // children (`None`: told apart below).
                                         Err(tributary_source::Error::Status {
                                             status: 404,
                                             ..
-                                        }) => Ok(Page::default()),
-                                        other => other,
+                                        }) => Ok(None),
+                                        other => other.map(Some),
                                     }
                                 }
                             })
@@ -807,8 +839,22 @@ impl EntityJob {
                     finished,
                     ..Page::default()
                 };
+                // An auth failure outranks any other: it stops the run.
+                if let Some(Err(failure)) = fetched
+                    .iter()
+                    .find(|r| matches!(r, Err(Failure { auth: true, .. })))
+                {
+                    return Err(failure.clone());
+                }
+                let gone = fetched.iter().filter(|r| matches!(r, Ok(None))).count();
+                if gone >= 3 && gone == fetched.len() {
+                    return Err(Failure::other(format!(
+                        "every one of {gone} {parent}s answered 404 for `{}`: the list endpoint is probably wrong",
+                        entity.list
+                    )));
+                }
                 for page in fetched {
-                    let page = page?;
+                    let Some(page) = page? else { continue };
                     combined.records.extend(page.records);
                     combined.quarantined.extend(page.quarantined);
                 }

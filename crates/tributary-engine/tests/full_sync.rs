@@ -43,7 +43,7 @@ async fn harness(people: usize) -> Harness {
         SourceOptions {
             base_url: Some(sim.base_url()),
             // The simulator runs without a rate limit here.
-            rate_limiter: Some(Arc::new(tributary_source::Unlimited)),
+            rate_limiter: Some(Arc::new(tributary_source::Unlimited::default())),
             ..SourceOptions::default()
         },
     )

@@ -80,6 +80,9 @@ pub(crate) struct Authenticator {
     /// How long before expiry to refresh: a minute, or a tenth of the
     /// token's lifetime when that is shorter (known after one refresh).
     margin: std::sync::Mutex<Duration>,
+    /// Set when the token endpoint refused the refresh token for good: every
+    /// later request fails at once instead of posting the dead token again.
+    revoked: std::sync::Mutex<Option<String>>,
 }
 
 impl Authenticator {
@@ -101,6 +104,26 @@ impl Authenticator {
             clock,
             http,
             margin: std::sync::Mutex::new(REFRESH_MARGIN),
+            revoked: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether refreshed credentials are persisted (they are a
+    /// connection's stored ones).
+    pub(crate) fn persists(&self) -> bool {
+        self.store.is_some()
+    }
+
+    fn revoked(&self) -> Result<()> {
+        match &*self
+            .revoked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        {
+            Some(detail) => Err(Error::Auth {
+                detail: detail.clone(),
+            }),
+            None => Ok(()),
         }
     }
 
@@ -143,6 +166,7 @@ impl Authenticator {
     /// The authorization for the next request and the generation it belongs
     /// to; refreshes an OAuth2 token that is missing or about to expire.
     pub(crate) async fn authorization(&self) -> Result<(Authorization, u64)> {
+        self.revoked()?;
         let current = self.current();
         match &current.credentials {
             Credentials::Bearer { token } => {
@@ -189,20 +213,26 @@ impl Authenticator {
     /// flight). A no-op for static credentials.
     pub(crate) async fn refresh(&self, seen: u64) -> Result<()> {
         let _guard = self.refresh_lock.lock().await;
+        self.revoked()?;
         let current = self.current();
         if current.generation != seen {
             return Ok(()); // refreshed while we waited
         }
-        let Credentials::OAuth2(oauth) = &current.credentials else {
+        let Credentials::OAuth2(ours) = &current.credentials else {
             return Ok(());
         };
-        // Another process may have rotated the pair already.
-        if let Some(adopted) = self.adopt_persisted(oauth).await
-            && self.usable_token(&adopted).is_some()
-        {
-            self.replace(Credentials::OAuth2(adopted));
-            return Ok(());
+        // Another process may have rotated the pair already: then its
+        // refresh token is the live one (ours is dead).
+        let mut oauth = ours.clone();
+        if let Some(adopted) = self.adopt_persisted(&oauth).await {
+            let usable = self.usable_token(&adopted).is_some();
+            self.replace(Credentials::OAuth2(adopted.clone()));
+            if usable {
+                return Ok(());
+            }
+            oauth = adopted;
         }
+        let oauth = &oauth;
         match self.request_refresh(oauth).await {
             Ok(fresh) => {
                 self.persist(&Credentials::OAuth2(fresh.clone())).await;
@@ -216,6 +246,12 @@ impl Authenticator {
                 if let Some(adopted) = self.adopt_persisted(oauth).await {
                     self.replace(Credentials::OAuth2(adopted));
                     return Ok(());
+                }
+                if let Error::Auth { detail } = &error {
+                    *self
+                        .revoked
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(detail.clone());
                 }
                 Err(error)
             }

@@ -235,7 +235,7 @@ impl Source {
                     policy.requests,
                     Duration::from_secs(u64::from(policy.period_secs)),
                 )),
-                None => Arc::new(Unlimited),
+                None => Arc::new(Unlimited::default()),
             });
         let auth = auth::Authenticator::new(
             credentials,
@@ -259,6 +259,12 @@ impl Source {
     /// The credentials now held: after an OAuth2 refresh, the new pair.
     pub fn credentials(&self) -> Credentials {
         self.inner.auth.credentials()
+    }
+
+    /// Whether the credentials are the connection's stored ones (refreshed
+    /// pairs are persisted), rather than given for this process only.
+    pub fn persists_credentials(&self) -> bool {
+        self.inner.auth.persists()
     }
 
     /// Where the request budget stands.
@@ -290,7 +296,7 @@ impl Source {
         let path = entity.list.replace("{parent_id}", parent_id);
         let mut all = Page::default();
         let mut offset = 0;
-        loop {
+        for _ in 0..MAX_CHILD_PAGES {
             let page = self
                 .fetch_offset(entity, &path, offset, Some(parent_id))
                 .await?;
@@ -303,6 +309,12 @@ impl Source {
             }
             offset = offset_of(&page.next)?;
         }
+        Err(Error::Protocol {
+            url: format!("{}{path}", self.inner.base_url),
+            detail: format!(
+                "more than {MAX_CHILD_PAGES} pages of children under one parent: refusing to page on"
+            ),
+        })
     }
 
     async fn fetch_offset(
@@ -458,8 +470,9 @@ impl Source {
     async fn get_json(&self, url: &str) -> Result<Value> {
         let mut refreshed = false;
         loop {
-            let (authorization, generation) = self.inner.auth.authorization().await?;
+            // The slot first: waiting for it can outlast a token.
             let permit = self.inner.limiter.acquire().await;
+            let (authorization, generation) = self.inner.auth.authorization().await?;
             let request = self
                 .inner
                 .http
@@ -513,7 +526,7 @@ impl Source {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_owned();
-            let bytes = response.bytes().await.map_err(transport)?;
+            let bytes = read_body(response, url).await?;
             if !content_type.contains("json") {
                 let shown = if content_type.is_empty() {
                     "no content type".to_owned()
@@ -544,7 +557,10 @@ impl Source {
         let observation = Observation {
             count: number(&policy.count_header),
             limit: number(&policy.limit_header),
-            period: number(&policy.period_header).map(|s| Duration::from_secs(u64::from(s))),
+            // A nonsensical period is ignored rather than trusted.
+            period: number(&policy.period_header)
+                .filter(|s| (1..=MAX_WAIT_SECS as u32).contains(s))
+                .map(|s| Duration::from_secs(u64::from(s))),
             received: tokio::time::Instant::now(),
         };
         if observation.count.is_some() || observation.limit.is_some() {
@@ -565,7 +581,45 @@ impl Source {
             .get(name)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
+            // An absurd wait is not obeyed for years: it is capped.
+            .map(|secs| secs.min(MAX_WAIT_SECS))
     }
+}
+
+/// The longest `Retry-After` or rate-limit period obeyed, in seconds.
+const MAX_WAIT_SECS: u64 = 600;
+/// The largest response body read; a larger one is an error, not an OOM.
+const MAX_BODY_BYTES: usize = 64 << 20;
+/// Pages of one parent's children; an endless child list is an error
+/// rather than unbounded memory.
+const MAX_CHILD_PAGES: u32 = 1_000;
+
+/// Reads a body, refusing one larger than [`MAX_BODY_BYTES`].
+async fn read_body(mut response: reqwest::Response, url: &str) -> Result<Vec<u8>> {
+    let transport = |source| Error::Transport {
+        method: "GET",
+        url: url.to_owned(),
+        source,
+    };
+    let mut body = Vec::with_capacity(
+        response
+            .content_length()
+            .map_or(64 << 10, |n| n as usize)
+            .min(MAX_BODY_BYTES),
+    );
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(Error::Protocol {
+                url: url.to_owned(),
+                detail: format!(
+                    "the response body is larger than {} MiB: refusing it",
+                    MAX_BODY_BYTES >> 20
+                ),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn malformed(url: &str, detail: &str) -> Error {

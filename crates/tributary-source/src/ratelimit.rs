@@ -77,28 +77,52 @@ pub trait RateLimiter: Send + Sync + std::fmt::Debug {
     fn status(&self) -> RateStatus;
 }
 
-/// A limiter that lets everything through (no declared policy).
+/// A limiter with no budget of its own (no declared policy) that still
+/// honours a 429: everyone waits for its `Retry-After`.
 #[derive(Debug, Default)]
-pub struct Unlimited;
+pub struct Unlimited {
+    paused_until: Mutex<Option<Instant>>,
+    refusals: std::sync::atomic::AtomicU64,
+}
+
+impl Unlimited {
+    fn paused_until(&self) -> Option<Instant> {
+        *self
+            .paused_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 #[async_trait]
 impl RateLimiter for Unlimited {
     async fn acquire(&self) -> Permit {
+        if let Some(until) = self.paused_until() {
+            tokio::time::sleep_until(until).await;
+        }
         Permit::default()
     }
     async fn observe(&self, _permit: Permit, _observation: Observation) {}
     async fn pause(&self, retry_after: Duration) {
-        // Even without a policy, a 429 is honoured by the retry itself.
-        let _ = retry_after;
+        self.refusals
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let until = Instant::now() + retry_after;
+        let mut paused = self
+            .paused_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if paused.is_none_or(|p| p < until) {
+            *paused = Some(until);
+        }
     }
     fn status(&self) -> RateStatus {
         RateStatus {
             used: 0,
             limit: u32::MAX,
             period: Duration::ZERO,
-            paused: false,
+            paused: self.paused_until().is_some_and(|p| Instant::now() < p),
             waits: 0,
-            refusals: 0,
+            refusals: self.refusals.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }
@@ -419,11 +443,16 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn unlimited_never_waits() {
+    async fn unlimited_waits_only_for_a_refusal() {
+        let limiter = Unlimited::default();
         let start = Instant::now();
         for _ in 0..1000 {
-            Unlimited.acquire().await;
+            limiter.acquire().await;
         }
         assert_eq!(start.elapsed(), Duration::ZERO);
+        limiter.pause(Duration::from_secs(2)).await;
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        assert_eq!(limiter.status().refusals, 1);
     }
 }

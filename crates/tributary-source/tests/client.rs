@@ -218,7 +218,7 @@ async fn paging_far_past_a_lying_total_count_stops() {
         &server.url,
         Credentials::bearer("t"),
         SourceOptions {
-            rate_limiter: Some(Arc::new(tributary_source::Unlimited)),
+            rate_limiter: Some(Arc::new(tributary_source::Unlimited::default())),
             ..SourceOptions::default()
         },
     );
@@ -267,6 +267,26 @@ async fn a_429_pauses_the_budget_for_retry_after() {
     let status = source.rate_status();
     assert!(status.paused);
     assert_eq!(status.refusals, 1);
+}
+
+#[tokio::test]
+async fn an_absurd_retry_after_is_capped() {
+    let server = server(|_| {
+        Response::builder()
+            .status(429)
+            .header("content-type", "application/vnd.api+json")
+            .header("retry-after", "99999999999999")
+            .body(Body::from(r#"{"errors":[{"status":"429"}]}"#))
+            .unwrap()
+    })
+    .await;
+    let source = source(
+        &server.url,
+        Credentials::bearer("t"),
+        SourceOptions::default(),
+    );
+    let error = first_page(&source).await.unwrap_err();
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(600)));
 }
 
 #[tokio::test]
@@ -344,6 +364,7 @@ async fn a_static_token_refused_is_an_auth_error_without_the_token() {
 #[derive(Default)]
 struct OAuthServer {
     refreshes: AtomicU32,
+    token_requests: AtomicU32,
     /// (refresh token, access token) currently valid.
     valid: Mutex<(String, String)>,
     /// The API answers 401 to everything.
@@ -359,6 +380,7 @@ impl OAuthServer {
 
     fn handle(&self, seen: &Seen) -> Response<Body> {
         if seen.method == "POST" && seen.path_and_query.starts_with("/oauth/token") {
+            self.token_requests.fetch_add(1, Ordering::SeqCst);
             assert!(
                 !seen.path_and_query.contains("secret"),
                 "the client secret must travel in the body"
@@ -521,6 +543,39 @@ async fn a_rejected_refresh_token_needs_reauthorisation() {
         "{shown}"
     );
     assert_eq!(oauth.refreshes.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_refused_refresh_token_is_not_posted_again() {
+    let (oauth, _server, source, _store) = oauth_source(oauth("revoked", None, 0)).await;
+    assert_eq!(
+        first_page(&source).await.unwrap_err().class(),
+        ErrorClass::Auth
+    );
+    assert_eq!(
+        first_page(&source).await.unwrap_err().class(),
+        ErrorClass::Auth
+    );
+    assert_eq!(
+        oauth.token_requests.load(Ordering::SeqCst),
+        1,
+        "the dead token is remembered"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_pair_rotated_elsewhere_is_refreshed_with_its_own_token() {
+    let (server, _http, source, store) = oauth_source(oauth("refresh-0", None, 0)).await;
+    // Another process rotated the pair; its access token has expired since.
+    *server.valid.lock().unwrap() = ("refresh-elsewhere".into(), "expired".into());
+    *store.persisted.lock().unwrap() = Some(oauth("refresh-elsewhere", Some("expired"), -60));
+    assert_eq!(first_page(&source).await.unwrap().records.len(), 1);
+    assert_eq!(server.refreshes.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        server.token_requests.load(Ordering::SeqCst),
+        1,
+        "no dead token posted"
+    );
 }
 
 #[tokio::test]

@@ -226,11 +226,15 @@ async fn a_permanent_error_fails_its_entity_and_the_others_go_on() {
     .await
     .unwrap();
     let env = Env::new();
-    // The built-in manifest with one endpoint that does not exist.
-    let manifest = tributary_manifest::builtin_text("pco").unwrap().replace(
-        "list = \"/people/v2/emails\"",
-        "list = \"/people/v2/e_mails\"",
-    );
+    // The built-in manifest with two endpoints that do not exist: a list,
+    // and a list under each parent.
+    let manifest = tributary_manifest::builtin_text("pco")
+        .unwrap()
+        .replace(
+            "list = \"/people/v2/emails\"",
+            "list = \"/people/v2/e_mails\"",
+        )
+        .replace("/household_memberships\"", "/household_members\"");
     let path = env.dir.path().join("broken.toml");
     std::fs::write(&path, manifest).unwrap();
 
@@ -255,17 +259,25 @@ async fn a_permanent_error_fails_its_entity_and_the_others_go_on() {
         stderr.contains("Email") && stderr.contains("404"),
         "the failed entity and why: {stderr}"
     );
+    assert!(
+        stderr.contains("HouseholdMembership")
+            && stderr.contains("Households answered 404")
+            && stderr.contains("the list endpoint is probably wrong"),
+        "a child list that 404s for every parent is an error, not an empty entity: {stderr}"
+    );
     // Everything else arrived.
     let store = tributary_store::open(&env.db).await.unwrap();
     let connection = store.connection("pco").await.unwrap().unwrap();
     let counts = store.entity_counts(connection.id).await.unwrap();
-    for entity in ["Person", "Household", "HouseholdMembership", "PhoneNumber"] {
+    for entity in ["Person", "Household", "Address", "PhoneNumber"] {
         assert!(
             counts.iter().any(|c| c.entity == entity && c.live > 0),
             "{entity} synced despite Email failing: {counts:?}"
         );
     }
-    assert!(!counts.iter().any(|c| c.entity == "Email" && c.live > 0));
+    for entity in ["Email", "HouseholdMembership"] {
+        assert!(!counts.iter().any(|c| c.entity == entity && c.live > 0));
+    }
     sim.shutdown().await;
 }
 

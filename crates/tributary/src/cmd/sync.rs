@@ -55,12 +55,13 @@ pub struct Args {
     /// TRIBUTARY_SECRET_KEY_FILE).
     #[arg(long, env = "TRIBUTARY_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// The request budget: `auto` (the manifest's policy, corrected by the
-    /// API's rate-limit headers), `off`, or `N/Ss` (N requests per S seconds).
+    /// The request budget: `auto` (the manifest's policy), `off`, or `N/Ss`
+    /// (N requests per S seconds); either is corrected by the API's
+    /// rate-limit headers where the manifest names them, and a 429 pauses it.
     #[arg(long, default_value = "auto")]
     rate_limit: RateLimitSetting,
     /// Seconds before one request is abandoned (and retried).
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = 30.0, value_parser = parse_timeout)]
     request_timeout: f64,
     /// Retries the run may spend before failing requests are given up on.
     #[arg(long, default_value_t = EngineOptions::default().retry_budget)]
@@ -84,6 +85,15 @@ pub struct Args {
     /// Write the run's figures (records/s, pages/s, peak RSS) as JSON to this file.
     #[arg(long)]
     stats_json: Option<PathBuf>,
+}
+
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= 3_600.0 => Ok(secs),
+        _ => Err(format!(
+            "`{s}` is not a timeout: give seconds, more than 0 and at most 3600"
+        )),
+    }
 }
 
 /// The request budget of a sync.
@@ -113,7 +123,7 @@ impl std::str::FromStr for RateLimitSetting {
                     .trim_end_matches('s')
                     .parse()
                     .map_err(|_| usage())?;
-                if n == 0 || !(secs > 0.0 && secs.is_finite()) {
+                if n == 0 || !(secs > 0.0 && secs <= 86_400.0) {
                     return Err(usage());
                 }
                 Ok(Self::Fixed(n, Duration::from_secs_f64(secs)))
@@ -127,7 +137,7 @@ impl RateLimitSetting {
     pub fn limiter(self) -> Option<Arc<dyn RateLimiter>> {
         match self {
             Self::Auto => None,
-            Self::Off => Some(Arc::new(Unlimited)),
+            Self::Off => Some(Arc::new(Unlimited::default())),
             Self::Fixed(n, period) => Some(Arc::new(LocalRateLimiter::new(n, period))),
         }
     }
@@ -295,7 +305,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             base_url: args.base_url.clone(),
             page_size: args.page_size,
             rate_limit: args.rate_limit,
-            request_timeout: Duration::from_secs_f64(args.request_timeout.max(0.001)),
+            request_timeout: Duration::from_secs_f64(args.request_timeout),
             retry_budget: args.retry_budget,
             entities: args.entities.clone(),
             ..FullSync::new(
