@@ -86,6 +86,19 @@ impl Env {
     }
 }
 
+/// A simulator of 300 people with `config`'s other settings.
+async fn small_sim(config: SimConfig) -> SimHandle {
+    tributary_sim::serve(
+        SimConfig {
+            people: 300,
+            ..config
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -173,15 +186,7 @@ async fn a_full_sync_through_every_fault_equals_the_source() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_refresh_token_stops_the_run_and_marks_the_connection() {
-    let sim = tributary_sim::serve(
-        SimConfig {
-            people: 300,
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let sim = small_sim(SimConfig::default()).await;
     let env = Env::new();
     env.add_oauth("revoked", &sim, "not-a-valid-refresh-token");
 
@@ -216,15 +221,7 @@ async fn a_refused_refresh_token_stops_the_run_and_marks_the_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_error_fails_its_entity_and_the_others_go_on() {
-    let sim = tributary_sim::serve(
-        SimConfig {
-            people: 300,
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let sim = small_sim(SimConfig::default()).await;
     let env = Env::new();
     // The built-in manifest with two endpoints that do not exist: a list,
     // and a list under each parent.
@@ -286,16 +283,11 @@ async fn entities_syncing_in_parallel_share_one_budget_and_meet_no_429() {
     // A limit the manifest does not declare (it says 100 per 20 s): the
     // client must learn it from the headers and keep every parallel entity
     // sync of the connection inside it.
-    let sim = tributary_sim::serve(
-        SimConfig {
-            people: 300,
-            rate_limit: Some(tributary_sim::RateLimit::new(15, Duration::from_secs(1))),
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let sim = small_sim(SimConfig {
+        rate_limit: Some(tributary_sim::RateLimit::new(15, Duration::from_secs(1))),
+        ..SimConfig::default()
+    })
+    .await;
     let env = Env::new();
     let out = env
         .command(&[

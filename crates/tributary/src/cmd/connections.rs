@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::io::Read as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
@@ -18,8 +17,6 @@ use tributary_core::{Clock, Credentials, OAuth2Credentials, SystemClock};
 use tributary_manifest::AuthKind;
 use tributary_secrets::{SecretKey, Zeroizing, open_credentials, seal_credentials};
 use tributary_store::{Connection, ConnectionStatus, NewConnection};
-
-use super::load_manifest;
 
 const TOKEN: &str = "TRIBUTARY_TOKEN";
 const PASSWORD: &str = "TRIBUTARY_PASSWORD";
@@ -81,18 +78,8 @@ impl Auth {
 pub struct AddArgs {
     /// The connection's name (unique in the store).
     name: String,
-    /// The store: a SQLite file path (created if missing) or a postgres:// URL.
-    #[arg(long, env = "TRIBUTARY_DB")]
-    db: String,
-    /// Built-in adapter name.
-    #[arg(long, default_value = "pco")]
-    adapter: String,
-    /// Load the adapter from this manifest file instead of a built-in one.
-    #[arg(long)]
-    manifest: Option<PathBuf>,
-    /// The API's base URL (defaults to the manifest's).
-    #[arg(long)]
-    base_url: Option<String>,
+    #[command(flatten)]
+    target: super::Target,
     /// The kind of credentials.
     #[arg(long, value_enum)]
     auth: Auth,
@@ -299,7 +286,7 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
     if args.name.trim().is_empty() {
         bail!("the connection name is empty");
     }
-    let manifest = load_manifest(&args.adapter, args.manifest.as_deref())?;
+    let manifest = args.target.load_manifest()?;
     if !manifest.auth.kinds.contains(&args.auth.manifest_kind()) {
         let accepted: Vec<&str> = [Auth::Bearer, Auth::Basic, Auth::Oauth2]
             .into_iter()
@@ -314,6 +301,7 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
         );
     }
     let base_url = args
+        .target
         .base_url
         .clone()
         .unwrap_or_else(|| manifest.base_url.clone())
@@ -337,7 +325,7 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
     let credentials = credentials(&args, &secrets)?;
     let sealed = seal_credentials(&key, &credentials, &args.name);
 
-    let store = open_store(&args.db).await?;
+    let store = open_store(&args.target.db).await?;
     let existed = store.connection(&args.name).await?.is_some();
     let now = SystemClock.now();
     let connection = store

@@ -15,6 +15,31 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tributary_manifest::Manifest;
 
+/// Where a connection's data lives and which API it talks to: the flags
+/// `sync` and `connections add` share.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// The store: a SQLite file path (created if missing) or a postgres:// URL.
+    #[arg(long, env = "TRIBUTARY_DB")]
+    pub db: String,
+    /// Built-in adapter name.
+    #[arg(long, default_value = "pco")]
+    pub adapter: String,
+    /// Load the adapter from this manifest file instead of a built-in one.
+    #[arg(long)]
+    pub manifest: Option<std::path::PathBuf>,
+    /// The API's base URL (defaults to the manifest's, or the connection's).
+    #[arg(long)]
+    pub base_url: Option<String>,
+}
+
+impl Target {
+    /// The adapter's manifest.
+    pub fn load_manifest(&self) -> anyhow::Result<Arc<Manifest>> {
+        load_manifest(&self.adapter, self.manifest.as_deref())
+    }
+}
+
 /// Loads the manifest: a file if given, else the built-in adapter.
 pub fn load_manifest(
     adapter: &str,

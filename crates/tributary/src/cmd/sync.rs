@@ -16,7 +16,7 @@ use tributary_source::{
 };
 use tributary_store::{ConnectionStatus, NewConnection};
 
-use super::{load_manifest, thousands};
+use super::thousands;
 
 /// The kinds of sync this command runs.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -36,18 +36,8 @@ pub enum AuthMode {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The store: a SQLite file path (created if missing) or a postgres:// URL.
-    #[arg(long, env = "TRIBUTARY_DB")]
-    db: String,
-    /// Built-in adapter name.
-    #[arg(long, default_value = "pco")]
-    adapter: String,
-    /// Load the adapter from this manifest file instead of a built-in one.
-    #[arg(long)]
-    manifest: Option<PathBuf>,
-    /// The API's base URL (defaults to the manifest's).
-    #[arg(long)]
-    base_url: Option<String>,
+    #[command(flatten)]
+    target: super::Target,
     /// The API token; prefer the TRIBUTARY_TOKEN environment variable, which
     /// other users of the machine cannot see in the process list. Without
     /// one, the connection's stored credentials are used (see `tributary
@@ -294,7 +284,7 @@ pub fn peak_rss_kib() -> Option<u64> {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Kind::Full = args.kind;
-    let manifest = load_manifest(&args.adapter, args.manifest.as_deref())?;
+    let manifest = args.target.load_manifest()?;
     let connection = args
         .connection
         .clone()
@@ -302,14 +292,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let progress = crate::progress::for_stderr(&manifest);
     let report = full_sync(
         FullSync {
-            base_url: args.base_url.clone(),
+            base_url: args.target.base_url.clone(),
             page_size: args.page_size,
             rate_limit: args.rate_limit,
             request_timeout: Duration::from_secs_f64(args.request_timeout),
             retry_budget: args.retry_budget,
             entities: args.entities.clone(),
             ..FullSync::new(
-                &args.db,
+                &args.target.db,
                 manifest,
                 args.token
                     .as_deref()
