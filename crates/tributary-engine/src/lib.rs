@@ -388,6 +388,17 @@ impl Engine {
             return Err(Error::UnknownEntity(unknown.clone(), known.join(", ")));
         }
         let selected = |name: &str| only.is_none_or(|only| only.iter().any(|o| o == name));
+        // The request budget, for progress displays, while the run lasts.
+        let budget_ticker = (source.rate_status().limit != u32::MAX).then(|| {
+            let (source, progress) = (source.clone(), progress.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tick.tick().await;
+                    progress.budget(&source.rate_status());
+                }
+            })
+        });
         let (run, resumed) = match self
             .store
             .start_run(connection.id, RunKind::Full, None, self.clock.now())
@@ -523,6 +534,9 @@ impl Engine {
             }
         }
 
+        if let Some(ticker) = budget_ticker {
+            ticker.abort();
+        }
         let needs_reauth = control.stopped();
         // Only stored credentials make a connection need re-authorisation;
         // a token given for one run says nothing about them.

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use tributary_source::RateStatus;
 use tributary_store::{EntityState, PageOutcome};
 
 /// Receives progress events from the engine. Every method has an empty
@@ -22,6 +23,9 @@ pub trait Progress: Send + Sync {
     fn retrying(&self, _entity: &str, _error: &str, _wait: Duration) {}
     /// An entity ended.
     fn entity_finished(&self, _entity: &str, _state: EntityState, _error: Option<&str>) {}
+    /// Where the connection's request budget stands; sent a few times a
+    /// second during a run whose source has a rate limit.
+    fn budget(&self, _status: &RateStatus) {}
 }
 
 /// Shows nothing.

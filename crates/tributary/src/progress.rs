@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tributary_engine::Progress;
 use tributary_manifest::Manifest;
+use tributary_source::RateStatus;
 use tributary_store::{EntityState, PageOutcome};
 
 use crate::cmd::thousands;
@@ -23,8 +24,10 @@ pub fn for_stderr(manifest: &Manifest) -> Arc<dyn Progress> {
 
 /// One bar per entity, in wave order.
 pub struct Bars {
-    _multi: MultiProgress,
+    multi: MultiProgress,
     bars: HashMap<String, ProgressBar>,
+    /// A line under the bars: the connection's request budget.
+    budget: std::sync::OnceLock<ProgressBar>,
 }
 
 /// Records per second, whole, with thousands separators.
@@ -34,7 +37,7 @@ fn rate(state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write) {
 
 fn counted_style() -> ProgressStyle {
     ProgressStyle::with_template(
-        "{prefix:>28.bold} [{bar:30.cyan/blue}] {human_pos:>9}/{human_len:9} {rate} ETA {eta:>4} {msg}",
+        "{prefix:>28.bold} [{bar:30.cyan/blue}] {human_pos:>9}/{human_len:9} {rate} ETA {eta:>4} {wide_msg}",
     )
     .expect("valid template")
     .with_key("rate", rate)
@@ -42,9 +45,11 @@ fn counted_style() -> ProgressStyle {
 }
 
 fn open_style() -> ProgressStyle {
-    ProgressStyle::with_template("{prefix:>28.bold} {spinner} {human_pos:>9} records {rate} {msg}")
-        .expect("valid template")
-        .with_key("rate", rate)
+    ProgressStyle::with_template(
+        "{prefix:>28.bold} {spinner} {human_pos:>9} records {rate} {wide_msg}",
+    )
+    .expect("valid template")
+    .with_key("rate", rate)
 }
 
 impl Bars {
@@ -61,8 +66,9 @@ impl Bars {
             }
         }
         Self {
-            _multi: multi,
+            multi,
             bars,
+            budget: std::sync::OnceLock::new(),
         }
     }
 }
@@ -105,6 +111,19 @@ impl Progress for Bars {
         }
     }
 
+    fn budget(&self, status: &RateStatus) {
+        let bar = self.budget.get_or_init(|| {
+            let bar = self.multi.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>28.bold} {wide_msg}")
+                    .expect("valid template"),
+            );
+            bar.set_prefix("API budget");
+            bar
+        });
+        bar.set_message(budget_line(status));
+    }
+
     fn entity_finished(&self, entity: &str, state: EntityState, error: Option<&str>) {
         if let Some(bar) = self.bars.get(entity) {
             match state {
@@ -124,10 +143,31 @@ impl Progress for Bars {
     }
 }
 
+/// The request budget in words: "37 of 100 requests per 20s used".
+fn budget_line(status: &RateStatus) -> String {
+    let mut line = format!(
+        "{} of {} requests per {}s used",
+        status.used,
+        status.limit,
+        status.period.as_secs_f64()
+    );
+    if status.paused {
+        line.push_str(" · paused after a 429 (Retry-After)");
+    } else if status.used >= status.limit {
+        line.push_str(" · waiting for the next window");
+    }
+    if status.refusals > 0 {
+        line.push_str(&format!(" · {} refused (429)", status.refusals));
+    }
+    line
+}
+
 /// Plain progress lines on stderr, at most one per entity every 5 s.
 #[derive(Default)]
 pub struct Lines {
     last: Mutex<HashMap<String, Instant>>,
+    /// When the budget line was last printed.
+    last_budget: Mutex<Option<Instant>>,
 }
 
 impl Progress for Lines {
@@ -157,6 +197,19 @@ impl Progress for Lines {
 
     fn retrying(&self, entity: &str, error: &str, wait: Duration) {
         eprintln!("{entity}: retrying in {wait:.1?}: {error}");
+    }
+
+    /// Only when requests wait, at most every 20 s.
+    fn budget(&self, status: &RateStatus) {
+        if !(status.paused || status.used >= status.limit) {
+            return;
+        }
+        let mut last = self.last_budget.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(20)) {
+            *last = Some(now);
+            eprintln!("API budget: {}", budget_line(status));
+        }
     }
 
     fn entity_finished(&self, entity: &str, state: EntityState, error: Option<&str>) {
