@@ -543,29 +543,27 @@ impl Source {
         }
     }
 
-    /// Feeds the budget headers the manifest declares to the rate limiter.
+    /// Feeds the answer, and the budget headers the manifest declares, to
+    /// the rate limiter.
     async fn observe_budget(&self, permit: Permit, headers: &reqwest::header::HeaderMap) {
-        let Some(policy) = &self.inner.manifest.rate_limit else {
-            return;
-        };
-        let number = |name: &Option<String>| {
-            name.as_deref()
-                .and_then(|n| headers.get(n))
+        let policy = self.inner.manifest.rate_limit.as_ref();
+        let number = |name: Option<&String>| {
+            name.and_then(|n| headers.get(n.as_str()))
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u32>().ok())
         };
+        // Every answer is observed, headers or not: it also tells the
+        // limiter that the request is no longer in flight.
         let observation = Observation {
-            count: number(&policy.count_header),
-            limit: number(&policy.limit_header),
+            count: number(policy.and_then(|p| p.count_header.as_ref())),
+            limit: number(policy.and_then(|p| p.limit_header.as_ref())),
             // A nonsensical period is ignored rather than trusted.
-            period: number(&policy.period_header)
+            period: number(policy.and_then(|p| p.period_header.as_ref()))
                 .filter(|s| (1..=MAX_WAIT_SECS as u32).contains(s))
                 .map(|s| Duration::from_secs(u64::from(s))),
             received: tokio::time::Instant::now(),
         };
-        if observation.count.is_some() || observation.limit.is_some() {
-            self.inner.limiter.observe(permit, observation).await;
-        }
+        self.inner.limiter.observe(permit, observation).await;
     }
 
     /// `Retry-After` in seconds (a number; an HTTP date counts as unknown).

@@ -147,6 +147,12 @@ struct State {
     /// Counts windows, so that late answers to requests of an earlier
     /// window do not count against this one.
     window: u64,
+    /// Requests of this window, and of the previous one, still unanswered.
+    /// Those of the previous window may reach the server after its window
+    /// closed and count in the next: a new window starts with them reserved,
+    /// and each is released when its answer proves otherwise.
+    in_flight_now: u32,
+    in_flight_prev: u32,
     window_end: Option<Instant>,
     paused_until: Option<Instant>,
     waits: u64,
@@ -168,7 +174,9 @@ impl State {
         if self.window_end.is_none_or(|end| now >= end) {
             self.window_end = Some(now + self.period);
             self.window += 1;
-            self.used = 0;
+            self.in_flight_prev = self.in_flight_now;
+            self.in_flight_now = 0;
+            self.used = self.in_flight_prev;
             self.reported_before = self.reported_now.take();
         }
     }
@@ -185,6 +193,8 @@ impl LocalRateLimiter {
                 reported_before: None,
                 used: 0,
                 window: 0,
+                in_flight_now: 0,
+                in_flight_prev: 0,
                 window_end: None,
                 paused_until: None,
                 waits: 0,
@@ -212,6 +222,7 @@ impl LocalRateLimiter {
         state.roll(now);
         if state.used < state.limit() {
             state.used += 1;
+            state.in_flight_now += 1;
             Ok(Permit {
                 window: state.window,
             })
@@ -242,6 +253,12 @@ impl RateLimiter for LocalRateLimiter {
     async fn observe(&self, permit: Permit, observation: Observation) {
         let mut state = self.lock();
         let current = permit.window == state.window;
+        let previous = permit.window + 1 == state.window;
+        if current {
+            state.in_flight_now = state.in_flight_now.saturating_sub(1);
+        } else if previous {
+            state.in_flight_prev = state.in_flight_prev.saturating_sub(1);
+        }
         if let Some(period) = observation.period
             && !period.is_zero()
             && period != state.period
@@ -264,16 +281,19 @@ impl RateLimiter for LocalRateLimiter {
                 if state.window_end.is_none_or(|e| e < end) {
                     state.window_end = Some(end);
                 }
-                // A request of the previous window opened the server's new
-                // one: it counts against this window too.
-                if !current {
-                    state.used += 1;
-                }
+                // A request of the previous window that opened the
+                // server's new one keeps its reservation in this window.
             }
             // Someone else spends from the same budget (or we restarted
-            // mid-window): trust the API's count. Late answers to requests
-            // of an earlier window say nothing about this one.
+            // mid-window): trust the API's count.
             Some(count) if current && count > state.used => state.used = count,
+            // A late answer counted higher than anything this window sent:
+            // it landed in the server's previous window; release its slot.
+            Some(count) if previous && count > state.used => {
+                state.used = state.used.saturating_sub(1);
+            }
+            // No count at all: nothing proves it landed here either.
+            None if previous => state.used = state.used.saturating_sub(1),
             _ => {}
         }
     }
@@ -328,12 +348,23 @@ mod tests {
         }
     }
 
+    /// An answer without budget headers.
+    fn answered() -> Observation {
+        Observation {
+            count: None,
+            limit: None,
+            period: None,
+            received: Instant::now(),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn admits_the_declared_budget_per_window() {
         let limiter = LocalRateLimiter::new(10, Duration::from_secs(20));
         let start = Instant::now();
         for _ in 0..10 {
-            limiter.acquire().await;
+            let permit = limiter.acquire().await;
+            limiter.observe(permit, answered()).await;
         }
         assert_eq!(start.elapsed(), Duration::ZERO);
         limiter.acquire().await;
@@ -403,6 +434,45 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_at_the_boundary_is_reserved_in_the_next_window() {
+        let limiter = LocalRateLimiter::new(10, Duration::from_secs(20));
+        let mut last = Permit::default();
+        for i in 0..10 {
+            let permit = limiter.acquire().await;
+            if i < 9 {
+                limiter.observe(permit, seen(i + 1, 10, 20)).await;
+            } else {
+                last = permit; // still unanswered when the window closes
+            }
+        }
+        tokio::time::advance(Duration::from_secs(20)).await;
+        let start = Instant::now();
+        for _ in 0..9 {
+            limiter.acquire().await;
+        }
+        // It reached the server late and opened the server's new window.
+        limiter.observe(last, seen(1, 10, 20)).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(limiter.status().used, 10, "its slot stays taken");
+        limiter.acquire().await;
+        assert!(
+            start.elapsed() >= Duration::from_secs(20),
+            "an 11th would be a 429"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reservation_is_released_when_the_answer_proves_the_old_window() {
+        let limiter = LocalRateLimiter::new(10, Duration::from_secs(20));
+        let old = limiter.acquire().await;
+        tokio::time::advance(Duration::from_secs(21)).await;
+        limiter.acquire().await;
+        assert_eq!(limiter.status().used, 2, "one sent, one reserved");
+        limiter.observe(old, seen(7, 10, 20)).await;
+        assert_eq!(limiter.status().used, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_lower_limit_sticks_for_the_next_window() {
         let limiter = LocalRateLimiter::new(100, Duration::from_secs(20));
         limiter.acquire().await;
@@ -424,7 +494,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_refusal_pauses_everyone_for_retry_after() {
         let limiter = std::sync::Arc::new(LocalRateLimiter::new(100, Duration::from_secs(20)));
-        limiter.acquire().await;
+        let refused = limiter.acquire().await;
+        limiter.observe(refused, answered()).await;
         limiter.pause(Duration::from_secs(7)).await;
         assert!(limiter.status().paused);
         let start = Instant::now();
