@@ -723,31 +723,30 @@ impl EntityJob {
             .map(|c| c.cursor.clone())
             .unwrap_or_default();
         let mut pending = self.prefetch(start);
-        // The ids of the previous page: an API that serves the same page at
-        // ever higher offsets (no `total_count` to notice it by) would
-        // otherwise be paged forever.
-        let mut previous: Vec<String> = Vec::new();
+        // The previous page: an API that serves the same page at ever
+        // higher offsets (no `total_count` to notice it by) would otherwise
+        // be paged forever.
+        let mut previous: Option<PreparedPage> = None;
         loop {
             let page = match pending.await {
                 Ok(result) => result?,
                 Err(join) => return Err(format!("fetch task failed: {join}").into()),
             };
-            if !page.records.is_empty()
-                && page.records.len() == previous.len()
+            if let Some(previous) = &previous
+                && !page.records.is_empty()
+                && page.records.len() == previous.records.len()
                 && page
                     .records
                     .iter()
-                    .zip(&previous)
-                    .all(|(r, id)| &r.external_id == id)
+                    .zip(&previous.records)
+                    .all(|(r, p)| r.external_id == p.external_id)
             {
                 return Err(Failure::other(format!(
                     "the API served the same {} records again (next cursor {}): its paging does not advance; stopping",
-                    previous.len(),
+                    page.records.len(),
                     page.next.0
                 )));
             }
-            previous.clear();
-            previous.extend(page.records.iter().map(|r| r.external_id.clone()));
             let prefetched = (!page.finished && self.engine.options.prefetch)
                 .then(|| self.prefetch(page.next.clone()));
             self.commit_page(
@@ -760,11 +759,12 @@ impl EntityJob {
             )
             .await?;
             pages += 1;
-            match prefetched {
-                Some(next) => pending = next,
-                None if !page.finished => pending = self.prefetch(page.next.clone()),
+            pending = match prefetched {
+                Some(next) => next,
+                None if !page.finished => self.prefetch(page.next.clone()),
                 None => return Ok((records, pages)),
-            }
+            };
+            previous = Some(page);
         }
     }
 

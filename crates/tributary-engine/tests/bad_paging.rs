@@ -2,13 +2,14 @@
 //! with no `meta.total_count` to notice it by. The engine must stop the
 //! entity with a clear error after committing what it got, not page forever.
 
+mod common;
+
 use std::sync::Arc;
 
 use serde_json::json;
 use tributary_core::SystemClock;
 use tributary_engine::{Engine, EngineOptions, NoProgress};
-use tributary_source::{Credentials, Source, SourceOptions};
-use tributary_store::{EntityState, NewConnection};
+use tributary_store::EntityState;
 
 #[tokio::test]
 async fn the_same_page_served_forever_stops_the_entity() {
@@ -38,31 +39,8 @@ async fn the_same_page_served_forever_stops_the_entity() {
     let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let dir = tempfile::tempdir().unwrap();
-    let store = tributary_store::open(dir.path().join("t.db").to_str().unwrap())
-        .await
-        .unwrap();
-    let manifest = Arc::new(tributary_manifest::builtin("pco").unwrap().unwrap());
-    let source = Source::new(
-        manifest,
-        Credentials::bearer("t"),
-        SourceOptions {
-            base_url: Some(url.clone()),
-            rate_limiter: Some(Arc::new(tributary_source::Unlimited::default())),
-            ..SourceOptions::default()
-        },
-    )
-    .unwrap();
-    let connection = store
-        .ensure_connection(
-            NewConnection {
-                name: "loop",
-                adapter: "pco",
-                base_url: &url,
-            },
-            chrono::Utc::now(),
-        )
-        .await
-        .unwrap();
+    let source = common::pco_source(&url, "t");
+    let (store, connection) = common::store_with_connection(&dir, "loop", &url).await;
     let engine = Engine::new(
         store.clone(),
         Arc::new(SystemClock),

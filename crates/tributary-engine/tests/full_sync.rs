@@ -3,6 +3,8 @@
 //! is quarantined while the rest of its page lands, and changes at the
 //! source are picked up by the next full sync.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -10,8 +12,8 @@ use serde_json::{Value, json};
 use tributary_core::{ChangeKind, RunState, SystemClock};
 use tributary_engine::{Engine, EngineOptions, NoProgress};
 use tributary_sim::{SimConfig, SimHandle};
-use tributary_source::{Credentials, Source, SourceOptions};
-use tributary_store::{Connection, EntityState, NewConnection, RecordQuery, Store};
+use tributary_source::Source;
+use tributary_store::{Connection, EntityState, RecordQuery, Store};
 
 struct Harness {
     sim: SimHandle,
@@ -33,32 +35,8 @@ async fn harness(people: usize) -> Harness {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = tributary_store::open(dir.path().join("t.db").to_str().unwrap())
-        .await
-        .unwrap();
-    let manifest = Arc::new(tributary_manifest::builtin("pco").unwrap().unwrap());
-    let source = Source::new(
-        manifest,
-        Credentials::bearer(token),
-        SourceOptions {
-            base_url: Some(sim.base_url()),
-            // The simulator runs without a rate limit here.
-            rate_limiter: Some(Arc::new(tributary_source::Unlimited::default())),
-            ..SourceOptions::default()
-        },
-    )
-    .unwrap();
-    let connection = store
-        .ensure_connection(
-            NewConnection {
-                name: "pco",
-                adapter: "pco",
-                base_url: &sim.base_url(),
-            },
-            chrono::Utc::now(),
-        )
-        .await
-        .unwrap();
+    let source = common::pco_source(&sim.base_url(), &token);
+    let (store, connection) = common::store_with_connection(&dir, "pco", &sim.base_url()).await;
     let engine = Engine::new(
         store.clone(),
         Arc::new(SystemClock),

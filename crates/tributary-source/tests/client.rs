@@ -114,6 +114,11 @@ fn source(url: &str, credentials: Credentials, options: SourceOptions) -> Source
     .unwrap()
 }
 
+/// A source with a static token and default options.
+fn plain_source(url: &str) -> Source {
+    source(url, Credentials::bearer("t"), SourceOptions::default())
+}
+
 fn campus_entity() -> tributary_manifest::Entity {
     let manifest = tributary_manifest::builtin("pco").unwrap().unwrap();
     manifest.entities["Campus"].clone()
@@ -133,11 +138,7 @@ async fn an_html_error_page_is_a_transient_error_with_its_title() {
         )
     })
     .await;
-    let source = source(
-        &server.url,
-        Credentials::bearer("t"),
-        SourceOptions::default(),
-    );
+    let source = plain_source(&server.url);
     let error = first_page(&source).await.unwrap_err();
     assert_eq!(error.class(), ErrorClass::Transient);
     let shown = error.to_string();
@@ -157,11 +158,7 @@ async fn a_wrong_content_type_or_garbage_is_a_clear_transient_error() {
         }
     })
     .await;
-    let source = source(
-        &server.url,
-        Credentials::bearer("t"),
-        SourceOptions::default(),
-    );
+    let source = plain_source(&server.url);
     let error = first_page(&source).await.unwrap_err();
     assert_eq!(error.class(), ErrorClass::Transient);
     assert!(
@@ -186,11 +183,7 @@ async fn a_links_next_loop_is_refused() {
             "meta": {"total_count": 5, "next": {"offset": 0}}}))
     })
     .await;
-    let source = source(
-        &server.url,
-        Credentials::bearer("t"),
-        SourceOptions::default(),
-    );
+    let source = plain_source(&server.url);
     let error = first_page(&source).await.unwrap_err();
     assert_eq!(error.class(), ErrorClass::Permanent);
     assert!(error.to_string().contains("refusing to loop"), "{error}");
@@ -255,11 +248,7 @@ async fn a_429_pauses_the_budget_for_retry_after() {
             .unwrap()
     })
     .await;
-    let source = source(
-        &server.url,
-        Credentials::bearer("t"),
-        SourceOptions::default(),
-    );
+    let source = plain_source(&server.url);
     let error = first_page(&source).await.unwrap_err();
     assert_eq!(error.class(), ErrorClass::RateLimited);
     assert_eq!(error.retry_after(), Some(Duration::from_secs(3)));
@@ -280,11 +269,7 @@ async fn an_absurd_retry_after_is_capped() {
             .unwrap()
     })
     .await;
-    let source = source(
-        &server.url,
-        Credentials::bearer("t"),
-        SourceOptions::default(),
-    );
+    let source = plain_source(&server.url);
     let error = first_page(&source).await.unwrap_err();
     assert_eq!(error.retry_after(), Some(Duration::from_secs(600)));
 }
@@ -304,11 +289,7 @@ async fn rate_headers_correct_the_declared_budget() {
             .unwrap()
     })
     .await;
-    let source = source(
-        &server.url,
-        Credentials::bearer("t"),
-        SourceOptions::default(),
-    );
+    let source = plain_source(&server.url);
     assert_eq!(
         source.rate_status().limit,
         100,
@@ -613,11 +594,7 @@ async fn status_code_classes() {
         )
     })
     .await;
-    let source = source(
-        &server.url,
-        Credentials::bearer("t"),
-        SourceOptions::default(),
-    );
+    let source = plain_source(&server.url);
     let classes: Vec<_> = futures_classes(&source, 3).await;
     assert_eq!(
         classes,
