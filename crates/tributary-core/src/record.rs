@@ -1,5 +1,7 @@
 //! Records, edges, cursors and the content hash.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -197,12 +199,13 @@ pub struct PreparedRecord {
     pub external_id: String,
     /// The source's last-modified time.
     pub source_updated_at: Option<Timestamp>,
-    /// `raw` as canonical JSON text.
-    pub raw_json: String,
-    /// `canonical` as canonical JSON text.
-    pub canonical_json: String,
+    /// `raw` as canonical JSON text. Shared, not copied, on its way into
+    /// the database: a store can hand it to its driver as is.
+    pub raw_json: Arc<str>,
+    /// `canonical` as canonical JSON text (shared like `raw_json`).
+    pub canonical_json: Arc<str>,
     /// See [`content_hash`].
-    pub content_hash: String,
+    pub content_hash: Arc<str>,
     /// Relationships.
     pub edges: Vec<EdgeRef>,
 }
@@ -217,9 +220,9 @@ impl PreparedRecord {
             entity: record.entity,
             external_id: record.external_id,
             source_updated_at: record.source_updated_at,
-            raw_json,
-            canonical_json,
-            content_hash,
+            raw_json: raw_json.into(),
+            canonical_json: canonical_json.into(),
+            content_hash: content_hash.into(),
             edges: record.edges,
         }
     }
@@ -340,10 +343,10 @@ mod tests {
         };
         let prepared = PreparedRecord::new(record.clone());
         assert_eq!(
-            prepared.raw_json,
+            &*prepared.raw_json,
             r#"{"attributes":{"a":"x\"y","b":2},"id":"1"}"#
         );
-        assert_eq!(prepared.content_hash, record.content_hash());
+        assert_eq!(*prepared.content_hash, record.content_hash());
         let parsed: Value = serde_json::from_str(&prepared.raw_json).unwrap();
         assert_eq!(parsed, record.raw);
     }

@@ -11,6 +11,7 @@
 //! Sources never see the store; the store never sees HTTP. The engine — not
 //! the source — decides retries and backoff.
 
+mod committer;
 mod credentials;
 mod progress;
 
@@ -30,6 +31,8 @@ use tributary_store::{
     Checkpoint, Connection, ConnectionStatus, EntityState, PageOutcome, PageWrite, Run, RunStart,
     Store,
 };
+
+use committer::Committer;
 
 pub use credentials::{CredentialsError, SealedCredentialStore};
 pub use progress::{NoProgress, Progress};
@@ -135,6 +138,17 @@ struct PreparedPage {
 }
 
 impl PreparedPage {
+    /// A page with nothing on it.
+    fn empty() -> Self {
+        Self {
+            records: Vec::new(),
+            quarantined: Vec::new(),
+            next: Cursor::start(),
+            finished: false,
+            total: None,
+        }
+    }
+
     fn new(page: Page) -> Self {
         Self {
             records: dedupe(page.records.into_iter().map(PreparedRecord::new).collect()),
@@ -340,6 +354,7 @@ struct EntityJob {
     checkpoint: Option<Checkpoint>,
     progress: Arc<dyn Progress>,
     control: Arc<RunControl>,
+    committer: Committer,
 }
 
 impl Engine {
@@ -420,6 +435,9 @@ impl Engine {
         let mut failed: HashMap<String, String> = HashMap::new();
         let mut reports = Vec::new();
         let control = Arc::new(RunControl::new(self.options.retry_budget));
+        // Every page of the run commits through it; it stops with the last
+        // entity task.
+        let committer = Committer::start(self.clone());
 
         for wave in manifest.graph.waves() {
             let mut tasks: Vec<(String, JoinHandle<Result<EntityReport, Failure>>)> = Vec::new();
@@ -478,6 +496,7 @@ impl Engine {
                     checkpoint,
                     progress: progress.clone(),
                     control: control.clone(),
+                    committer: committer.clone(),
                 };
                 // At WARN level so that the span (and its run / connection /
                 // entity fields) is on every warning and error even when
@@ -534,6 +553,7 @@ impl Engine {
             }
         }
 
+        drop(committer);
         if let Some(ticker) = budget_ticker {
             ticker.abort();
         }
@@ -601,9 +621,12 @@ impl Engine {
         }
     }
 
-    /// Commits a page, retrying on retryable store errors.
-    async fn commit(&self, page: PageWrite<'_>) -> Result<PageOutcome, tributary_store::Error> {
-        (|| async { self.store.apply_page(page).await })
+    /// Commits pages in one transaction, retrying on retryable store errors.
+    async fn commit_pages(
+        &self,
+        pages: &[PageWrite<'_>],
+    ) -> Result<Vec<PageOutcome>, tributary_store::Error> {
+        (|| async { self.store.apply_pages(pages).await })
             .retry(self.backoff().with_jitter())
             .when(tributary_store::Error::is_retryable)
             .notify(|error, wait| tracing::warn!(%error, ?wait, "commit failed; retrying"))
@@ -665,52 +688,44 @@ impl EntityJob {
         ))
     }
 
-    async fn commit(
-        &self,
-        page: &PreparedPage,
-        cursor: &Cursor,
-        finished: bool,
-    ) -> Result<PageOutcome, String> {
-        self.engine
-            .commit(PageWrite {
-                connection_id: self.connection_id,
-                run_id: self.run_id,
-                entity: &self.entity.name,
-                canonical_entity: &self.entity.canonical,
-                records: &page.records,
-                quarantined: &page.quarantined,
-                cursor,
-                finished,
-                total: page.total,
-                now: self.engine.clock.now(),
-            })
-            .await
-            .map_err(|e| format!("commit failed: {e}"))
-    }
-
-    /// Commits one page and reports it; on failure the already started
-    /// fetch of the next page is abandoned.
+    /// Commits one page through the run's committer and reports it; on
+    /// failure the already started fetch of the next page is abandoned.
+    /// Hands the page back.
     async fn commit_page<T>(
         &self,
-        page: &PreparedPage,
-        cursor: &Cursor,
+        page: PreparedPage,
+        cursor: Cursor,
         finished: bool,
-        total: Option<i64>,
         prefetched: Option<&JoinHandle<T>>,
         records: &mut i64,
-    ) -> Result<(), Failure> {
-        match self.commit(page, cursor, finished).await {
+    ) -> Result<PreparedPage, Failure> {
+        let total = page.total;
+        let (page, result) = self
+            .committer
+            .commit(committer::Job {
+                connection_id: self.connection_id,
+                run_id: self.run_id,
+                entity: self.entity.name.as_str().into(),
+                canonical_entity: self.entity.canonical.as_str().into(),
+                page,
+                cursor,
+                finished,
+                total,
+                now: self.engine.clock.now(),
+            })
+            .await;
+        match result {
             Ok(outcome) => {
                 *records += outcome.records() as i64;
                 self.progress
                     .page_committed(&self.entity.name, &outcome, *records, total);
-                Ok(())
+                Ok(page)
             }
             Err(error) => {
                 if let Some(next) = prefetched {
                     next.abort();
                 }
-                Err(Failure::other(error))
+                Err(Failure::other(format!("commit failed: {error}")))
             }
         }
     }
@@ -749,15 +764,10 @@ impl EntityJob {
             }
             let prefetched = (!page.finished && self.engine.options.prefetch)
                 .then(|| self.prefetch(page.next.clone()));
-            self.commit_page(
-                &page,
-                &page.next,
-                page.finished,
-                page.total,
-                prefetched.as_ref(),
-                &mut records,
-            )
-            .await?;
+            let (cursor, finished) = (page.next.clone(), page.finished);
+            let page = self
+                .commit_page(page, cursor, finished, prefetched.as_ref(), &mut records)
+                .await?;
             pages += 1;
             pending = match prefetched {
                 Some(next) => next,
@@ -796,10 +806,9 @@ impl EntityJob {
                 .then(|| self.fetch_batch(parent, batch.after.clone()));
             let cursor = Cursor(json!({ "after": batch.after, "done": batch.finished }));
             self.commit_page(
-                &batch.page,
-                &cursor,
+                batch.page,
+                cursor,
                 batch.finished,
-                None,
                 prefetched.as_ref(),
                 &mut records,
             )

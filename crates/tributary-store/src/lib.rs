@@ -323,6 +323,32 @@ pub struct PageWrite<'a> {
     pub now: Timestamp,
 }
 
+/// Per run of a group of pages: pages, summed outcome and the latest commit
+/// time, in order of first appearance — what the runs' counters gain.
+pub(crate) fn run_totals(
+    pages: &[PageWrite<'_>],
+    outcomes: &[PageOutcome],
+) -> Vec<(i64, i64, PageOutcome, Timestamp)> {
+    let mut totals: Vec<(i64, i64, PageOutcome, Timestamp)> = Vec::new();
+    for (page, outcome) in pages.iter().zip(outcomes) {
+        let i = match totals.iter().position(|t| t.0 == page.run_id) {
+            Some(i) => i,
+            None => {
+                totals.push((page.run_id, 0, PageOutcome::default(), page.now));
+                totals.len() - 1
+            }
+        };
+        let total = &mut totals[i];
+        total.1 += 1;
+        total.2.created += outcome.created;
+        total.2.updated += outcome.updated;
+        total.2.unchanged += outcome.unchanged;
+        total.2.quarantined += outcome.quarantined;
+        total.3 = total.3.max(page.now);
+    }
+    totals
+}
+
 /// What a committed page did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PageOutcome {
@@ -450,6 +476,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Which database this is.
     fn backend(&self) -> Backend;
 
+    /// Closes the store's connections once in-flight work is done (SQLite:
+    /// after copying the write-ahead log into the database file, so no
+    /// large log is left beside it). Further calls fail.
+    async fn close(&self);
+
     /// Creates the connection, or updates its adapter and base URL.
     async fn ensure_connection(&self, new: NewConnection<'_>, now: Timestamp)
     -> Result<Connection>;
@@ -525,7 +556,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<()>;
     /// Commits one page in one transaction: records, edges, change-feed
     /// rows, quarantine, checkpoint and run counters.
-    async fn apply_page(&self, page: PageWrite<'_>) -> Result<PageOutcome>;
+    async fn apply_page(&self, page: PageWrite<'_>) -> Result<PageOutcome> {
+        let outcomes = self.apply_pages(std::slice::from_ref(&page)).await?;
+        Ok(outcomes[0])
+    }
+    /// Commits several pages — of any entities and runs — in ONE
+    /// transaction (group commit), each exactly as [`Store::apply_page`]
+    /// would: all of them or none. Pages of one entity apply in order, so a
+    /// later page's checkpoint wins. Fails as a whole (`NotFound`) if any
+    /// page's run is no longer running.
+    async fn apply_pages(&self, pages: &[PageWrite<'_>]) -> Result<Vec<PageOutcome>>;
 
     /// External ids of the live records of an entity, in ascending order,
     /// after `after` — the parents that child listings walk.

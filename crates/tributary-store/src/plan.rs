@@ -51,7 +51,7 @@ pub(crate) fn plan<'a>(
         match existing.get(&r.external_id) {
             None => writes.push((r, ChangeKind::Created)),
             Some(e) if e.deleted => writes.push((r, ChangeKind::Created)),
-            Some(e) if e.hash != r.content_hash => writes.push((r, ChangeKind::Updated)),
+            Some(e) if *e.hash != *r.content_hash => writes.push((r, ChangeKind::Updated)),
             Some(_) => unchanged += 1,
         }
     }

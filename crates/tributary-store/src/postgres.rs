@@ -16,6 +16,7 @@ use sqlx::{Row, SqlSafeStr};
 use tributary_core::{ChangeKind, Cursor, EdgeRef, RunKind, RunState, Timestamp};
 
 use crate::plan::{Existing, plan, unique_ids};
+use crate::run_totals;
 use crate::{
     Backend, Change, Checkpoint, Connection, ConnectionStatus, EntityCount, EntityState, Error,
     NewConnection, PageOutcome, PageWrite, Quarantined, RecordQuery, Result, Run, RunCounts,
@@ -138,6 +139,10 @@ const RECORD_COLUMNS: &str = "r.id, r.connection_id, c.name AS connection, r.ent
 impl Store for PgStore {
     fn backend(&self) -> Backend {
         Backend::Postgres
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
     }
 
     async fn ensure_connection(
@@ -447,253 +452,34 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn apply_page(&self, page: PageWrite<'_>) -> Result<PageOutcome> {
-        let ids: Vec<&str> = unique_ids(page.records);
+    async fn apply_pages(&self, pages: &[PageWrite<'_>]) -> Result<Vec<PageOutcome>> {
         let mut tx = self.pool.begin().await?;
-
-        // 1. What is stored for these ids: one unique-index probe per id. The
-        // LATERAL ... LIMIT 1 form leaves the planner no hash join to pick —
-        // with a plain join (or `= ANY`), a table that grew from empty
-        // without being analysed yet (a first sync) gets a plan that scans
-        // the whole entity per page, and the sync turns quadratic. Lookups
-        // by id are also planned afresh each time (not persistent).
-        let rows = sqlx::query(
-            "SELECT u.ext, r.content_hash, r.deleted \
-             FROM UNNEST($3::text[]) AS u(ext) \
-             CROSS JOIN LATERAL (SELECT content_hash, deleted_at IS NOT NULL AS deleted FROM records \
-               WHERE connection_id = $1 AND entity = $2 AND external_id = u.ext LIMIT 1) AS r",
-        )
-        .persistent(false)
-        .bind(page.connection_id)
-        .bind(page.entity)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut existing = HashMap::with_capacity(rows.len());
-        for row in rows {
-            existing.insert(
-                row.try_get::<String, _>(0)?,
-                Existing {
-                    hash: row.try_get(1)?,
-                    deleted: row.try_get(2)?,
-                },
-            );
+        let mut outcomes = Vec::with_capacity(pages.len());
+        for page in pages {
+            outcomes.push(write_page(&mut tx, page).await?);
         }
-        let plan = plan(page.records, &existing);
-
-        if !plan.writes.is_empty() {
-            // 2. Records.
-            let ext: Vec<&str> = plan
-                .writes
-                .iter()
-                .map(|(r, _)| r.external_id.as_str())
-                .collect();
-            let raw: Vec<&str> = plan
-                .writes
-                .iter()
-                .map(|(r, _)| r.raw_json.as_str())
-                .collect();
-            let canonical: Vec<&str> = plan
-                .writes
-                .iter()
-                .map(|(r, _)| r.canonical_json.as_str())
-                .collect();
-            let hashes: Vec<&str> = plan
-                .writes
-                .iter()
-                .map(|(r, _)| r.content_hash.as_str())
-                .collect();
-            let updated_at: Vec<Option<Timestamp>> = plan
-                .writes
-                .iter()
-                .map(|(r, _)| r.source_updated_at)
-                .collect();
-            let rows = sqlx::query(
-                "INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
-                   content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) \
-                 SELECT $1, $2, t.ext, $3, t.raw::jsonb, t.canonical::jsonb, t.hash, t.updated_at, $4, $4, NULL, $5 \
-                 FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[]) \
-                   AS t(ext, raw, canonical, hash, updated_at) \
-                 ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET \
-                   canonical_entity = excluded.canonical_entity, raw = excluded.raw, canonical = excluded.canonical, \
-                   content_hash = excluded.content_hash, source_updated_at = excluded.source_updated_at, \
-                   last_modified_at = excluded.last_modified_at, deleted_at = NULL, last_run_id = excluded.last_run_id \
-                 RETURNING id, external_id",
+        for (run_id, pages, sum, now) in run_totals(pages, &outcomes) {
+            let updated = sqlx::query(
+                "UPDATE runs SET pages = pages + $1, records_created = records_created + $2, \
+                 records_updated = records_updated + $3, records_unchanged = records_unchanged + $4, \
+                 records_quarantined = records_quarantined + $5, updated_at = $6 WHERE id = $7 AND state = 'running'",
             )
-            .bind(page.connection_id)
-            .bind(page.entity)
-            .bind(page.canonical_entity)
-            .bind(page.now)
-            .bind(page.run_id)
-            .bind(&ext)
-            .bind(&raw)
-            .bind(&canonical)
-            .bind(&hashes)
-            .bind(&updated_at)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut record_ids: HashMap<String, i64> = HashMap::with_capacity(rows.len());
-            for row in rows {
-                record_ids.insert(row.try_get(1)?, row.try_get(0)?);
-            }
-
-            // 3. Edges: records stored before lose their old edges first.
-            let replaced: Vec<&str> = ext
-                .iter()
-                .copied()
-                .filter(|id| existing.contains_key(*id))
-                .collect();
-            if !replaced.is_empty() {
-                sqlx::query(
-                    "DELETE FROM edges e USING UNNEST($3::text[]) AS u(ext) \
-                     WHERE e.connection_id = $1 AND e.from_entity = $2 AND e.from_external_id = u.ext",
-                )
-                .persistent(false)
-        .bind(page.connection_id)
-                .bind(page.entity)
-                .bind(&replaced)
-                .execute(&mut *tx)
-                .await?;
-            }
-            let edges: Vec<(&str, &EdgeRef)> = plan
-                .writes
-                .iter()
-                .flat_map(|(r, _)| r.edges.iter().map(move |e| (r.external_id.as_str(), e)))
-                .collect();
-            if !edges.is_empty() {
-                let from: Vec<&str> = edges.iter().map(|(f, _)| *f).collect();
-                let rel: Vec<&str> = edges.iter().map(|(_, e)| e.rel.as_str()).collect();
-                let to_entity: Vec<&str> =
-                    edges.iter().map(|(_, e)| e.to_entity.as_str()).collect();
-                let to_id: Vec<&str> = edges
-                    .iter()
-                    .map(|(_, e)| e.to_external_id.as_str())
-                    .collect();
-                let hard: Vec<bool> = edges.iter().map(|(_, e)| e.hard).collect();
-                sqlx::query(
-                    "INSERT INTO edges (connection_id, from_entity, from_external_id, rel, to_entity, to_external_id, hard) \
-                     SELECT $1, $2, t.f, t.r, t.te, t.ti, t.h \
-                     FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::bool[]) AS t(f, r, te, ti, h) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(page.connection_id)
-                .bind(page.entity)
-                .bind(&from)
-                .bind(&rel)
-                .bind(&to_entity)
-                .bind(&to_id)
-                .bind(&hard)
-                .execute(&mut *tx)
-                .await?;
-            }
-
-            // 4. Change-feed rows.
-            let mut record_id = Vec::with_capacity(plan.writes.len());
-            for (r, _) in &plan.writes {
-                record_id.push(*record_ids.get(&r.external_id).ok_or_else(|| {
-                    Error::Corrupt(format!("upsert returned no id for `{}`", r.external_id))
-                })?);
-            }
-            let kinds: Vec<&str> = plan.writes.iter().map(|(_, k)| k.as_str()).collect();
-            sqlx::query(
-                "INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at) \
-                 SELECT $1, t.id, $2, t.ext, t.kind, t.hash, $3, $4 \
-                 FROM UNNEST($5::bigint[], $6::text[], $7::text[], $8::text[]) AS t(id, ext, kind, hash)",
-            )
-            .bind(page.connection_id)
-            .bind(page.entity)
-            .bind(page.run_id)
-            .bind(page.now)
-            .bind(&record_id)
-            .bind(&ext)
-            .bind(&kinds)
-            .bind(&hashes)
+            .bind(pages)
+            .bind(sum.created as i64)
+            .bind(sum.updated as i64)
+            .bind(sum.unchanged as i64)
+            .bind(sum.quarantined as i64)
+            .bind(now)
+            .bind(run_id)
             .execute(&mut *tx)
             .await?;
-        }
-
-        // 5. Quarantine: records that failed now, and records that no longer fail.
-        if !page.quarantined.is_empty() {
-            let keys: Vec<String> = page.quarantined.iter().map(quarantine_key).collect();
-            let raw: Vec<String> = page
-                .quarantined
-                .iter()
-                .map(|q| tributary_core::canonical_json(&q.raw))
-                .collect();
-            let errors: Vec<&str> = page.quarantined.iter().map(|q| q.error.as_str()).collect();
-            sqlx::query(
-                "INSERT INTO quarantine (connection_id, entity, external_id, run_id, raw, error, first_seen_at, last_seen_at) \
-                 SELECT $1, $2, t.k, $3, t.raw::jsonb, t.err, $4, $4 \
-                 FROM UNNEST($5::text[], $6::text[], $7::text[]) AS t(k, raw, err) \
-                 ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET run_id = excluded.run_id, \
-                 raw = excluded.raw, error = excluded.error, last_seen_at = excluded.last_seen_at",
-            )
-            .bind(page.connection_id)
-            .bind(page.entity)
-            .bind(page.run_id)
-            .bind(page.now)
-            .bind(&keys)
-            .bind(&raw)
-            .bind(&errors)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !ids.is_empty() {
-            sqlx::query(
-                "DELETE FROM quarantine q USING UNNEST($3::text[]) AS u(ext) \
-                 WHERE q.connection_id = $1 AND q.entity = $2 AND q.external_id = u.ext",
-            )
-            .persistent(false)
-            .bind(page.connection_id)
-            .bind(page.entity)
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        // 6. Checkpoint and 7. run counters.
-        let outcome = plan.outcome(page.quarantined.len());
-        let seen = outcome.records() as i64;
-        let state = if page.finished {
-            EntityState::Done
-        } else {
-            EntityState::Running
-        };
-        sqlx::query(
-            "INSERT INTO checkpoints (run_id, entity, cursor, state, pages, records, total, updated_at) \
-             VALUES ($1, $2, $3, $4, 1, $5, $6, $7) \
-             ON CONFLICT (run_id, entity) DO UPDATE SET cursor = excluded.cursor, state = excluded.state, \
-             pages = checkpoints.pages + 1, records = checkpoints.records + excluded.records, \
-             total = coalesce(excluded.total, checkpoints.total), error = NULL, updated_at = excluded.updated_at",
-        )
-        .bind(page.run_id)
-        .bind(page.entity)
-        .bind(Json(&page.cursor.0))
-        .bind(state.as_str())
-        .bind(seen)
-        .bind(page.total)
-        .bind(page.now)
-        .execute(&mut *tx)
-        .await?;
-        let updated = sqlx::query(
-            "UPDATE runs SET pages = pages + 1, records_created = records_created + $1, \
-             records_updated = records_updated + $2, records_unchanged = records_unchanged + $3, \
-             records_quarantined = records_quarantined + $4, updated_at = $5 WHERE id = $6 AND state = 'running'",
-        )
-        .bind(outcome.created as i64)
-        .bind(outcome.updated as i64)
-        .bind(outcome.unchanged as i64)
-        .bind(outcome.quarantined as i64)
-        .bind(page.now)
-        .bind(page.run_id)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Err(Error::NotFound(format!("running run {}", page.run_id)));
+            if updated.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Err(Error::NotFound(format!("running run {run_id}")));
+            }
         }
         tx.commit().await?;
-        Ok(outcome)
+        Ok(outcomes)
     }
 
     async fn external_ids(
@@ -861,4 +647,227 @@ impl Store for PgStore {
             })
             .collect()
     }
+}
+
+/// Writes one page inside the caller's transaction: everything but the
+/// run's counters (see [`run_totals`]).
+async fn write_page(tx: &mut sqlx::PgConnection, page: &PageWrite<'_>) -> Result<PageOutcome> {
+    let ids: Vec<&str> = unique_ids(page.records);
+
+    // 1. What is stored for these ids: one unique-index probe per id. The
+    // LATERAL ... LIMIT 1 form leaves the planner no hash join to pick —
+    // with a plain join (or `= ANY`), a table that grew from empty
+    // without being analysed yet (a first sync) gets a plan that scans
+    // the whole entity per page, and the sync turns quadratic. Lookups
+    // by id are also planned afresh each time (not persistent).
+    let rows = sqlx::query(
+        "SELECT u.ext, r.content_hash, r.deleted \
+         FROM UNNEST($3::text[]) AS u(ext) \
+         CROSS JOIN LATERAL (SELECT content_hash, deleted_at IS NOT NULL AS deleted FROM records \
+           WHERE connection_id = $1 AND entity = $2 AND external_id = u.ext LIMIT 1) AS r",
+    )
+    .persistent(false)
+    .bind(page.connection_id)
+    .bind(page.entity)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut existing = HashMap::with_capacity(rows.len());
+    for row in rows {
+        existing.insert(
+            row.try_get::<String, _>(0)?,
+            Existing {
+                hash: row.try_get(1)?,
+                deleted: row.try_get(2)?,
+            },
+        );
+    }
+    let plan = plan(page.records, &existing);
+
+    if !plan.writes.is_empty() {
+        // 2. Records.
+        let ext: Vec<&str> = plan
+            .writes
+            .iter()
+            .map(|(r, _)| r.external_id.as_str())
+            .collect();
+        let raw: Vec<&str> = plan.writes.iter().map(|(r, _)| &*r.raw_json).collect();
+        let canonical: Vec<&str> = plan
+            .writes
+            .iter()
+            .map(|(r, _)| &*r.canonical_json)
+            .collect();
+        let hashes: Vec<&str> = plan.writes.iter().map(|(r, _)| &*r.content_hash).collect();
+        let updated_at: Vec<Option<Timestamp>> = plan
+            .writes
+            .iter()
+            .map(|(r, _)| r.source_updated_at)
+            .collect();
+        let rows = sqlx::query(
+            "INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
+               content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) \
+             SELECT $1, $2, t.ext, $3, t.raw::jsonb, t.canonical::jsonb, t.hash, t.updated_at, $4, $4, NULL, $5 \
+             FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[]) \
+               AS t(ext, raw, canonical, hash, updated_at) \
+             ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET \
+               canonical_entity = excluded.canonical_entity, raw = excluded.raw, canonical = excluded.canonical, \
+               content_hash = excluded.content_hash, source_updated_at = excluded.source_updated_at, \
+               last_modified_at = excluded.last_modified_at, deleted_at = NULL, last_run_id = excluded.last_run_id \
+             RETURNING id, external_id",
+        )
+        .bind(page.connection_id)
+        .bind(page.entity)
+        .bind(page.canonical_entity)
+        .bind(page.now)
+        .bind(page.run_id)
+        .bind(&ext)
+        .bind(&raw)
+        .bind(&canonical)
+        .bind(&hashes)
+        .bind(&updated_at)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut record_ids: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            record_ids.insert(row.try_get(1)?, row.try_get(0)?);
+        }
+
+        // 3. Edges: records stored before lose their old edges first.
+        let replaced: Vec<&str> = ext
+            .iter()
+            .copied()
+            .filter(|id| existing.contains_key(*id))
+            .collect();
+        if !replaced.is_empty() {
+            sqlx::query(
+                "DELETE FROM edges e USING UNNEST($3::text[]) AS u(ext) \
+                 WHERE e.connection_id = $1 AND e.from_entity = $2 AND e.from_external_id = u.ext",
+            )
+            .persistent(false)
+            .bind(page.connection_id)
+            .bind(page.entity)
+            .bind(&replaced)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let edges: Vec<(&str, &EdgeRef)> = plan
+            .writes
+            .iter()
+            .flat_map(|(r, _)| r.edges.iter().map(move |e| (r.external_id.as_str(), e)))
+            .collect();
+        if !edges.is_empty() {
+            let from: Vec<&str> = edges.iter().map(|(f, _)| *f).collect();
+            let rel: Vec<&str> = edges.iter().map(|(_, e)| e.rel.as_str()).collect();
+            let to_entity: Vec<&str> = edges.iter().map(|(_, e)| e.to_entity.as_str()).collect();
+            let to_id: Vec<&str> = edges
+                .iter()
+                .map(|(_, e)| e.to_external_id.as_str())
+                .collect();
+            let hard: Vec<bool> = edges.iter().map(|(_, e)| e.hard).collect();
+            sqlx::query(
+                "INSERT INTO edges (connection_id, from_entity, from_external_id, rel, to_entity, to_external_id, hard) \
+                 SELECT $1, $2, t.f, t.r, t.te, t.ti, t.h \
+                 FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::bool[]) AS t(f, r, te, ti, h) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(page.connection_id)
+            .bind(page.entity)
+            .bind(&from)
+            .bind(&rel)
+            .bind(&to_entity)
+            .bind(&to_id)
+            .bind(&hard)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        // 4. Change-feed rows.
+        let mut record_id = Vec::with_capacity(plan.writes.len());
+        for (r, _) in &plan.writes {
+            record_id.push(*record_ids.get(&r.external_id).ok_or_else(|| {
+                Error::Corrupt(format!("upsert returned no id for `{}`", r.external_id))
+            })?);
+        }
+        let kinds: Vec<&str> = plan.writes.iter().map(|(_, k)| k.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at) \
+             SELECT $1, t.id, $2, t.ext, t.kind, t.hash, $3, $4 \
+             FROM UNNEST($5::bigint[], $6::text[], $7::text[], $8::text[]) AS t(id, ext, kind, hash)",
+        )
+        .bind(page.connection_id)
+        .bind(page.entity)
+        .bind(page.run_id)
+        .bind(page.now)
+        .bind(&record_id)
+        .bind(&ext)
+        .bind(&kinds)
+        .bind(&hashes)
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    // 5. Quarantine: records that failed now, and records that no longer fail.
+    if !page.quarantined.is_empty() {
+        let keys: Vec<String> = page.quarantined.iter().map(quarantine_key).collect();
+        let raw: Vec<String> = page
+            .quarantined
+            .iter()
+            .map(|q| tributary_core::canonical_json(&q.raw))
+            .collect();
+        let errors: Vec<&str> = page.quarantined.iter().map(|q| q.error.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO quarantine (connection_id, entity, external_id, run_id, raw, error, first_seen_at, last_seen_at) \
+             SELECT $1, $2, t.k, $3, t.raw::jsonb, t.err, $4, $4 \
+             FROM UNNEST($5::text[], $6::text[], $7::text[]) AS t(k, raw, err) \
+             ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET run_id = excluded.run_id, \
+             raw = excluded.raw, error = excluded.error, last_seen_at = excluded.last_seen_at",
+        )
+        .bind(page.connection_id)
+        .bind(page.entity)
+        .bind(page.run_id)
+        .bind(page.now)
+        .bind(&keys)
+        .bind(&raw)
+        .bind(&errors)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !ids.is_empty() {
+        sqlx::query(
+            "DELETE FROM quarantine q USING UNNEST($3::text[]) AS u(ext) \
+             WHERE q.connection_id = $1 AND q.entity = $2 AND q.external_id = u.ext",
+        )
+        .persistent(false)
+        .bind(page.connection_id)
+        .bind(page.entity)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    // 6. Checkpoint and 7. run counters.
+    let outcome = plan.outcome(page.quarantined.len());
+    let seen = outcome.records() as i64;
+    let state = if page.finished {
+        EntityState::Done
+    } else {
+        EntityState::Running
+    };
+    sqlx::query(
+        "INSERT INTO checkpoints (run_id, entity, cursor, state, pages, records, total, updated_at) \
+         VALUES ($1, $2, $3, $4, 1, $5, $6, $7) \
+         ON CONFLICT (run_id, entity) DO UPDATE SET cursor = excluded.cursor, state = excluded.state, \
+         pages = checkpoints.pages + 1, records = checkpoints.records + excluded.records, \
+         total = coalesce(excluded.total, checkpoints.total), error = NULL, updated_at = excluded.updated_at",
+    )
+    .bind(page.run_id)
+    .bind(page.entity)
+    .bind(Json(&page.cursor.0))
+    .bind(state.as_str())
+    .bind(seen)
+    .bind(page.total)
+    .bind(page.now)
+    .execute(&mut *tx)
+    .await?;
+    Ok(outcome)
 }

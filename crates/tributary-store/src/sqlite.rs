@@ -6,18 +6,22 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::SqliteArguments;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite};
+use sqlx::{Arguments, AssertSqlSafe, ConnectOptions, QueryBuilder, Row, SqlSafeStr, Sqlite};
+use tokio::sync::Notify;
 use tributary_core::{ChangeKind, Cursor, EdgeRef, RunKind, RunState, Timestamp};
 
 use crate::plan::{Existing, parse_ts, plan, sqlite_ts, unique_ids};
+use crate::run_totals;
 use crate::{
     Backend, Change, Checkpoint, Connection, ConnectionStatus, EntityCount, EntityState, Error,
     NewConnection, PageOutcome, PageWrite, Quarantined, RecordQuery, Result, Run, RunCounts,
@@ -32,6 +36,76 @@ const CHUNK: usize = 400;
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    checkpointer: Arc<Checkpointer>,
+}
+
+/// Copies the write-ahead log into the database file on a connection of its
+/// own, so the writer never pays for it: SQLite would otherwise checkpoint
+/// inside whichever commit crosses 1,000 WAL pages, stalling that commit
+/// (and every page queued behind it) by tens of milliseconds. A PASSIVE
+/// checkpoint never blocks the writer or readers; the log restarts from its
+/// beginning once a checkpoint has caught up.
+#[derive(Debug)]
+struct Checkpointer {
+    wake: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    /// Batches the commits of this long before checkpointing them.
+    const DELAY: Duration = Duration::from_millis(100);
+    /// Checkpoints this often when nobody says a page committed (other writes).
+    const IDLE: Duration = Duration::from_secs(2);
+
+    async fn start(options: &SqliteConnectOptions) -> Result<Self> {
+        let mut conn = options.connect().await?;
+        let wake = Arc::new(Notify::new());
+        let notified = wake.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let _ = tokio::time::timeout(Self::IDLE, notified.notified()).await;
+                tokio::time::sleep(Self::DELAY).await;
+                if let Err(error) = Self::checkpoint(&mut conn).await {
+                    tracing::warn!(%error, "WAL checkpoint failed; the next one retries");
+                }
+            }
+        });
+        Ok(Self { wake, task })
+    }
+
+    /// A log this long (in pages) is restarted from its beginning once
+    /// fully copied: a writer that never pauses would otherwise grow it
+    /// without bound, since SQLite restarts the log only at the start of a
+    /// write transaction that finds it fully copied.
+    const RESTART_PAGES: i64 = 65_536;
+
+    async fn checkpoint(conn: &mut sqlx::SqliteConnection) -> Result<()> {
+        let (_busy, log, _copied): (i64, i64, i64) =
+            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&mut *conn)
+                .await?;
+        if log >= Self::RESTART_PAGES {
+            // Waits (busy timeout) for the writer's current transaction,
+            // copies what the passive pass could not, and restarts the log.
+            sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Something committed: checkpoint soon.
+    fn committed(&self) {
+        self.wake.notify_one();
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        // The connection closes with the task; closing the last connection
+        // checkpoints whatever is left.
+        self.task.abort();
+    }
 }
 
 fn migrator() -> Migrator {
@@ -63,16 +137,22 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(30))
             .pragma("cache_size", "-16000")
             .pragma("temp_store", "memory");
+        // The writer never checkpoints; the checkpointer does.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
         migrator().run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        Ok(Self { writer, reader })
+        let checkpointer = Arc::new(Checkpointer::start(&options).await?);
+        Ok(Self {
+            writer,
+            reader,
+            checkpointer,
+        })
     }
 }
 
@@ -155,6 +235,18 @@ const RECORD_COLUMNS: &str = "r.id, r.connection_id, c.name AS connection, r.ent
 impl Store for SqliteStore {
     fn backend(&self) -> Backend {
         Backend::Sqlite
+    }
+
+    async fn close(&self) {
+        self.checkpointer.task.abort();
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await
+        {
+            tracing::warn!(%error, "final WAL checkpoint failed; the log is replayed on next open");
+        }
+        self.writer.close().await;
+        self.reader.close().await;
     }
 
     async fn ensure_connection(
@@ -453,225 +545,36 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn apply_page(&self, page: PageWrite<'_>) -> Result<PageOutcome> {
-        let now = sqlite_ts(&page.now);
-        let ids = unique_ids(page.records);
+    async fn apply_pages(&self, pages: &[PageWrite<'_>]) -> Result<Vec<PageOutcome>> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-
-        // 1. What is stored for these ids.
-        let mut existing = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT external_id, content_hash, deleted_at IS NOT NULL AS deleted FROM records WHERE connection_id = ",
-            );
-            q.push_bind(page.connection_id)
-                .push(" AND entity = ")
-                .push_bind(page.entity)
-                .push(" AND external_id IN (");
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            q.push(")");
-            for row in q.build().fetch_all(&mut *tx).await? {
-                existing.insert(
-                    row.try_get::<String, _>(0)?,
-                    Existing {
-                        hash: row.try_get(1)?,
-                        deleted: row.try_get(2)?,
-                    },
-                );
-            }
+        let mut outcomes = Vec::with_capacity(pages.len());
+        for page in pages {
+            outcomes.push(write_page(&mut tx, page).await?);
         }
-        let plan = plan(page.records, &existing);
-
-        // 2. Records, 3. their edges, 4. change-feed rows.
-        for chunk in plan.writes.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
-                 content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) ",
-            );
-            q.push_values(chunk, |mut b, (r, _)| {
-                b.push_bind(page.connection_id)
-                    .push_bind(page.entity)
-                    .push_bind(r.external_id.as_str())
-                    .push_bind(page.canonical_entity)
-                    .push_bind(r.raw_json.as_str())
-                    .push_bind(r.canonical_json.as_str())
-                    .push_bind(r.content_hash.as_str())
-                    .push_bind(r.source_updated_at.as_ref().map(sqlite_ts))
-                    .push_bind(now.as_str())
-                    .push_bind(now.as_str())
-                    .push_bind(None::<String>)
-                    .push_bind(page.run_id);
-            });
-            q.push(
-                " ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET \
-                 canonical_entity = excluded.canonical_entity, raw = excluded.raw, canonical = excluded.canonical, \
-                 content_hash = excluded.content_hash, source_updated_at = excluded.source_updated_at, \
-                 last_modified_at = excluded.last_modified_at, deleted_at = NULL, last_run_id = excluded.last_run_id",
-            );
-            q.build().execute(&mut *tx).await?;
-
-            // Records stored before (changed or back from deleted) lose their old edges.
-            let replaced: Vec<&str> = chunk
-                .iter()
-                .map(|(r, _)| r.external_id.as_str())
-                .filter(|id| existing.contains_key(*id))
-                .collect();
-            if !replaced.is_empty() {
-                let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM edges WHERE connection_id = ");
-                q.push_bind(page.connection_id)
-                    .push(" AND from_entity = ")
-                    .push_bind(page.entity)
-                    .push(" AND from_external_id IN (");
-                let mut list = q.separated(", ");
-                for id in &replaced {
-                    list.push_bind(*id);
-                }
-                q.push(")");
-                q.build().execute(&mut *tx).await?;
+        for (run_id, pages, sum, now) in run_totals(pages, &outcomes) {
+            let updated = sqlx::query(
+                "UPDATE runs SET pages = pages + ?, records_created = records_created + ?, \
+                 records_updated = records_updated + ?, records_unchanged = records_unchanged + ?, \
+                 records_quarantined = records_quarantined + ?, updated_at = ? WHERE id = ? AND state = 'running'",
+            )
+            .bind(pages)
+            .bind(sum.created as i64)
+            .bind(sum.updated as i64)
+            .bind(sum.unchanged as i64)
+            .bind(sum.quarantined as i64)
+            .bind(sqlite_ts(&now))
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                // The run finished or vanished: commit nothing.
+                tx.rollback().await?;
+                return Err(Error::NotFound(format!("running run {run_id}")));
             }
-
-            let edges: Vec<(&str, &EdgeRef)> = chunk
-                .iter()
-                .flat_map(|(r, _)| r.edges.iter().map(move |e| (r.external_id.as_str(), e)))
-                .collect();
-            for edge_chunk in edges.chunks(CHUNK) {
-                let mut q = QueryBuilder::<Sqlite>::new(
-                    "INSERT INTO edges (connection_id, from_entity, from_external_id, rel, to_entity, to_external_id, hard) ",
-                );
-                q.push_values(edge_chunk, |mut b, (from, e)| {
-                    b.push_bind(page.connection_id)
-                        .push_bind(page.entity)
-                        .push_bind(*from)
-                        .push_bind(e.rel.as_str())
-                        .push_bind(e.to_entity.as_str())
-                        .push_bind(e.to_external_id.as_str())
-                        .push_bind(e.hard);
-                });
-                q.push(" ON CONFLICT DO NOTHING");
-                q.build().execute(&mut *tx).await?;
-            }
-
-            // The feed rows take the records' internal ids inside SQLite (an
-            // index probe each) rather than round-tripping them.
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at) \
-                 SELECT r.connection_id, r.id, r.entity, r.external_id, v.column2, r.content_hash, ",
-            );
-            q.push_bind(page.run_id)
-                .push(", ")
-                .push_bind(now.as_str())
-                .push(" FROM (");
-            q.push_values(chunk, |mut b, (r, kind)| {
-                b.push_bind(r.external_id.as_str()).push_bind(kind.as_str());
-            });
-            q.push(") AS v JOIN records r ON r.connection_id = ")
-                .push_bind(page.connection_id)
-                .push(" AND r.entity = ")
-                .push_bind(page.entity)
-                .push(" AND r.external_id = v.column1");
-            let inserted = q.build().execute(&mut *tx).await?.rows_affected();
-            if inserted != chunk.len() as u64 {
-                return Err(Error::Corrupt(format!(
-                    "{} change rows for {} written records",
-                    inserted,
-                    chunk.len()
-                )));
-            }
-        }
-
-        // 5. Quarantine: records that failed now, and records that no longer fail.
-        for chunk in page.quarantined.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO quarantine (connection_id, entity, external_id, run_id, raw, error, first_seen_at, last_seen_at) ",
-            );
-            q.push_values(chunk, |mut b, bad| {
-                b.push_bind(page.connection_id)
-                    .push_bind(page.entity)
-                    .push_bind(quarantine_key(bad))
-                    .push_bind(page.run_id)
-                    .push_bind(tributary_core::canonical_json(&bad.raw))
-                    .push_bind(bad.error.as_str())
-                    .push_bind(now.as_str())
-                    .push_bind(now.as_str());
-            });
-            q.push(
-                " ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET run_id = excluded.run_id, \
-                 raw = excluded.raw, error = excluded.error, last_seen_at = excluded.last_seen_at",
-            );
-            q.build().execute(&mut *tx).await?;
-        }
-        // Records that no longer fail leave quarantine (skipped when this
-        // entity has nothing quarantined: one index probe instead of a
-        // lookup per record).
-        let any_quarantined: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM quarantine WHERE connection_id = ? AND entity = ?)",
-        )
-        .bind(page.connection_id)
-        .bind(page.entity)
-        .fetch_one(&mut *tx)
-        .await?;
-        for chunk in ids.chunks(CHUNK).filter(|_| any_quarantined) {
-            let mut q =
-                QueryBuilder::<Sqlite>::new("DELETE FROM quarantine WHERE connection_id = ");
-            q.push_bind(page.connection_id)
-                .push(" AND entity = ")
-                .push_bind(page.entity)
-                .push(" AND external_id IN (");
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            q.push(")");
-            q.build().execute(&mut *tx).await?;
-        }
-
-        // 6. Checkpoint and 7. run counters.
-        let outcome = plan.outcome(page.quarantined.len());
-        let seen = outcome.records() as i64;
-        let state = if page.finished {
-            EntityState::Done
-        } else {
-            EntityState::Running
-        };
-        sqlx::query(
-            "INSERT INTO checkpoints (run_id, entity, cursor, state, pages, records, total, updated_at) \
-             VALUES (?, ?, ?, ?, 1, ?, ?, ?) \
-             ON CONFLICT (run_id, entity) DO UPDATE SET cursor = excluded.cursor, state = excluded.state, \
-             pages = pages + 1, records = records + excluded.records, total = coalesce(excluded.total, total), \
-             error = NULL, updated_at = excluded.updated_at",
-        )
-        .bind(page.run_id)
-        .bind(page.entity)
-        .bind(serde_json::to_string(&page.cursor.0).expect("json values serialise"))
-        .bind(state.as_str())
-        .bind(seen)
-        .bind(page.total)
-        .bind(now.as_str())
-        .execute(&mut *tx)
-        .await?;
-        let updated = sqlx::query(
-            "UPDATE runs SET pages = pages + 1, records_created = records_created + ?, \
-             records_updated = records_updated + ?, records_unchanged = records_unchanged + ?, \
-             records_quarantined = records_quarantined + ?, updated_at = ? WHERE id = ? AND state = 'running'",
-        )
-        .bind(outcome.created as i64)
-        .bind(outcome.updated as i64)
-        .bind(outcome.unchanged as i64)
-        .bind(outcome.quarantined as i64)
-        .bind(now.as_str())
-        .bind(page.run_id)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() != 1 {
-            // The run finished or vanished: commit nothing.
-            tx.rollback().await?;
-            return Err(Error::NotFound(format!("running run {}", page.run_id)));
         }
         tx.commit().await?;
-        Ok(outcome)
+        self.checkpointer.committed();
+        Ok(outcomes)
     }
 
     async fn external_ids(
@@ -835,5 +738,292 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+}
+
+/// Writes one page inside the caller's transaction: everything but the
+/// run's counters (see [`run_totals`]).
+async fn write_page(tx: &mut sqlx::SqliteConnection, page: &PageWrite<'_>) -> Result<PageOutcome> {
+    let now = sqlite_ts(&page.now);
+    let ids = unique_ids(page.records);
+
+    // 1. What is stored for these ids.
+    let mut existing = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT external_id, content_hash, deleted_at IS NOT NULL AS deleted FROM records WHERE connection_id = ",
+        );
+        q.push_bind(page.connection_id)
+            .push(" AND entity = ")
+            .push_bind(page.entity)
+            .push(" AND external_id IN (");
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        q.push(")");
+        for row in q.build().fetch_all(&mut *tx).await? {
+            existing.insert(
+                row.try_get::<String, _>(0)?,
+                Existing {
+                    hash: row.try_get(1)?,
+                    deleted: row.try_get(2)?,
+                },
+            );
+        }
+    }
+    let plan = plan(page.records, &existing);
+
+    // 2. Records, 3. their edges, 4. change-feed rows. The JSON texts are
+    // shared with the driver, not copied; the values every row repeats are
+    // shared too. (Numbered parameters would bind them once, but sqlx looks
+    // each one up by name — quadratic in the statement's parameters.)
+    let entity: Arc<str> = page.entity.into();
+    let canonical_entity: Arc<str> = page.canonical_entity.into();
+    let now_text: Arc<str> = now.as_str().into();
+    for chunk in plan.writes.chunks(CHUNK) {
+        let mut args = SqliteArguments::default();
+        for (r, _) in chunk {
+            add(&mut args, page.connection_id)?;
+            add(&mut args, entity.clone())?;
+            add(&mut args, r.external_id.as_str())?;
+            add(&mut args, canonical_entity.clone())?;
+            add(&mut args, r.raw_json.clone())?;
+            add(&mut args, r.canonical_json.clone())?;
+            add(&mut args, r.content_hash.clone())?;
+            add(&mut args, r.source_updated_at.as_ref().map(sqlite_ts))?;
+            add(&mut args, now_text.clone())?; // first seen
+            add(&mut args, now_text.clone())?; // last modified
+            add(&mut args, page.run_id)?;
+        }
+        sqlx::query_with(AssertSqlSafe(statements::records(chunk.len())), args)
+            .execute(&mut *tx)
+            .await?;
+
+        // Records stored before (changed or back from deleted) lose their old edges.
+        let replaced: Vec<&str> = chunk
+            .iter()
+            .map(|(r, _)| r.external_id.as_str())
+            .filter(|id| existing.contains_key(*id))
+            .collect();
+        if !replaced.is_empty() {
+            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM edges WHERE connection_id = ");
+            q.push_bind(page.connection_id)
+                .push(" AND from_entity = ")
+                .push_bind(page.entity)
+                .push(" AND from_external_id IN (");
+            let mut list = q.separated(", ");
+            for id in &replaced {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+        }
+
+        let edges: Vec<(&str, &EdgeRef)> = chunk
+            .iter()
+            .flat_map(|(r, _)| r.edges.iter().map(move |e| (r.external_id.as_str(), e)))
+            .collect();
+        for edge_chunk in edges.chunks(CHUNK) {
+            let mut args = SqliteArguments::default();
+            for (from, e) in edge_chunk {
+                add(&mut args, page.connection_id)?;
+                add(&mut args, entity.clone())?;
+                add(&mut args, *from)?;
+                add(&mut args, e.rel.as_str())?;
+                add(&mut args, e.to_entity.as_str())?;
+                add(&mut args, e.to_external_id.as_str())?;
+                add(&mut args, e.hard)?;
+            }
+            sqlx::query_with(AssertSqlSafe(statements::edges(edge_chunk.len())), args)
+                .execute(&mut *tx)
+                .await?;
+        }
+
+        // The feed rows take the records' internal ids inside SQLite (an
+        // index probe each) rather than round-tripping them.
+        let mut args = SqliteArguments::default();
+        add(&mut args, page.run_id)?;
+        add(&mut args, now_text.clone())?;
+        for (r, kind) in chunk {
+            add(&mut args, r.external_id.as_str())?;
+            add(&mut args, kind.as_str())?;
+        }
+        add(&mut args, page.connection_id)?;
+        add(&mut args, entity.clone())?;
+        let inserted = sqlx::query_with(AssertSqlSafe(statements::changes(chunk.len())), args)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if inserted != chunk.len() as u64 {
+            return Err(Error::Corrupt(format!(
+                "{} change rows for {} written records",
+                inserted,
+                chunk.len()
+            )));
+        }
+    }
+
+    // 5. Quarantine: records that failed now, and records that no longer fail.
+    for chunk in page.quarantined.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO quarantine (connection_id, entity, external_id, run_id, raw, error, first_seen_at, last_seen_at) ",
+        );
+        q.push_values(chunk, |mut b, bad| {
+            b.push_bind(page.connection_id)
+                .push_bind(page.entity)
+                .push_bind(quarantine_key(bad))
+                .push_bind(page.run_id)
+                .push_bind(tributary_core::canonical_json(&bad.raw))
+                .push_bind(bad.error.as_str())
+                .push_bind(now.as_str())
+                .push_bind(now.as_str());
+        });
+        q.push(
+            " ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET run_id = excluded.run_id, \
+             raw = excluded.raw, error = excluded.error, last_seen_at = excluded.last_seen_at",
+        );
+        q.build().execute(&mut *tx).await?;
+    }
+    // Records that no longer fail leave quarantine (skipped when this
+    // entity has nothing quarantined: one index probe instead of a
+    // lookup per record).
+    let any_quarantined: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM quarantine WHERE connection_id = ? AND entity = ?)",
+    )
+    .bind(page.connection_id)
+    .bind(page.entity)
+    .fetch_one(&mut *tx)
+    .await?;
+    for chunk in ids.chunks(CHUNK).filter(|_| any_quarantined) {
+        let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM quarantine WHERE connection_id = ");
+        q.push_bind(page.connection_id)
+            .push(" AND entity = ")
+            .push_bind(page.entity)
+            .push(" AND external_id IN (");
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        q.push(")");
+        q.build().execute(&mut *tx).await?;
+    }
+
+    // 6. Checkpoint and 7. run counters.
+    let outcome = plan.outcome(page.quarantined.len());
+    let seen = outcome.records() as i64;
+    let state = if page.finished {
+        EntityState::Done
+    } else {
+        EntityState::Running
+    };
+    sqlx::query(
+        "INSERT INTO checkpoints (run_id, entity, cursor, state, pages, records, total, updated_at) \
+         VALUES (?, ?, ?, ?, 1, ?, ?, ?) \
+         ON CONFLICT (run_id, entity) DO UPDATE SET cursor = excluded.cursor, state = excluded.state, \
+         pages = pages + 1, records = records + excluded.records, total = coalesce(excluded.total, total), \
+         error = NULL, updated_at = excluded.updated_at",
+    )
+    .bind(page.run_id)
+    .bind(page.entity)
+    .bind(serde_json::to_string(&page.cursor.0).expect("json values serialise"))
+    .bind(state.as_str())
+    .bind(seen)
+    .bind(page.total)
+    .bind(now.as_str())
+    .execute(&mut *tx)
+    .await?;
+    Ok(outcome)
+}
+
+/// Binds one more argument.
+fn add<'t, T: sqlx::Encode<'t, Sqlite> + sqlx::Type<Sqlite>>(
+    args: &mut SqliteArguments,
+    value: T,
+) -> Result<()> {
+    args.add(value)
+        .map_err(|e| Error::Database(sqlx::Error::Encode(e)))
+}
+
+/// The multi-row statements of [`write_page`], by row count: built once per
+/// size and shared (the driver's statement cache then finds them by text).
+mod statements {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+    enum Kind {
+        Records,
+        Edges,
+        Changes,
+    }
+
+    type Cache = Mutex<HashMap<(Kind, usize), Arc<str>>>;
+
+    fn cached(kind: Kind, rows: usize, build: impl FnOnce() -> String) -> Arc<str> {
+        static CACHE: OnceLock<Cache> = OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        let mut cache = cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache
+            .entry((kind, rows))
+            .or_insert_with(|| build().into())
+            .clone()
+    }
+
+    /// `VALUES (tuple), (tuple), …` with `rows` tuples.
+    fn values(rows: usize, tuple: &str) -> String {
+        let mut sql = String::with_capacity(8 + rows * (tuple.len() + 2));
+        sql.push_str("VALUES ");
+        for i in 0..rows {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(tuple);
+        }
+        sql
+    }
+
+    /// Per row: connection, entity, external id, canonical entity, raw,
+    /// canonical, hash, updated_at, now (first seen), now (last modified),
+    /// run.
+    pub(super) fn records(rows: usize) -> Arc<str> {
+        cached(Kind::Records, rows, || {
+            format!(
+                "INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
+                 content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) {} \
+                 ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET \
+                 canonical_entity = excluded.canonical_entity, raw = excluded.raw, canonical = excluded.canonical, \
+                 content_hash = excluded.content_hash, source_updated_at = excluded.source_updated_at, \
+                 last_modified_at = excluded.last_modified_at, deleted_at = NULL, last_run_id = excluded.last_run_id",
+                values(rows, "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)")
+            )
+        })
+    }
+
+    /// Per row: connection, entity, from id, rel, to entity, to id, hard.
+    pub(super) fn edges(rows: usize) -> Arc<str> {
+        cached(Kind::Edges, rows, || {
+            format!(
+                "INSERT INTO edges (connection_id, from_entity, from_external_id, rel, to_entity, to_external_id, hard) \
+                 {} ON CONFLICT DO NOTHING",
+                values(rows, "(?, ?, ?, ?, ?, ?, ?)")
+            )
+        })
+    }
+
+    /// Run and now; per row: external id, change kind; then connection and
+    /// entity. The record ids are looked up in SQLite.
+    pub(super) fn changes(rows: usize) -> Arc<str> {
+        cached(Kind::Changes, rows, || {
+            // A VALUES list names its columns column1, column2.
+            format!(
+                "INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at) \
+                 SELECT r.connection_id, r.id, r.entity, r.external_id, v.column2, r.content_hash, ?, ? \
+                 FROM ({}) AS v JOIN records r ON r.connection_id = ? AND r.entity = ? AND r.external_id = v.column1",
+                values(rows, "(?, ?)")
+            )
+        })
     }
 }

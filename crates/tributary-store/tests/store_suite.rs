@@ -73,6 +73,8 @@ store_suite!(
     duplicate_ids_in_a_page_count_once,
     quarantine_keeps_bad_records_until_they_heal,
     page_for_a_finished_run_commits_nothing,
+    pages_of_several_entities_commit_together,
+    a_group_with_a_finished_run_commits_nothing,
     entity_state_without_a_page,
     external_ids_walk_in_order,
     records_list_filter_and_page,
@@ -301,7 +303,7 @@ async fn page_commits_records_edges_changes_and_checkpoint(store: Arc<dyn Store>
         json!({"type": "Person", "id": "1", "attributes": {"name": "Ann"}})
     );
     assert_eq!(stored.canonical, json!({"name": "Ann"}));
-    assert_eq!(stored.content_hash, records[0].content_hash);
+    assert_eq!(*stored.content_hash, *records[0].content_hash);
     assert_eq!(stored.connection, "main");
     assert_eq!(stored.first_seen_at, t0());
     assert_eq!(stored.source_updated_at, Some(t0() - Duration::days(1)));
@@ -514,6 +516,109 @@ async fn page_for_a_finished_run_commits_nothing(store: Arc<dyn Store>) {
     assert!(store.record(conn, "Person", "1").await.unwrap().is_none());
     assert!(store.changes(Some(conn), 0, 10).await.unwrap().is_empty());
     assert!(store.checkpoints(run).await.unwrap().is_empty());
+}
+
+async fn pages_of_several_entities_commit_together(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    let people1 = [person("1", "Ann", Some("10")), person("2", "Bob", None)];
+    let people2 = [person("2", "Bob", None), person("3", "Cy", None)];
+    let mut campus = person("10", "Main", None);
+    campus.entity = "Campus".into();
+    let campuses = [campus];
+    let (c1, c2, c3) = (
+        Cursor(json!({"offset": 2})),
+        Cursor(json!({"offset": 4})),
+        Cursor(json!({"offset": 1, "done": true})),
+    );
+    let mut campus_page = page(conn, run, &campuses, &[], &c3, true);
+    campus_page.entity = "Campus";
+    campus_page.canonical_entity = "Campus";
+    campus_page.total = Some(1);
+    let outcomes = store
+        .apply_pages(&[
+            page(conn, run, &people1, &[], &c1, false),
+            campus_page,
+            // A later page of the same entity, repeating a record of the
+            // first: applied after it, its checkpoint wins.
+            page(conn, run, &people2, &[], &c2, false),
+        ])
+        .await
+        .unwrap();
+    let created = |n| PageOutcome {
+        created: n,
+        ..Default::default()
+    };
+    assert_eq!(
+        outcomes,
+        vec![
+            created(2),
+            created(1),
+            PageOutcome {
+                created: 1,
+                unchanged: 1,
+                ..Default::default()
+            }
+        ]
+    );
+    let checkpoints = store.checkpoints(run).await.unwrap();
+    let by_entity = |e: &str| checkpoints.iter().find(|c| c.entity == e).unwrap().clone();
+    let person_cp = by_entity("Person");
+    assert_eq!(person_cp.cursor, c2);
+    assert_eq!((person_cp.pages, person_cp.records), (2, 4));
+    assert_eq!(person_cp.state, EntityState::Running);
+    let campus_cp = by_entity("Campus");
+    assert_eq!(campus_cp.state, EntityState::Done);
+    assert_eq!((campus_cp.pages, campus_cp.records), (1, 1));
+    let r = store.run(run).await.unwrap().unwrap();
+    assert_eq!(
+        (r.counts.pages, r.counts.created, r.counts.unchanged),
+        (3, 4, 1)
+    );
+    let changes = store.changes(Some(conn), 0, 100).await.unwrap();
+    assert_eq!(changes.len(), 4);
+    assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(store.record(conn, "Campus", "10").await.unwrap().is_some());
+}
+
+async fn a_group_with_a_finished_run_commits_nothing(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    // A second connection whose run has finished.
+    let other = store
+        .ensure_connection(
+            NewConnection {
+                name: "other",
+                adapter: "pco",
+                base_url: "http://127.0.0.1:2",
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+    let done = store
+        .start_run(other.id, RunKind::Full, None, t0())
+        .await
+        .unwrap()
+        .run()
+        .id;
+    store
+        .finish_run(done, RunState::Succeeded, None, t0())
+        .await
+        .unwrap();
+    let (ours, theirs) = ([person("1", "Ann", None)], [person("2", "Bob", None)]);
+    let cursor = Cursor(json!({"offset": 1}));
+    let result = store
+        .apply_pages(&[
+            page(conn, run, &ours, &[], &cursor, false),
+            page(other.id, done, &theirs, &[], &cursor, false),
+        ])
+        .await;
+    assert!(result.is_err());
+    // All or nothing: the page of the running run did not commit either.
+    assert!(store.record(conn, "Person", "1").await.unwrap().is_none());
+    assert!(store.changes(None, 0, 10).await.unwrap().is_empty());
+    assert!(store.checkpoints(run).await.unwrap().is_empty());
+    let r = store.run(run).await.unwrap().unwrap();
+    assert_eq!(r.counts.pages, 0);
 }
 
 async fn entity_state_without_a_page(store: Arc<dyn Store>) {

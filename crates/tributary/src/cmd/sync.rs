@@ -261,16 +261,18 @@ pub async fn full_sync(
         )
         .await?;
     let engine = Engine::new(
-        store,
+        store.clone(),
         clock,
         EngineOptions {
             retry_budget: request.retry_budget,
             ..EngineOptions::default()
         },
     );
-    Ok(engine
+    let report = engine
         .full_sync_of(&connection, &source, request.entities.as_deref(), progress)
-        .await?)
+        .await;
+    store.close().await;
+    Ok(report?)
 }
 
 /// Peak resident set size of this process in KiB (Linux), if known.
