@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tributary_core::{Cursor, Timestamp};
 use tributary_store::{PageOutcome, PageWrite};
 
@@ -71,7 +71,13 @@ impl Committer {
     pub(crate) fn start(engine: Engine) -> Self {
         // Enough room for every entity task of a wave to queue its page.
         let (queue, receiver) = mpsc::channel(64);
-        tokio::spawn(run(engine, receiver));
+        // Several lanes where the store writes in parallel: each takes the
+        // next group from the shared queue. An entity has at most one page
+        // queued or committing, so its pages still commit in order.
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..engine.store().commit_lanes().max(1) {
+            tokio::spawn(run(engine.clone(), receiver.clone()));
+        }
         Self { queue }
     }
 
@@ -94,19 +100,26 @@ fn stopped() -> tributary_store::Error {
     tributary_store::Error::NotFound("the run's committer (it stopped)".into())
 }
 
-async fn run(engine: Engine, mut receiver: mpsc::Receiver<Queued>) {
-    while let Some(first) = receiver.recv().await {
-        let mut records = first.0.page.records.len();
-        let mut group = vec![first];
-        while group.len() < MAX_PAGES && records < MAX_RECORDS {
-            match receiver.try_recv() {
-                Ok(next) => {
-                    records += next.0.page.records.len();
-                    group.push(next);
-                }
-                Err(_) => break,
+/// Takes the next group: the first queued page and whatever queued behind it.
+async fn next_group(receiver: &Mutex<mpsc::Receiver<Queued>>) -> Option<Vec<Queued>> {
+    let mut receiver = receiver.lock().await;
+    let first = receiver.recv().await?;
+    let mut records = first.0.page.records.len();
+    let mut group = vec![first];
+    while group.len() < MAX_PAGES && records < MAX_RECORDS {
+        match receiver.try_recv() {
+            Ok(next) => {
+                records += next.0.page.records.len();
+                group.push(next);
             }
+            Err(_) => break,
         }
+    }
+    Some(group)
+}
+
+async fn run(engine: Engine, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>) {
+    while let Some(mut group) = next_group(&receiver).await {
         let writes: Vec<PageWrite<'_>> = group.iter().map(|(job, _)| job.write()).collect();
         let result = engine.commit_pages(&writes).await;
         drop(writes);

@@ -476,6 +476,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Which database this is.
     fn backend(&self) -> Backend;
 
+    /// How many [`Store::apply_pages`] calls can usefully run at once: 1 for
+    /// a database with one writer (SQLite); more where transactions write
+    /// in parallel (PostgreSQL), so a committer can overlap one group's
+    /// round trips and commit flush with another's.
+    fn commit_lanes(&self) -> usize {
+        1
+    }
+
     /// Closes the store's connections once in-flight work is done (SQLite:
     /// after copying the write-ahead log into the database file, so no
     /// large log is left beside it). Further calls fail.

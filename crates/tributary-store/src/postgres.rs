@@ -45,6 +45,13 @@ fn migrator() -> Migrator {
             include_str!("../migrations/postgres/0002_credentials.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            3,
+            "bulk_writes".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/postgres/0003_bulk_writes.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
@@ -143,6 +150,12 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    fn commit_lanes(&self) -> usize {
+        // Of the pool's 10 connections, leaving room for readers and for
+        // listing parents while pages commit.
+        4
     }
 
     async fn ensure_connection(
@@ -832,7 +845,20 @@ async fn write_page(tx: &mut sqlx::PgConnection, page: &PageWrite<'_>) -> Result
         .execute(&mut *tx)
         .await?;
     }
-    if !ids.is_empty() {
+    // Records that no longer fail leave quarantine (skipped when this entity
+    // has nothing quarantined: one index probe instead of one per record).
+    let any_quarantined: bool = if ids.is_empty() {
+        false
+    } else {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM quarantine WHERE connection_id = $1 AND entity = $2)",
+        )
+        .bind(page.connection_id)
+        .bind(page.entity)
+        .fetch_one(&mut *tx)
+        .await?
+    };
+    if any_quarantined {
         sqlx::query(
             "DELETE FROM quarantine q USING UNNEST($3::text[]) AS u(ext) \
              WHERE q.connection_id = $1 AND q.entity = $2 AND q.external_id = u.ext",
