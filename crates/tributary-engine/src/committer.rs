@@ -10,9 +10,12 @@
 //! Durability is unchanged: a page's entity task moves on only once the
 //! transaction holding its page is committed.
 
+use std::collections::HashSet;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tributary_core::{Cursor, Timestamp};
 use tributary_store::{PageOutcome, PageWrite};
 
@@ -62,37 +65,43 @@ type Queued = (Job, oneshot::Sender<Answer>);
 /// stops when every handle is dropped.
 #[derive(Clone)]
 pub(crate) struct Committer {
-    queue: mpsc::Sender<Queued>,
+    lanes: Arc<[mpsc::Sender<Queued>]>,
 }
 
 impl Committer {
-    /// Starts the committer task of one run, committing with `engine`'s
-    /// store and commit retries.
+    /// Starts the committer of one run, committing with `engine`'s store
+    /// and commit retries: one lane per [`Store::commit_lanes`], each a
+    /// task committing the groups of its own queue.
+    ///
+    /// [`Store::commit_lanes`]: tributary_store::Store::commit_lanes
     pub(crate) fn start(engine: Engine) -> Self {
-        // Enough room for every entity task of a wave to queue its page.
-        let (queue, receiver) = mpsc::channel(64);
-        // Several lanes where the store writes in parallel: each takes the
-        // next group from the shared queue. An entity has at most one page
-        // queued or committing, so its pages still commit in order.
-        let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..engine.store().commit_lanes().max(1) {
-            tokio::spawn(run(engine.clone(), receiver.clone()));
+        let lanes: Vec<_> = (0..engine.store().commit_lanes().max(1))
+            .map(|_| {
+                // Room for every entity task of a wave to queue its pages.
+                let (queue, receiver) = mpsc::channel(256);
+                tokio::spawn(run(engine.clone(), receiver));
+                queue
+            })
+            .collect();
+        Self {
+            lanes: lanes.into(),
         }
-        Self { queue }
     }
 
-    /// Commits `job`'s page; resolves once its transaction committed (or
-    /// failed), handing the page back.
-    pub(crate) async fn commit(&self, job: Job) -> Answer {
+    /// Queues `job`'s page and returns where its answer will come: once the
+    /// transaction holding it committed (or failed), the page is handed
+    /// back. Every page of one entity goes to the same lane, so an entity's
+    /// pages commit in the order they were queued, and none commits after
+    /// an earlier one failed.
+    pub(crate) async fn submit(&self, job: Job) -> oneshot::Receiver<Answer> {
+        let mut hasher = DefaultHasher::new();
+        (job.run_id, &*job.entity).hash(&mut hasher);
+        let lane = &self.lanes[(hasher.finish() % self.lanes.len() as u64) as usize];
         let (reply, answer) = oneshot::channel();
-        if let Err(mpsc::error::SendError((job, _))) = self.queue.send((job, reply)).await {
-            return (job.page, Err(stopped()));
+        if let Err(mpsc::error::SendError((job, reply))) = lane.send((job, reply)).await {
+            let _ = reply.send((job.page, Err(stopped())));
         }
-        answer.await.unwrap_or_else(|_| {
-            // The committer is gone (the runtime is shutting down): the page
-            // is lost with its task, and nothing was committed for it.
-            (PreparedPage::empty(), Err(stopped()))
-        })
+        answer
     }
 }
 
@@ -100,9 +109,9 @@ fn stopped() -> tributary_store::Error {
     tributary_store::Error::NotFound("the run's committer (it stopped)".into())
 }
 
-/// Takes the next group: the first queued page and whatever queued behind it.
-async fn next_group(receiver: &Mutex<mpsc::Receiver<Queued>>) -> Option<Vec<Queued>> {
-    let mut receiver = receiver.lock().await;
+/// Takes the next group: the first queued page and whatever queued behind
+/// it.
+async fn next_group(receiver: &mut mpsc::Receiver<Queued>) -> Option<Vec<Queued>> {
     let first = receiver.recv().await?;
     let mut records = first.0.page.records.len();
     let mut group = vec![first];
@@ -118,8 +127,24 @@ async fn next_group(receiver: &Mutex<mpsc::Receiver<Queued>>) -> Option<Vec<Queu
     Some(group)
 }
 
-async fn run(engine: Engine, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>) {
-    while let Some(mut group) = next_group(&receiver).await {
+async fn run(engine: Engine, mut receiver: mpsc::Receiver<Queued>) {
+    // Entities (of a run) one of whose pages failed to commit: their later
+    // pages must not commit, or the checkpoint would skip the failed one.
+    let mut failed: HashSet<(i64, Arc<str>)> = HashSet::new();
+    while let Some(group) = next_group(&mut receiver).await {
+        let (group, refused): (Vec<Queued>, Vec<Queued>) = group
+            .into_iter()
+            .partition(|(job, _)| !failed.contains(&(job.run_id, job.entity.clone())));
+        for (job, reply) in refused {
+            let error = tributary_store::Error::NotFound(format!(
+                "an earlier page of {} failed to commit; not committing later ones",
+                job.entity
+            ));
+            let _ = reply.send((job.page, Err(error)));
+        }
+        if group.is_empty() {
+            continue;
+        }
         let writes: Vec<PageWrite<'_>> = group.iter().map(|(job, _)| job.write()).collect();
         let result = engine.commit_pages(&writes).await;
         drop(writes);
@@ -129,20 +154,33 @@ async fn run(engine: Engine, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>) {
                     let _ = reply.send((job.page, Ok(outcome)));
                 }
             }
-            // One page alone: its own error.
-            Err(error) if group.len() == 1 => {
-                let (job, reply) = group.pop().expect("one page");
-                let _ = reply.send((job.page, Err(error)));
-            }
-            // A group failed as a whole: commit its pages one by one so each
-            // entity gets its own page's fate, not another's.
+            // A group failed as a whole (or a page alone): commit its pages
+            // one by one so each entity gets its own page's fate, not
+            // another's.
             Err(error) => {
-                tracing::warn!(%error, pages = group.len(), "group commit failed; committing its pages one by one");
+                if group.len() > 1 {
+                    tracing::warn!(%error, pages = group.len(), "group commit failed; committing its pages one by one");
+                }
+                let alone = group.len() == 1;
+                let mut error = Some(error);
                 for (job, reply) in group {
-                    let result = engine
-                        .commit_pages(&[job.write()])
-                        .await
-                        .map(|mut outcomes| outcomes.remove(0));
+                    let key = (job.run_id, job.entity.clone());
+                    let result = if failed.contains(&key) {
+                        Err(tributary_store::Error::NotFound(format!(
+                            "an earlier page of {} failed to commit; not committing later ones",
+                            job.entity
+                        )))
+                    } else if alone {
+                        Err(error.take().expect("one page, one error"))
+                    } else {
+                        engine
+                            .commit_pages(&[job.write()])
+                            .await
+                            .map(|mut outcomes| outcomes.remove(0))
+                    };
+                    if result.is_err() {
+                        failed.insert(key);
+                    }
                     let _ = reply.send((job.page, result));
                 }
             }

@@ -14,8 +14,10 @@
 mod committer;
 mod credentials;
 mod progress;
+mod spool;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::stream::{self, StreamExt};
 use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tributary_core::{Clock, Cursor, PreparedRecord, RunKind, RunState};
 use tributary_manifest::Entity;
@@ -36,6 +39,7 @@ use committer::Committer;
 
 pub use credentials::{CredentialsError, SealedCredentialStore};
 pub use progress::{NoProgress, Progress};
+pub use spool::Spool;
 
 /// Engine errors: what stops a run as a whole (entity failures are recorded
 /// in the run instead).
@@ -63,10 +67,14 @@ pub struct EngineOptions {
     pub max_backoff: Duration,
     /// Parents per committed page when an entity is listed under a parent.
     pub parent_batch: u32,
-    /// Fetch the next page while the current one commits. Faster; a crash
-    /// can then lose one fetched-but-uncommitted page more (the committed
-    /// data and checkpoints are exact either way).
-    pub prefetch: bool,
+    /// Pages of one entity fetched ahead of their commit, or committing,
+    /// at once (at least 1). More keeps the committer's groups full; with a
+    /// spool a crash still costs only the requests in flight.
+    pub prefetch: usize,
+    /// Where fetched pages wait for their commit (see [`Spool`]); `None`:
+    /// in memory only, so a crash loses the fetched pages that had not
+    /// committed and the resumed run fetches them again.
+    pub spool_dir: Option<PathBuf>,
     /// Retries a run may spend across all its entities before failing
     /// requests are given up on: an API that keeps failing stops the run
     /// instead of being hammered for hours.
@@ -80,7 +88,8 @@ impl Default for EngineOptions {
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
             parent_batch: 64,
-            prefetch: true,
+            prefetch: 4,
+            spool_dir: None,
             retry_budget: 5_000,
         }
     }
@@ -118,6 +127,9 @@ pub struct RunReport {
     pub needs_reauth: Option<String>,
     /// Retries spent by this invocation.
     pub retries: u64,
+    /// Pages read from the spool (fetched by a process that died before
+    /// committing them) instead of the API.
+    pub spooled: u64,
 }
 
 /// The sync engine. Cheap to clone.
@@ -132,30 +144,24 @@ pub struct Engine {
 struct PreparedPage {
     records: Vec<PreparedRecord>,
     quarantined: Vec<tributary_core::QuarantinedRecord>,
-    next: Cursor,
+    /// The entity's checkpoint once this page has committed.
+    cursor_after: Cursor,
     finished: bool,
     total: Option<i64>,
+    /// The spool entries the page was fetched as (its cursor; its
+    /// parents' ids for children), removed once it has committed.
+    spool_keys: Vec<String>,
 }
 
 impl PreparedPage {
-    /// A page with nothing on it.
-    fn empty() -> Self {
-        Self {
-            records: Vec::new(),
-            quarantined: Vec::new(),
-            next: Cursor::start(),
-            finished: false,
-            total: None,
-        }
-    }
-
-    fn new(page: Page) -> Self {
+    fn new(page: Page, spool_keys: Vec<String>) -> Self {
         Self {
             records: dedupe(page.records.into_iter().map(PreparedRecord::new).collect()),
             quarantined: page.quarantined,
-            next: page.next,
+            cursor_after: page.next,
             finished: page.finished,
             total: page.total,
+            spool_keys,
         }
     }
 }
@@ -180,6 +186,8 @@ struct RunControl {
     budget: u32,
     retries: AtomicU64,
     stop: Mutex<Option<String>>,
+    /// Pages read from the spool instead of the API.
+    spooled: AtomicU64,
 }
 
 impl RunControl {
@@ -188,6 +196,7 @@ impl RunControl {
             budget,
             retries: AtomicU64::new(0),
             stop: Mutex::new(None),
+            spooled: AtomicU64::new(0),
         }
     }
 
@@ -336,14 +345,6 @@ where
     })
 }
 
-/// One batch of parents' children, prepared for the store.
-struct Batch {
-    /// The last parent of the batch (the cursor after it).
-    after: Option<String>,
-    page: PreparedPage,
-    finished: bool,
-}
-
 /// Everything one entity task needs.
 struct EntityJob {
     engine: Engine,
@@ -355,6 +356,7 @@ struct EntityJob {
     progress: Arc<dyn Progress>,
     control: Arc<RunControl>,
     committer: Committer,
+    spool: Option<Arc<Spool>>,
 }
 
 impl Engine {
@@ -438,6 +440,14 @@ impl Engine {
         // Every page of the run commits through it; it stops with the last
         // entity task.
         let committer = Committer::start(self.clone());
+        let spool = self.options.spool_dir.as_ref().and_then(|root| {
+            Spool::open(root, connection.id, run.id)
+                .map_err(|error| {
+                    tracing::warn!(%error, dir = %root.display(), "cannot open the spool; fetched pages are kept in memory only");
+                })
+                .ok()
+                .map(Arc::new)
+        });
 
         for wave in manifest.graph.waves() {
             let mut tasks: Vec<(String, JoinHandle<Result<EntityReport, Failure>>)> = Vec::new();
@@ -497,6 +507,7 @@ impl Engine {
                     progress: progress.clone(),
                     control: control.clone(),
                     committer: committer.clone(),
+                    spool: spool.clone(),
                 };
                 // At WARN level so that the span (and its run / connection /
                 // entity fields) is on every warning and error even when
@@ -554,6 +565,9 @@ impl Engine {
         }
 
         drop(committer);
+        if let Some(spool) = spool {
+            spool.close();
+        }
         if let Some(ticker) = budget_ticker {
             ticker.abort();
         }
@@ -604,6 +618,7 @@ impl Engine {
             elapsed: started.elapsed(),
             needs_reauth,
             retries: control.retries(),
+            spooled: control.spooled.load(Ordering::Relaxed),
         })
     }
 
@@ -666,116 +681,121 @@ impl EntityJob {
         }
     }
 
-    /// Fetches one page with retries, on its own task so the next page is
-    /// fetched and prepared while the current one commits.
-    fn prefetch(&self, cursor: Cursor) -> JoinHandle<Result<PreparedPage, Failure>> {
-        let source = self.source.clone();
-        let control = self.control.clone();
-        let entity = self.entity.clone();
-        let backoff = self.engine.retry_policy();
-        let progress = self.progress.clone();
-        // Keep the run/connection/entity span on the spawned task's log lines.
-        let span = tracing::Span::current();
-        tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                let page = retrying(backoff, &control, &entity.name, progress.as_ref(), || {
-                    source.fetch_page(&entity, &cursor)
-                })
-                .await?;
-                Ok(PreparedPage::new(page))
-            },
-            span,
-        ))
-    }
-
-    /// Commits one page through the run's committer and reports it; on
-    /// failure the already started fetch of the next page is abandoned.
-    /// Hands the page back.
-    async fn commit_page<T>(
+    /// Commits the pages `pages` yields, in order, through the run's
+    /// committer: up to `prefetch` of them fetched ahead or committing at
+    /// once. A committed page leaves the spool.
+    async fn commit_in_order(
         &self,
-        page: PreparedPage,
-        cursor: Cursor,
-        finished: bool,
-        prefetched: Option<&JoinHandle<T>>,
-        records: &mut i64,
-    ) -> Result<PreparedPage, Failure> {
-        let total = page.total;
-        let (page, result) = self
-            .committer
-            .commit(committer::Job {
-                connection_id: self.connection_id,
-                run_id: self.run_id,
-                entity: self.entity.name.as_str().into(),
-                canonical_entity: self.entity.canonical.as_str().into(),
-                page,
-                cursor,
-                finished,
-                total,
-                now: self.engine.clock.now(),
-            })
-            .await;
-        match result {
-            Ok(outcome) => {
-                *records += outcome.records() as i64;
-                self.progress
-                    .page_committed(&self.entity.name, &outcome, *records, total);
-                Ok(page)
+        mut pages: mpsc::Receiver<Result<PreparedPage, Failure>>,
+        mut records: i64,
+        mut pages_done: i64,
+    ) -> Result<(i64, i64), Failure> {
+        let depth = self.engine.options.prefetch.max(1);
+        let mut in_flight: VecDeque<(PreparedMeta, oneshot::Receiver<committer::Answer>)> =
+            VecDeque::new();
+        let mut fetching = true;
+        // A fetch failure ends the entity once the pages fetched before it
+        // have committed (they are good; committing them keeps the work).
+        let mut fetch_failure: Option<Failure> = None;
+        loop {
+            // Take fetched pages while there is room and they are ready (or
+            // while nothing is committing, wait for the next).
+            while fetching && in_flight.len() < depth {
+                let next = if in_flight.is_empty() {
+                    pages.recv().await
+                } else {
+                    match pages.try_recv() {
+                        Ok(page) => Some(page),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    }
+                };
+                let page = match next {
+                    Some(Ok(page)) => page,
+                    Some(Err(failure)) => {
+                        fetch_failure = Some(failure);
+                        fetching = false;
+                        break;
+                    }
+                    None => {
+                        fetching = false;
+                        break;
+                    }
+                };
+                let meta = PreparedMeta {
+                    total: page.total,
+                    finished: page.finished,
+                    spool_keys: page.spool_keys.clone(),
+                };
+                let answer = self
+                    .committer
+                    .submit(committer::Job {
+                        connection_id: self.connection_id,
+                        run_id: self.run_id,
+                        entity: self.entity.name.as_str().into(),
+                        canonical_entity: self.entity.canonical.as_str().into(),
+                        cursor: page.cursor_after.clone(),
+                        finished: page.finished,
+                        total: page.total,
+                        page,
+                        now: self.engine.clock.now(),
+                    })
+                    .await;
+                in_flight.push_back((meta, answer));
             }
-            Err(error) => {
-                if let Some(next) = prefetched {
-                    next.abort();
+            let Some((meta, answer)) = in_flight.pop_front() else {
+                return Err(fetch_failure
+                    .unwrap_or_else(|| Failure::other("the page fetcher stopped early")));
+            };
+            let outcome = match answer.await {
+                Ok((_, Ok(outcome))) => outcome,
+                Ok((_, Err(error))) => {
+                    return Err(Failure::other(format!("commit failed: {error}")));
                 }
-                Err(Failure::other(format!("commit failed: {error}")))
+                Err(_) => return Err(Failure::other("commit failed: the committer stopped")),
+            };
+            records += outcome.records() as i64;
+            pages_done += 1;
+            self.progress
+                .page_committed(&self.entity.name, &outcome, records, meta.total);
+            if let Some(spool) = &self.spool {
+                for key in &meta.spool_keys {
+                    spool.committed(&self.entity.name, key);
+                }
+            }
+            if meta.finished {
+                return Ok((records, pages_done));
             }
         }
     }
 
-    /// A top-level collection, page by page from the checkpoint.
-    async fn sync_list(&self, mut records: i64, mut pages: i64) -> Result<(i64, i64), Failure> {
+    /// A top-level collection, page by page from the checkpoint: a fetcher
+    /// task pages through the list (one request at a time) while earlier
+    /// pages commit.
+    async fn sync_list(&self, records: i64, pages: i64) -> Result<(i64, i64), Failure> {
         let start = self
             .checkpoint
             .as_ref()
             .map(|c| c.cursor.clone())
             .unwrap_or_default();
-        let mut pending = self.prefetch(start);
-        // The previous page: an API that serves the same page at ever
-        // higher offsets (no `total_count` to notice it by) would otherwise
-        // be paged forever.
-        let mut previous: Option<PreparedPage> = None;
-        loop {
-            let page = match pending.await {
-                Ok(result) => result?,
-                Err(join) => return Err(format!("fetch task failed: {join}").into()),
-            };
-            if let Some(previous) = &previous
-                && !page.records.is_empty()
-                && page.records.len() == previous.records.len()
-                && page
-                    .records
-                    .iter()
-                    .zip(&previous.records)
-                    .all(|(r, p)| r.external_id == p.external_id)
-            {
-                return Err(Failure::other(format!(
-                    "the API served the same {} records again (next cursor {}): its paging does not advance; stopping",
-                    page.records.len(),
-                    page.next.0
-                )));
-            }
-            let prefetched = (!page.finished && self.engine.options.prefetch)
-                .then(|| self.prefetch(page.next.clone()));
-            let (cursor, finished) = (page.next.clone(), page.finished);
-            let page = self
-                .commit_page(page, cursor, finished, prefetched.as_ref(), &mut records)
-                .await?;
-            pages += 1;
-            pending = match prefetched {
-                Some(next) => next,
-                None if !page.finished => self.prefetch(page.next.clone()),
-                None => return Ok((records, pages)),
-            };
-            previous = Some(page);
-        }
+        let (sender, receiver) = mpsc::channel(self.engine.options.prefetch.max(1));
+        let fetcher = Fetcher {
+            source: self.source.clone(),
+            entity: self.entity.clone(),
+            control: self.control.clone(),
+            progress: self.progress.clone(),
+            policy: self.engine.retry_policy(),
+            spool: self.spool.clone(),
+        };
+        // Keep the run/connection/entity span on the fetcher's log lines.
+        let span = tracing::Span::current();
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            fetcher.list(start, sender),
+            span,
+        ));
+        let result = self.commit_in_order(receiver, records, pages).await;
+        task.abort();
+        result
     }
 
     /// An entity listed under a parent: the parents' ids come from the store
@@ -785,8 +805,8 @@ impl EntityJob {
     async fn sync_children(
         &self,
         parent: &str,
-        mut records: i64,
-        mut pages: i64,
+        records: i64,
+        pages: i64,
     ) -> Result<(i64, i64), Failure> {
         let after: Option<String> = self
             .checkpoint
@@ -794,120 +814,241 @@ impl EntityJob {
             .and_then(|c| c.cursor.0.get("after"))
             .and_then(|a| a.as_str())
             .map(str::to_owned);
-        let mut pending = self.fetch_batch(parent, after);
-        loop {
-            let batch = match pending.await {
-                Ok(result) => result?,
-                Err(join) => return Err(format!("fetch task failed: {join}").into()),
-            };
-            // The next batch's parents do not depend on this commit: fetch
-            // them meanwhile, as for top-level pages.
-            let prefetched = (!batch.finished && self.engine.options.prefetch)
-                .then(|| self.fetch_batch(parent, batch.after.clone()));
-            let cursor = Cursor(json!({ "after": batch.after, "done": batch.finished }));
-            self.commit_page(
-                batch.page,
-                cursor,
-                batch.finished,
-                prefetched.as_ref(),
-                &mut records,
-            )
-            .await?;
-            pages += 1;
-            match prefetched {
-                Some(next) => pending = next,
-                None if !batch.finished => pending = self.fetch_batch(parent, batch.after.clone()),
-                None => return Ok((records, pages)),
+        let (sender, receiver) = mpsc::channel(self.engine.options.prefetch.max(1));
+        let fetcher = Fetcher {
+            source: self.source.clone(),
+            entity: self.entity.clone(),
+            control: self.control.clone(),
+            progress: self.progress.clone(),
+            policy: self.engine.retry_policy(),
+            spool: self.spool.clone(),
+        };
+        let batches = ParentBatches {
+            store: self.engine.store.clone(),
+            connection_id: self.connection_id,
+            parent: parent.to_owned(),
+            batch_size: self.engine.options.parent_batch,
+        };
+        let span = tracing::Span::current();
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            fetcher.children(batches, after, sender),
+            span,
+        ));
+        let result = self.commit_in_order(receiver, records, pages).await;
+        task.abort();
+        result
+    }
+}
+
+/// What an entity task remembers of a page it handed to the committer.
+struct PreparedMeta {
+    total: Option<i64>,
+    finished: bool,
+    spool_keys: Vec<String>,
+}
+
+/// Where the parents of an entity listed under a parent come from.
+struct ParentBatches {
+    store: Arc<dyn Store>,
+    connection_id: i64,
+    parent: String,
+    batch_size: u32,
+}
+
+/// Fetches an entity's pages in order, one request (or, for children,
+/// `concurrency` requests) at a time, and hands them on prepared; reads a
+/// page from the spool instead when a killed run had fetched it, and
+/// spools every page it fetches.
+struct Fetcher {
+    source: Source,
+    entity: Arc<Entity>,
+    control: Arc<RunControl>,
+    progress: Arc<dyn Progress>,
+    policy: RetryPolicy,
+    spool: Option<Arc<Spool>>,
+}
+
+impl Fetcher {
+    /// The page at `cursor`: from the spool if a previous process fetched
+    /// it, else from the API (and then spooled).
+    async fn page(&self, cursor: &Cursor) -> Result<(Page, String), Failure> {
+        let key = cursor.0.to_string();
+        if let Some(spool) = &self.spool
+            && let Some(mut bodies) = spool.take(&self.entity.name, &key)
+            && bodies.len() == 1
+        {
+            match self
+                .source
+                .parse_page(&self.entity, cursor, bodies.remove(0))
+            {
+                Ok(page) => {
+                    self.control.spooled.fetch_add(1, Ordering::Relaxed);
+                    return Ok((page, key));
+                }
+                Err(error) => tracing::warn!(%error, "ignoring a spooled page"),
             }
+        }
+        let page = retrying(
+            self.policy,
+            &self.control,
+            &self.entity.name,
+            self.progress.as_ref(),
+            || self.source.fetch_page(&self.entity, cursor),
+        )
+        .await?;
+        self.keep(&key, &page.bodies);
+        Ok((page, key))
+    }
+
+    fn keep(&self, key: &str, bodies: &[Vec<u8>]) {
+        if let Some(spool) = &self.spool
+            && let Err(error) = spool.put(&self.entity.name, key, bodies)
+        {
+            tracing::warn!(%error, "cannot spool a fetched page; a crash would fetch it again");
         }
     }
 
-    /// Lists the next `parent_batch` parents after `after` and fetches their
-    /// children (`concurrency` parents at once), on its own task.
-    fn fetch_batch(
-        &self,
-        parent: &str,
-        after: Option<String>,
-    ) -> JoinHandle<Result<Batch, Failure>> {
-        let store = self.engine.store.clone();
-        let control = self.control.clone();
-        let batch_size = self.engine.options.parent_batch;
-        let backoff = self.engine.retry_policy();
-        let source = self.source.clone();
-        let entity = self.entity.clone();
-        let progress = self.progress.clone();
-        let connection_id = self.connection_id;
-        let parent = parent.to_owned();
-        // Keep the run/connection/entity span on the spawned task's log lines.
-        let span = tracing::Span::current();
-        tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                let parents = store
-                    .external_ids(connection_id, &parent, after.as_deref(), batch_size)
-                    .await
-                    .map_err(|e| format!("listing {parent} ids failed: {e}"))?;
-                let finished = parents.len() < batch_size as usize;
-                let concurrency = entity.concurrency.max(1);
-                let fetched: Vec<Result<Option<Page>, Failure>> = stream::iter(parents.clone())
-                    .map(|parent_id| {
-                        let (source, entity, progress, control) = (
-                            source.clone(),
-                            entity.clone(),
-                            progress.clone(),
-                            control.clone(),
-                        );
-                        async move {
-                            retrying(backoff, &control, &entity.name, progress.as_ref(), || {
-                                let (source, entity, parent_id) =
-                                    (source.clone(), entity.clone(), parent_id.clone());
-                                async move {
-                                    match source.fetch_children(&entity, &parent_id).await {
-                                        // A parent deleted since it was listed has no
-                                        // children (`None`: told apart below).
-                                        Err(tributary_source::Error::Status {
-                                            status: 404,
-                                            ..
-                                        }) => Ok(None),
-                                        other => other.map(Some),
-                                    }
-                                }
-                            })
-                            .await
-                        }
-                    })
-                    .buffered(concurrency)
-                    .collect()
-                    .await;
-                let mut combined = Page {
-                    finished,
-                    ..Page::default()
-                };
-                // An auth failure outranks any other: it stops the run.
-                if let Some(Err(failure)) = fetched
-                    .iter()
-                    .find(|r| matches!(r, Err(Failure { auth: true, .. })))
+    /// Pages a top-level list from `cursor` to its end.
+    async fn list(self, mut cursor: Cursor, pages: mpsc::Sender<Result<PreparedPage, Failure>>) {
+        // The previous page's ids: an API that serves the same page at ever
+        // higher offsets (no `total_count` to notice it by) would otherwise
+        // be paged forever.
+        let mut previous: Vec<String> = Vec::new();
+        loop {
+            let result = self.page(&cursor).await.and_then(|(page, key)| {
+                let page = PreparedPage::new(page, vec![key]);
+                if !page.records.is_empty()
+                    && page.records.len() == previous.len()
+                    && page
+                        .records
+                        .iter()
+                        .zip(&previous)
+                        .all(|(r, p)| &r.external_id == p)
                 {
-                    return Err(failure.clone());
-                }
-                let gone = fetched.iter().filter(|r| matches!(r, Ok(None))).count();
-                if gone >= 3 && gone == fetched.len() {
                     return Err(Failure::other(format!(
-                        "every one of {gone} {parent}s answered 404 for `{}`: the list endpoint is probably wrong",
-                        entity.list
+                        "the API served the same {} records again (next cursor {}): its paging does not advance; stopping",
+                        page.records.len(),
+                        page.cursor_after.0
                     )));
                 }
-                for page in fetched {
-                    let Some(page) = page? else { continue };
-                    combined.records.extend(page.records);
-                    combined.quarantined.extend(page.quarantined);
+                Ok(page)
+            });
+            let (next, finished) = match &result {
+                Ok(page) => {
+                    previous = page.records.iter().map(|r| r.external_id.clone()).collect();
+                    (page.cursor_after.clone(), page.finished)
                 }
-                Ok(Batch {
-                    after: parents.last().cloned().or(after),
-                    page: PreparedPage::new(combined),
-                    finished,
-                })
-            },
-            span,
-        ))
+                Err(_) => (Cursor::start(), true),
+            };
+            if pages.send(result).await.is_err() || finished {
+                return;
+            }
+            cursor = next;
+        }
+    }
+
+    /// The children of every parent after `after`, a batch of parents at
+    /// a time; each batch is one page.
+    async fn children(
+        self,
+        batches: ParentBatches,
+        mut after: Option<String>,
+        pages: mpsc::Sender<Result<PreparedPage, Failure>>,
+    ) {
+        loop {
+            let result = self.batch(&batches, after.clone()).await;
+            let (next, finished) = match &result {
+                Ok((page, last)) => (last.clone(), page.finished),
+                Err(_) => (None, true),
+            };
+            if pages.send(result.map(|(page, _)| page)).await.is_err() || finished {
+                return;
+            }
+            after = next;
+        }
+    }
+
+    /// Lists the next batch of parents after `after` and fetches their
+    /// children (`concurrency` parents at once).
+    async fn batch(
+        &self,
+        batches: &ParentBatches,
+        after: Option<String>,
+    ) -> Result<(PreparedPage, Option<String>), Failure> {
+        let parent = &batches.parent;
+        let parents = batches
+            .store
+            .external_ids(
+                batches.connection_id,
+                parent,
+                after.as_deref(),
+                batches.batch_size,
+            )
+            .await
+            .map_err(|e| format!("listing {parent} ids failed: {e}"))?;
+        let finished = parents.len() < batches.batch_size as usize;
+        let concurrency = self.entity.concurrency.max(1);
+        let fetched: Vec<Result<Option<Page>, Failure>> = stream::iter(parents.clone())
+            .map(|parent_id| async move {
+                if let Some(spool) = &self.spool
+                    && let Some(bodies) = spool.take(&self.entity.name, &parent_id)
+                {
+                    match self.source.parse_children(&self.entity, &parent_id, bodies) {
+                        Ok(page) => {
+                            self.control.spooled.fetch_add(1, Ordering::Relaxed);
+                            return Ok(Some(page));
+                        }
+                        Err(error) => tracing::warn!(%error, "ignoring a spooled page"),
+                    }
+                }
+                let page = retrying(
+                    self.policy,
+                    &self.control,
+                    &self.entity.name,
+                    self.progress.as_ref(),
+                    || async {
+                        match self.source.fetch_children(&self.entity, &parent_id).await {
+                            // A parent deleted since it was listed has no
+                            // children (`None`: told apart below).
+                            Err(tributary_source::Error::Status { status: 404, .. }) => Ok(None),
+                            other => other.map(Some),
+                        }
+                    },
+                )
+                .await?;
+                if let Some(page) = &page {
+                    self.keep(&parent_id, &page.bodies);
+                }
+                Ok(page)
+            })
+            .buffered(concurrency)
+            .collect()
+            .await;
+        let mut combined = Page {
+            finished,
+            ..Page::default()
+        };
+        // An auth failure outranks any other: it stops the run.
+        if let Some(Err(failure)) = fetched
+            .iter()
+            .find(|r| matches!(r, Err(Failure { auth: true, .. })))
+        {
+            return Err(failure.clone());
+        }
+        let gone = fetched.iter().filter(|r| matches!(r, Ok(None))).count();
+        if gone >= 3 && gone == fetched.len() {
+            return Err(Failure::other(format!(
+                "every one of {gone} {parent}s answered 404 for `{}`: the list endpoint is probably wrong",
+                self.entity.list
+            )));
+        }
+        for page in fetched {
+            let Some(page) = page? else { continue };
+            combined.records.extend(page.records);
+            combined.quarantined.extend(page.quarantined);
+        }
+        let last = parents.last().cloned().or(after);
+        combined.next = Cursor(json!({ "after": last, "done": finished }));
+        Ok((PreparedPage::new(combined, parents), last))
     }
 }

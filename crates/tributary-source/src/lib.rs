@@ -142,6 +142,12 @@ pub struct Page {
     pub finished: bool,
     /// The collection's size, as the source reports it.
     pub total: Option<i64>,
+    /// The response bodies the page was read from, in order (one for a
+    /// list page, one per page of children for a parent's children): what
+    /// [`Source::parse_page`] and [`Source::parse_children`] read again, so
+    /// a caller can keep a fetched page and apply it later without
+    /// fetching it again.
+    pub bodies: Vec<Vec<u8>>,
 }
 
 /// Options of a [`Source`].
@@ -290,6 +296,54 @@ impl Source {
         self.fetch_offset(entity, &path, offset, None).await
     }
 
+    /// Reads again a page [`Source::fetch_page`] fetched at `cursor`, from
+    /// the body it kept (`Page::bodies`): the same page, without a request.
+    pub fn parse_page(&self, entity: &Entity, cursor: &Cursor, body: Vec<u8>) -> Result<Page> {
+        let offset = offset_of(cursor)?;
+        let url = self.page_url(entity, &entity.list, offset);
+        let value = parse_json(&url, &body)?;
+        let mut page = self.parse_body(entity, &url, value, offset, None)?;
+        page.bodies = vec![body];
+        Ok(page)
+    }
+
+    /// Reads again the children of `parent_id` that
+    /// [`Source::fetch_children`] fetched, from the bodies it kept.
+    pub fn parse_children(
+        &self,
+        entity: &Entity,
+        parent_id: &str,
+        bodies: Vec<Vec<u8>>,
+    ) -> Result<Page> {
+        let path = entity.list.replace("{parent_id}", parent_id);
+        let mut all = Page::default();
+        let mut offset = 0;
+        let count = bodies.len();
+        for (i, body) in bodies.into_iter().enumerate() {
+            let url = self.page_url(entity, &path, offset);
+            let value = parse_json(&url, &body)?;
+            let page = self.parse_body(entity, &url, value, offset, Some(parent_id))?;
+            all.records.extend(page.records);
+            all.quarantined.extend(page.quarantined);
+            all.total = page.total;
+            all.bodies.push(body);
+            if page.finished != (i + 1 == count) {
+                return Err(malformed(
+                    &url,
+                    "the kept pages of children do not end where they should",
+                ));
+            }
+            all.finished = page.finished;
+            if !page.finished {
+                offset = offset_of(&page.next)?;
+            }
+        }
+        if !all.finished {
+            return Err(malformed(&path, "no kept pages of children"));
+        }
+        Ok(all)
+    }
+
     /// Fetches every object of `entity` listed under parent `parent_id`,
     /// following the pages to the end.
     pub async fn fetch_children(&self, entity: &Entity, parent_id: &str) -> Result<Page> {
@@ -302,6 +356,7 @@ impl Source {
                 .await?;
             all.records.extend(page.records);
             all.quarantined.extend(page.quarantined);
+            all.bodies.extend(page.bodies);
             all.total = page.total;
             if page.finished {
                 all.finished = true;
@@ -324,6 +379,15 @@ impl Source {
         offset: u64,
         parent_id: Option<&str>,
     ) -> Result<Page> {
+        let url = self.page_url(entity, path, offset);
+        let (value, body) = self.get_json(&url).await?;
+        let mut page = self.parse_body(entity, &url, value, offset, parent_id)?;
+        page.bodies = vec![body];
+        Ok(page)
+    }
+
+    /// The URL of the page at `offset` of the list at `path`.
+    fn page_url(&self, entity: &Entity, path: &str, offset: u64) -> String {
         let p = &self.inner.manifest.pagination;
         let mut url = if path.starts_with("http") {
             path.to_owned()
@@ -339,10 +403,20 @@ impl Source {
             url.push_str("&order=");
             url.push_str(order);
         }
-        let body = self.get_json(&url).await?;
+        url
+    }
+
+    fn parse_body(
+        &self,
+        entity: &Entity,
+        url: &str,
+        body: Value,
+        offset: u64,
+        parent_id: Option<&str>,
+    ) -> Result<Page> {
         match self.inner.manifest.format {
-            Format::Jsonapi => self.jsonapi_page(entity, &url, body, offset, parent_id),
-            Format::Json => self.json_page(entity, &url, body, offset, parent_id),
+            Format::Jsonapi => self.jsonapi_page(entity, url, body, offset, parent_id),
+            Format::Json => self.json_page(entity, url, body, offset, parent_id),
         }
     }
 
@@ -467,7 +541,7 @@ impl Source {
     /// One GET within the request budget: a 429 pauses the budget for
     /// `Retry-After`; a 401 with refreshable credentials refreshes them once
     /// and tries again. Retries of anything else are the engine's to decide.
-    async fn get_json(&self, url: &str) -> Result<Value> {
+    async fn get_json(&self, url: &str) -> Result<(Value, Vec<u8>)> {
         let mut refreshed = false;
         loop {
             // The slot first: waiting for it can outlast a token.
@@ -538,8 +612,8 @@ impl Source {
                     &format!("expected JSON, got {shown}: {}", error_detail_bytes(&bytes)),
                 ));
             }
-            return serde_json::from_slice(&bytes)
-                .map_err(|e| malformed(url, &format!("invalid JSON: {e}")));
+            let value = parse_json(url, &bytes)?;
+            return Ok((value, bytes));
         }
     }
 
@@ -593,6 +667,10 @@ const MAX_BODY_BYTES: usize = 64 << 20;
 const MAX_CHILD_PAGES: u32 = 1_000;
 
 /// Reads a body, refusing one larger than [`MAX_BODY_BYTES`].
+fn parse_json(url: &str, body: &[u8]) -> Result<Value> {
+    serde_json::from_slice(body).map_err(|e| malformed(url, &format!("invalid JSON: {e}")))
+}
+
 async fn read_body(mut response: reqwest::Response, url: &str) -> Result<Vec<u8>> {
     let transport = |source| Error::Transport {
         method: "GET",

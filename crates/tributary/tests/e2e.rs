@@ -51,6 +51,18 @@ async fn killed_syncs_resume(db: &str) {
     .unwrap();
     let url = sim.base_url();
 
+    // The requests an uninterrupted sync makes (into a database of its own).
+    let baseline_dir = tempfile::tempdir().unwrap();
+    let baseline_db = baseline_dir
+        .path()
+        .join("baseline.db")
+        .display()
+        .to_string();
+    let before = sim.simulator().stats().total;
+    assert!(sync_command(&baseline_db, &url).status().unwrap().success());
+    let uninterrupted = sim.simulator().stats().total - before;
+    let before = sim.simulator().stats().total;
+
     // Kill the sync at growing delays; each restart must resume the same run.
     let mut kills = 0;
     let mut committed_before = 0;
@@ -96,6 +108,16 @@ async fn killed_syncs_resume(db: &str) {
     let runs = store.runs(None, 10).await.unwrap();
     assert_eq!(runs.len(), 1, "one run, resumed {kills} times");
     assert_eq!(runs[0].state, tributary_core::RunState::Succeeded);
+    // A kill costs only the requests in flight: fetched pages wait in the
+    // spool, and the resumed run reads them from there. In flight: one
+    // request per top-level entity (at most four at once) and the
+    // household-membership requests (16 at once).
+    let used = sim.simulator().stats().total - before;
+    let extra = used.saturating_sub(uninterrupted);
+    assert!(
+        extra <= kills * (4 + 16),
+        "{kills} kills cost {extra} extra requests ({used} against {uninterrupted} uninterrupted)"
+    );
 
     let expected = source(&sim.simulator());
     assert_same(db, &sim.simulator());

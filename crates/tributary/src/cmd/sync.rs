@@ -72,6 +72,11 @@ pub struct Args {
     /// parent walk the parents already in the store.
     #[arg(long, value_delimiter = ',')]
     entities: Option<Vec<String>>,
+    /// Where fetched pages wait for their commit, so that a killed sync
+    /// resumes without fetching them again (default: beside a SQLite
+    /// file, `DB.spool`; for PostgreSQL, in the temporary directory).
+    #[arg(long)]
+    spool_dir: Option<PathBuf>,
     /// Write the run's figures (records/s, pages/s, peak RSS) as JSON to this file.
     #[arg(long)]
     stats_json: Option<PathBuf>,
@@ -161,6 +166,8 @@ pub struct FullSync<'a> {
     pub request_timeout: Duration,
     pub retry_budget: u32,
     pub entities: Option<Vec<String>>,
+    /// `None`: [`default_spool_dir`] of the store.
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl<'a> FullSync<'a> {
@@ -181,6 +188,7 @@ impl<'a> FullSync<'a> {
             rate_limit: RateLimitSetting::Auto,
             request_timeout: Duration::from_secs(30),
             retry_budget: EngineOptions::default().retry_budget,
+            spool_dir: None,
             entities: None,
         }
     }
@@ -265,6 +273,12 @@ pub async fn full_sync(
         clock,
         EngineOptions {
             retry_budget: request.retry_budget,
+            spool_dir: Some(
+                request
+                    .spool_dir
+                    .clone()
+                    .unwrap_or_else(|| default_spool_dir(request.db)),
+            ),
             ..EngineOptions::default()
         },
     );
@@ -273,6 +287,35 @@ pub async fn full_sync(
         .await;
     store.close().await;
     Ok(report?)
+}
+
+/// Where a store's sync keeps fetched pages until they commit: beside a
+/// SQLite file (`tributary.db.spool`); for PostgreSQL, under the temporary
+/// directory, named after the server and database (never the password).
+pub fn default_spool_dir(db: &str) -> PathBuf {
+    if !db.starts_with("postgres://") && !db.starts_with("postgresql://") {
+        let path = db.strip_prefix("sqlite://").unwrap_or(db);
+        return PathBuf::from(format!("{path}.spool"));
+    }
+    // postgres://user:password@host:port/db?options -> host:port/db.
+    let rest = db.split_once("://").map_or(db, |(_, rest)| rest);
+    let rest = rest.split('?').next().unwrap_or_default();
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let place = format!("{host}-{path}");
+    let safe: String = place
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    std::env::temp_dir().join("tributary-spool").join(safe)
 }
 
 /// Peak resident set size of this process in KiB (Linux), if known.
@@ -300,6 +343,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             request_timeout: Duration::from_secs_f64(args.request_timeout),
             retry_budget: args.retry_budget,
             entities: args.entities.clone(),
+            spool_dir: args.spool_dir.clone(),
             ..FullSync::new(
                 &args.target.db,
                 manifest,
@@ -344,6 +388,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "pages_per_sec": c.pages as f64 / secs,
             "peak_rss_kib": peak_rss_kib(),
             "retries": report.retries,
+            "spooled_pages": report.spooled,
             "needs_reauth": report.needs_reauth,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&stats)?)
