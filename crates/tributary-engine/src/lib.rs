@@ -26,7 +26,6 @@ use backon::{ExponentialBuilder, Retryable};
 use futures_util::stream::{self, StreamExt};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tributary_core::{Clock, Cursor, PreparedRecord, RunKind, RunState};
 use tributary_manifest::Entity;
 use tributary_source::{ErrorClass, Page, Source};
@@ -449,9 +448,41 @@ impl Engine {
                 .map(Arc::new)
         });
 
-        for wave in manifest.graph.waves() {
-            let mut tasks: Vec<(String, JoinHandle<Result<EntityReport, Failure>>)> = Vec::new();
-            for name in wave.iter().filter(|name| selected(name)) {
+        // Entities start as soon as every entity they depend on (hard or
+        // soft) has finished — not when their whole wave has: an entity of
+        // a later wave whose own dependencies are done already runs beside
+        // the rest of the earlier wave. (The waves are this order's
+        // summary: every entity of one wave can run at once.)
+        let order: Vec<String> = manifest
+            .graph
+            .waves()
+            .iter()
+            .flatten()
+            .filter(|name| selected(name))
+            .cloned()
+            .collect();
+        let depends_on = |name: &str| -> Vec<String> {
+            manifest
+                .graph
+                .dependencies()
+                .iter()
+                .filter(|d| d.from == name && selected(&d.to))
+                .map(|d| d.to.clone())
+                .collect()
+        };
+        let mut pending: Vec<String> = order.clone();
+        let mut finished: HashSet<String> = HashSet::new();
+        let mut running = futures_util::stream::FuturesUnordered::new();
+        loop {
+            let ready: Vec<String> = pending
+                .iter()
+                .filter(|name| depends_on(name).iter().all(|d| finished.contains(d)))
+                .cloned()
+                .collect();
+            pending.retain(|name| !ready.contains(name));
+            let started = !ready.is_empty();
+            for name in ready {
+                let name = &name;
                 let entity = Arc::new(manifest.entities[name].clone());
                 let checkpoint = checkpoints.remove(name);
                 if let Some(cp) = &checkpoint
@@ -466,6 +497,7 @@ impl Engine {
                         pages: cp.pages,
                         error: None,
                     });
+                    finished.insert(name.clone());
                     continue;
                 }
                 let blocked = match control.stopped() {
@@ -488,6 +520,7 @@ impl Engine {
                         .await?;
                     progress.entity_finished(name, EntityState::Failed, Some(&error));
                     failed.insert(name.clone(), error.clone());
+                    finished.insert(name.clone());
                     reports.push(EntityReport {
                         entity: name.clone(),
                         state: EntityState::Failed,
@@ -513,13 +546,19 @@ impl Engine {
                 // entity fields) is on every warning and error even when
                 // info-level logging is off.
                 let entity_span = tracing::warn_span!("entity", run = run.id, connection = %connection.name, entity = %name);
-                tasks.push((
-                    name.clone(),
-                    tokio::spawn(tracing::Instrument::instrument(job.run(), entity_span)),
-                ));
+                let task = tokio::spawn(tracing::Instrument::instrument(job.run(), entity_span));
+                let name = name.clone();
+                running.push(async move { (name, task.await) });
             }
-            for (name, task) in tasks {
-                let outcome = task.await.unwrap_or_else(|panic| {
+            if started {
+                // Finished at once (done earlier, or skipped): look again.
+                continue;
+            }
+            let Some((name, joined)) = running.next().await else {
+                break;
+            };
+            {
+                let outcome = joined.unwrap_or_else(|panic| {
                     Err(Failure::other(format!("entity task panicked: {panic}")))
                 });
                 match outcome {
@@ -558,11 +597,13 @@ impl Engine {
                             pages: cp.as_ref().map_or(0, |c| c.pages),
                             error: Some(error.clone()),
                         });
-                        failed.insert(name, error);
+                        failed.insert(name.clone(), error);
                     }
                 }
             }
+            finished.insert(name);
         }
+        reports.sort_by_key(|r| order.iter().position(|n| *n == r.entity));
 
         drop(committer);
         if let Some(spool) = spool {

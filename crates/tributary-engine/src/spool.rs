@@ -158,9 +158,13 @@ impl Spool {
     /// Removes the run's spool (the run has ended).
     pub fn close(&self) {
         let _ = std::fs::remove_dir_all(&self.dir);
-        // And the connection's directory, if nothing else is in it.
-        if let Some(parent) = self.dir.parent() {
-            let _ = std::fs::remove_dir(parent);
+        // And the connection's directory and the spool's root, if nothing
+        // else is in them.
+        if let Some(connection) = self.dir.parent() {
+            let _ = std::fs::remove_dir(connection);
+            if let Some(root) = connection.parent() {
+                let _ = std::fs::remove_dir(root);
+            }
         }
     }
 }

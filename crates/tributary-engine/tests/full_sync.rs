@@ -284,3 +284,64 @@ async fn changes_at_the_source_are_applied_by_the_next_full_sync() {
     assert_eq!(record.canonical["first_name"], "Zelda");
     assert_same(&stored(&h.store).await, &source_dump(&h.sim));
 }
+
+/// Records which entities started and finished, in order.
+#[derive(Default)]
+struct Events(std::sync::Mutex<Vec<String>>);
+
+impl tributary_engine::Progress for Events {
+    fn entity_started(&self, entity: &str, _records: i64, _total: Option<i64>) {
+        self.0.lock().unwrap().push(format!("start {entity}"));
+    }
+
+    fn entity_finished(&self, entity: &str, _state: EntityState, _error: Option<&str>) {
+        self.0.lock().unwrap().push(format!("done {entity}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entities_start_only_after_their_own_dependencies_finish() {
+    let h = harness(300).await;
+    let events = Arc::new(Events::default());
+    let report = h
+        .engine
+        .full_sync(&h.connection, &h.source, events.clone())
+        .await
+        .unwrap();
+    assert_eq!(report.run.state, RunState::Succeeded, "{report:?}");
+    let events = events.0.lock().unwrap().clone();
+    let at = |event: String| {
+        events
+            .iter()
+            .position(|e| *e == event)
+            .unwrap_or_else(|| panic!("no `{event}` in {events:?}"))
+    };
+    // Every dependency of the PCO manifest, hard and soft.
+    for (entity, dependencies) in [
+        ("Person", &["Campus"][..]),
+        ("Household", &["Person"]),
+        ("Email", &["Person"]),
+        ("PhoneNumber", &["Person"]),
+        ("Address", &["Person"]),
+        ("HouseholdMembership", &["Household", "Person"]),
+    ] {
+        for dependency in dependencies {
+            assert!(
+                at(format!("done {dependency}")) < at(format!("start {entity}")),
+                "{entity} started before {dependency} finished: {events:?}"
+            );
+        }
+    }
+    // The report lists entities in wave order, whatever order they ended in.
+    let order: Vec<&str> = report.entities.iter().map(|e| e.entity.as_str()).collect();
+    let waves: Vec<String> = h
+        .source
+        .manifest()
+        .graph
+        .waves()
+        .iter()
+        .flatten()
+        .cloned()
+        .collect();
+    assert_eq!(order, waves);
+}
