@@ -716,17 +716,27 @@ async fn write_page(tx: &mut sqlx::PgConnection, page: &PageWrite<'_>) -> Result
             .iter()
             .map(|(r, _)| r.source_updated_at)
             .collect();
-        let rows = sqlx::query(
-            "INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
-               content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) \
-             SELECT $1, $2, t.ext, $3, t.raw::jsonb, t.canonical::jsonb, t.hash, t.updated_at, $4, $4, NULL, $5 \
-             FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[]) \
-               AS t(ext, raw, canonical, hash, updated_at) \
-             ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET \
-               canonical_entity = excluded.canonical_entity, raw = excluded.raw, canonical = excluded.canonical, \
-               content_hash = excluded.content_hash, source_updated_at = excluded.source_updated_at, \
-               last_modified_at = excluded.last_modified_at, deleted_at = NULL, last_run_id = excluded.last_run_id \
-             RETURNING id, external_id",
+        let kinds: Vec<&str> = plan.writes.iter().map(|(_, k)| k.as_str()).collect();
+        // 2. Records and 4. their change-feed rows, in one statement (one
+        // round trip): the feed rows take the ids the upsert returns, in
+        // page order.
+        let fed = sqlx::query(
+            "WITH t AS ( \
+               SELECT * FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[]) \
+                 WITH ORDINALITY AS t(ext, raw, canonical, hash, updated_at, kind, ord) \
+             ), up AS ( \
+               INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
+                 content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) \
+               SELECT $1, $2, t.ext, $3, t.raw::jsonb, t.canonical::jsonb, t.hash, t.updated_at, $4, $4, NULL, $5 FROM t \
+               ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET \
+                 canonical_entity = excluded.canonical_entity, raw = excluded.raw, canonical = excluded.canonical, \
+                 content_hash = excluded.content_hash, source_updated_at = excluded.source_updated_at, \
+                 last_modified_at = excluded.last_modified_at, deleted_at = NULL, last_run_id = excluded.last_run_id \
+               RETURNING id, external_id \
+             ) \
+             INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at) \
+             SELECT $1, up.id, $2, t.ext, t.kind, t.hash, $5, $4 FROM up JOIN t ON t.ext = up.external_id \
+             ORDER BY t.ord",
         )
         .bind(page.connection_id)
         .bind(page.entity)
@@ -738,11 +748,15 @@ async fn write_page(tx: &mut sqlx::PgConnection, page: &PageWrite<'_>) -> Result
         .bind(&canonical)
         .bind(&hashes)
         .bind(&updated_at)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut record_ids: HashMap<String, i64> = HashMap::with_capacity(rows.len());
-        for row in rows {
-            record_ids.insert(row.try_get(1)?, row.try_get(0)?);
+        .bind(&kinds)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if fed != plan.writes.len() as u64 {
+            return Err(Error::Corrupt(format!(
+                "{fed} change rows for {} written records",
+                plan.writes.len()
+            )));
         }
 
         // 3. Edges: records stored before lose their old edges first.
@@ -793,30 +807,6 @@ async fn write_page(tx: &mut sqlx::PgConnection, page: &PageWrite<'_>) -> Result
             .execute(&mut *tx)
             .await?;
         }
-
-        // 4. Change-feed rows.
-        let mut record_id = Vec::with_capacity(plan.writes.len());
-        for (r, _) in &plan.writes {
-            record_id.push(*record_ids.get(&r.external_id).ok_or_else(|| {
-                Error::Corrupt(format!("upsert returned no id for `{}`", r.external_id))
-            })?);
-        }
-        let kinds: Vec<&str> = plan.writes.iter().map(|(_, k)| k.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at) \
-             SELECT $1, t.id, $2, t.ext, t.kind, t.hash, $3, $4 \
-             FROM UNNEST($5::bigint[], $6::text[], $7::text[], $8::text[]) AS t(id, ext, kind, hash)",
-        )
-        .bind(page.connection_id)
-        .bind(page.entity)
-        .bind(page.run_id)
-        .bind(page.now)
-        .bind(&record_id)
-        .bind(&ext)
-        .bind(&kinds)
-        .bind(&hashes)
-        .execute(&mut *tx)
-        .await?;
     }
 
     // 5. Quarantine: records that failed now, and records that no longer fail.

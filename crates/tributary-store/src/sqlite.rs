@@ -124,6 +124,13 @@ fn migrator() -> Migrator {
             include_str!("../migrations/sqlite/0002_credentials.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            3,
+            "change_triggers".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/sqlite/0003_change_triggers.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
@@ -839,29 +846,8 @@ async fn write_page(tx: &mut sqlx::SqliteConnection, page: &PageWrite<'_>) -> Re
                 .execute(&mut *tx)
                 .await?;
         }
-
-        // The feed rows take the records' internal ids inside SQLite (an
-        // index probe each) rather than round-tripping them.
-        let mut args = SqliteArguments::default();
-        add(&mut args, page.run_id)?;
-        add(&mut args, now_text.clone())?;
-        for (r, kind) in chunk {
-            add(&mut args, r.external_id.as_str())?;
-            add(&mut args, kind.as_str())?;
-        }
-        add(&mut args, page.connection_id)?;
-        add(&mut args, entity.clone())?;
-        let inserted = sqlx::query_with(AssertSqlSafe(statements::changes(chunk.len())), args)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if inserted != chunk.len() as u64 {
-            return Err(Error::Corrupt(format!(
-                "{} change rows for {} written records",
-                inserted,
-                chunk.len()
-            )));
-        }
+        // 4. The change-feed rows are written by the triggers of migration
+        // 0003, inside the insert.
     }
 
     // 5. Quarantine: records that failed now, and records that no longer fail.
@@ -955,7 +941,6 @@ mod statements {
     enum Kind {
         Records,
         Edges,
-        Changes,
     }
 
     type Cache = Mutex<HashMap<(Kind, usize), Arc<str>>>;
@@ -1009,20 +994,6 @@ mod statements {
                 "INSERT INTO edges (connection_id, from_entity, from_external_id, rel, to_entity, to_external_id, hard) \
                  {} ON CONFLICT DO NOTHING",
                 values(rows, "(?, ?, ?, ?, ?, ?, ?)")
-            )
-        })
-    }
-
-    /// Run and now; per row: external id, change kind; then connection and
-    /// entity. The record ids are looked up in SQLite.
-    pub(super) fn changes(rows: usize) -> Arc<str> {
-        cached(Kind::Changes, rows, || {
-            // A VALUES list names its columns column1, column2.
-            format!(
-                "INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at) \
-                 SELECT r.connection_id, r.id, r.entity, r.external_id, v.column2, r.content_hash, ?, ? \
-                 FROM ({}) AS v JOIN records r ON r.connection_id = ? AND r.entity = ? AND r.external_id = v.column1",
-                values(rows, "(?, ?)")
             )
         })
     }
