@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tributary_core::{Cursor, Timestamp};
-use tributary_store::{Backend, PageOutcome, PageWrite};
+use tributary_store::{PageOutcome, PageWrite};
 
 use crate::{Engine, PreparedPage};
 
@@ -80,45 +80,53 @@ impl Committer {
             // Room for every entity task of a wave to queue its pages.
             .map(|_| mpsc::channel(256))
             .unzip();
-        if engine.store().backend() == Backend::Sqlite {
-            // SQLite's driver runs each connection on a thread of its own,
-            // so the committer can too: on the shared runtime it would wait
-            // behind the fetch tasks' parsing for every statement's answer,
-            // and the one writer — the bottleneck — would sit idle (a
-            // quarter more throughput on a 2-core machine). PostgreSQL
-            // connections belong to the runtime that opened them, so its
-            // lanes stay on the shared one.
-            let spawned = std::thread::Builder::new()
-                .name("tributary-committer".into())
-                .spawn({
-                    let engine = engine.clone();
-                    move || match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(runtime) => runtime.block_on(async move {
-                            let lanes: Vec<_> = receivers
-                                .into_iter()
-                                .map(|receiver| tokio::spawn(run(engine.clone(), receiver)))
-                                .collect();
-                            for lane in lanes {
-                                let _ = lane.await;
-                            }
-                        }),
+        // The committer runs on a thread of its own: on the shared runtime
+        // it would wait behind the fetch tasks' parsing for every
+        // statement's answer, and the database — the bottleneck — would sit
+        // idle (a quarter more throughput on a 2-core machine).
+        let spawned = std::thread::Builder::new()
+            .name("tributary-committer".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        // Dropping the receivers fails every commit with
+                        // "the committer stopped".
+                        tracing::error!(%error, "cannot start the committer's runtime");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    // Connections that belong to another runtime are not
+                    // used from this one: the store may hand out its own.
+                    let own = match engine.store().for_another_runtime().await {
+                        Ok(own) => own,
                         Err(error) => {
-                            // Dropping the receivers fails every commit
-                            // with "the committer stopped".
-                            tracing::error!(%error, "cannot start the committer's runtime");
+                            tracing::error!(%error, "cannot connect the committer to the store");
+                            return;
                         }
+                    };
+                    let engine = match &own {
+                        Some(store) => engine.with_store(store.clone()),
+                        None => engine,
+                    };
+                    let lanes: Vec<_> = receivers
+                        .into_iter()
+                        .map(|receiver| tokio::spawn(run(engine.clone(), receiver)))
+                        .collect();
+                    for lane in lanes {
+                        let _ = lane.await;
+                    }
+                    if let Some(store) = own {
+                        store.close().await;
                     }
                 });
-            if let Err(error) = spawned {
-                tracing::error!(%error, "cannot start the committer's thread");
-            }
-        } else {
-            for receiver in receivers {
-                tokio::spawn(run(engine.clone(), receiver));
-            }
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start the committer's thread");
         }
         Self {
             lanes: senders.into(),

@@ -373,6 +373,14 @@ impl Engine {
         &self.store
     }
 
+    /// The same engine over another handle on its store.
+    fn with_store(&self, store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            ..self.clone()
+        }
+    }
+
     /// Runs (or resumes) a full sync of `connection` from `source`: every
     /// record of every entity, wave by wave.
     pub async fn full_sync(

@@ -476,6 +476,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Which database this is.
     fn backend(&self) -> Backend;
 
+    /// A handle on the same database for use from another async runtime
+    /// (a thread of its own): `None` when this one works from any runtime
+    /// (SQLite's connections run on threads of their own), else a new
+    /// handle with connections of its own, which the caller closes
+    /// ([`Store::close`]) on that runtime when done.
+    async fn for_another_runtime(&self) -> Result<Option<Arc<dyn Store>>> {
+        Ok(None)
+    }
+
     /// How many [`Store::apply_pages`] calls can usefully run at once: 1 for
     /// a database with one writer (SQLite); more where transactions write
     /// in parallel (PostgreSQL), so a committer can overlap one group's

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -27,6 +28,7 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    options: PgConnectOptions,
 }
 
 fn migrator() -> Migrator {
@@ -68,10 +70,10 @@ impl PgStore {
         let options = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(10)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         migrator().run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, options })
     }
 }
 
@@ -150,6 +152,19 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    async fn for_another_runtime(&self) -> Result<Option<Arc<dyn Store>>> {
+        // A connection belongs to the runtime that opened it: the other
+        // runtime gets a pool of its own (one connection per commit lane).
+        let pool = PgPoolOptions::new()
+            .max_connections(self.commit_lanes() as u32)
+            .connect_with(self.options.clone())
+            .await?;
+        Ok(Some(Arc::new(Self {
+            pool,
+            options: self.options.clone(),
+        })))
     }
 
     fn commit_lanes(&self) -> usize {
