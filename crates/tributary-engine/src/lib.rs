@@ -448,7 +448,18 @@ impl Engine {
         // entity task.
         let committer = Committer::start(self.clone());
         let spool = self.options.spool_dir.as_ref().and_then(|root| {
-            Spool::open(root, connection.id, run.id)
+            // Ids start at 1 in every database: the run's start time, the
+            // connection's name and URL and the page size tell this run's
+            // spool from another's (a page of another size would page on
+            // differently).
+            let identity = format!(
+                "{}\n{}\n{}\n{}",
+                run.started_at.to_rfc3339(),
+                connection.name,
+                connection.base_url,
+                source.page_size()
+            );
+            Spool::open(root, connection.id, run.id, &identity)
                 .map_err(|error| {
                     tracing::warn!(%error, dir = %root.display(), "cannot open the spool; fetched pages are kept in memory only");
                 })

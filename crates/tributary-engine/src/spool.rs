@@ -52,7 +52,7 @@ struct EntityLog {
     loaded: bool,
     /// Pages an earlier process spooled and nobody took yet, by key, with
     /// the segment file they came from.
-    found: HashMap<String, (Vec<Vec<u8>>, PathBuf)>,
+    found: HashMap<String, (Vec<Vec<u8>>, PathBuf, u64)>,
     /// How many of `found`'s pages each old segment still holds.
     found_left: HashMap<PathBuf, usize>,
     /// The segment being appended to.
@@ -74,8 +74,12 @@ struct Segment {
 impl Spool {
     /// The spool of run `run_id` of connection `connection_id` under
     /// `root`, created if missing. Spools of the connection's other runs
-    /// (finished or abandoned) are removed.
-    pub fn open(root: &Path, connection_id: i64, run_id: i64) -> io::Result<Self> {
+    /// (finished or abandoned) are removed. `identity` names the run beyond
+    /// its ids, which start at 1 in every database (its start time, the
+    /// connection's name and base URL, the page size): a spool left by a
+    /// run with the same ids in another database, or for another account,
+    /// does not match and is discarded, never replayed.
+    pub fn open(root: &Path, connection_id: i64, run_id: i64, identity: &str) -> io::Result<Self> {
         let connection_dir = root.join(format!("connection-{connection_id}"));
         create_private_dir(&connection_dir)?;
         let name = format!("run-{run_id}");
@@ -85,7 +89,16 @@ impl Spool {
             }
         }
         let dir = connection_dir.join(name);
+        let marker = dir.join("identity");
+        if dir.exists() && std::fs::read_to_string(&marker).ok().as_deref() != Some(identity) {
+            std::fs::remove_dir_all(&dir)?;
+        }
         create_private_dir(&dir)?;
+        if !marker.exists() {
+            let tmp = dir.join("identity.tmp");
+            std::fs::write(&tmp, identity)?;
+            std::fs::rename(&tmp, &marker)?;
+        }
         Ok(Self {
             dir,
             entities: Mutex::new(HashMap::new()),
@@ -114,7 +127,9 @@ impl Spool {
     /// Keeps the response bodies of `entity`'s page `key` (its cursor, or
     /// its parent's id) until [`Spool::committed`].
     pub fn put(&self, entity: &str, key: &str, bodies: &[Vec<u8>]) -> io::Result<()> {
-        self.with_log(entity, |dir, log| log.append(dir, entity, key, bodies))
+        self.with_log(entity, |dir, log| {
+            log.append(dir, entity, key, bodies, now())
+        })
     }
 
     /// The bodies an earlier process kept for `entity`'s page `key`, if a
@@ -122,7 +137,7 @@ impl Spool {
     /// this process's) until it commits.
     pub fn take(&self, entity: &str, key: &str) -> Option<Vec<Vec<u8>>> {
         self.with_log(entity, |dir, log| {
-            let (bodies, path) = log.found.remove(key)?;
+            let (bodies, path, fetched_at) = log.found.remove(key)?;
             if let Some(left) = log.found_left.get_mut(&path) {
                 *left -= 1;
                 if *left == 0 {
@@ -130,7 +145,9 @@ impl Spool {
                     let _ = std::fs::remove_file(&path);
                 }
             }
-            if let Err(error) = log.append(dir, entity, key, &bodies) {
+            // Spooled again as this process's, with the time it was
+            // fetched: a page does not grow younger by being replayed.
+            if let Err(error) = log.append(dir, entity, key, &bodies, fetched_at) {
                 tracing::warn!(%error, "cannot spool a replayed page again");
             }
             Some(bodies)
@@ -196,8 +213,9 @@ impl EntityLog {
                 continue;
             }
             self.found_left.insert(path.clone(), pages.len());
-            for (key, bodies) in pages {
-                if let Some((_, old)) = self.found.insert(key, (bodies, path.clone()))
+            for (key, bodies, fetched_at) in pages {
+                if let Some((_, old, _)) =
+                    self.found.insert(key, (bodies, path.clone(), fetched_at))
                     && let Some(left) = self.found_left.get_mut(&old)
                 {
                     // A later copy of the same page replaces the earlier.
@@ -214,6 +232,7 @@ impl EntityLog {
         entity: &str,
         key: &str,
         bodies: &[Vec<u8>],
+        fetched_at: u64,
     ) -> io::Result<()> {
         let full = self
             .current
@@ -244,10 +263,6 @@ impl EntityLog {
             self.current = Some((seq, file));
         }
         let (seq, file) = self.current.as_mut().expect("a current segment");
-        let fetched_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
         let lengths: Vec<usize> = bodies.iter().map(Vec::len).collect();
         let header = json!({
             "entity": entity,
@@ -272,20 +287,20 @@ impl EntityLog {
 
 /// The whole, fresh pages of a segment, in order; stops at the first torn
 /// or foreign one.
-fn parse_segment(mut content: &[u8], entity: &str) -> Vec<(String, Vec<Vec<u8>>)> {
+fn parse_segment(mut content: &[u8], entity: &str) -> Vec<(String, Vec<Vec<u8>>, u64)> {
     let mut pages = Vec::new();
     while !content.is_empty() {
-        let Some((key, bodies, rest)) = parse_page(content, entity) else {
+        let Some((key, bodies, fetched_at, rest)) = parse_page(content, entity) else {
             break;
         };
-        pages.push((key, bodies));
+        pages.push((key, bodies, fetched_at));
         content = rest;
     }
     pages
 }
 
 /// A page read back: its key, its bodies, and what follows it.
-type ReadPage<'a> = (String, Vec<Vec<u8>>, &'a [u8]);
+type ReadPage<'a> = (String, Vec<Vec<u8>>, u64, &'a [u8]);
 
 fn parse_page<'a>(content: &'a [u8], entity: &str) -> Option<ReadPage<'a>> {
     let newline = content.iter().position(|b| *b == b'\n')?;
@@ -294,9 +309,9 @@ fn parse_page<'a>(content: &'a [u8], entity: &str) -> Option<ReadPage<'a>> {
         return None;
     }
     let key = header["key"].as_str()?.to_owned();
-    let fetched_at = UNIX_EPOCH + Duration::from_secs(header["fetched_at"].as_u64()?);
+    let fetched_at = header["fetched_at"].as_u64()?;
     let fresh = SystemTime::now()
-        .duration_since(fetched_at)
+        .duration_since(UNIX_EPOCH + Duration::from_secs(fetched_at))
         .unwrap_or_default()
         <= MAX_AGE;
     let mut rest = &content[newline + 1..];
@@ -310,7 +325,14 @@ fn parse_page<'a>(content: &'a [u8], entity: &str) -> Option<ReadPage<'a>> {
         bodies.push(body.to_vec());
         rest = tail;
     }
-    (fresh && !bodies.is_empty()).then_some((key, bodies, rest))
+    (fresh && !bodies.is_empty()).then_some((key, bodies, fetched_at, rest))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 fn create_private_dir(dir: &Path) -> io::Result<()> {
@@ -345,7 +367,7 @@ mod tests {
     fn pages_a_killed_process_spooled_come_back_once() {
         let root = tempfile::tempdir().unwrap();
         {
-            let spool = Spool::open(root.path(), 1, 7).unwrap();
+            let spool = Spool::open(root.path(), 1, 7, "db-a").unwrap();
             for i in 0..5 {
                 spool.put("Person", &format!("k{i}"), &body(i)).unwrap();
             }
@@ -356,7 +378,7 @@ mod tests {
             spool.committed("Person", "k1");
             // Killed: never closed.
         }
-        let spool = Spool::open(root.path(), 1, 7).unwrap();
+        let spool = Spool::open(root.path(), 1, 7, "db-a").unwrap();
         // Committed pages are still in the segment (it holds uncommitted
         // ones), so they can come back too; the engine asks only for
         // pages after its checkpoint.
@@ -370,14 +392,14 @@ mod tests {
         assert_eq!(spool.take("Email", "k3"), None);
         // A taken page is spooled again: a second kill keeps it.
         drop(spool);
-        let spool = Spool::open(root.path(), 1, 7).unwrap();
+        let spool = Spool::open(root.path(), 1, 7, "db-a").unwrap();
         assert_eq!(spool.take("Person", "k3"), Some(body(3)));
     }
 
     #[test]
     fn committed_segments_are_deleted() {
         let root = tempfile::tempdir().unwrap();
-        let spool = Spool::open(root.path(), 1, 7).unwrap();
+        let spool = Spool::open(root.path(), 1, 7, "db-a").unwrap();
         let dir = root.path().join("connection-1/run-7");
         for i in 0..SEGMENT_PAGES + 3 {
             spool.put("Person", &format!("k{i}"), &body(i)).unwrap();
@@ -402,17 +424,17 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("connection-1/run-7");
         {
-            let spool = Spool::open(root.path(), 1, 7).unwrap();
+            let spool = Spool::open(root.path(), 1, 7, "db-a").unwrap();
             spool.put("Person", "k0", &body(0)).unwrap();
             spool.put("Person", "k1", &body(1)).unwrap();
         }
         // A machine crash can leave the last page short.
         let seg = std::fs::read_dir(&dir)
             .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "seg"))
+            .unwrap();
         let content = std::fs::read(&seg).unwrap();
         std::fs::write(&seg, &content[..content.len() - 2]).unwrap();
         // And a page too old to apply.
@@ -427,25 +449,67 @@ mod tests {
         stale.extend_from_slice(b"\n{}");
         std::fs::write(dir.join(format!("{}.0.seg", Spool::prefix("Email"))), stale).unwrap();
 
-        let spool = Spool::open(root.path(), 1, 7).unwrap();
+        let spool = Spool::open(root.path(), 1, 7, "db-a").unwrap();
         assert_eq!(spool.take("Person", "k0"), Some(body(0)));
         assert_eq!(spool.take("Person", "k1"), None);
         assert_eq!(spool.take("Email", "k0"), None);
     }
 
     #[test]
+    fn a_spool_of_the_same_ids_from_another_database_is_discarded() {
+        let root = tempfile::tempdir().unwrap();
+        {
+            let spool = Spool::open(root.path(), 1, 1, "db-a").unwrap();
+            spool.put("Person", "k", &body(0)).unwrap();
+        }
+        // A fresh database numbers its connection and run 1 again.
+        let other = Spool::open(root.path(), 1, 1, "db-b").unwrap();
+        assert!(other.take("Person", "k").is_none());
+        drop(other);
+        let again = Spool::open(root.path(), 1, 1, "db-a").unwrap();
+        assert!(
+            again.take("Person", "k").is_none(),
+            "discarded, not kept aside"
+        );
+    }
+
+    #[test]
+    fn a_replayed_page_keeps_its_age() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("connection-1/run-7");
+        let almost = SystemTime::now() - MAX_AGE + Duration::from_secs(2);
+        {
+            let _spool = Spool::open(root.path(), 1, 7, "db-a").unwrap();
+            let mut log = EntityLog {
+                loaded: true,
+                ..EntityLog::default()
+            };
+            let at = almost.duration_since(UNIX_EPOCH).unwrap().as_secs();
+            log.append(&dir, "Person", "k", &body(0), at).unwrap();
+        }
+        let spool = Spool::open(root.path(), 1, 7, "db-a").unwrap();
+        assert!(spool.take("Person", "k").is_some());
+        drop(spool);
+        // Spooled again by the take, with its original time: once that is
+        // past the limit, the page is fetched again.
+        std::thread::sleep(Duration::from_secs(3));
+        let spool = Spool::open(root.path(), 1, 7, "db-a").unwrap();
+        assert!(spool.take("Person", "k").is_none());
+    }
+
+    #[test]
     fn a_new_run_clears_the_connections_old_spools_only() {
         let root = tempfile::tempdir().unwrap();
         {
-            let old = Spool::open(root.path(), 1, 7).unwrap();
+            let old = Spool::open(root.path(), 1, 7, "db-a").unwrap();
             old.put("Person", "k", &body(0)).unwrap();
-            let other = Spool::open(root.path(), 2, 3).unwrap();
+            let other = Spool::open(root.path(), 2, 3, "db-a").unwrap();
             other.put("Person", "k", &body(0)).unwrap();
         }
-        let new = Spool::open(root.path(), 1, 8).unwrap();
+        let new = Spool::open(root.path(), 1, 8, "db-a").unwrap();
         assert!(new.take("Person", "k").is_none());
         assert!(!root.path().join("connection-1/run-7").exists());
-        let other = Spool::open(root.path(), 2, 3).unwrap();
+        let other = Spool::open(root.path(), 2, 3, "db-a").unwrap();
         assert!(other.take("Person", "k").is_some());
     }
 }

@@ -288,6 +288,11 @@ impl Source {
         &self.inner.base_url
     }
 
+    /// Objects per page requested.
+    pub fn page_size(&self) -> u32 {
+        self.inner.page_size
+    }
+
     /// Fetches the page of a top-level entity that `cursor` points at.
     /// Cursors are `null` (the start) or `{"offset": N}`.
     pub async fn fetch_page(&self, entity: &Entity, cursor: &Cursor) -> Result<Page> {

@@ -290,32 +290,41 @@ pub async fn full_sync(
 }
 
 /// Where a store's sync keeps fetched pages until they commit: beside a
-/// SQLite file (`tributary.db.spool`); for PostgreSQL, under the temporary
-/// directory, named after the server and database (never the password).
+/// SQLite file (`tributary.db.spool`); for PostgreSQL, in the user's cache
+/// directory (`$XDG_CACHE_HOME` or `~/.cache`, else the temporary
+/// directory), named after the user, server and database — never the
+/// password.
 pub fn default_spool_dir(db: &str) -> PathBuf {
     if !db.starts_with("postgres://") && !db.starts_with("postgresql://") {
         let path = db.strip_prefix("sqlite://").unwrap_or(db);
         return PathBuf::from(format!("{path}.spool"));
     }
-    // postgres://user:password@host:port/db?options -> host:port/db.
+    // postgres://user:password@host:port/db?options -> user@host:port/db.
     let rest = db.split_once("://").map_or(db, |(_, rest)| rest);
     let rest = rest.split('?').next().unwrap_or_default();
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    let place = format!("{host}-{path}");
+    let place = match authority.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{user}@{host}-{path}")
+        }
+        None => format!("{authority}-{path}"),
+    };
     let safe: String = place
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '@') {
                 c
             } else {
                 '_'
             }
         })
         .collect();
-    std::env::temp_dir().join("tributary-spool").join(safe)
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache.join("tributary").join("spool").join(safe)
 }
 
 /// Peak resident set size of this process in KiB (Linux), if known.
@@ -399,4 +408,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod spool_dir_tests {
+    use super::default_spool_dir;
+
+    #[test]
+    fn sqlite_spools_beside_its_file_and_postgres_never_names_the_password() {
+        assert_eq!(
+            default_spool_dir("./data/t.db"),
+            std::path::PathBuf::from("./data/t.db.spool")
+        );
+        let dir = default_spool_dir("postgres://app:s3cret@db.example:5433/prod?sslmode=require");
+        let text = dir.display().to_string();
+        assert!(text.ends_with("app@db.example_5433-prod"), "{text}");
+        assert!(!text.contains("s3cret"));
+        assert!(text.contains("tributary"));
+    }
 }
