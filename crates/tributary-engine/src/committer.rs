@@ -61,11 +61,25 @@ pub(crate) type Answer = (PreparedPage, Result<PageOutcome, tributary_store::Err
 
 type Queued = (Job, oneshot::Sender<Answer>);
 
+/// What a lane receives.
+enum Message {
+    /// A page to commit (boxed: a fence is small, a page is not).
+    Page(Box<Queued>),
+    /// An entity failed (its task ended, or panicked): none of its pages
+    /// queued after this commits. Answered once every page queued before
+    /// it has been dealt with.
+    Fence {
+        run_id: i64,
+        entity: Arc<str>,
+        done: oneshot::Sender<()>,
+    },
+}
+
 /// The handle entity tasks commit through. Cheap to clone; the committer
 /// stops when every handle is dropped.
 #[derive(Clone)]
 pub(crate) struct Committer {
-    lanes: Arc<[mpsc::Sender<Queued>]>,
+    lanes: Arc<[mpsc::Sender<Message>]>,
 }
 
 impl Committer {
@@ -139,14 +153,36 @@ impl Committer {
     /// pages commit in the order they were queued, and none commits after
     /// an earlier one failed.
     pub(crate) async fn submit(&self, job: Job) -> oneshot::Receiver<Answer> {
-        let mut hasher = DefaultHasher::new();
-        (job.run_id, &*job.entity).hash(&mut hasher);
-        let lane = &self.lanes[(hasher.finish() % self.lanes.len() as u64) as usize];
+        let lane = self.lane(job.run_id, &job.entity);
         let (reply, answer) = oneshot::channel();
-        if let Err(mpsc::error::SendError((job, reply))) = lane.send((job, reply)).await {
+        if let Err(mpsc::error::SendError(Message::Page(queued))) =
+            lane.send(Message::Page(Box::new((job, reply)))).await
+        {
+            let (job, reply) = *queued;
             let _ = reply.send((job.page, Err(stopped())));
         }
         answer
+    }
+
+    /// Marks `entity` failed: the pages it queued before commit (or fail)
+    /// first, none it queued after commits. Returns once that is settled,
+    /// so the caller's own record of the failure is the last word.
+    pub(crate) async fn fence(&self, run_id: i64, entity: &str) {
+        let (done, settled) = oneshot::channel();
+        let message = Message::Fence {
+            run_id,
+            entity: entity.into(),
+            done,
+        };
+        if self.lane(run_id, entity).send(message).await.is_ok() {
+            let _ = settled.await;
+        }
+    }
+
+    fn lane(&self, run_id: i64, entity: &str) -> &mpsc::Sender<Message> {
+        let mut hasher = DefaultHasher::new();
+        (run_id, entity).hash(&mut hasher);
+        &self.lanes[(hasher.finish() % self.lanes.len() as u64) as usize]
     }
 }
 
@@ -154,29 +190,63 @@ fn stopped() -> tributary_store::Error {
     tributary_store::Error::NotFound("the run's committer (it stopped)".into())
 }
 
-/// Takes the next group: the first queued page and whatever queued behind
-/// it.
-async fn next_group(receiver: &mut mpsc::Receiver<Queued>) -> Option<Vec<Queued>> {
-    let first = receiver.recv().await?;
+/// Takes the next group: the first queued page and the pages queued
+/// behind it, up to a fence (kept in `ahead` for the next call).
+async fn next_group(
+    receiver: &mut mpsc::Receiver<Message>,
+    ahead: &mut Option<Message>,
+) -> Option<Next> {
+    let first = match ahead.take() {
+        Some(message) => message,
+        None => receiver.recv().await?,
+    };
+    let first = match first {
+        Message::Page(page) => *page,
+        Message::Fence {
+            run_id,
+            entity,
+            done,
+        } => return Some(Next::Fence(run_id, entity, done)),
+    };
     let mut records = first.0.page.records.len();
     let mut group = vec![first];
     while group.len() < MAX_PAGES && records < MAX_RECORDS {
         match receiver.try_recv() {
-            Ok(next) => {
+            Ok(Message::Page(next)) => {
                 records += next.0.page.records.len();
-                group.push(next);
+                group.push(*next);
+            }
+            Ok(fence) => {
+                *ahead = Some(fence);
+                break;
             }
             Err(_) => break,
         }
     }
-    Some(group)
+    Some(Next::Group(group))
 }
 
-async fn run(engine: Engine, mut receiver: mpsc::Receiver<Queued>) {
-    // Entities (of a run) one of whose pages failed to commit: their later
-    // pages must not commit, or the checkpoint would skip the failed one.
+/// What a lane does next.
+enum Next {
+    Group(Vec<Queued>),
+    Fence(i64, Arc<str>, oneshot::Sender<()>),
+}
+
+async fn run(engine: Engine, mut receiver: mpsc::Receiver<Message>) {
+    // Entities (of a run) one of whose pages failed to commit, or that
+    // failed otherwise: their later pages must not commit, or the
+    // checkpoint would skip the failed one (or overwrite the failure).
     let mut failed: HashSet<(i64, Arc<str>)> = HashSet::new();
-    while let Some(group) = next_group(&mut receiver).await {
+    let mut ahead = None;
+    while let Some(next) = next_group(&mut receiver, &mut ahead).await {
+        let group = match next {
+            Next::Group(group) => group,
+            Next::Fence(run_id, entity, done) => {
+                failed.insert((run_id, entity));
+                let _ = done.send(());
+                continue;
+            }
+        };
         let (group, refused): (Vec<Queued>, Vec<Queued>) = group
             .into_iter()
             .partition(|(job, _)| !failed.contains(&(job.run_id, job.entity.clone())));
@@ -230,5 +300,96 @@ async fn run(engine: Engine, mut receiver: mpsc::Receiver<Queued>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tributary_core::{Clock, Cursor, PreparedRecord, RunKind, SourceRecord, SystemClock};
+    use tributary_store::{NewConnection, SqliteStore, Store};
+
+    use super::*;
+    use crate::EngineOptions;
+
+    fn page(id: &str) -> PreparedPage {
+        PreparedPage {
+            records: vec![PreparedRecord::new(SourceRecord {
+                entity: "Person".into(),
+                external_id: id.into(),
+                source_updated_at: None,
+                raw: json!({"type": "Person", "id": id}),
+                canonical: json!({}),
+                edges: vec![],
+            })],
+            quarantined: vec![],
+            cursor_after: Cursor::start(),
+            finished: false,
+            total: None,
+            spool_keys: vec![],
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fenced_entity_commits_what_it_queued_before_and_nothing_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db").display().to_string();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+        let now = SystemClock.now();
+        let connection = store
+            .ensure_connection(
+                NewConnection {
+                    name: "c",
+                    adapter: "pco",
+                    base_url: "http://127.0.0.1:1",
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        let run = store
+            .start_run(connection.id, RunKind::Full, None, now)
+            .await
+            .unwrap()
+            .run()
+            .id;
+        let engine = Engine::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            EngineOptions::default(),
+        );
+        let committer = Committer::start(engine);
+        let job = |id: &str, offset: u64| Job {
+            connection_id: connection.id,
+            run_id: run,
+            entity: "Person".into(),
+            canonical_entity: "Person".into(),
+            page: page(id),
+            cursor: Cursor(json!({ "offset": offset })),
+            finished: false,
+            total: None,
+            now,
+        };
+        let before = committer.submit(job("1", 1)).await;
+        committer.fence(run, "Person").await;
+        let after = committer.submit(job("2", 2)).await;
+        assert!(before.await.unwrap().1.is_ok(), "queued before: committed");
+        assert!(after.await.unwrap().1.is_err(), "queued after: refused");
+        assert!(
+            store
+                .record(connection.id, "Person", "1")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .record(connection.id, "Person", "2")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let checkpoints = store.checkpoints(run).await.unwrap();
+        assert_eq!(checkpoints[0].cursor, Cursor(json!({ "offset": 1 })));
     }
 }

@@ -591,6 +591,10 @@ impl Engine {
                                 .stop(&format!("the connection needs re-authorisation ({error})"));
                         }
                         tracing::error!(entity = %name, %error, "entity failed");
+                        // Pages the entity queued before it failed settle
+                        // first; none queued after commits, so the failure
+                        // recorded next is the last word on its state.
+                        committer.fence(run.id, &name).await;
                         // Best effort: the failure is also in the run's error.
                         let _ = self
                             .store
