@@ -278,9 +278,21 @@ impl EntityLog {
         // One write: a crash leaves a whole page or a torn tail, which the
         // reader drops.
         file.write_all(&record)?;
-        let segment = self.segments.get_mut(seq).expect("its segment");
+        let seq = *seq;
+        let segment = self.segments.get_mut(&seq).expect("its segment");
         segment.written += 1;
-        self.key_segment.insert(key.to_owned(), *seq);
+        // A page spooled again (a replayed copy that could not be used)
+        // supersedes its earlier copy, which will never commit: that
+        // segment no longer waits for it.
+        if let Some(earlier) = self.key_segment.insert(key.to_owned(), seq)
+            && let Some(old) = self.segments.get_mut(&earlier)
+        {
+            old.written = old.written.saturating_sub(1);
+            if earlier != seq && old.committed >= old.written {
+                let _ = std::fs::remove_file(&old.path);
+                self.segments.remove(&earlier);
+            }
+        }
         Ok(())
     }
 }
@@ -417,6 +429,30 @@ mod tests {
         spool.close();
         assert!(!dir.exists());
         assert!(!root.path().join("connection-1").exists());
+    }
+
+    #[test]
+    fn a_page_spooled_again_does_not_keep_its_old_segment() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path(), 1, 7, "db-a").unwrap();
+        let dir = root.path().join("connection-1/run-7");
+        for i in 0..SEGMENT_PAGES {
+            spool.put("Person", &format!("k{i}"), &body(i)).unwrap();
+        }
+        // k0 spooled again (its first copy was unusable): it lands in the
+        // second segment, and the first waits only for the others.
+        spool.put("Person", "k0", &body(0)).unwrap();
+        assert_eq!(segments(&dir), 2);
+        for i in 1..SEGMENT_PAGES {
+            spool.committed("Person", &format!("k{i}"));
+        }
+        assert_eq!(segments(&dir), 1, "the first segment is gone");
+        spool.committed("Person", "k0");
+        assert_eq!(
+            segments(&dir),
+            1,
+            "the current one stays until the run ends"
+        );
     }
 
     #[test]
