@@ -16,7 +16,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
-use tributary_core::{Cursor, Timestamp};
+use tributary_core::Timestamp;
 use tributary_store::{PageOutcome, PageWrite};
 
 use crate::{Engine, PreparedPage};
@@ -32,10 +32,8 @@ pub(crate) struct Job {
     pub(crate) run_id: i64,
     pub(crate) entity: Arc<str>,
     pub(crate) canonical_entity: Arc<str>,
+    /// The page, with the checkpoint it moves its entity to.
     pub(crate) page: PreparedPage,
-    pub(crate) cursor: Cursor,
-    pub(crate) finished: bool,
-    pub(crate) total: Option<i64>,
     pub(crate) now: Timestamp,
 }
 
@@ -48,9 +46,9 @@ impl Job {
             canonical_entity: &self.canonical_entity,
             records: &self.page.records,
             quarantined: &self.page.quarantined,
-            cursor: &self.cursor,
-            finished: self.finished,
-            total: self.total,
+            cursor: &self.page.cursor_after,
+            finished: self.page.finished,
+            total: self.page.total,
             now: self.now,
         }
     }
@@ -364,10 +362,10 @@ mod tests {
             run_id: run,
             entity: "Person".into(),
             canonical_entity: "Person".into(),
-            page: page(id),
-            cursor: Cursor(json!({ "offset": offset })),
-            finished: false,
-            total: None,
+            page: PreparedPage {
+                cursor_after: Cursor(json!({ "offset": offset })),
+                ..page(id)
+            },
             now,
         };
         let before = committer.submit(job("1", 1)).await;

@@ -755,8 +755,7 @@ impl EntityJob {
         mut pages_done: i64,
     ) -> Result<(i64, i64), Failure> {
         let depth = self.engine.options.prefetch.max(1);
-        let mut in_flight: VecDeque<(PreparedMeta, oneshot::Receiver<committer::Answer>)> =
-            VecDeque::new();
+        let mut in_flight: VecDeque<oneshot::Receiver<committer::Answer>> = VecDeque::new();
         let mut fetching = true;
         // A fetch failure ends the entity once the pages fetched before it
         // have committed (they are good; committing them keeps the work).
@@ -786,11 +785,6 @@ impl EntityJob {
                         break;
                     }
                 };
-                let meta = PreparedMeta {
-                    total: page.total,
-                    finished: page.finished,
-                    spool_keys: page.spool_keys.clone(),
-                };
                 let answer = self
                     .committer
                     .submit(committer::Job {
@@ -798,21 +792,19 @@ impl EntityJob {
                         run_id: self.run_id,
                         entity: self.entity.name.as_str().into(),
                         canonical_entity: self.entity.canonical.as_str().into(),
-                        cursor: page.cursor_after.clone(),
-                        finished: page.finished,
-                        total: page.total,
                         page,
                         now: self.engine.clock.now(),
                     })
                     .await;
-                in_flight.push_back((meta, answer));
+                in_flight.push_back(answer);
             }
-            let Some((meta, answer)) = in_flight.pop_front() else {
+            let Some(answer) = in_flight.pop_front() else {
                 return Err(fetch_failure
                     .unwrap_or_else(|| Failure::other("the page fetcher stopped early")));
             };
-            let outcome = match answer.await {
-                Ok((_, Ok(outcome))) => outcome,
+            // The committer hands the page back with its fate.
+            let (page, outcome) = match answer.await {
+                Ok((page, Ok(outcome))) => (page, outcome),
                 Ok((_, Err(error))) => {
                     return Err(Failure::other(format!("commit failed: {error}")));
                 }
@@ -821,13 +813,13 @@ impl EntityJob {
             records += outcome.records() as i64;
             pages_done += 1;
             self.progress
-                .page_committed(&self.entity.name, &outcome, records, meta.total);
+                .page_committed(&self.entity.name, &outcome, records, page.total);
             if let Some(spool) = &self.spool {
-                for key in &meta.spool_keys {
+                for key in &page.spool_keys {
                     spool.committed(&self.entity.name, key);
                 }
             }
-            if meta.finished {
+            if page.finished {
                 return Ok((records, pages_done));
             }
         }
@@ -842,6 +834,27 @@ impl EntityJob {
             .as_ref()
             .map(|c| c.cursor.clone())
             .unwrap_or_default();
+        self.fetch_and_commit(
+            |fetcher, sender| fetcher.list(start, sender),
+            records,
+            pages,
+        )
+        .await
+    }
+
+    /// Runs `fetch` — the entity's fetcher, handing pages on through a
+    /// channel of `prefetch` pages — on a task of its own while the pages
+    /// it hands on commit in order.
+    async fn fetch_and_commit<F, Fut>(
+        &self,
+        fetch: F,
+        records: i64,
+        pages: i64,
+    ) -> Result<(i64, i64), Failure>
+    where
+        F: FnOnce(Fetcher, mpsc::Sender<Result<PreparedPage, Failure>>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let (sender, receiver) = mpsc::channel(self.engine.options.prefetch.max(1));
         let fetcher = Fetcher {
             source: self.source.clone(),
@@ -854,7 +867,7 @@ impl EntityJob {
         // Keep the run/connection/entity span on the fetcher's log lines.
         let span = tracing::Span::current();
         let task = tokio::spawn(tracing::Instrument::instrument(
-            fetcher.list(start, sender),
+            fetch(fetcher, sender),
             span,
         ));
         let result = self.commit_in_order(receiver, records, pages).await;
@@ -878,37 +891,19 @@ impl EntityJob {
             .and_then(|c| c.cursor.0.get("after"))
             .and_then(|a| a.as_str())
             .map(str::to_owned);
-        let (sender, receiver) = mpsc::channel(self.engine.options.prefetch.max(1));
-        let fetcher = Fetcher {
-            source: self.source.clone(),
-            entity: self.entity.clone(),
-            control: self.control.clone(),
-            progress: self.progress.clone(),
-            policy: self.engine.retry_policy(),
-            spool: self.spool.clone(),
-        };
         let batches = ParentBatches {
             store: self.engine.store.clone(),
             connection_id: self.connection_id,
             parent: parent.to_owned(),
             batch_size: self.engine.options.parent_batch,
         };
-        let span = tracing::Span::current();
-        let task = tokio::spawn(tracing::Instrument::instrument(
-            fetcher.children(batches, after, sender),
-            span,
-        ));
-        let result = self.commit_in_order(receiver, records, pages).await;
-        task.abort();
-        result
+        self.fetch_and_commit(
+            |fetcher, sender| fetcher.children(batches, after, sender),
+            records,
+            pages,
+        )
+        .await
     }
-}
-
-/// What an entity task remembers of a page it handed to the committer.
-struct PreparedMeta {
-    total: Option<i64>,
-    finished: bool,
-    spool_keys: Vec<String>,
 }
 
 /// Where the parents of an entity listed under a parent come from.

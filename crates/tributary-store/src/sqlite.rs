@@ -757,18 +757,14 @@ async fn write_page(tx: &mut sqlx::SqliteConnection, page: &PageWrite<'_>) -> Re
     // 1. What is stored for these ids.
     let mut existing = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT external_id, content_hash, deleted_at IS NOT NULL AS deleted FROM records WHERE connection_id = ",
+        let mut q = by_ids(
+            "SELECT external_id, content_hash, deleted_at IS NOT NULL AS deleted FROM records \
+             WHERE connection_id = ",
+            page,
+            "entity",
+            "external_id",
+            chunk,
         );
-        q.push_bind(page.connection_id)
-            .push(" AND entity = ")
-            .push_bind(page.entity)
-            .push(" AND external_id IN (");
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(*id);
-        }
-        q.push(")");
         for row in q.build().fetch_all(&mut *tx).await? {
             existing.insert(
                 row.try_get::<String, _>(0)?,
@@ -814,16 +810,13 @@ async fn write_page(tx: &mut sqlx::SqliteConnection, page: &PageWrite<'_>) -> Re
             .filter(|id| existing.contains_key(*id))
             .collect();
         if !replaced.is_empty() {
-            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM edges WHERE connection_id = ");
-            q.push_bind(page.connection_id)
-                .push(" AND from_entity = ")
-                .push_bind(page.entity)
-                .push(" AND from_external_id IN (");
-            let mut list = q.separated(", ");
-            for id in &replaced {
-                list.push_bind(*id);
-            }
-            q.push(")");
+            let mut q = by_ids(
+                "DELETE FROM edges WHERE connection_id = ",
+                page,
+                "from_entity",
+                "from_external_id",
+                &replaced,
+            );
             q.build().execute(&mut *tx).await?;
         }
 
@@ -882,16 +875,13 @@ async fn write_page(tx: &mut sqlx::SqliteConnection, page: &PageWrite<'_>) -> Re
     .fetch_one(&mut *tx)
     .await?;
     for chunk in ids.chunks(CHUNK).filter(|_| any_quarantined) {
-        let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM quarantine WHERE connection_id = ");
-        q.push_bind(page.connection_id)
-            .push(" AND entity = ")
-            .push_bind(page.entity)
-            .push(" AND external_id IN (");
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(*id);
-        }
-        q.push(")");
+        let mut q = by_ids(
+            "DELETE FROM quarantine WHERE connection_id = ",
+            page,
+            "entity",
+            "external_id",
+            chunk,
+        );
         q.build().execute(&mut *tx).await?;
     }
 
@@ -920,6 +910,28 @@ async fn write_page(tx: &mut sqlx::SqliteConnection, page: &PageWrite<'_>) -> Re
     .execute(&mut *tx)
     .await?;
     Ok(outcome)
+}
+
+/// `head` (ending in `connection_id = `) completed for the rows of `page`'s
+/// connection and entity whose `id_column` is one of `ids`.
+fn by_ids<'a>(
+    head: &str,
+    page: &PageWrite<'a>,
+    entity_column: &str,
+    id_column: &str,
+    ids: &[&'a str],
+) -> QueryBuilder<Sqlite> {
+    let mut q = QueryBuilder::<Sqlite>::new(head);
+    q.push_bind(page.connection_id)
+        .push(format_args!(" AND {entity_column} = "))
+        .push_bind(page.entity)
+        .push(format_args!(" AND {id_column} IN ("));
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    q.push(")");
+    q
 }
 
 /// Binds one more argument.
