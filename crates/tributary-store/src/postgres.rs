@@ -54,6 +54,13 @@ fn migrator() -> Migrator {
             include_str!("../migrations/postgres/0003_bulk_writes.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            4,
+            "raw_json_c_collation".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/postgres/0004_raw_json_c_collation.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
@@ -742,7 +749,7 @@ async fn write_page(tx: &mut sqlx::PgConnection, page: &PageWrite<'_>) -> Result
              ), up AS ( \
                INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
                  content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) \
-               SELECT $1, $2, t.ext, $3, t.raw::jsonb, t.canonical::jsonb, t.hash, t.updated_at, $4, $4, NULL, $5 FROM t \
+               SELECT $1, $2, t.ext, $3, t.raw::json, t.canonical::jsonb, t.hash, t.updated_at, $4, $4, NULL, $5 FROM t \
                ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET \
                  canonical_entity = excluded.canonical_entity, raw = excluded.raw, canonical = excluded.canonical, \
                  content_hash = excluded.content_hash, source_updated_at = excluded.source_updated_at, \

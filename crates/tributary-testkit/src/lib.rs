@@ -848,6 +848,27 @@ impl PgServer {
         Ok(self.database_url(&name))
     }
 
+    /// Like [`PgServer::create_database`], but the database's default
+    /// collation is the ICU locale `icu_locale` (e.g. `"en-US"`): text sorts
+    /// and compares by language rules, as on most production servers,
+    /// rather than byte by byte.
+    pub fn create_database_icu(
+        &self,
+        name_hint: &str,
+        icu_locale: &str,
+    ) -> Result<String, TestkitError> {
+        let name = self.unique_name(name_hint);
+        let locale = icu_locale.replace('\'', "''");
+        self.execute(
+            "postgres",
+            &format!(
+                "CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' \
+                 LOCALE_PROVIDER icu ICU_LOCALE '{locale}' LOCALE 'C.UTF-8'"
+            ),
+        )?;
+        Ok(self.database_url(&name))
+    }
+
     fn unique_name(&self, hint: &str) -> String {
         let mut base: String = hint
             .chars()
