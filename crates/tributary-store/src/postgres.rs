@@ -4,7 +4,7 @@
 //! arrays (`UNNEST`), so a page costs the same handful of round trips
 //! whatever its size.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -13,8 +13,8 @@ use serde_json::Value;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
-use sqlx::{Row, SqlSafeStr};
-use tributary_core::{ChangeKind, Cursor, EdgeRef, RunKind, RunState, Timestamp};
+use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
+use tributary_core::{ChangeKind, Cursor, EdgeRef, PreparedRecord, RunKind, RunState, Timestamp};
 
 use crate::plan::{Existing, plan, unique_ids};
 use crate::run_totals;
@@ -65,6 +65,37 @@ fn migrator() -> Migrator {
 }
 
 impl PgStore {
+    /// One attempt at [`Store::apply_pages`].
+    async fn try_apply_pages(&self, pages: &[PageWrite<'_>]) -> Result<Vec<PageOutcome>> {
+        let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(pages.len());
+        for page in pages {
+            outcomes.push(write_page(&mut tx, page).await?);
+        }
+        for (run_id, pages, sum, now) in run_totals(pages, &outcomes) {
+            let updated = sqlx::query(
+                "UPDATE runs SET pages = pages + $1, records_created = records_created + $2, \
+                 records_updated = records_updated + $3, records_unchanged = records_unchanged + $4, \
+                 records_quarantined = records_quarantined + $5, updated_at = $6 WHERE id = $7 AND state = 'running'",
+            )
+            .bind(pages)
+            .bind(sum.created as i64)
+            .bind(sum.updated as i64)
+            .bind(sum.unchanged as i64)
+            .bind(sum.quarantined as i64)
+            .bind(now)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Err(Error::NotFound(format!("running run {run_id}")));
+            }
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
     /// Connects to and migrates the database at `url`.
     pub async fn connect(url: &str) -> Result<Self> {
         // Asynchronous commit: a commit returns before its WAL reaches disk.
@@ -488,33 +519,19 @@ impl Store for PgStore {
     }
 
     async fn apply_pages(&self, pages: &[PageWrite<'_>]) -> Result<Vec<PageOutcome>> {
-        let mut tx = self.pool.begin().await?;
-        let mut outcomes = Vec::with_capacity(pages.len());
-        for page in pages {
-            outcomes.push(write_page(&mut tx, page).await?);
-        }
-        for (run_id, pages, sum, now) in run_totals(pages, &outcomes) {
-            let updated = sqlx::query(
-                "UPDATE runs SET pages = pages + $1, records_created = records_created + $2, \
-                 records_updated = records_updated + $3, records_unchanged = records_unchanged + $4, \
-                 records_quarantined = records_quarantined + $5, updated_at = $6 WHERE id = $7 AND state = 'running'",
-            )
-            .bind(pages)
-            .bind(sum.created as i64)
-            .bind(sum.updated as i64)
-            .bind(sum.unchanged as i64)
-            .bind(sum.quarantined as i64)
-            .bind(now)
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
-            if updated.rows_affected() != 1 {
-                tx.rollback().await?;
-                return Err(Error::NotFound(format!("running run {run_id}")));
+        // A unique violation means another writer created one of the
+        // page's new records after the page's lookup: read and plan again
+        // (the record is then stored, and upserted).
+        let mut attempts = 0;
+        loop {
+            match self.try_apply_pages(pages).await {
+                Err(error) if attempts < 5 && is_unique_violation(&error) => {
+                    attempts += 1;
+                    tracing::debug!(%error, attempts, "a concurrent writer created a record; planning the group again");
+                }
+                result => return result,
             }
         }
-        tx.commit().await?;
-        Ok(outcomes)
     }
 
     async fn external_ids(
@@ -684,6 +701,76 @@ impl Store for PgStore {
     }
 }
 
+fn is_unique_violation(error: &Error) -> bool {
+    matches!(error, Error::Database(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505"))
+}
+
+/// Writes records of a page and their change-feed rows in one statement:
+/// plain inserts of new records, or (`upsert`) records stored before. The
+/// feed rows take the ids the write returns, in page order.
+async fn write_records(
+    tx: &mut sqlx::PgConnection,
+    page: &PageWrite<'_>,
+    writes: &[&(&PreparedRecord, ChangeKind)],
+    upsert: bool,
+) -> Result<()> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let ext: Vec<&str> = writes.iter().map(|(r, _)| r.external_id.as_str()).collect();
+    let raw: Vec<&str> = writes.iter().map(|(r, _)| &*r.raw_json).collect();
+    let canonical: Vec<&str> = writes.iter().map(|(r, _)| &*r.canonical_json).collect();
+    let hashes: Vec<&str> = writes.iter().map(|(r, _)| &*r.content_hash).collect();
+    let updated_at: Vec<Option<Timestamp>> =
+        writes.iter().map(|(r, _)| r.source_updated_at).collect();
+    let kinds: Vec<&str> = writes.iter().map(|(_, k)| k.as_str()).collect();
+    let on_conflict = if upsert {
+        "ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET \
+           canonical_entity = excluded.canonical_entity, raw = excluded.raw, canonical = excluded.canonical, \
+           content_hash = excluded.content_hash, source_updated_at = excluded.source_updated_at, \
+           last_modified_at = excluded.last_modified_at, deleted_at = NULL, last_run_id = excluded.last_run_id"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "WITH t AS ( \
+           SELECT * FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[]) \
+             WITH ORDINALITY AS t(ext, raw, canonical, hash, updated_at, kind, ord) \
+         ), up AS ( \
+           INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
+             content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) \
+           SELECT $1, $2, t.ext, $3, t.raw::json, t.canonical::jsonb, t.hash, t.updated_at, $4, $4, NULL, $5 FROM t \
+           {on_conflict} \
+           RETURNING id, external_id \
+         ) \
+         INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at) \
+         SELECT $1, up.id, $2, t.ext, t.kind, t.hash, $5, $4 FROM up JOIN t ON t.ext = up.external_id \
+         ORDER BY t.ord"
+    );
+    let fed = sqlx::query(AssertSqlSafe(sql))
+        .bind(page.connection_id)
+        .bind(page.entity)
+        .bind(page.canonical_entity)
+        .bind(page.now)
+        .bind(page.run_id)
+        .bind(&ext)
+        .bind(&raw)
+        .bind(&canonical)
+        .bind(&hashes)
+        .bind(&updated_at)
+        .bind(&kinds)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if fed != writes.len() as u64 {
+        return Err(Error::Corrupt(format!(
+            "{fed} change rows for {} written records",
+            writes.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Writes one page inside the caller's transaction: everything but the
 /// run's counters (see [`run_totals`]).
 async fn write_page(tx: &mut sqlx::PgConnection, page: &PageWrite<'_>) -> Result<PageOutcome> {
@@ -720,74 +807,26 @@ async fn write_page(tx: &mut sqlx::PgConnection, page: &PageWrite<'_>) -> Result
     let plan = plan(page.records, &existing);
 
     if !plan.writes.is_empty() {
-        // 2. Records.
-        let ext: Vec<&str> = plan
+        // 2. Records and 4. their change-feed rows. New records are plain
+        // inserts: the lookup above found none of them, and a writer that
+        // created one since (another run of this connection) makes the
+        // insert fail with a unique violation, which `apply_pages` answers
+        // by reading and planning the group again. `ON CONFLICT` would
+        // probe the unique index once more per row for a conflict that
+        // almost never comes (a seventh of a full sync's time). Records
+        // stored before are upserted, which locks their rows.
+        let (stored, new): (Vec<_>, Vec<_>) = plan
             .writes
             .iter()
-            .map(|(r, _)| r.external_id.as_str())
-            .collect();
-        let raw: Vec<&str> = plan.writes.iter().map(|(r, _)| &*r.raw_json).collect();
-        let canonical: Vec<&str> = plan
-            .writes
-            .iter()
-            .map(|(r, _)| &*r.canonical_json)
-            .collect();
-        let hashes: Vec<&str> = plan.writes.iter().map(|(r, _)| &*r.content_hash).collect();
-        let updated_at: Vec<Option<Timestamp>> = plan
-            .writes
-            .iter()
-            .map(|(r, _)| r.source_updated_at)
-            .collect();
-        let kinds: Vec<&str> = plan.writes.iter().map(|(_, k)| k.as_str()).collect();
-        // 2. Records and 4. their change-feed rows, in one statement (one
-        // round trip): the feed rows take the ids the upsert returns, in
-        // page order.
-        let fed = sqlx::query(
-            "WITH t AS ( \
-               SELECT * FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[]) \
-                 WITH ORDINALITY AS t(ext, raw, canonical, hash, updated_at, kind, ord) \
-             ), up AS ( \
-               INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
-                 content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) \
-               SELECT $1, $2, t.ext, $3, t.raw::json, t.canonical::jsonb, t.hash, t.updated_at, $4, $4, NULL, $5 FROM t \
-               ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET \
-                 canonical_entity = excluded.canonical_entity, raw = excluded.raw, canonical = excluded.canonical, \
-                 content_hash = excluded.content_hash, source_updated_at = excluded.source_updated_at, \
-                 last_modified_at = excluded.last_modified_at, deleted_at = NULL, last_run_id = excluded.last_run_id \
-               RETURNING id, external_id \
-             ) \
-             INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at) \
-             SELECT $1, up.id, $2, t.ext, t.kind, t.hash, $5, $4 FROM up JOIN t ON t.ext = up.external_id \
-             ORDER BY t.ord",
-        )
-        .bind(page.connection_id)
-        .bind(page.entity)
-        .bind(page.canonical_entity)
-        .bind(page.now)
-        .bind(page.run_id)
-        .bind(&ext)
-        .bind(&raw)
-        .bind(&canonical)
-        .bind(&hashes)
-        .bind(&updated_at)
-        .bind(&kinds)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if fed != plan.writes.len() as u64 {
-            return Err(Error::Corrupt(format!(
-                "{fed} change rows for {} written records",
-                plan.writes.len()
-            )));
-        }
+            .partition(|(r, _)| existing.contains_key(&r.external_id));
+        write_records(tx, page, &new, false).await?;
+        write_records(tx, page, &stored, true).await?;
 
-        // 3. Edges: records stored before lose their old edges first.
-        let replaced: Vec<&str> = ext
-            .iter()
-            .copied()
-            .filter(|id| existing.contains_key(*id))
-            .collect();
-        if !replaced.is_empty() {
+        // 3. Edges: records stored before lose their old edges first; a
+        // stored record's row is locked by its upsert, a new record's key by
+        // its insert, so no other writer touches these edges before commit.
+        if !stored.is_empty() {
+            let replaced: Vec<&str> = stored.iter().map(|(r, _)| r.external_id.as_str()).collect();
             sqlx::query(
                 "DELETE FROM edges e USING UNNEST($3::text[]) AS u(ext) \
                  WHERE e.connection_id = $1 AND e.from_entity = $2 AND e.from_external_id = u.ext",
@@ -799,10 +838,13 @@ async fn write_page(tx: &mut sqlx::PgConnection, page: &PageWrite<'_>) -> Result
             .execute(&mut *tx)
             .await?;
         }
+        // A record's repeated relationship is one edge (the first copy).
+        let mut seen = HashSet::new();
         let edges: Vec<(&str, &EdgeRef)> = plan
             .writes
             .iter()
             .flat_map(|(r, _)| r.edges.iter().map(move |e| (r.external_id.as_str(), e)))
+            .filter(|(from, e)| seen.insert((*from, &e.rel, &e.to_entity, &e.to_external_id)))
             .collect();
         if !edges.is_empty() {
             let from: Vec<&str> = edges.iter().map(|(f, _)| *f).collect();
@@ -816,8 +858,7 @@ async fn write_page(tx: &mut sqlx::PgConnection, page: &PageWrite<'_>) -> Result
             sqlx::query(
                 "INSERT INTO edges (connection_id, from_entity, from_external_id, rel, to_entity, to_external_id, hard) \
                  SELECT $1, $2, t.f, t.r, t.te, t.ti, t.h \
-                 FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::bool[]) AS t(f, r, te, ti, h) \
-                 ON CONFLICT DO NOTHING",
+                 FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::bool[]) AS t(f, r, te, ti, h)",
             )
             .bind(page.connection_id)
             .bind(page.entity)

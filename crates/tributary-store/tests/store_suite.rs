@@ -77,6 +77,7 @@ store_suite!(
     quarantine_keeps_bad_records_until_they_heal,
     page_for_a_finished_run_commits_nothing,
     pages_of_several_entities_commit_together,
+    concurrent_writers_create_a_record_once,
     a_group_with_a_finished_run_commits_nothing,
     entity_state_without_a_page,
     external_ids_walk_in_order,
@@ -519,6 +520,55 @@ async fn page_for_a_finished_run_commits_nothing(store: Arc<dyn Store>) {
     assert!(store.record(conn, "Person", "1").await.unwrap().is_none());
     assert!(store.changes(Some(conn), 0, 10).await.unwrap().is_empty());
     assert!(store.checkpoints(run).await.unwrap().is_empty());
+}
+
+async fn concurrent_writers_create_a_record_once(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    // Every record names its campus twice: one edge.
+    let records: Arc<Vec<PreparedRecord>> = Arc::new(
+        (0..40)
+            .map(|i| {
+                let mut r = person(&i.to_string(), "x", Some("10"));
+                r.edges.push(r.edges[0].clone());
+                r
+            })
+            .collect(),
+    );
+    let writers = 6;
+    let barrier = Arc::new(tokio::sync::Barrier::new(writers));
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let (store, records, barrier) = (store.clone(), records.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let cursor = Cursor::start();
+            barrier.wait().await;
+            store
+                .apply_page(page(conn, run, &records, &[], &cursor, false))
+                .await
+        }));
+    }
+    let mut total = PageOutcome::default();
+    for task in tasks {
+        let outcome = task.await.unwrap().expect("every writer commits");
+        total.created += outcome.created;
+        total.updated += outcome.updated;
+        total.unchanged += outcome.unchanged;
+    }
+    // Each record is created by exactly one writer; the others find it.
+    assert_eq!(
+        (total.created, total.updated, total.unchanged),
+        (40, 0, 200)
+    );
+    let changes = store.changes(Some(conn), 0, 1000).await.unwrap();
+    assert_eq!(changes.len(), 40);
+    assert!(changes.iter().all(|c| c.kind == ChangeKind::Created));
+    for i in 0..40 {
+        let edges = store
+            .edges_from(conn, "Person", &i.to_string())
+            .await
+            .unwrap();
+        assert_eq!(edges.len(), 1, "record {i}: {edges:?}");
+    }
 }
 
 async fn pages_of_several_entities_commit_together(store: Arc<dyn Store>) {
