@@ -61,6 +61,13 @@ fn migrator() -> Migrator {
             include_str!("../migrations/postgres/0004_raw_json_c_collation.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            5,
+            "edges_by_source_only".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/postgres/0005_edges_by_source_only.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 

@@ -131,6 +131,13 @@ fn migrator() -> Migrator {
             include_str!("../migrations/sqlite/0003_change_triggers.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            4,
+            "edges_by_source_only".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/sqlite/0004_edges_by_source_only.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
