@@ -60,6 +60,11 @@ pub struct FullSyncArgs {
     /// Use this PostgreSQL database instead of starting a throwaway server.
     #[arg(long)]
     pg_url: Option<String>,
+    /// Syncs per dataset and backend, each into a fresh database; the row
+    /// shown is the median run (by records/s), with the range of all runs.
+    /// The machine is shared: one run can be off by a tenth either way.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=25))]
+    runs: u32,
 }
 
 struct Killed(Child);
@@ -98,7 +103,7 @@ fn start_sim(exe: &Path, people: usize) -> anyhow::Result<(Killed, String)> {
     Ok((child, url))
 }
 
-fn sync(exe: &Path, db: &str, url: &str, stats: &Path) -> anyhow::Result<Value> {
+fn sync(exe: &Path, db: &str, url: &str, connection: &str, stats: &Path) -> anyhow::Result<Value> {
     let status = Process::new(exe)
         .args([
             "sync",
@@ -107,7 +112,7 @@ fn sync(exe: &Path, db: &str, url: &str, stats: &Path) -> anyhow::Result<Value> 
             "--base-url",
             url,
             "--connection",
-            "bench",
+            connection,
             // The benchmark's simulator has no rate limit.
             "--rate-limit",
             "off",
@@ -152,24 +157,50 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         None
     };
     println!(
-        "| backend | people | records | pages | seconds | records/s | pages/s | peak RSS (MiB) |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+        "| backend | people | records | pages | seconds | records/s | pages/s | peak RSS (MiB) | runs (records/s) |\n|---|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     for &people in &args.people {
         let (_sim, url) = start_sim(&exe, people)?;
         for &backend in &backends {
-            let dir = tempfile::tempdir()?;
-            let db = match backend {
-                Backend::Sqlite => dir.path().join("bench.db").display().to_string(),
-                _ => match (&args.pg_url, &pg) {
-                    (Some(url), _) => url.clone(),
-                    (None, Some(server)) => server.create_database("bench")?,
-                    (None, None) => unreachable!("a server is started when none is given"),
-                },
+            let mut runs = Vec::new();
+            for run in 1..=args.runs {
+                let dir = tempfile::tempdir()?;
+                let db = match backend {
+                    Backend::Sqlite => dir.path().join("bench.db").display().to_string(),
+                    _ => match (&args.pg_url, &pg) {
+                        (Some(url), _) => url.clone(),
+                        (None, Some(server)) => server.create_database("bench")?,
+                        (None, None) => unreachable!("a server is started when none is given"),
+                    },
+                };
+                // A database given by URL is shared by the runs: each syncs
+                // a connection of its own, so each starts from nothing.
+                let connection = match run {
+                    1 => "bench".to_owned(),
+                    n => format!("bench-{n}"),
+                };
+                runs.push(sync(
+                    &exe,
+                    &db,
+                    &url,
+                    &connection,
+                    &dir.path().join("stats.json"),
+                )?);
+            }
+            let rate = |stats: &Value| stats["records_per_sec"].as_f64().unwrap_or_default();
+            runs.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+            let range = match runs.len() {
+                1 => "1".to_owned(),
+                n => format!(
+                    "{n}: {}–{}",
+                    super::thousands(rate(&runs[0]) as i64),
+                    super::thousands(rate(&runs[n - 1]) as i64)
+                ),
             };
-            let stats = sync(&exe, &db, &url, &dir.path().join("stats.json"))?;
+            let stats = &runs[runs.len() / 2];
             let f = |k: &str| stats[k].as_f64().unwrap_or_default();
             println!(
-                "| {} | {} | {} | {} | {:.1} | {:.0} | {:.0} | {:.1} |",
+                "| {} | {} | {} | {} | {:.1} | {} | {:.0} | {:.1} | {range} |",
                 match backend {
                     Backend::Sqlite => "SQLite",
                     _ => "PostgreSQL",
@@ -178,7 +209,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 super::thousands(f("records") as i64),
                 super::thousands(f("pages") as i64),
                 f("elapsed_secs"),
-                f("records_per_sec"),
+                super::thousands(f("records_per_sec") as i64),
                 f("pages_per_sec"),
                 f("peak_rss_kib") / 1024.0,
             );
@@ -204,7 +235,13 @@ async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
     // Uninterrupted.
     let before = requests();
     let clean_db = dir.path().join("clean.db").display().to_string();
-    let clean = sync(&exe, &clean_db, &url, &dir.path().join("clean.json"))?;
+    let clean = sync(
+        &exe,
+        &clean_db,
+        &url,
+        "bench",
+        &dir.path().join("clean.json"),
+    )?;
     let clean_requests = requests() - before;
     let clean_secs = clean["elapsed_secs"].as_f64().unwrap_or(1.0);
 
@@ -238,7 +275,7 @@ async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
         }
         child.wait()?;
     }
-    let resumed = sync(&exe, &db, &url, &dir.path().join("killed.json"))?;
+    let resumed = sync(&exe, &db, &url, "bench", &dir.path().join("killed.json"))?;
     let killed_requests = requests() - before;
     let store = tributary_store::open(&db).await?;
     let runs = store.runs(None, 10).await?;
