@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -29,6 +29,12 @@ use crate::{
 pub struct PgStore {
     pool: PgPool,
     options: PgConnectOptions,
+    /// Entities, by connection, whose last page had none of its records
+    /// stored (a first sync): their next pages skip the lookup and insert
+    /// every record as new. If one was stored after all, its insert fails
+    /// with a unique violation and the group is planned again, with
+    /// lookups. Shared by the stores `for_another_runtime` hands out.
+    new_only: Arc<Mutex<HashSet<(i64, String)>>>,
 }
 
 fn migrator() -> Migrator {
@@ -72,12 +78,28 @@ fn migrator() -> Migrator {
 }
 
 impl PgStore {
-    /// One attempt at [`Store::apply_pages`].
-    async fn try_apply_pages(&self, pages: &[PageWrite<'_>]) -> Result<Vec<PageOutcome>> {
+    /// One attempt at [`Store::apply_pages`]; `look_up` forces every
+    /// page's lookup (see [`PgStore::new_only`]).
+    async fn try_apply_pages(
+        &self,
+        pages: &[PageWrite<'_>],
+        look_up: bool,
+    ) -> Result<Vec<PageOutcome>> {
         let mut tx = self.pool.begin().await?;
         let mut outcomes = Vec::with_capacity(pages.len());
         for page in pages {
-            outcomes.push(write_page(&mut tx, page).await?);
+            let key = (page.connection_id, page.entity.to_owned());
+            let assume_new = !look_up && self.hints().contains(&key);
+            let (outcome, looked_up) = write_page(&mut tx, page, assume_new).await?;
+            if let Some(found_stored) = looked_up {
+                let mut hints = self.hints();
+                if found_stored || page.records.is_empty() {
+                    hints.remove(&key);
+                } else {
+                    hints.insert(key);
+                }
+            }
+            outcomes.push(outcome);
         }
         for (run_id, pages, sum, now) in run_totals(pages, &outcomes) {
             let updated = sqlx::query(
@@ -103,6 +125,12 @@ impl PgStore {
         Ok(outcomes)
     }
 
+    fn hints(&self) -> std::sync::MutexGuard<'_, HashSet<(i64, String)>> {
+        self.new_only
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Connects to and migrates the database at `url`.
     pub async fn connect(url: &str) -> Result<Self> {
         // Asynchronous commit: a commit returns before its WAL reaches disk.
@@ -118,7 +146,11 @@ impl PgStore {
             .connect_with(options.clone())
             .await?;
         migrator().run(&pool).await?;
-        Ok(Self { pool, options })
+        Ok(Self {
+            pool,
+            options,
+            new_only: Arc::default(),
+        })
     }
 }
 
@@ -209,6 +241,7 @@ impl Store for PgStore {
         Ok(Some(Arc::new(Self {
             pool,
             options: self.options.clone(),
+            new_only: self.new_only.clone(),
         })))
     }
 
@@ -526,12 +559,13 @@ impl Store for PgStore {
     }
 
     async fn apply_pages(&self, pages: &[PageWrite<'_>]) -> Result<Vec<PageOutcome>> {
-        // A unique violation means another writer created one of the
-        // page's new records after the page's lookup: read and plan again
-        // (the record is then stored, and upserted).
+        // A unique violation means one of the records inserted as new was
+        // stored after all: another writer created it after the page's
+        // lookup, or the lookup was skipped (see `new_only`). Plan again,
+        // looking every page up: the record is then found, and upserted.
         let mut attempts = 0;
         loop {
-            match self.try_apply_pages(pages).await {
+            match self.try_apply_pages(pages, attempts > 0).await {
                 Err(error) if attempts < 5 && is_unique_violation(&error) => {
                     attempts += 1;
                     tracing::debug!(%error, attempts, "a concurrent writer created a record; planning the group again");
@@ -780,7 +814,15 @@ async fn write_records(
 
 /// Writes one page inside the caller's transaction: everything but the
 /// run's counters (see [`run_totals`]).
-async fn write_page(tx: &mut sqlx::PgConnection, page: &PageWrite<'_>) -> Result<PageOutcome> {
+///
+/// With `assume_new`, the lookup is skipped and every record planned as
+/// new (its insert fails if it is not). Returns the outcome and, if the
+/// lookup ran, whether it found any of the page's records stored.
+async fn write_page(
+    tx: &mut sqlx::PgConnection,
+    page: &PageWrite<'_>,
+    assume_new: bool,
+) -> Result<(PageOutcome, Option<bool>)> {
     let ids: Vec<&str> = unique_ids(page.records);
 
     // 1. What is stored for these ids: one unique-index probe per id. The
@@ -789,18 +831,23 @@ async fn write_page(tx: &mut sqlx::PgConnection, page: &PageWrite<'_>) -> Result
     // without being analysed yet (a first sync) gets a plan that scans
     // the whole entity per page, and the sync turns quadratic. Lookups
     // by id are also planned afresh each time (not persistent).
-    let rows = sqlx::query(
-        "SELECT u.ext, r.content_hash, r.deleted \
-         FROM UNNEST($3::text[]) AS u(ext) \
-         CROSS JOIN LATERAL (SELECT content_hash, deleted_at IS NOT NULL AS deleted FROM records \
-           WHERE connection_id = $1 AND entity = $2 AND external_id = u.ext LIMIT 1) AS r",
-    )
-    .persistent(false)
-    .bind(page.connection_id)
-    .bind(page.entity)
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows = if assume_new || ids.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query(
+            "SELECT u.ext, r.content_hash, r.deleted \
+             FROM UNNEST($3::text[]) AS u(ext) \
+             CROSS JOIN LATERAL (SELECT content_hash, deleted_at IS NOT NULL AS deleted FROM records \
+               WHERE connection_id = $1 AND entity = $2 AND external_id = u.ext LIMIT 1) AS r",
+        )
+        .persistent(false)
+        .bind(page.connection_id)
+        .bind(page.entity)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+    };
+    let looked_up = (!assume_new).then_some(!rows.is_empty());
     let mut existing = HashMap::with_capacity(rows.len());
     for row in rows {
         existing.insert(
@@ -955,5 +1002,5 @@ async fn write_page(tx: &mut sqlx::PgConnection, page: &PageWrite<'_>) -> Result
     .bind(page.now)
     .execute(&mut *tx)
     .await?;
-    Ok(outcome)
+    Ok((outcome, looked_up))
 }

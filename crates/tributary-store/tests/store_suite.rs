@@ -78,6 +78,7 @@ store_suite!(
     page_for_a_finished_run_commits_nothing,
     pages_of_several_entities_commit_together,
     concurrent_writers_create_a_record_once,
+    stored_records_after_all_new_pages_are_planned_right,
     a_group_with_a_finished_run_commits_nothing,
     entity_state_without_a_page,
     external_ids_walk_in_order,
@@ -520,6 +521,75 @@ async fn page_for_a_finished_run_commits_nothing(store: Arc<dyn Store>) {
     assert!(store.record(conn, "Person", "1").await.unwrap().is_none());
     assert!(store.changes(Some(conn), 0, 10).await.unwrap().is_empty());
     assert!(store.checkpoints(run).await.unwrap().is_empty());
+}
+
+async fn stored_records_after_all_new_pages_are_planned_right(store: Arc<dyn Store>) {
+    // Pages of only new records (a first sync) may let a store skip its
+    // lookups; a later page that brings stored records back — changed,
+    // unchanged, alone or in a group — must still be planned right.
+    let (conn, run) = setup(&store).await;
+    let cursor = Cursor::start();
+    let first = [person("1", "Ann", Some("10")), person("2", "Bob", None)];
+    let second = [person("3", "Cy", None), person("4", "Di", None)];
+    store
+        .apply_pages(&[
+            page(conn, run, &first, &[], &cursor, false),
+            page(conn, run, &second, &[], &cursor, false),
+        ])
+        .await
+        .unwrap();
+    let again = [
+        person("5", "Ed", None),
+        person("1", "Ann B", Some("11")),
+        person("2", "Bob", None),
+    ];
+    let outcome = store
+        .apply_page(page(conn, run, &again, &[], &cursor, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        (outcome.created, outcome.updated, outcome.unchanged),
+        (1, 1, 1)
+    );
+    let third = [person("6", "Flo", None)];
+    let fourth = [person("3", "Cy", None), person("6", "Flo", None)];
+    let outcomes = store
+        .apply_pages(&[
+            page(conn, run, &third, &[], &cursor, false),
+            page(conn, run, &fourth, &[], &cursor, false),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(outcomes[0].created, 1);
+    assert_eq!((outcomes[1].created, outcomes[1].unchanged), (0, 2));
+    let kinds: Vec<(String, ChangeKind)> = store
+        .changes(Some(conn), 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.external_id, c.kind))
+        .collect();
+    let created = |id: &str| (id.to_owned(), ChangeKind::Created);
+    assert_eq!(
+        kinds,
+        [
+            created("1"),
+            created("2"),
+            created("3"),
+            created("4"),
+            created("5"),
+            ("1".to_owned(), ChangeKind::Updated),
+            created("6"),
+        ]
+    );
+    let edges = store.edges_from(conn, "Person", "1").await.unwrap();
+    assert_eq!(edges.len(), 1);
+    assert_eq!(edges[0].to_external_id, "11");
+    let run = store.run(run).await.unwrap().unwrap();
+    assert_eq!(
+        (run.counts.created, run.counts.updated, run.counts.unchanged),
+        (6, 1, 3)
+    );
 }
 
 async fn concurrent_writers_create_a_record_once(store: Arc<dyn Store>) {
