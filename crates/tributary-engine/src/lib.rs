@@ -928,24 +928,40 @@ struct Fetcher {
 }
 
 impl Fetcher {
+    /// The page a killed run fetched and spooled under `key`, parsed by
+    /// `parse`; `None` if there is none, or if it no longer parses (it is
+    /// then fetched again).
+    fn replay(
+        &self,
+        key: &str,
+        parse: impl FnOnce(Vec<Vec<u8>>) -> Result<Page, String>,
+    ) -> Option<Page> {
+        let bodies = self.spool.as_ref()?.take(&self.entity.name, key)?;
+        match parse(bodies) {
+            Ok(page) => {
+                self.control.spooled.fetch_add(1, Ordering::Relaxed);
+                Some(page)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "ignoring a spooled page");
+                None
+            }
+        }
+    }
+
     /// The page at `cursor`: from the spool if a previous process fetched
     /// it, else from the API (and then spooled).
     async fn page(&self, cursor: &Cursor) -> Result<(Page, String), Failure> {
         let key = cursor.0.to_string();
-        if let Some(spool) = &self.spool
-            && let Some(mut bodies) = spool.take(&self.entity.name, &key)
-            && bodies.len() == 1
-        {
-            match self
+        let replayed = self.replay(&key, |mut bodies| match bodies.len() {
+            1 => self
                 .source
                 .parse_page(&self.entity, cursor, bodies.remove(0))
-            {
-                Ok(page) => {
-                    self.control.spooled.fetch_add(1, Ordering::Relaxed);
-                    return Ok((page, key));
-                }
-                Err(error) => tracing::warn!(%error, "ignoring a spooled page"),
-            }
+                .map_err(|e| e.to_string()),
+            n => Err(format!("a list page has one body, not {n}")),
+        });
+        if let Some(page) = replayed {
+            return Ok((page, key));
         }
         let page = retrying(
             self.policy,
@@ -1049,16 +1065,13 @@ impl Fetcher {
         let concurrency = self.entity.concurrency.max(1);
         let fetched: Vec<Result<Option<Page>, Failure>> = stream::iter(parents.clone())
             .map(|parent_id| async move {
-                if let Some(spool) = &self.spool
-                    && let Some(bodies) = spool.take(&self.entity.name, &parent_id)
-                {
-                    match self.source.parse_children(&self.entity, &parent_id, bodies) {
-                        Ok(page) => {
-                            self.control.spooled.fetch_add(1, Ordering::Relaxed);
-                            return Ok(Some(page));
-                        }
-                        Err(error) => tracing::warn!(%error, "ignoring a spooled page"),
-                    }
+                let replayed = self.replay(&parent_id, |bodies| {
+                    self.source
+                        .parse_children(&self.entity, &parent_id, bodies)
+                        .map_err(|e| e.to_string())
+                });
+                if let Some(page) = replayed {
+                    return Ok(Some(page));
                 }
                 let page = retrying(
                     self.policy,

@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::Row;
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 use tributary_core::{ChangeKind, Cursor, EdgeRef, PreparedRecord, RunKind, RunState, Timestamp};
 
 use crate::plan::{Existing, plan, unique_ids};
@@ -38,41 +38,31 @@ pub struct PgStore {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![
-        Migration::new(
+    crate::migrator(&[
+        (
             1,
-            "init".into(),
-            MigrationType::Simple,
-            include_str!("../migrations/postgres/0001_init.sql").into_sql_str(),
-            false,
+            "init",
+            include_str!("../migrations/postgres/0001_init.sql"),
         ),
-        Migration::new(
+        (
             2,
-            "credentials".into(),
-            MigrationType::Simple,
-            include_str!("../migrations/postgres/0002_credentials.sql").into_sql_str(),
-            false,
+            "credentials",
+            include_str!("../migrations/postgres/0002_credentials.sql"),
         ),
-        Migration::new(
+        (
             3,
-            "bulk_writes".into(),
-            MigrationType::Simple,
-            include_str!("../migrations/postgres/0003_bulk_writes.sql").into_sql_str(),
-            false,
+            "bulk_writes",
+            include_str!("../migrations/postgres/0003_bulk_writes.sql"),
         ),
-        Migration::new(
+        (
             4,
-            "raw_json_c_collation".into(),
-            MigrationType::Simple,
-            include_str!("../migrations/postgres/0004_raw_json_c_collation.sql").into_sql_str(),
-            false,
+            "raw_json_c_collation",
+            include_str!("../migrations/postgres/0004_raw_json_c_collation.sql"),
         ),
-        Migration::new(
+        (
             5,
-            "edges_by_source_only".into(),
-            MigrationType::Simple,
-            include_str!("../migrations/postgres/0005_edges_by_source_only.sql").into_sql_str(),
-            false,
+            "edges_by_source_only",
+            include_str!("../migrations/postgres/0005_edges_by_source_only.sql"),
         ),
     ])
 }
@@ -89,10 +79,10 @@ impl PgStore {
         let mut outcomes = Vec::with_capacity(pages.len());
         for page in pages {
             let key = (page.connection_id, page.entity.to_owned());
-            let assume_new = !look_up && self.hints().contains(&key);
+            let assume_new = !look_up && self.new_only().contains(&key);
             let (outcome, looked_up) = write_page(&mut tx, page, assume_new).await?;
             if let Some(found_stored) = looked_up {
-                let mut hints = self.hints();
+                let mut hints = self.new_only();
                 if found_stored || page.records.is_empty() {
                     hints.remove(&key);
                 } else {
@@ -125,7 +115,7 @@ impl PgStore {
         Ok(outcomes)
     }
 
-    fn hints(&self) -> std::sync::MutexGuard<'_, HashSet<(i64, String)>> {
+    fn new_only(&self) -> std::sync::MutexGuard<'_, HashSet<(i64, String)>> {
         self.new_only
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -746,6 +736,38 @@ fn is_unique_violation(error: &Error) -> bool {
     matches!(error, Error::Database(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505"))
 }
 
+/// The statement that writes records and their change-feed rows, with
+/// what follows the insert (`ON CONFLICT ...`, or nothing).
+macro_rules! write_records_sql {
+    ($on_conflict:literal) => {
+        concat!(
+            "WITH t AS ( \
+               SELECT * FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[]) \
+                 WITH ORDINALITY AS t(ext, raw, canonical, hash, updated_at, kind, ord) \
+             ), up AS ( \
+               INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
+                 content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) \
+               SELECT $1, $2, t.ext, $3, t.raw::json, t.canonical::jsonb, t.hash, t.updated_at, $4, $4, NULL, $5 FROM t ",
+            $on_conflict,
+            " RETURNING id, external_id \
+             ) \
+             INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at) \
+             SELECT $1, up.id, $2, t.ext, t.kind, t.hash, $5, $4 FROM up JOIN t ON t.ext = up.external_id \
+             ORDER BY t.ord"
+        )
+    };
+}
+
+/// New records: plain inserts.
+const INSERT_RECORDS: &str = write_records_sql!("");
+/// Records stored before: upserts (locking their rows).
+const UPSERT_RECORDS: &str = write_records_sql!(
+    "ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET \
+       canonical_entity = excluded.canonical_entity, raw = excluded.raw, canonical = excluded.canonical, \
+       content_hash = excluded.content_hash, source_updated_at = excluded.source_updated_at, \
+       last_modified_at = excluded.last_modified_at, deleted_at = NULL, last_run_id = excluded.last_run_id"
+);
+
 /// Writes records of a page and their change-feed rows in one statement:
 /// plain inserts of new records, or (`upsert`) records stored before. The
 /// feed rows take the ids the write returns, in page order.
@@ -765,44 +787,25 @@ async fn write_records(
     let updated_at: Vec<Option<Timestamp>> =
         writes.iter().map(|(r, _)| r.source_updated_at).collect();
     let kinds: Vec<&str> = writes.iter().map(|(_, k)| k.as_str()).collect();
-    let on_conflict = if upsert {
-        "ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET \
-           canonical_entity = excluded.canonical_entity, raw = excluded.raw, canonical = excluded.canonical, \
-           content_hash = excluded.content_hash, source_updated_at = excluded.source_updated_at, \
-           last_modified_at = excluded.last_modified_at, deleted_at = NULL, last_run_id = excluded.last_run_id"
+    let fed = sqlx::query(if upsert {
+        UPSERT_RECORDS
     } else {
-        ""
-    };
-    let sql = format!(
-        "WITH t AS ( \
-           SELECT * FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[]) \
-             WITH ORDINALITY AS t(ext, raw, canonical, hash, updated_at, kind, ord) \
-         ), up AS ( \
-           INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
-             content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) \
-           SELECT $1, $2, t.ext, $3, t.raw::json, t.canonical::jsonb, t.hash, t.updated_at, $4, $4, NULL, $5 FROM t \
-           {on_conflict} \
-           RETURNING id, external_id \
-         ) \
-         INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at) \
-         SELECT $1, up.id, $2, t.ext, t.kind, t.hash, $5, $4 FROM up JOIN t ON t.ext = up.external_id \
-         ORDER BY t.ord"
-    );
-    let fed = sqlx::query(AssertSqlSafe(sql))
-        .bind(page.connection_id)
-        .bind(page.entity)
-        .bind(page.canonical_entity)
-        .bind(page.now)
-        .bind(page.run_id)
-        .bind(&ext)
-        .bind(&raw)
-        .bind(&canonical)
-        .bind(&hashes)
-        .bind(&updated_at)
-        .bind(&kinds)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        INSERT_RECORDS
+    })
+    .bind(page.connection_id)
+    .bind(page.entity)
+    .bind(page.canonical_entity)
+    .bind(page.now)
+    .bind(page.run_id)
+    .bind(&ext)
+    .bind(&raw)
+    .bind(&canonical)
+    .bind(&hashes)
+    .bind(&updated_at)
+    .bind(&kinds)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     if fed != writes.len() as u64 {
         return Err(Error::Corrupt(format!(
             "{fed} change rows for {} written records",

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Arguments, AssertSqlSafe, ConnectOptions, QueryBuilder, Row, SqlSafeStr, Sqlite};
+use sqlx::{Arguments, AssertSqlSafe, ConnectOptions, QueryBuilder, Row, Sqlite};
 use tokio::sync::Notify;
 use tributary_core::{ChangeKind, Cursor, EdgeRef, RunKind, RunState, Timestamp};
 
@@ -109,34 +109,26 @@ impl Drop for Checkpointer {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![
-        Migration::new(
+    crate::migrator(&[
+        (
             1,
-            "init".into(),
-            MigrationType::Simple,
-            include_str!("../migrations/sqlite/0001_init.sql").into_sql_str(),
-            false,
+            "init",
+            include_str!("../migrations/sqlite/0001_init.sql"),
         ),
-        Migration::new(
+        (
             2,
-            "credentials".into(),
-            MigrationType::Simple,
-            include_str!("../migrations/sqlite/0002_credentials.sql").into_sql_str(),
-            false,
+            "credentials",
+            include_str!("../migrations/sqlite/0002_credentials.sql"),
         ),
-        Migration::new(
+        (
             3,
-            "change_triggers".into(),
-            MigrationType::Simple,
-            include_str!("../migrations/sqlite/0003_change_triggers.sql").into_sql_str(),
-            false,
+            "change_triggers",
+            include_str!("../migrations/sqlite/0003_change_triggers.sql"),
         ),
-        Migration::new(
+        (
             4,
-            "edges_by_source_only".into(),
-            MigrationType::Simple,
-            include_str!("../migrations/sqlite/0004_edges_by_source_only.sql").into_sql_str(),
-            false,
+            "edges_by_source_only",
+            include_str!("../migrations/sqlite/0004_edges_by_source_only.sql"),
         ),
     ])
 }
