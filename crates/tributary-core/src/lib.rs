@@ -5,15 +5,17 @@
 //! points along, a [`Cursor`] is where an entity's scan stands, and a
 //! [`Clock`] is where time comes from. Nothing here performs I/O.
 
+pub mod canonical;
 pub mod clock;
 pub mod credentials;
 pub mod record;
 
+pub use canonical::{Borrowed, CanonicalJson, canonical_json};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use credentials::{Credentials, OAuth2Credentials};
 pub use record::{
     ChangeKind, Cursor, EdgeRef, PreparedRecord, QuarantinedRecord, RunKind, RunState,
-    SourceRecord, canonical_json, content_hash,
+    SourceRecord, content_hash,
 };
 
 /// Timestamps everywhere in Tributary are UTC.

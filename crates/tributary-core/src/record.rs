@@ -7,9 +7,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::Timestamp;
+use crate::canonical::{CanonicalJson, canonical_json};
 
 /// One source object, transformed and ready to be committed by the engine.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceRecord {
     /// The manifest's entity name, which is the source's type (`Person`).
     pub entity: String,
@@ -18,8 +19,9 @@ pub struct SourceRecord {
     /// The source's own last-modified time, when it has one.
     pub source_updated_at: Option<Timestamp>,
     /// The object as the source sent it (`type`, `id`, `attributes`,
-    /// `relationships`), minus volatile parts such as `links`.
-    pub raw: Value,
+    /// `relationships`), minus volatile parts such as `links`, as canonical
+    /// JSON text: written once, straight from the response body.
+    pub raw: CanonicalJson,
     /// The canonical projection built by the manifest's field mapping.
     pub canonical: Value,
     /// Relationships to other records.
@@ -29,13 +31,7 @@ pub struct SourceRecord {
 impl SourceRecord {
     /// The content hash of this record: see [`content_hash`].
     pub fn content_hash(&self) -> String {
-        content_hash(&self.raw, &self.canonical)
-    }
-
-    /// The raw source attributes (`raw.attributes`), or the whole raw object
-    /// for sources that are not JSON:API.
-    pub fn attributes(&self) -> &Value {
-        self.raw.get("attributes").unwrap_or(&self.raw)
+        hash_parts(self.raw.as_str(), &canonical_json(&self.canonical))
     }
 }
 
@@ -213,44 +209,18 @@ pub struct PreparedRecord {
 impl PreparedRecord {
     /// Serialises and hashes a record.
     pub fn new(record: SourceRecord) -> Self {
-        let raw_json = canonical_json(&record.raw);
         let canonical_json = canonical_json(&record.canonical);
-        let content_hash = hash_parts(&raw_json, &canonical_json);
+        let content_hash = hash_parts(record.raw.as_str(), &canonical_json);
         Self {
             entity: record.entity,
             external_id: record.external_id,
             source_updated_at: record.source_updated_at,
-            raw_json: raw_json.into(),
+            raw_json: record.raw.shared(),
             canonical_json: canonical_json.into(),
             content_hash: content_hash.into(),
             edges: record.edges,
         }
     }
-}
-
-/// Compact JSON text with object keys sorted: the same value always gives
-/// the same text, whatever the key order the source used.
-pub fn canonical_json(value: &Value) -> String {
-    if maps_iterate_sorted() {
-        // serde_json's map is a BTreeMap: its own compact output is already
-        // canonical, and much faster than sorting keys ourselves.
-        return serde_json::to_string(value).expect("JSON values serialise");
-    }
-    let mut out = Vec::with_capacity(512);
-    write_canonical(value, &mut out);
-    String::from_utf8(out).expect("serde_json writes UTF-8")
-}
-
-/// Whether `serde_json::Map` iterates in key order — true unless some crate
-/// in the build enables serde_json's `preserve_order` feature.
-fn maps_iterate_sorted() -> bool {
-    static SORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SORTED.get_or_init(|| {
-        let mut map = serde_json::Map::new();
-        map.insert("b".into(), Value::Null);
-        map.insert("a".into(), Value::Null);
-        map.keys().next().map(String::as_str) == Some("a")
-    })
 }
 
 /// The content hash of a record: SHA-256 over the canonical JSON text (see
@@ -266,43 +236,9 @@ fn hash_parts(raw_json: &str, canonical_json: &str) -> String {
     hasher.update(raw_json.as_bytes());
     hasher.update([0u8]);
     hasher.update(canonical_json.as_bytes());
-    hex::encode(hasher.finalize())
-}
-
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable();
-            out.push(b'{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(key, out);
-                out.push(b':');
-                write_canonical(&map[key.as_str()], out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        Value::String(s) => write_string(s, out),
-        other => serde_json::to_writer(&mut *out, other).expect("writing to a Vec cannot fail"),
-    }
-}
-
-fn write_string(s: &str, out: &mut Vec<u8>) {
-    // serde_json's string escaping is canonical for a given string.
-    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+    let mut text = [0u8; 64];
+    hex::encode_to_slice(hasher.finalize(), &mut text).expect("64 hex digits hold 32 bytes");
+    String::from_utf8(text.to_vec()).expect("hex digits are ASCII")
 }
 
 #[cfg(test)]
@@ -337,7 +273,7 @@ mod tests {
             entity: "Person".into(),
             external_id: "1".into(),
             source_updated_at: None,
-            raw: json!({"id": "1", "attributes": {"b": 2, "a": "x\"y"}}),
+            raw: json!({"id": "1", "attributes": {"b": 2, "a": "x\"y"}}).into(),
             canonical: json!({"name": "x"}),
             edges: vec![],
         };
@@ -348,15 +284,7 @@ mod tests {
         );
         assert_eq!(*prepared.content_hash, record.content_hash());
         let parsed: Value = serde_json::from_str(&prepared.raw_json).unwrap();
-        assert_eq!(parsed, record.raw);
-    }
-
-    #[test]
-    fn slow_and_fast_canonical_paths_agree() {
-        let v = json!({"z": [1, {"b": "x\u{1}", "a": null}], "a": {"y": 1.5, "x": true}, "é": "ü"});
-        let mut slow = Vec::new();
-        write_canonical(&v, &mut slow);
-        assert_eq!(canonical_json(&v), String::from_utf8(slow).unwrap());
+        assert_eq!(parsed, record.raw.to_value());
     }
 
     #[test]

@@ -316,7 +316,7 @@ mod tests {
                 entity: "Person".into(),
                 external_id: id.into(),
                 source_updated_at: None,
-                raw: json!({"type": "Person", "id": id}),
+                raw: json!({"type": "Person", "id": id}).into(),
                 canonical: json!({}),
                 edges: vec![],
             })],

@@ -16,13 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tributary_core::{Clock, Cursor, QuarantinedRecord, SourceRecord, SystemClock};
+use tributary_core::{Borrowed, Clock, Cursor, QuarantinedRecord, SourceRecord, SystemClock};
 pub use tributary_core::{Credentials, OAuth2Credentials};
 use tributary_manifest::{Entity, Format, Manifest, PaginationStyle};
 
 pub use auth::CredentialStore;
 pub use ratelimit::{LocalRateLimiter, Observation, Permit, RateLimiter, RateStatus, Unlimited};
 pub use transform::{coerce, transform};
+use transform::{get, member};
 
 /// How an error should be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -385,8 +386,9 @@ impl Source {
         parent_id: Option<&str>,
     ) -> Result<Page> {
         let url = self.page_url(entity, path, offset);
-        let (value, body) = self.get_json(&url).await?;
-        let mut page = self.parse_body(entity, &url, value, offset, parent_id)?;
+        let body = self.get_json(&url).await?;
+        let mut page =
+            self.parse_body(entity, &url, parse_json(&url, &body)?, offset, parent_id)?;
         page.bodies = vec![body];
         Ok(page)
     }
@@ -415,7 +417,7 @@ impl Source {
         &self,
         entity: &Entity,
         url: &str,
-        body: Value,
+        body: Borrowed<'_>,
         offset: u64,
         parent_id: Option<&str>,
     ) -> Result<Page> {
@@ -429,24 +431,25 @@ impl Source {
         &self,
         entity: &Entity,
         url: &str,
-        body: Value,
+        body: Borrowed<'_>,
         offset: u64,
         parent_id: Option<&str>,
     ) -> Result<Page> {
-        let Value::Object(mut doc) = body else {
+        let Borrowed::Object(doc) = body else {
             return Err(malformed(url, "the document is not a JSON object"));
         };
-        let data = match doc.remove("data") {
-            Some(Value::Array(items)) => items,
+        let data = match member(&doc, "data") {
+            Some(Borrowed::Array(items)) => items,
             Some(_) => return Err(malformed(url, "`data` is not an array")),
             None => return Err(malformed(url, "the document has no `data`")),
         };
-        let meta = doc.remove("meta").unwrap_or(Value::Null);
-        let total = meta.get("total_count").and_then(Value::as_i64);
-        let has_next = doc
-            .get("links")
-            .and_then(|l| l.get("next"))
-            .is_some_and(|n| n.is_string());
+        let meta = member(&doc, "meta");
+        let total = meta
+            .and_then(|m| get(m, "total_count"))
+            .and_then(Borrowed::as_i64);
+        let has_next = member(&doc, "links")
+            .and_then(|l| get(l, "next"))
+            .is_some_and(Borrowed::is_string);
         let count = data.len() as u64;
         let mut page = Page {
             total,
@@ -460,9 +463,9 @@ impl Source {
         }
         if has_next {
             let next = meta
-                .get("next")
-                .and_then(|n| n.get("offset"))
-                .and_then(Value::as_u64)
+                .and_then(|m| get(m, "next"))
+                .and_then(|n| get(n, "offset"))
+                .and_then(Borrowed::as_u64)
                 .unwrap_or(offset + count);
             if next <= offset || count == 0 {
                 return Err(Error::Protocol {
@@ -498,17 +501,19 @@ impl Source {
         &self,
         entity: &Entity,
         url: &str,
-        body: Value,
+        body: Borrowed<'_>,
         offset: u64,
         parent_id: Option<&str>,
     ) -> Result<Page> {
         let p = &self.inner.manifest.pagination;
         let (items, total) = match (&p.records_field, body) {
-            (None, Value::Array(items)) => (items, None),
-            (Some(field), Value::Object(mut doc)) => {
-                let total = doc.get("total_count").and_then(Value::as_i64);
-                match doc.remove(field) {
-                    Some(Value::Array(items)) => (items, total),
+            (None, Borrowed::Array(items)) => (items, None),
+            (Some(field), Borrowed::Object(doc)) => {
+                let total = member(&doc, "total_count").and_then(Borrowed::as_i64);
+                // The last member of that name, as serde_json would keep it.
+                let records = doc.into_vec().into_iter().rev().find(|(k, _)| k == field);
+                match records {
+                    Some((_, Borrowed::Array(items))) => (items, total),
                     _ => return Err(malformed(url, &format!("`{field}` is not an array"))),
                 }
             }
@@ -527,9 +532,16 @@ impl Source {
         };
         for item in items {
             // Plain JSON objects carry their attributes at the top level.
-            let id = item.get("id").cloned().unwrap_or(Value::Null);
-            let object = json!({ "type": entity.name, "id": id, "attributes": item });
-            match transform(entity, object, parent_id) {
+            let id = get(&item, "id").cloned().unwrap_or(Borrowed::Null);
+            let object = Borrowed::Object(
+                vec![
+                    ("type", Borrowed::Str(entity.name.as_str().into())),
+                    ("id", id),
+                    ("attributes", item),
+                ]
+                .into(),
+            );
+            match transform(entity, &object, parent_id) {
                 Ok(record) => page.records.push(record),
                 Err(bad) => page.quarantined.push(bad),
             }
@@ -546,7 +558,7 @@ impl Source {
     /// One GET within the request budget: a 429 pauses the budget for
     /// `Retry-After`; a 401 with refreshable credentials refreshes them once
     /// and tries again. Retries of anything else are the engine's to decide.
-    async fn get_json(&self, url: &str) -> Result<(Value, Vec<u8>)> {
+    async fn get_json(&self, url: &str) -> Result<Vec<u8>> {
         let mut refreshed = false;
         loop {
             // The slot first: waiting for it can outlast a token.
@@ -617,8 +629,7 @@ impl Source {
                     &format!("expected JSON, got {shown}: {}", error_detail_bytes(&bytes)),
                 ));
             }
-            let value = parse_json(url, &bytes)?;
-            return Ok((value, bytes));
+            return Ok(bytes);
         }
     }
 
@@ -671,11 +682,12 @@ const MAX_BODY_BYTES: usize = 64 << 20;
 /// rather than unbounded memory.
 const MAX_CHILD_PAGES: u32 = 1_000;
 
-/// Reads a body, refusing one larger than [`MAX_BODY_BYTES`].
-fn parse_json(url: &str, body: &[u8]) -> Result<Value> {
+/// Parses a body where it lies: strings without escapes are not copied.
+fn parse_json<'a>(url: &str, body: &'a [u8]) -> Result<Borrowed<'a>> {
     serde_json::from_slice(body).map_err(|e| malformed(url, &format!("invalid JSON: {e}")))
 }
 
+/// Reads a body, refusing one larger than [`MAX_BODY_BYTES`].
 async fn read_body(mut response: reqwest::Response, url: &str) -> Result<Vec<u8>> {
     let transport = |source| Error::Transport {
         method: "GET",

@@ -1,58 +1,98 @@
 //! From one source object to a [`SourceRecord`] — or to quarantine.
 //!
 //! Pure functions: the field mapping and type coercion declared in the
-//! manifest, the relationship edges, and the source's `updated_at`.
+//! manifest, the relationship edges, and the source's `updated_at`. The
+//! object is read where it was parsed, in the response body ([`Borrowed`]):
+//! only the mapped fields are copied out, and the raw text is written once,
+//! in canonical form, straight from the body.
 
 use serde_json::{Map, Value};
-use tributary_core::{EdgeRef, QuarantinedRecord, SourceRecord, Timestamp};
+use serde_json_borrow::ObjectAsVec;
+use tributary_core::{
+    Borrowed, CanonicalJson, EdgeRef, QuarantinedRecord, SourceRecord, Timestamp,
+};
 use tributary_manifest::{Entity, Field, FieldType, RelationshipSource};
+
+/// Members of a source object that change without its content changing
+/// (URLs, request metadata): left out of the raw text and its hash.
+const VOLATILE: [&str; 2] = ["links", "meta"];
 
 /// Transforms one JSON:API resource object of `entity`. `parent_id` is the
 /// parent the object was listed under, if any.
 pub fn transform(
     entity: &Entity,
-    object: Value,
+    object: &Borrowed<'_>,
     parent_id: Option<&str>,
 ) -> Result<SourceRecord, QuarantinedRecord> {
-    let Value::Object(mut object) = object else {
+    let Borrowed::Object(members) = object else {
         return Err(quarantine(
             entity,
             None,
-            object,
+            Value::from(object),
             "the object is not a JSON object".into(),
         ));
     };
-    object.remove("links");
-    object.remove("meta");
-    let id = match object.get("id") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
+    let kept = || members.iter().filter(|(key, _)| !VOLATILE.contains(key));
+    let owned = || {
+        Value::Object(
+            kept()
+                .map(|(k, v)| (k.to_owned(), Value::from(v)))
+                .collect(),
+        )
+    };
+    let id = match member(members, "id") {
+        Some(Borrowed::Str(s)) if !s.is_empty() => s.to_string(),
+        Some(Borrowed::Number(n)) => number(n).to_string(),
         _ => {
             return Err(quarantine(
                 entity,
                 None,
-                Value::Object(object),
+                owned(),
                 "the object has no `id` (a non-empty string or number)".into(),
             ));
         }
     };
-    if let Some(ty) = object.get("type").and_then(Value::as_str)
-        && ty != entity.name
+    if let Some(Borrowed::Str(ty)) = member(members, "type")
+        && *ty != entity.name
     {
         let message = format!("the object's type is `{ty}`, expected `{}`", entity.name);
-        return Err(quarantine(entity, Some(id), Value::Object(object), message));
+        return Err(quarantine(entity, Some(id), owned(), message));
     }
-    match build(entity, &id, &object, parent_id) {
+    match build(entity, &id, members, parent_id) {
         Ok((canonical, edges, source_updated_at)) => Ok(SourceRecord {
             entity: entity.name.clone(),
             external_id: id,
             source_updated_at,
-            raw: Value::Object(object),
+            raw: CanonicalJson::from_entries(kept()),
             canonical: Value::Object(canonical),
             edges,
         }),
-        Err(message) => Err(quarantine(entity, Some(id), Value::Object(object), message)),
+        Err(message) => Err(quarantine(entity, Some(id), owned(), message)),
     }
+}
+
+/// The member `key` of an object; of a key given twice, the last, as
+/// serde_json (and so the raw text) keeps it.
+pub(crate) fn member<'v, 'a>(object: &'v ObjectAsVec<'a>, key: &str) -> Option<&'v Borrowed<'a>> {
+    object
+        .as_vec()
+        .iter()
+        .rev()
+        .find(|(k, _)| &**k == key)
+        .map(|(_, v)| v)
+}
+
+/// `value[key]` when `value` is an object that has it.
+pub(crate) fn get<'v, 'a>(value: &'v Borrowed<'a>, key: &str) -> Option<&'v Borrowed<'a>> {
+    match value {
+        Borrowed::Object(object) => member(object, key),
+        _ => None,
+    }
+}
+
+/// A number as serde_json holds (and prints) it.
+fn number(n: &serde_json_borrow::Number) -> serde_json::Number {
+    (*n).into()
 }
 
 fn quarantine(
@@ -74,15 +114,15 @@ type Built = (Map<String, Value>, Vec<EdgeRef>, Option<Timestamp>);
 fn build(
     entity: &Entity,
     id: &str,
-    object: &Map<String, Value>,
+    object: &ObjectAsVec<'_>,
     parent_id: Option<&str>,
 ) -> Result<Built, String> {
-    let empty = Map::new();
-    let attributes = match object.get("attributes") {
-        Some(Value::Object(a)) => a,
-        None | Some(Value::Null) => &empty,
+    let attributes = match member(object, "attributes") {
+        Some(Borrowed::Object(a)) => Some(a),
+        None | Some(Borrowed::Null) => None,
         Some(_) => return Err("`attributes` is not an object".into()),
     };
+    let attribute = |name: &str| attributes.and_then(|a| member(a, name));
 
     let mut canonical = Map::new();
     for field in &entity.fields {
@@ -93,12 +133,17 @@ fn build(
     let source_updated_at =
         match &entity.updated_at {
             None => None,
-            Some(attr) => match attributes.get(attr) {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(parse_instant(s).ok_or_else(|| {
+            Some(attr) => match attribute(attr) {
+                None | Some(Borrowed::Null) => None,
+                Some(Borrowed::Str(s)) => Some(parse_instant(s).ok_or_else(|| {
                     format!("`{attr}` is `{s}`, which is not an RFC 3339 timestamp")
                 })?),
-                Some(other) => return Err(format!("`{attr}` is {other}, not a timestamp string")),
+                Some(other) => {
+                    return Err(format!(
+                        "`{attr}` is {}, not a timestamp string",
+                        Value::from(other)
+                    ));
+                }
             },
         };
 
@@ -121,26 +166,26 @@ fn build(
             }
             RelationshipSource::Attribute => {
                 let attr = rel.attribute.as_deref().unwrap_or(&rel.name);
-                match attributes.get(attr) {
-                    None | Some(Value::Null) => {}
-                    Some(Value::String(s)) if !s.is_empty() => push(s.clone()),
-                    Some(Value::Number(n)) => push(n.to_string()),
+                match attribute(attr) {
+                    None | Some(Borrowed::Null) => {}
+                    Some(Borrowed::Str(s)) if !s.is_empty() => push(s.to_string()),
+                    Some(Borrowed::Number(n)) => push(number(n).to_string()),
                     Some(other) => {
                         return Err(format!(
-                            "relationship `{}`: `{attr}` is {other}, not an id",
-                            rel.name
+                            "relationship `{}`: `{attr}` is {}, not an id",
+                            rel.name,
+                            Value::from(other)
                         ));
                     }
                 }
             }
             RelationshipSource::Relationship => {
-                let data = object
-                    .get("relationships")
-                    .and_then(|r| r.get(&rel.name))
-                    .and_then(|r| r.get("data"));
+                let data = member(object, "relationships")
+                    .and_then(|r| get(r, &rel.name))
+                    .and_then(|r| get(r, "data"));
                 match data {
-                    None | Some(Value::Null) => {}
-                    Some(Value::Array(items)) => {
+                    None | Some(Borrowed::Null) => {}
+                    Some(Borrowed::Array(items)) => {
                         for item in items {
                             push(identifier(&rel.name, item)?);
                         }
@@ -153,29 +198,28 @@ fn build(
     Ok((canonical, edges, source_updated_at))
 }
 
-fn identifier(rel: &str, item: &Value) -> Result<String, String> {
-    match item.get("id") {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(Value::Number(n)) => Ok(n.to_string()),
+fn identifier(rel: &str, item: &Borrowed<'_>) -> Result<String, String> {
+    match get(item, "id") {
+        Some(Borrowed::Str(s)) if !s.is_empty() => Ok(s.to_string()),
+        Some(Borrowed::Number(n)) => Ok(number(n).to_string()),
         _ => Err(format!(
-            "relationship `{rel}` holds {item}, not a resource identifier"
+            "relationship `{rel}` holds {}, not a resource identifier",
+            Value::from(item)
         )),
     }
 }
 
-fn lookup<'a>(
-    id: &'a str,
-    attributes: &'a Map<String, Value>,
-    path: &[String],
-) -> Option<std::borrow::Cow<'a, Value>> {
+/// The value at `path` in the attributes (`$id` is the object's id), copied
+/// out of the body.
+fn lookup(id: &str, attributes: Option<&ObjectAsVec<'_>>, path: &[String]) -> Option<Value> {
     if path.len() == 1 && path[0] == "$id" {
-        return Some(std::borrow::Cow::Owned(Value::String(id.to_owned())));
+        return Some(Value::String(id.to_owned()));
     }
-    let mut current = attributes.get(&path[0])?;
+    let mut current = member(attributes?, &path[0])?;
     for segment in &path[1..] {
-        current = current.get(segment)?;
+        current = get(current, segment)?;
     }
-    Some(std::borrow::Cow::Borrowed(current))
+    Some(Value::from(current))
 }
 
 fn parse_instant(s: &str) -> Option<Timestamp> {
@@ -185,28 +229,28 @@ fn parse_instant(s: &str) -> Option<Timestamp> {
 }
 
 /// Coerces a source value to the field's type.
-pub fn coerce(field: &Field, value: Option<std::borrow::Cow<'_, Value>>) -> Result<Value, String> {
-    let source = field.from.join(".");
+pub fn coerce(field: &Field, value: Option<Value>) -> Result<Value, String> {
+    // Named in errors only: joined when one is written.
+    let source = || field.from.join(".");
     let value = match value {
-        None | Some(std::borrow::Cow::Borrowed(Value::Null)) => {
+        None | Some(Value::Null) => {
             return if field.required {
                 Err(format!(
-                    "field `{}` (from `{source}`) is required but missing or null",
-                    field.name
+                    "field `{}` (from `{}`) is required but missing or null",
+                    field.name,
+                    source()
                 ))
             } else {
                 Ok(Value::Null)
             };
         }
-        Some(v) => v.into_owned(),
+        Some(v) => v,
     };
-    if value.is_null() {
-        return coerce(field, None);
-    }
     let fail = |what: &str| {
         Err(format!(
-            "field `{}` (from `{source}`): expected {what}, got {value}",
-            field.name
+            "field `{}` (from `{}`): expected {what}, got {value}",
+            field.name,
+            source()
         ))
     };
     match field.ty {
@@ -268,6 +312,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Transforms an owned value, as a body holding it would be.
+    fn transform_json(
+        entity: &Entity,
+        object: Value,
+        parent_id: Option<&str>,
+    ) -> Result<SourceRecord, QuarantinedRecord> {
+        transform(entity, &Borrowed::from(&object), parent_id)
+    }
+
     fn manifest() -> tributary_manifest::Manifest {
         tributary_manifest::builtin("pco").unwrap().unwrap()
     }
@@ -285,7 +338,7 @@ mod tests {
     #[test]
     fn person_maps_to_canonical_with_edges() {
         let m = manifest();
-        let record = transform(
+        let record = transform_json(
             m.entity("Person").unwrap(),
             person(json!({
                 "first_name": "Ann", "last_name": "Lee", "name": "Ann Lee", "child": false,
@@ -297,11 +350,12 @@ mod tests {
         .unwrap();
         assert_eq!(record.external_id, "42");
         assert!(
-            record.raw.get("links").is_none(),
+            record.raw.to_value().get("links").is_none(),
             "volatile links are dropped"
         );
         assert_eq!(
-            record.raw["attributes"]["unknown_new_field"], 1,
+            record.raw.to_value()["attributes"]["unknown_new_field"],
+            1,
             "unknown fields stay in raw"
         );
         assert_eq!(
@@ -341,7 +395,7 @@ mod tests {
             ),
         ];
         for (attributes, expected) in cases {
-            let bad = transform(entity, person(attributes), None).unwrap_err();
+            let bad = transform_json(entity, person(attributes), None).unwrap_err();
             assert_eq!(bad.error, expected);
             assert_eq!(bad.external_id.as_deref(), Some("42"));
             assert_eq!(bad.entity, "Person");
@@ -352,12 +406,13 @@ mod tests {
     fn missing_id_and_wrong_type_are_quarantined() {
         let m = manifest();
         let entity = m.entity("Email").unwrap();
-        let bad = transform(entity, json!({"type": "Email", "attributes": {}}), None).unwrap_err();
+        let bad =
+            transform_json(entity, json!({"type": "Email", "attributes": {}}), None).unwrap_err();
         assert_eq!(bad.external_id, None);
         assert!(bad.error.contains("no `id`"));
-        let bad = transform(entity, json!({"type": "Person", "id": "1"}), None).unwrap_err();
+        let bad = transform_json(entity, json!({"type": "Person", "id": "1"}), None).unwrap_err();
         assert_eq!(bad.error, "the object's type is `Person`, expected `Email`");
-        let bad = transform(
+        let bad = transform_json(
             entity,
             json!({"type": "Email", "id": "1", "attributes": {}}),
             None,
@@ -373,7 +428,7 @@ mod tests {
     fn parent_relationship_comes_from_the_listing() {
         let m = manifest();
         let entity = m.entity("HouseholdMembership").unwrap();
-        let record = transform(
+        let record = transform_json(
             entity,
             json!({"type": "HouseholdMembership", "id": "5", "attributes": {"household_role": "adult", "pending": false},
                    "relationships": {"person": {"data": {"type": "Person", "id": "9"}}}}),

@@ -102,7 +102,7 @@ fn person(id: &str, name: &str, campus: Option<&str>) -> PreparedRecord {
         entity: "Person".into(),
         external_id: id.into(),
         source_updated_at: Some(t0() - Duration::days(1)),
-        raw: json!({"type": "Person", "id": id, "attributes": {"name": name}}),
+        raw: json!({"type": "Person", "id": id, "attributes": {"name": name}}).into(),
         canonical: json!({"name": name}),
         edges: campus
             .map(|c| EdgeRef {
