@@ -80,3 +80,99 @@ pub(crate) fn parse_ts(s: &str) -> crate::Result<tributary_core::Timestamp> {
         .map(|t| t.to_utc())
         .map_err(|e| crate::Error::Corrupt(format!("timestamp `{s}`: {e}")))
 }
+
+/// The pages of a batch in groups that one set of statements can write:
+/// pages of the same connection, run and entity, in batch order. A page
+/// that names an id (of a record, or of a quarantined object) that an
+/// earlier page of its group names starts a new group, so no two pages of
+/// a group touch the same row and the group's statements may run in any
+/// order — the same result as writing its pages one by one. Groups are
+/// written in the order they were opened, which keeps every row's writes in
+/// batch order; pages of different entities touch different rows.
+pub(crate) fn groups(pages: &[crate::PageWrite<'_>]) -> Vec<Vec<usize>> {
+    use std::borrow::Cow;
+    use std::collections::HashSet;
+
+    let mut groups: Vec<(Vec<usize>, HashSet<Cow<'_, str>>)> = Vec::new();
+    let mut open: HashMap<(i64, i64, &str), usize> = HashMap::new();
+    for (i, page) in pages.iter().enumerate() {
+        let ids: Vec<Cow<'_, str>> = page
+            .records
+            .iter()
+            .map(|r| Cow::Borrowed(r.external_id.as_str()))
+            .chain(
+                page.quarantined
+                    .iter()
+                    .map(|q| Cow::Owned(crate::quarantine_key(q))),
+            )
+            .collect();
+        let key = (page.connection_id, page.run_id, page.entity);
+        match open.get(&key) {
+            Some(&g) if !ids.iter().any(|id| groups[g].1.contains(id)) => {
+                groups[g].0.push(i);
+                groups[g].1.extend(ids);
+            }
+            _ => {
+                open.insert(key, groups.len());
+                groups.push((vec![i], ids.into_iter().collect()));
+            }
+        }
+    }
+    groups.into_iter().map(|(pages, _)| pages).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tributary_core::{Cursor, QuarantinedRecord, SourceRecord};
+
+    fn record(id: &str) -> PreparedRecord {
+        PreparedRecord::new(SourceRecord {
+            entity: "E".into(),
+            external_id: id.into(),
+            source_updated_at: None,
+            raw: json!({"id": id}).into(),
+            canonical: json!({}),
+            edges: vec![],
+        })
+    }
+
+    #[test]
+    fn pages_group_by_entity_until_one_repeats_an_id() {
+        let cursor = Cursor::start();
+        let now = chrono::Utc::now();
+        let a1 = [record("1"), record("2")];
+        let a2 = [record("3")];
+        let b = [record("1")];
+        let a3 = [record("2"), record("4")];
+        let a4 = [record("5")];
+        let bad = [QuarantinedRecord {
+            entity: "A".into(),
+            external_id: Some("5".into()),
+            raw: json!({"id": "5"}),
+            error: "bad".into(),
+        }];
+        let page = |entity, records, quarantined| crate::PageWrite {
+            connection_id: 1,
+            run_id: 1,
+            entity,
+            canonical_entity: "c",
+            records,
+            quarantined,
+            cursor: &cursor,
+            finished: false,
+            total: None,
+            now,
+        };
+        let pages = [
+            page("A", &a1[..], &[][..]),
+            page("A", &a2[..], &[][..]),
+            page("B", &b[..], &[][..]),
+            page("A", &a3[..], &[][..]), // repeats 2: a new group of A
+            page("A", &a4[..], &[][..]),
+            page("A", &[][..], &bad[..]), // quarantines 5, which a4 wrote
+        ];
+        assert_eq!(groups(&pages), [vec![0, 1], vec![2], vec![3, 4], vec![5]]);
+    }
+}

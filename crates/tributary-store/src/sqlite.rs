@@ -18,9 +18,11 @@ use sqlx::sqlite::{
 };
 use sqlx::{Arguments, AssertSqlSafe, ConnectOptions, QueryBuilder, Row, Sqlite};
 use tokio::sync::Notify;
-use tributary_core::{ChangeKind, Cursor, EdgeRef, RunKind, RunState, Timestamp};
+use tributary_core::{
+    ChangeKind, Cursor, EdgeRef, PreparedRecord, QuarantinedRecord, RunKind, RunState, Timestamp,
+};
 
-use crate::plan::{Existing, parse_ts, plan, sqlite_ts, unique_ids};
+use crate::plan::{Existing, groups, parse_ts, plan, sqlite_ts, unique_ids};
 use crate::run_totals;
 use crate::{
     Backend, Change, Checkpoint, Connection, ConnectionStatus, EntityCount, EntityState, Error,
@@ -28,8 +30,24 @@ use crate::{
     RunStart, SealedCredentials, Store, StoredRecord, missed_swap, quarantine_key,
 };
 
-/// Rows per multi-row statement: far below SQLite's bound-variable limit.
-const CHUNK: usize = 400;
+/// Rows per multi-row statement, largest first: far below SQLite's
+/// bound-variable limit. A group's rows go out in chunks of these sizes
+/// only, so a handful of statement texts serve every group: each is
+/// prepared once and stays in the driver's statement cache. (Chunks of
+/// whatever size a group has would each be a statement of their own —
+/// hundreds of large prepared statements, re-prepared as the cache turns
+/// over, and megabytes of memory.)
+const CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// `items` in chunks of the sizes of [`CHUNKS`], largest first.
+fn chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let size = CHUNKS.into_iter().find(|&size| size <= items.len())?;
+        let (chunk, rest) = items.split_at(size);
+        items = rest;
+        Some(chunk)
+    })
+}
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
@@ -553,9 +571,13 @@ impl Store for SqliteStore {
 
     async fn apply_pages(&self, pages: &[PageWrite<'_>]) -> Result<Vec<PageOutcome>> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut outcomes = Vec::with_capacity(pages.len());
-        for page in pages {
-            outcomes.push(write_page(&mut tx, page).await?);
+        let mut outcomes = vec![PageOutcome::default(); pages.len()];
+        for group in groups(pages) {
+            let members: Vec<&PageWrite<'_>> = group.iter().map(|&i| &pages[i]).collect();
+            let written = write_group(&mut tx, &members).await?;
+            for (&i, outcome) in group.iter().zip(written) {
+                outcomes[i] = outcome;
+            }
         }
         for (run_id, pages, sum, now) in run_totals(pages, &outcomes) {
             let updated = sqlx::query(
@@ -749,17 +771,30 @@ impl Store for SqliteStore {
 
 /// Writes one page inside the caller's transaction: everything but the
 /// run's counters (see [`run_totals`]).
-async fn write_page(tx: &mut sqlx::SqliteConnection, page: &PageWrite<'_>) -> Result<PageOutcome> {
-    let now = sqlite_ts(&page.now);
-    let ids = unique_ids(page.records);
+/// Writes a group of pages (see [`groups`]: one connection, run and entity,
+/// no row touched twice) with one set of multi-row statements, and
+/// returns each page's outcome. Statements are what a SQLite commit pays
+/// for beyond the rows themselves — each is a round trip to the driver's
+/// thread — so a group of sixteen pages costs about as many as one did.
+async fn write_group(
+    tx: &mut sqlx::SqliteConnection,
+    pages: &[&PageWrite<'_>],
+) -> Result<Vec<PageOutcome>> {
+    let (first, last) = match pages {
+        [first, .., last] => (*first, *last),
+        [only] => (*only, *only),
+        [] => return Ok(Vec::new()),
+    };
+    // Disjoint across the group's pages, by construction.
+    let ids: Vec<&str> = pages.iter().flat_map(|p| unique_ids(p.records)).collect();
 
     // 1. What is stored for these ids.
     let mut existing = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(CHUNK) {
+    for chunk in chunks(&ids) {
         let mut q = by_ids(
             "SELECT external_id, content_hash, deleted_at IS NOT NULL AS deleted FROM records \
              WHERE connection_id = ",
-            page,
+            first,
             "entity",
             "external_id",
             chunk,
@@ -774,19 +809,26 @@ async fn write_page(tx: &mut sqlx::SqliteConnection, page: &PageWrite<'_>) -> Re
             );
         }
     }
-    let plan = plan(page.records, &existing);
+    let plans: Vec<_> = pages.iter().map(|p| plan(p.records, &existing)).collect();
 
     // 2. Records, 3. their edges, 4. change-feed rows. The JSON texts are
     // shared with the driver, not copied; the values every row repeats are
     // shared too. (Numbered parameters would bind them once, but sqlx looks
     // each one up by name — quadratic in the statement's parameters.)
-    let entity: Arc<str> = page.entity.into();
-    let canonical_entity: Arc<str> = page.canonical_entity.into();
-    let now_text: Arc<str> = now.as_str().into();
-    for chunk in plan.writes.chunks(CHUNK) {
+    let entity: Arc<str> = first.entity.into();
+    let canonical_entity: Arc<str> = first.canonical_entity.into();
+    let writes: Vec<(&PreparedRecord, Arc<str>)> = pages
+        .iter()
+        .zip(&plans)
+        .flat_map(|(page, plan)| {
+            let now: Arc<str> = sqlite_ts(&page.now).into();
+            plan.writes.iter().map(move |(r, _)| (*r, now.clone()))
+        })
+        .collect();
+    for chunk in chunks(&writes) {
         let mut args = SqliteArguments::default();
-        for (r, _) in chunk {
-            add(&mut args, page.connection_id)?;
+        for (r, now) in chunk {
+            add(&mut args, first.connection_id)?;
             add(&mut args, entity.clone())?;
             add(&mut args, r.external_id.as_str())?;
             add(&mut args, canonical_entity.clone())?;
@@ -794,9 +836,9 @@ async fn write_page(tx: &mut sqlx::SqliteConnection, page: &PageWrite<'_>) -> Re
             add(&mut args, r.canonical_json.clone())?;
             add(&mut args, r.content_hash.clone())?;
             add(&mut args, r.source_updated_at.as_ref().map(sqlite_ts))?;
-            add(&mut args, now_text.clone())?; // first seen
-            add(&mut args, now_text.clone())?; // last modified
-            add(&mut args, page.run_id)?;
+            add(&mut args, now.clone())?; // first seen
+            add(&mut args, now.clone())?; // last modified
+            add(&mut args, first.run_id)?;
         }
         sqlx::query_with(AssertSqlSafe(statements::records(chunk.len())), args)
             .execute(&mut *tx)
@@ -811,7 +853,7 @@ async fn write_page(tx: &mut sqlx::SqliteConnection, page: &PageWrite<'_>) -> Re
         if !replaced.is_empty() {
             let mut q = by_ids(
                 "DELETE FROM edges WHERE connection_id = ",
-                page,
+                first,
                 "from_entity",
                 "from_external_id",
                 &replaced,
@@ -823,10 +865,10 @@ async fn write_page(tx: &mut sqlx::SqliteConnection, page: &PageWrite<'_>) -> Re
             .iter()
             .flat_map(|(r, _)| r.edges.iter().map(move |e| (r.external_id.as_str(), e)))
             .collect();
-        for edge_chunk in edges.chunks(CHUNK) {
+        for edge_chunk in chunks(&edges) {
             let mut args = SqliteArguments::default();
             for (from, e) in edge_chunk {
-                add(&mut args, page.connection_id)?;
+                add(&mut args, first.connection_id)?;
                 add(&mut args, entity.clone())?;
                 add(&mut args, *from)?;
                 add(&mut args, e.rel.as_str())?;
@@ -843,15 +885,22 @@ async fn write_page(tx: &mut sqlx::SqliteConnection, page: &PageWrite<'_>) -> Re
     }
 
     // 5. Quarantine: records that failed now, and records that no longer fail.
-    for chunk in page.quarantined.chunks(CHUNK) {
+    let bad: Vec<(&QuarantinedRecord, String)> = pages
+        .iter()
+        .flat_map(|page| {
+            let now = sqlite_ts(&page.now);
+            page.quarantined.iter().map(move |q| (q, now.clone()))
+        })
+        .collect();
+    for chunk in chunks(&bad) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO quarantine (connection_id, entity, external_id, run_id, raw, error, first_seen_at, last_seen_at) ",
         );
-        q.push_values(chunk, |mut b, bad| {
-            b.push_bind(page.connection_id)
-                .push_bind(page.entity)
+        q.push_values(chunk, |mut b, (bad, now)| {
+            b.push_bind(first.connection_id)
+                .push_bind(first.entity)
                 .push_bind(quarantine_key(bad))
-                .push_bind(page.run_id)
+                .push_bind(first.run_id)
                 .push_bind(tributary_core::canonical_json(&bad.raw))
                 .push_bind(bad.error.as_str())
                 .push_bind(now.as_str())
@@ -869,14 +918,14 @@ async fn write_page(tx: &mut sqlx::SqliteConnection, page: &PageWrite<'_>) -> Re
     let any_quarantined: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM quarantine WHERE connection_id = ? AND entity = ?)",
     )
-    .bind(page.connection_id)
-    .bind(page.entity)
+    .bind(first.connection_id)
+    .bind(first.entity)
     .fetch_one(&mut *tx)
     .await?;
-    for chunk in ids.chunks(CHUNK).filter(|_| any_quarantined) {
+    for chunk in chunks(&ids).filter(|_| any_quarantined) {
         let mut q = by_ids(
             "DELETE FROM quarantine WHERE connection_id = ",
-            page,
+            first,
             "entity",
             "external_id",
             chunk,
@@ -884,31 +933,39 @@ async fn write_page(tx: &mut sqlx::SqliteConnection, page: &PageWrite<'_>) -> Re
         q.build().execute(&mut *tx).await?;
     }
 
-    // 6. Checkpoint and 7. run counters.
-    let outcome = plan.outcome(page.quarantined.len());
-    let seen = outcome.records() as i64;
-    let state = if page.finished {
+    // 6. The entity's checkpoint moves to where the group's last page
+    // leaves it, counting every page (7. run counters: the caller).
+    let outcomes: Vec<PageOutcome> = pages
+        .iter()
+        .zip(&plans)
+        .map(|(page, plan)| plan.outcome(page.quarantined.len()))
+        .collect();
+    let seen: u64 = outcomes.iter().map(PageOutcome::records).sum();
+    let state = if last.finished {
         EntityState::Done
     } else {
         EntityState::Running
     };
+    // Each page's total replaces the last one it reports.
+    let total = pages.iter().rev().find_map(|p| p.total);
     sqlx::query(
         "INSERT INTO checkpoints (run_id, entity, cursor, state, pages, records, total, updated_at) \
-         VALUES (?, ?, ?, ?, 1, ?, ?, ?) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (run_id, entity) DO UPDATE SET cursor = excluded.cursor, state = excluded.state, \
-         pages = pages + 1, records = records + excluded.records, total = coalesce(excluded.total, total), \
+         pages = pages + excluded.pages, records = records + excluded.records, total = coalesce(excluded.total, total), \
          error = NULL, updated_at = excluded.updated_at",
     )
-    .bind(page.run_id)
-    .bind(page.entity)
-    .bind(serde_json::to_string(&page.cursor.0).expect("json values serialise"))
+    .bind(first.run_id)
+    .bind(first.entity)
+    .bind(serde_json::to_string(&last.cursor.0).expect("json values serialise"))
     .bind(state.as_str())
-    .bind(seen)
-    .bind(page.total)
-    .bind(now.as_str())
+    .bind(pages.len() as i64)
+    .bind(seen as i64)
+    .bind(total)
+    .bind(sqlite_ts(&last.now))
     .execute(&mut *tx)
     .await?;
-    Ok(outcome)
+    Ok(outcomes)
 }
 
 /// `head` (ending in `connection_id = `) completed for the rows of `page`'s

@@ -77,6 +77,7 @@ store_suite!(
     quarantine_keeps_bad_records_until_they_heal,
     page_for_a_finished_run_commits_nothing,
     pages_of_several_entities_commit_together,
+    pages_of_one_entity_in_a_batch_write_as_one_by_one,
     concurrent_writers_create_a_record_once,
     stored_records_after_all_new_pages_are_planned_right,
     a_group_with_a_finished_run_commits_nothing,
@@ -701,6 +702,120 @@ async fn pages_of_several_entities_commit_together(store: Arc<dyn Store>) {
     assert_eq!(changes.len(), 4);
     assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
     assert!(store.record(conn, "Campus", "10").await.unwrap().is_some());
+}
+
+/// Several pages of one entity in one batch (a store may write them with
+/// one set of statements) end as they would page by page: each page's
+/// outcome, replaced edges, quarantine entering and healing, and the
+/// checkpoint of the last page counting them all.
+async fn pages_of_one_entity_in_a_batch_write_as_one_by_one(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    let bad = |id: &str| QuarantinedRecord {
+        entity: "Person".into(),
+        external_id: Some(id.into()),
+        raw: json!({"id": id, "attributes": {"birthdate": "never"}}),
+        error: format!("record {id} is bad"),
+    };
+    let (c1, c2, c3) = (
+        Cursor(json!({"offset": 2})),
+        Cursor(json!({"offset": 4})),
+        Cursor(json!({"offset": 6, "done": true})),
+    );
+    let first = [person("1", "Ann", Some("10")), person("2", "Bob", None)];
+    let second = [person("3", "Cy", Some("10"))];
+    let bad4 = [bad("4")];
+    let outcomes = store
+        .apply_pages(&[
+            page(conn, run, &first, &[], &c1, false),
+            page(conn, run, &second, &bad4, &c2, false),
+        ])
+        .await
+        .unwrap();
+    let created = |n, quarantined| PageOutcome {
+        created: n,
+        quarantined,
+        ..Default::default()
+    };
+    assert_eq!(outcomes, vec![created(2, 0), created(1, 1)]);
+
+    // Ann changes name and campus, 4 heals, Bob turns bad (his stored record stays),
+    // Cy is unchanged; the last page reports no total.
+    let moved = [person("1", "Anne", Some("11")), person("4", "Di", None)];
+    let same = [person("3", "Cy", Some("10"))];
+    let bad2 = [bad("2")];
+    let mut last = page(conn, run, &same, &bad2, &c3, true);
+    last.total = None;
+    let outcomes = store
+        .apply_pages(&[page(conn, run, &moved, &[], &c2, false), last])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            PageOutcome {
+                created: 1,
+                updated: 1,
+                ..Default::default()
+            },
+            PageOutcome {
+                unchanged: 1,
+                quarantined: 1,
+                ..Default::default()
+            }
+        ]
+    );
+    let targets = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            let edges = store.edges_from(conn, "Person", id).await.unwrap();
+            edges
+                .into_iter()
+                .map(|e| e.to_external_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(targets("1").await, ["11"], "the old edge is replaced");
+    assert_eq!(targets("3").await, ["10"]);
+    let q = store.quarantined(Some(conn), 10).await.unwrap();
+    let quarantined: Vec<&str> = q.iter().map(|q| q.external_id.as_str()).collect();
+    assert_eq!(quarantined, ["2"], "4 healed, 2 went bad");
+    assert!(store.record(conn, "Person", "2").await.unwrap().is_some());
+
+    let cp = store.checkpoints(run).await.unwrap();
+    assert_eq!(cp.len(), 1);
+    assert_eq!(cp[0].cursor, c3);
+    assert_eq!(cp[0].state, EntityState::Done);
+    assert_eq!((cp[0].pages, cp[0].records), (4, 8));
+    assert_eq!(cp[0].total, Some(3), "the last total reported stands");
+    // Each record's changes in order (the order across records within one
+    // transaction is the store's).
+    let mut kinds: Vec<(String, ChangeKind)> = store
+        .changes(Some(conn), 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.external_id, c.kind))
+        .collect();
+    kinds.sort_by(|a, b| a.0.cmp(&b.0));
+    let expected = [
+        ("1", ChangeKind::Created),
+        ("1", ChangeKind::Updated),
+        ("2", ChangeKind::Created),
+        ("3", ChangeKind::Created),
+        ("4", ChangeKind::Created),
+    ];
+    assert_eq!(kinds, expected.map(|(id, k)| (id.to_owned(), k)));
+    let r = store.run(run).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            r.counts.pages,
+            r.counts.created,
+            r.counts.updated,
+            r.counts.unchanged,
+            r.counts.quarantined
+        ),
+        (4, 4, 1, 1, 2)
+    );
 }
 
 async fn a_group_with_a_finished_run_commits_nothing(store: Arc<dyn Store>) {
