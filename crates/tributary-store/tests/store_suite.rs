@@ -158,6 +158,17 @@ fn page<'a>(
     }
 }
 
+/// The connection's change feed as (external id, kind), in feed order.
+async fn change_kinds(store: &Arc<dyn Store>, conn: i64) -> Vec<(String, ChangeKind)> {
+    store
+        .changes(Some(conn), 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.external_id, c.kind))
+        .collect()
+}
+
 async fn connections_are_upserted_by_name(store: Arc<dyn Store>) {
     let new = NewConnection {
         name: "main",
@@ -563,13 +574,7 @@ async fn stored_records_after_all_new_pages_are_planned_right(store: Arc<dyn Sto
         .unwrap();
     assert_eq!(outcomes[0].created, 1);
     assert_eq!((outcomes[1].created, outcomes[1].unchanged), (0, 2));
-    let kinds: Vec<(String, ChangeKind)> = store
-        .changes(Some(conn), 0, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| (c.external_id, c.kind))
-        .collect();
+    let kinds = change_kinds(&store, conn).await;
     let created = |id: &str| (id.to_owned(), ChangeKind::Created);
     assert_eq!(
         kinds,
@@ -789,13 +794,7 @@ async fn pages_of_one_entity_in_a_batch_write_as_one_by_one(store: Arc<dyn Store
     assert_eq!(cp[0].total, Some(3), "the last total reported stands");
     // Each record's changes in order (the order across records within one
     // transaction is the store's).
-    let mut kinds: Vec<(String, ChangeKind)> = store
-        .changes(Some(conn), 0, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| (c.external_id, c.kind))
-        .collect();
+    let mut kinds = change_kinds(&store, conn).await;
     kinds.sort_by(|a, b| a.0.cmp(&b.0));
     let expected = [
         ("1", ChangeKind::Created),
