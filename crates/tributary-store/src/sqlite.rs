@@ -769,13 +769,15 @@ impl Store for SqliteStore {
     }
 }
 
-/// Writes one page inside the caller's transaction: everything but the
-/// run's counters (see [`run_totals`]).
 /// Writes a group of pages (see [`groups`]: one connection, run and entity,
-/// no row touched twice) with one set of multi-row statements, and
-/// returns each page's outcome. Statements are what a SQLite commit pays
-/// for beyond the rows themselves — each is a round trip to the driver's
-/// thread — so a group of sixteen pages costs about as many as one did.
+/// no row touched twice) inside the caller's transaction with one set of
+/// multi-row statements — everything but the runs' counters (see
+/// [`run_totals`]) — and returns each page's outcome. Statements are what
+/// a SQLite commit pays for beyond the rows themselves (each is a round
+/// trip to the driver's thread), so a group of sixteen pages costs about as
+/// many as one did. Groups are written in the order they were opened, so
+/// the change feed orders a batch's entities by their first page; each
+/// record's changes stay in order.
 async fn write_group(
     tx: &mut sqlx::SqliteConnection,
     pages: &[&PageWrite<'_>],
