@@ -77,21 +77,9 @@ impl CanonicalJson {
     }
 }
 
-impl From<&Value> for CanonicalJson {
-    fn from(value: &Value) -> Self {
-        Self::from_value(value)
-    }
-}
-
 impl From<Value> for CanonicalJson {
     fn from(value: Value) -> Self {
         Self::from_value(&value)
-    }
-}
-
-impl std::fmt::Display for CanonicalJson {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

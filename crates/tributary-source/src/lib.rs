@@ -307,8 +307,7 @@ impl Source {
     pub fn parse_page(&self, entity: &Entity, cursor: &Cursor, body: Vec<u8>) -> Result<Page> {
         let offset = offset_of(cursor)?;
         let url = self.page_url(entity, &entity.list, offset);
-        let value = parse_json(&url, &body)?;
-        let mut page = self.parse_body(entity, &url, value, offset, None)?;
+        let mut page = self.parse_body(entity, &url, &body, offset, None)?;
         page.bodies = vec![body];
         Ok(page)
     }
@@ -327,8 +326,7 @@ impl Source {
         let count = bodies.len();
         for (i, body) in bodies.into_iter().enumerate() {
             let url = self.page_url(entity, &path, offset);
-            let value = parse_json(&url, &body)?;
-            let page = self.parse_body(entity, &url, value, offset, Some(parent_id))?;
+            let page = self.parse_body(entity, &url, &body, offset, Some(parent_id))?;
             all.records.extend(page.records);
             all.quarantined.extend(page.quarantined);
             all.total = page.total;
@@ -387,8 +385,7 @@ impl Source {
     ) -> Result<Page> {
         let url = self.page_url(entity, path, offset);
         let body = self.get_json(&url).await?;
-        let mut page =
-            self.parse_body(entity, &url, parse_json(&url, &body)?, offset, parent_id)?;
+        let mut page = self.parse_body(entity, &url, &body, offset, parent_id)?;
         page.bodies = vec![body];
         Ok(page)
     }
@@ -413,14 +410,18 @@ impl Source {
         url
     }
 
+    /// Parses a response body where it lies (strings without escapes are
+    /// not copied) and reads the page from it.
     fn parse_body(
         &self,
         entity: &Entity,
         url: &str,
-        body: Borrowed<'_>,
+        body: &[u8],
         offset: u64,
         parent_id: Option<&str>,
     ) -> Result<Page> {
+        let body: Borrowed<'_> = serde_json::from_slice(body)
+            .map_err(|e| malformed(url, &format!("invalid JSON: {e}")))?;
         match self.inner.manifest.format {
             Format::Jsonapi => self.jsonapi_page(entity, url, body, offset, parent_id),
             Format::Json => self.json_page(entity, url, body, offset, parent_id),
@@ -681,11 +682,6 @@ const MAX_BODY_BYTES: usize = 64 << 20;
 /// Pages of one parent's children; an endless child list is an error
 /// rather than unbounded memory.
 const MAX_CHILD_PAGES: u32 = 1_000;
-
-/// Parses a body where it lies: strings without escapes are not copied.
-fn parse_json<'a>(url: &str, body: &'a [u8]) -> Result<Borrowed<'a>> {
-    serde_json::from_slice(body).map_err(|e| malformed(url, &format!("invalid JSON: {e}")))
-}
 
 /// Reads a body, refusing one larger than [`MAX_BODY_BYTES`].
 async fn read_body(mut response: reqwest::Response, url: &str) -> Result<Vec<u8>> {
