@@ -104,6 +104,24 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// The diagnostic for a file that is not UTF-8: the position of the first
+/// invalid byte, lines counted by the `\n` bytes before it.
+pub(crate) fn not_utf8(file: &str, bytes: &[u8], err: std::str::Utf8Error) -> Diagnostic {
+    let offset = err.valid_up_to();
+    let valid = std::str::from_utf8(&bytes[..offset]).unwrap_or_default();
+    let (line, column) = line_col(valid, offset);
+    Diagnostic {
+        file: file.to_owned(),
+        line,
+        column,
+        message: format!(
+            "the file is not UTF-8: invalid byte sequence starting with 0x{:02x}",
+            bytes[offset]
+        ),
+        help: "save the file as UTF-8".to_owned(),
+    }
+}
+
 /// Turns a TOML/serde error message into a message and a fix.
 pub(crate) fn explain_parse_error(message: &str) -> (String, String) {
     let message = message.trim().to_owned();

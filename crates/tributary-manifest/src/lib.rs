@@ -48,18 +48,19 @@ pub fn builtin(name: &str) -> Option<Result<Manifest, ManifestError>> {
 /// Reads and validates a manifest file.
 pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
     let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&file, &text),
-        Err(err) => Err(ManifestError {
-            diagnostics: vec![Diagnostic {
-                file,
-                line: 0,
-                column: 0,
-                message: format!("cannot read the manifest: {err}"),
-                help: "check the path and that the file is readable UTF-8 text".into(),
-            }],
-        }),
-    }
+    let bytes = std::fs::read(path).map_err(|err| ManifestError {
+        diagnostics: vec![Diagnostic {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the manifest: {err}"),
+            help: "check the path and that the file is readable".into(),
+        }],
+    })?;
+    let text = std::str::from_utf8(&bytes).map_err(|err| ManifestError {
+        diagnostics: vec![error::not_utf8(&file, &bytes, err)],
+    })?;
+    parse(&file, text)
 }
 
 /// Parses and validates manifest text; `file` names it in diagnostics.

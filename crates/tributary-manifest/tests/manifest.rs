@@ -273,3 +273,56 @@ fn unreadable_file_is_reported() {
             .starts_with("cannot read the manifest")
     );
 }
+
+/// Writes `bytes` to a fresh file under Cargo's scratch directory for tests.
+fn temp_manifest(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn non_utf8_file_names_the_first_bad_byte() {
+    // Latin-1 `é` (0xe9) after a multi-byte UTF-8 `ë`: the column counts
+    // characters, not bytes.
+    let mut bytes = GOOD
+        .replace("name = \"demo\"", "name = \"demo\"\ntitle = \"Zoë ")
+        .into_bytes();
+    let at = bytes
+        .windows(5)
+        .position(|w| w == "Zoë ".as_bytes())
+        .unwrap()
+        + 5;
+    bytes.splice(at..at, *b"d\xe9j\xe0 vu\"");
+    let path = temp_manifest("latin1.toml", &bytes);
+    let err = tributary_manifest::load(&path).unwrap_err();
+    assert_eq!(
+        err.diagnostics,
+        [Diagnostic {
+            file: path.display().to_string(),
+            line: line_of(GOOD, "name = \"demo\"") + 1,
+            column: 15,
+            message: "the file is not UTF-8: invalid byte sequence starting with 0xe9".into(),
+            help: "save the file as UTF-8".into(),
+        }]
+    );
+}
+
+#[test]
+fn unreadable_file_names_the_os_cause_once() {
+    // A directory opens but cannot be read as a file.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let cause = std::fs::read(dir).unwrap_err().to_string();
+    let err = tributary_manifest::load(dir).unwrap_err();
+    assert_eq!(
+        err.diagnostics,
+        [Diagnostic {
+            file: dir.display().to_string(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the manifest: {cause}"),
+            help: "check the path and that the file is readable".into(),
+        }]
+    );
+    assert_eq!(err.to_string().matches(&cause).count(), 1, "{err}");
+}
