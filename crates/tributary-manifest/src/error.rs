@@ -104,6 +104,22 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Most parents a child entity may be listed under at once (`concurrency`).
+pub(crate) const MAX_CONCURRENCY: u32 = 64;
+
+/// The message for a whole-number key whose value is out of range.
+pub(crate) fn whole_number_message(key: &str, got: &str) -> String {
+    format!("`{key}` must be a positive whole number, got {got}")
+}
+
+/// The fix for a whole-number key, with its upper bound when one is known.
+pub(crate) fn whole_number_help(max: Option<u64>) -> String {
+    match max {
+        Some(max) => format!("use a whole number from 1 to {max}"),
+        None => "use a whole number of 1 or more".to_owned(),
+    }
+}
+
 /// The diagnostic for a file that is not UTF-8: the position of the first
 /// invalid byte, lines counted by the `\n` bytes before it.
 pub(crate) fn not_utf8(file: &str, bytes: &[u8], err: std::str::Utf8Error) -> Diagnostic {
@@ -122,9 +138,18 @@ pub(crate) fn not_utf8(file: &str, bytes: &[u8], err: std::str::Utf8Error) -> Di
     }
 }
 
-/// Turns a TOML/serde error message into a message and a fix.
-pub(crate) fn explain_parse_error(message: &str) -> (String, String) {
+/// Turns a TOML/serde error into a message and a fix; `span` is where
+/// `text` went wrong.
+pub(crate) fn explain_parse_error(
+    text: &str,
+    span: Option<Range<usize>>,
+    message: &str,
+) -> (String, String) {
     let message = message.trim().to_owned();
+    if let Some(explained) = span.and_then(|span| explain_whole_number(text, span.start, &message))
+    {
+        return explained;
+    }
     let help = if message.starts_with("unknown field") {
         "remove the key or correct its spelling to one of the expected keys".to_owned()
     } else if let Some(rest) = message.strip_prefix("missing field ") {
@@ -142,6 +167,70 @@ pub(crate) fn explain_parse_error(message: &str) -> (String, String) {
     (message, help)
 }
 
+/// A number that does not fit an unsigned key (serde's "invalid value:
+/// integer `-5`, expected u32" or "invalid type: floating point `1.5`,
+/// expected u32"), explained with the key's name: every unsigned key of
+/// the format is a count or a size that must be 1 or more.
+fn explain_whole_number(text: &str, offset: usize, message: &str) -> Option<(String, String)> {
+    let (found, expected) = message.rsplit_once(", expected ")?;
+    let type_max = match expected {
+        "u8" => u64::from(u8::MAX),
+        "u16" => u64::from(u16::MAX),
+        "u32" => u64::from(u32::MAX),
+        "u64" | "usize" => u64::MAX,
+        _ => return None,
+    };
+    let got = found
+        .strip_prefix("invalid value: integer ")
+        .or_else(|| found.strip_prefix("invalid type: floating point "))?
+        .strip_prefix('`')?
+        .strip_suffix('`')?;
+    let key = key_before(text, offset).unwrap_or("value");
+    let max = known_max(key, text);
+    if got.parse::<u64>().is_ok() {
+        // Positive and whole, so too big for the type.
+        let max = max.unwrap_or(type_max).min(type_max);
+        return Some((
+            format!("`{key}` must be a whole number from 1 to {max}, got {got}"),
+            whole_number_help(Some(max)),
+        ));
+    }
+    Some((whole_number_message(key, got), whole_number_help(max)))
+}
+
+/// The upper bound of a whole-number key, where the manifest or the format
+/// sets one: `page_size` up to `max_page_size` (read from `text`, which is
+/// valid TOML when serde fails on a value), `concurrency` up to 64.
+fn known_max(key: &str, text: &str) -> Option<u64> {
+    match key {
+        "concurrency" => Some(u64::from(MAX_CONCURRENCY)),
+        "page_size" => text
+            .parse::<toml::Table>()
+            .ok()?
+            .get("pagination")?
+            .get("max_page_size")?
+            .as_integer()
+            .and_then(|max| u64::try_from(max).ok())
+            .filter(|max| (1..=u64::from(u32::MAX)).contains(max)),
+        _ => None,
+    }
+}
+
+/// The key a value at `offset` is assigned to: `page_size` for the `-5` of
+/// `page_size = -5` (also in inline tables and after dotted or quoted keys).
+fn key_before(text: &str, offset: usize) -> Option<&str> {
+    let before = text.get(..offset)?.trim_end().strip_suffix('=')?.trim_end();
+    let key = if let Some(quoted) = before.strip_suffix('"') {
+        &quoted[quoted.rfind('"')? + 1..]
+    } else {
+        let start = before
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .map_or(0, |i| i + 1);
+        &before[start..]
+    };
+    (!key.is_empty()).then_some(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +242,17 @@ mod tests {
         assert_eq!(line_col(text, 6), (2, 1));
         assert_eq!(line_col(text, 9), (2, 4));
         assert_eq!(line_col(text, 1000), (3, 1));
+    }
+
+    #[test]
+    fn key_before_finds_bare_dotted_quoted_and_inline_keys() {
+        fn at(text: &str) -> Option<&str> {
+            key_before(text, text.find("-5").unwrap())
+        }
+        assert_eq!(at("page_size = -5"), Some("page_size"));
+        assert_eq!(at("pagination.page_size=-5"), Some("page_size"));
+        assert_eq!(at("\"page_size\" = -5"), Some("page_size"));
+        assert_eq!(at("x = { requests = -5 }"), Some("requests"));
+        assert_eq!(at("x = [-5]"), None);
     }
 }

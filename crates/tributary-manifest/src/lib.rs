@@ -69,7 +69,7 @@ pub fn parse(file: &str, text: &str) -> Result<Manifest, ManifestError> {
         Ok(spec) => model::build(file, text, spec),
         Err(err) => {
             let mut reporter = error::Reporter::new(file, text);
-            let (message, help) = error::explain_parse_error(err.message());
+            let (message, help) = error::explain_parse_error(text, err.span(), err.message());
             reporter.error(err.span(), message, help);
             Err(reporter.finish().unwrap_err())
         }

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::error::{ManifestError, Reporter};
+use crate::error::{
+    MAX_CONCURRENCY, ManifestError, Reporter, whole_number_help, whole_number_message,
+};
 use crate::graph::{Dependency, DependencyGraph};
 use crate::spec::{
     AuthKind, DeltaSpec, DependencyKind, FieldType, Format, ManifestSpec, PaginationStyle,
@@ -204,9 +206,35 @@ pub(crate) fn build(file: &str, text: &str, spec: ManifestSpec) -> Result<Manife
         );
     }
 
+    let max_page_size = spec.pagination.max_page_size.as_ref();
+    let max = max_page_size
+        .map(|m| *m.get_ref())
+        .filter(|&m| m > 0)
+        .map(u64::from);
+    for (key, value) in [
+        ("page_size", Some(&spec.pagination.page_size)),
+        ("max_page_size", max_page_size),
+        ("requests", spec.rate_limit.as_ref().map(|rl| &rl.requests)),
+        (
+            "period_secs",
+            spec.rate_limit.as_ref().map(|rl| &rl.period_secs),
+        ),
+    ] {
+        if let Some(value) = value
+            && *value.get_ref() == 0
+        {
+            let max = if key == "page_size" { max } else { None };
+            r.error(
+                Some(value.span()),
+                whole_number_message(key, "0"),
+                whole_number_help(max),
+            );
+        }
+    }
     let page_size = *spec.pagination.page_size.get_ref();
-    let max = spec.pagination.max_page_size.unwrap_or(page_size);
-    if page_size == 0 || page_size > max {
+    if let Some(max) = max
+        && u64::from(page_size) > max
+    {
         r.error(
             Some(spec.pagination.page_size.span()),
             format!("page_size {page_size} is outside 1..={max}"),
@@ -300,14 +328,23 @@ pub(crate) fn build(file: &str, text: &str, spec: ManifestSpec) -> Result<Manife
             ),
             None => {}
         }
-        if let Some(c) = &e.concurrency
-            && (*c.get_ref() == 0 || *c.get_ref() > 64)
-        {
-            r.error(
-                Some(c.span()),
-                format!("concurrency {} is outside 1..=64", c.get_ref()),
-                "use a small number such as 8",
-            );
+        if let Some(c) = &e.concurrency {
+            if *c.get_ref() == 0 {
+                r.error(
+                    Some(c.span()),
+                    whole_number_message("concurrency", "0"),
+                    whole_number_help(Some(u64::from(MAX_CONCURRENCY))),
+                );
+            } else if *c.get_ref() > MAX_CONCURRENCY {
+                r.error(
+                    Some(c.span()),
+                    format!(
+                        "concurrency {} is outside 1..={MAX_CONCURRENCY}",
+                        c.get_ref()
+                    ),
+                    "use a small number such as 8",
+                );
+            }
         }
 
         let mut include = BTreeMap::new();
@@ -490,8 +527,8 @@ pub(crate) fn build(file: &str, text: &str, spec: ManifestSpec) -> Result<Manife
             records_field: spec.pagination.records_field,
         },
         rate_limit: spec.rate_limit.map(|rl| RateLimit {
-            requests: rl.requests,
-            period_secs: rl.period_secs,
+            requests: *rl.requests.get_ref(),
+            period_secs: *rl.period_secs.get_ref(),
             count_header: rl.count_header,
             limit_header: rl.limit_header,
             period_header: rl.period_header,

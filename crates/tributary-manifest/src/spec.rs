@@ -86,7 +86,7 @@ pub struct PaginationSpec {
     pub page_size: Spanned<u32>,
     /// Largest page size the API allows.
     #[serde(default)]
-    pub max_page_size: Option<u32>,
+    pub max_page_size: Option<Spanned<u32>>,
     /// Query parameter carrying the page size.
     pub page_size_param: String,
     /// Query parameter carrying the offset.
@@ -112,9 +112,9 @@ pub enum PaginationStyle {
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSpec {
     /// Requests allowed per period.
-    pub requests: u32,
+    pub requests: Spanned<u32>,
     /// The period, in seconds.
-    pub period_secs: u32,
+    pub period_secs: Spanned<u32>,
     /// Header reporting requests used in the current window.
     #[serde(default)]
     pub count_header: Option<String>,

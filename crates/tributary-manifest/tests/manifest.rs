@@ -326,3 +326,84 @@ fn unreadable_file_names_the_os_cause_once() {
     );
     assert_eq!(err.to_string().matches(&cause).count(), 1, "{err}");
 }
+
+/// GOOD with a rate limit and a parent-listed entity, so that every
+/// whole-number key is present.
+fn with_every_number() -> String {
+    format!(
+        "{GOOD}\n[entity.Note]\nlist = \"/people/{{parent_id}}/notes\"\nparent = \"Person\"\nconcurrency = 4\n\n[rate_limit]\nrequests = 100\nperiod_secs = 20\n"
+    )
+}
+
+/// Replaces `key = old` by `key = new` and checks the single diagnostic
+/// word for word, at the value's line and column.
+fn assert_number_error(key: &str, old: &str, new: &str, message: &str, help: &str) {
+    let text = with_every_number().replacen(
+        &format!("\n{key} = {old}\n"),
+        &format!("\n{key} = {new}\n"),
+        1,
+    );
+    let written = format!("{key} = {new}");
+    let line = line_of(&text, &written);
+    assert_eq!(
+        one_error(&text),
+        Diagnostic {
+            file: "test.toml".into(),
+            line,
+            column: key.len() + 4,
+            message: message.into(),
+            help: help.into(),
+        },
+        "{written}"
+    );
+}
+
+#[test]
+fn negative_and_fractional_numbers_name_the_key() {
+    parse("test.toml", &with_every_number()).unwrap();
+    let cases = [
+        ("page_size", "100", "-5", "got -5", "from 1 to 100"),
+        ("page_size", "100", "2.5", "got 2.5", "from 1 to 100"),
+        ("max_page_size", "100", "-100", "got -100", "of 1 or more"),
+        ("concurrency", "4", "-1", "got -1", "from 1 to 64"),
+        ("requests", "100", "-5", "got -5", "of 1 or more"),
+        ("period_secs", "20", "-20", "got -20", "of 1 or more"),
+        ("period_secs", "20", "0.5", "got 0.5", "of 1 or more"),
+    ];
+    for (key, old, new, got, range) in cases {
+        assert_number_error(
+            key,
+            old,
+            new,
+            &format!("`{key}` must be a positive whole number, {got}"),
+            &format!("use a whole number {range}"),
+        );
+    }
+    assert_number_error(
+        "requests",
+        "100",
+        "5000000000",
+        "`requests` must be a whole number from 1 to 4294967295, got 5000000000",
+        "use a whole number from 1 to 4294967295",
+    );
+}
+
+#[test]
+fn zero_is_rejected_where_a_count_must_be_positive() {
+    let cases = [
+        ("page_size", "100", "use a whole number from 1 to 100"),
+        ("max_page_size", "100", "use a whole number of 1 or more"),
+        ("concurrency", "4", "use a whole number from 1 to 64"),
+        ("requests", "100", "use a whole number of 1 or more"),
+        ("period_secs", "20", "use a whole number of 1 or more"),
+    ];
+    for (key, old, help) in cases {
+        assert_number_error(
+            key,
+            old,
+            "0",
+            &format!("`{key}` must be a positive whole number, got 0"),
+            help,
+        );
+    }
+}
