@@ -241,14 +241,19 @@ pub(crate) fn build(file: &str, text: &str, spec: ManifestSpec) -> Result<Manife
             format!("set page_size between 1 and the API's maximum ({max})"),
         );
     }
-    if spec.adapter.format == Format::Jsonapi
-        && spec.pagination.style != PaginationStyle::JsonapiOffset
-    {
-        r.error(
-            Some(spec.adapter.name.span()),
+    let style = *spec.pagination.style.get_ref();
+    match (spec.adapter.format, style) {
+        (Format::Jsonapi, PaginationStyle::LimitOffset) => r.error(
+            Some(spec.pagination.style.span()),
             "a JSON:API adapter must page with style = \"jsonapi_offset\"",
             "set [pagination] style = \"jsonapi_offset\", or format = \"json\" for plain JSON APIs",
-        );
+        ),
+        (Format::Json, PaginationStyle::JsonapiOffset) => r.error(
+            Some(spec.pagination.style.span()),
+            "a plain JSON adapter (format = \"json\") cannot page with style = \"jsonapi_offset\"",
+            "use style = \"limit_offset\" for plain JSON, or set [adapter] format = \"jsonapi\"",
+        ),
+        _ => {}
     }
 
     if spec.entity.is_empty() {
@@ -520,7 +525,7 @@ pub(crate) fn build(file: &str, text: &str, spec: ManifestSpec) -> Result<Manife
             token_url: spec.auth.token_url,
         },
         pagination: Pagination {
-            style: spec.pagination.style,
+            style,
             page_size,
             page_size_param: spec.pagination.page_size_param,
             offset_param: spec.pagination.offset_param,

@@ -81,7 +81,7 @@ pub enum AuthKind {
 #[serde(deny_unknown_fields)]
 pub struct PaginationSpec {
     /// The paging style.
-    pub style: PaginationStyle,
+    pub style: Spanned<PaginationStyle>,
     /// Page size requested.
     pub page_size: Spanned<u32>,
     /// Largest page size the API allows.

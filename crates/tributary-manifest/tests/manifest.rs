@@ -407,3 +407,38 @@ fn zero_is_rejected_where_a_count_must_be_positive() {
         );
     }
 }
+
+#[test]
+fn paging_style_must_suit_the_format() {
+    let text = GOOD.replace(
+        "base_url = \"https://api.example.com\"",
+        "base_url = \"https://api.example.com\"\nformat = \"json\"",
+    );
+    assert_eq!(
+        one_error(&text),
+        Diagnostic {
+            file: "test.toml".into(),
+            line: line_of(&text, "style = "),
+            column: 9,
+            message: "a plain JSON adapter (format = \"json\") cannot page with style = \"jsonapi_offset\"".into(),
+            help: "use style = \"limit_offset\" for plain JSON, or set [adapter] format = \"jsonapi\"".into(),
+        }
+    );
+    parse(
+        "test.toml",
+        &text.replace("\"jsonapi_offset\"", "\"limit_offset\""),
+    )
+    .unwrap();
+
+    let text = GOOD.replace("\"jsonapi_offset\"", "\"limit_offset\"");
+    assert_eq!(
+        one_error(&text),
+        Diagnostic {
+            file: "test.toml".into(),
+            line: line_of(&text, "style = "),
+            column: 9,
+            message: "a JSON:API adapter must page with style = \"jsonapi_offset\"".into(),
+            help: "set [pagination] style = \"jsonapi_offset\", or format = \"json\" for plain JSON APIs".into(),
+        }
+    );
+}
