@@ -346,7 +346,7 @@ mod tests {
             .await
             .unwrap();
         let run = store
-            .start_run(connection.id, RunKind::Full, None, now)
+            .start_run(connection.id, RunKind::Full, None, None, now)
             .await
             .unwrap()
             .run()

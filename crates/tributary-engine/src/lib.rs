@@ -13,6 +13,7 @@
 
 mod committer;
 mod credentials;
+mod holder;
 mod progress;
 mod spool;
 
@@ -30,8 +31,8 @@ use tributary_core::{Clock, Cursor, PreparedRecord, RunKind, RunState};
 use tributary_manifest::Entity;
 use tributary_source::{ErrorClass, Page, Source};
 use tributary_store::{
-    Checkpoint, Connection, ConnectionStatus, EntityState, PageOutcome, PageWrite, Run, RunStart,
-    Store,
+    Checkpoint, Connection, ConnectionLock, ConnectionStatus, EntityState, PageOutcome, PageWrite,
+    Run, RunStart, Store,
 };
 
 use committer::Committer;
@@ -50,6 +51,9 @@ pub enum Error {
     /// The request names an entity the manifest does not have.
     #[error("unknown entity `{0}`: the manifest has {1}")]
     UnknownEntity(String, String),
+    /// A sync was asked to run under another connection's lock.
+    #[error("the lock held is connection `{0}`'s, not `{1}`'s")]
+    WrongLock(String, String),
 }
 
 /// `Result` with the engine's [`Error`].
@@ -178,6 +182,33 @@ fn dedupe(records: Vec<PreparedRecord>) -> Vec<PreparedRecord> {
     out
 }
 
+/// `name` finished (in any way): each entity depending on it waits for one
+/// entity less, and is ready when it waits for none.
+fn release_dependents<'a>(
+    name: &str,
+    dependents: &HashMap<&'a str, Vec<&'a str>>,
+    waiting_for: &mut HashMap<&'a str, usize>,
+    ready: &mut VecDeque<&'a str>,
+) {
+    for &dependent in dependents.get(name).into_iter().flatten() {
+        if let Some(count) = waiting_for.get_mut(dependent) {
+            *count -= 1;
+            if *count == 0 {
+                ready.push_back(dependent);
+            }
+        }
+    }
+}
+
+/// A task stopped when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What every task of one run shares: the retry budget, and the reason to
 /// stop when the source refused the credentials for good.
 #[derive(Debug)]
@@ -233,13 +264,38 @@ struct Failure {
     message: String,
     /// The credentials were refused for good: the whole run stops.
     auth: bool,
+    /// The cause may pass without anything changing (a retry budget spent
+    /// on a stubborn API, a server that stopped answering, a full disk):
+    /// the run is left for the next request of its kind to resume.
+    transient: bool,
 }
 
 impl Failure {
+    /// A failure that will happen again: a permanent API error, a protocol
+    /// the engine cannot follow, a bug.
     fn other(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             auth: false,
+            transient: false,
+        }
+    }
+
+    /// A failure that a later attempt may not meet.
+    fn transient(message: impl Into<String>) -> Self {
+        Self {
+            transient: true,
+            ..Self::other(message)
+        }
+    }
+
+    /// A store error met while committing or reading.
+    fn store(context: &str, error: &tributary_store::Error) -> Self {
+        let message = format!("{context}: {error}");
+        if error.is_transient() {
+            Self::transient(message)
+        } else {
+            Self::other(message)
         }
     }
 }
@@ -330,13 +386,14 @@ where
             Failure {
                 message: error.to_string(),
                 auth: true,
+                transient: false,
             }
         }
-        Some(error) if budget_spent.load(Ordering::Relaxed) => Failure::other(format!(
+        Some(error) if budget_spent.load(Ordering::Relaxed) => Failure::transient(format!(
             "{error} (gave up: the run's retry budget of {} retries is spent)",
             control.budget
         )),
-        Some(error) if error.is_retryable() => Failure::other(format!(
+        Some(error) if error.is_retryable() => Failure::transient(format!(
             "{error} (gave up after {} attempts)",
             attempt.load(Ordering::Relaxed) + 1
         )),
@@ -401,6 +458,39 @@ impl Engine {
         only: Option<&[String]>,
         progress: Arc<dyn Progress>,
     ) -> Result<RunReport> {
+        let lock = self.lock(&connection.name).await?;
+        self.full_sync_locked(&lock, connection, source, only, progress)
+            .await
+    }
+
+    /// Takes the right to run the syncs of the connection named
+    /// `connection`, held until the lock is dropped: a second process (or a
+    /// second taker in this one) is refused with [`Error::Store`]
+    /// ([`tributary_store::Error::Busy`]), naming this process. Take it
+    /// before changing anything of the connection.
+    pub async fn lock(&self, connection: &str) -> Result<ConnectionLock> {
+        Ok(self
+            .store
+            .lock_connection(connection, &holder::describe(self.clock.now()))
+            .await?)
+    }
+
+    /// [`Self::full_sync_of`] under a lock the caller took with
+    /// [`Self::lock`] (and holds until this returns).
+    pub async fn full_sync_locked(
+        &self,
+        lock: &ConnectionLock,
+        connection: &Connection,
+        source: &Source,
+        only: Option<&[String]>,
+        progress: Arc<dyn Progress>,
+    ) -> Result<RunReport> {
+        if lock.connection() != connection.name {
+            return Err(Error::WrongLock(
+                lock.connection().to_owned(),
+                connection.name.clone(),
+            ));
+        }
         let started = Instant::now();
         let manifest = source.manifest().clone();
         if let Some(unknown) = only
@@ -413,19 +503,41 @@ impl Engine {
         }
         let selected = |name: &str| only.is_none_or(|only| only.iter().any(|o| o == name));
         // The request budget, for progress displays, while the run lasts.
-        let budget_ticker = (source.rate_status().limit != u32::MAX).then(|| {
+        // (Stopped when dropped, however this returns.)
+        let _budget_ticker = (source.rate_status().limit != u32::MAX).then(|| {
             let (source, progress) = (source.clone(), progress.clone());
-            tokio::spawn(async move {
+            AbortOnDrop(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(250));
                 loop {
                     tick.tick().await;
                     progress.budget(&source.rate_status());
                 }
-            })
+            }))
         });
+        // A run resumes only a run of the same scope: its entities and its
+        // API (checkpoints of another account's pages mean nothing here).
+        let scope = format!(
+            "{} {}",
+            source.base_url(),
+            match only {
+                None => "*".to_owned(),
+                Some(only) => {
+                    let mut names = only.to_vec();
+                    names.sort();
+                    names.dedup();
+                    names.join(",")
+                }
+            }
+        );
         let (run, resumed) = match self
             .store
-            .start_run(connection.id, RunKind::Full, None, self.clock.now())
+            .start_run(
+                connection.id,
+                RunKind::Full,
+                Some(&scope),
+                None,
+                self.clock.now(),
+            )
             .await?
         {
             RunStart::New(run) => (run, false),
@@ -441,7 +553,6 @@ impl Engine {
             .into_iter()
             .map(|c| (c.entity.clone(), c))
             .collect();
-        let mut failed: HashMap<String, String> = HashMap::new();
         let mut reports = Vec::new();
         let control = Arc::new(RunControl::new(self.options.retry_budget));
         // Every page of the run commits through it; it stops with the last
@@ -471,7 +582,9 @@ impl Engine {
         // soft) has finished — not when their whole wave has: an entity of
         // a later wave whose own dependencies are done already runs beside
         // the rest of the earlier wave. (The waves are this order's
-        // summary: every entity of one wave can run at once.)
+        // summary: every entity of one wave can run at once.) Each entity
+        // counts the dependencies it still waits for, so the bookkeeping
+        // is linear in the graph however many entities are skipped.
         let order: Vec<String> = manifest
             .graph
             .waves()
@@ -480,28 +593,40 @@ impl Engine {
             .filter(|name| selected(name))
             .cloned()
             .collect();
-        let depends_on = |name: &str| -> Vec<String> {
-            manifest
-                .graph
-                .dependencies()
-                .iter()
-                .filter(|d| d.from == name && selected(&d.to))
-                .map(|d| d.to.clone())
-                .collect()
+        let mut waiting_for: HashMap<&str, usize> =
+            order.iter().map(|name| (name.as_str(), 0)).collect();
+        let mut dependents: HashMap<&str, Vec<&str>> = HashMap::new();
+        let mut hard_dependencies: HashMap<&str, Vec<&str>> = HashMap::new();
+        for dependency in manifest.graph.dependencies() {
+            if !(selected(&dependency.from) && selected(&dependency.to)) {
+                continue;
+            }
+            *waiting_for.entry(dependency.from.as_str()).or_default() += 1;
+            dependents
+                .entry(dependency.to.as_str())
+                .or_default()
+                .push(dependency.from.as_str());
+            if dependency.kind == tributary_manifest::DependencyKind::Hard {
+                hard_dependencies
+                    .entry(dependency.from.as_str())
+                    .or_default()
+                    .push(dependency.to.as_str());
+            }
+        }
+        let mut ready: VecDeque<&str> = order
+            .iter()
+            .map(String::as_str)
+            .filter(|name| waiting_for[name] == 0)
+            .collect();
+        // An entity finished (in any way): its dependents wait for one less.
+        let release = |name: &str, waiting_for: &mut _, ready: &mut _| {
+            release_dependents(name, &dependents, waiting_for, ready);
         };
-        let mut pending: Vec<String> = order.clone();
-        let mut finished: HashSet<String> = HashSet::new();
+        // Entity → (why it failed, whether the cause may pass).
+        let mut failed: HashMap<String, (String, bool)> = HashMap::new();
         let mut running = futures_util::stream::FuturesUnordered::new();
         loop {
-            let ready: Vec<String> = pending
-                .iter()
-                .filter(|name| depends_on(name).iter().all(|d| finished.contains(d)))
-                .cloned()
-                .collect();
-            pending.retain(|name| !ready.contains(name));
-            let started = !ready.is_empty();
-            for name in ready {
-                let name = &name;
+            while let Some(name) = ready.pop_front() {
                 let entity = Arc::new(manifest.entities[name].clone());
                 let checkpoint = checkpoints.remove(name);
                 if let Some(cp) = &checkpoint
@@ -510,43 +635,37 @@ impl Engine {
                     progress.entity_started(name, cp.records, cp.total);
                     progress.entity_finished(name, EntityState::Done, None);
                     reports.push(EntityReport {
-                        entity: name.clone(),
+                        entity: name.to_owned(),
                         state: EntityState::Done,
                         records: cp.records,
                         pages: cp.pages,
                         error: None,
                     });
-                    finished.insert(name.clone());
+                    release(name, &mut waiting_for, &mut ready);
                     continue;
                 }
                 let blocked = match control.stopped() {
                     Some(reason) => Some(format!("not started: {reason}")),
-                    None => manifest
-                        .graph
-                        .hard_dependencies_of(name)
-                        .find(|dep| failed.contains_key(*dep))
+                    None => hard_dependencies
+                        .get(name)
+                        .into_iter()
+                        .flatten()
+                        .find(|dep| failed.contains_key(**dep))
                         .map(|dep| format!("skipped: it depends on {dep}, which failed")),
                 };
                 if let Some(error) = blocked {
-                    self.store
-                        .set_entity_state(
-                            run.id,
-                            name,
-                            EntityState::Failed,
-                            Some(&error),
-                            self.clock.now(),
-                        )
-                        .await?;
+                    self.record_failed(run.id, name, &error).await;
                     progress.entity_finished(name, EntityState::Failed, Some(&error));
-                    failed.insert(name.clone(), error.clone());
-                    finished.insert(name.clone());
+                    // Neither transient nor permanent: it goes with its cause.
+                    failed.insert(name.to_owned(), (error.clone(), false));
                     reports.push(EntityReport {
-                        entity: name.clone(),
+                        entity: name.to_owned(),
                         state: EntityState::Failed,
                         records: checkpoint.as_ref().map_or(0, |c| c.records),
                         pages: checkpoint.as_ref().map_or(0, |c| c.pages),
                         error: Some(error),
                     });
+                    release(name, &mut waiting_for, &mut ready);
                     continue;
                 }
                 let job = EntityJob {
@@ -566,74 +685,61 @@ impl Engine {
                 // info-level logging is off.
                 let entity_span = tracing::warn_span!("entity", run = run.id, connection = %connection.name, entity = %name);
                 let task = tokio::spawn(tracing::Instrument::instrument(job.run(), entity_span));
-                let name = name.clone();
                 running.push(async move { (name, task.await) });
-            }
-            if started {
-                // Finished at once (done earlier, or skipped): look again.
-                continue;
             }
             let Some((name, joined)) = running.next().await else {
                 break;
             };
-            {
-                let outcome = joined.unwrap_or_else(|panic| {
-                    Err(Failure::other(format!("entity task panicked: {panic}")))
-                });
-                match outcome {
-                    Ok(report) => reports.push(report),
-                    Err(Failure {
-                        message: error,
-                        auth,
-                    }) => {
-                        if auth {
-                            control
-                                .stop(&format!("the connection needs re-authorisation ({error})"));
-                        }
-                        tracing::error!(entity = %name, %error, "entity failed");
-                        // Pages the entity queued before it failed settle
-                        // first; none queued after commits, so the failure
-                        // recorded next is the last word on its state.
-                        committer.fence(run.id, &name).await;
-                        // Best effort: the failure is also in the run's error.
-                        let _ = self
-                            .store
-                            .set_entity_state(
-                                run.id,
-                                &name,
-                                EntityState::Failed,
-                                Some(&error),
-                                self.clock.now(),
-                            )
-                            .await;
-                        progress.entity_finished(&name, EntityState::Failed, Some(&error));
-                        let cp = self
-                            .store
-                            .checkpoints(run.id)
-                            .await?
-                            .into_iter()
-                            .find(|c| c.entity == name);
-                        reports.push(EntityReport {
-                            entity: name.clone(),
-                            state: EntityState::Failed,
-                            records: cp.as_ref().map_or(0, |c| c.records),
-                            pages: cp.as_ref().map_or(0, |c| c.pages),
-                            error: Some(error.clone()),
-                        });
-                        failed.insert(name.clone(), error);
+            let outcome = joined.unwrap_or_else(|panic| {
+                Err(Failure::other(format!("entity task panicked: {panic}")))
+            });
+            match outcome {
+                Ok(report) => reports.push(report),
+                Err(Failure {
+                    message: error,
+                    auth,
+                    transient,
+                }) => {
+                    if auth {
+                        control.stop(&format!("the connection needs re-authorisation ({error})"));
                     }
+                    tracing::error!(entity = %name, %error, "entity failed");
+                    // Pages the entity queued before it failed settle
+                    // first; none queued after commits, so the failure
+                    // recorded next is the last word on its state.
+                    committer.fence(run.id, name).await;
+                    self.record_failed(run.id, name, &error).await;
+                    progress.entity_finished(name, EntityState::Failed, Some(&error));
+                    let cp = self
+                        .store
+                        .checkpoints(run.id)
+                        .await
+                        .ok()
+                        .into_iter()
+                        .flatten()
+                        .find(|c| c.entity == name);
+                    reports.push(EntityReport {
+                        entity: name.to_owned(),
+                        state: EntityState::Failed,
+                        records: cp.as_ref().map_or(0, |c| c.records),
+                        pages: cp.as_ref().map_or(0, |c| c.pages),
+                        error: Some(error.clone()),
+                    });
+                    failed.insert(name.to_owned(), (error, transient && !auth));
                 }
             }
-            finished.insert(name);
+            release(name, &mut waiting_for, &mut ready);
         }
-        reports.sort_by_key(|r| order.iter().position(|n| *n == r.entity));
+        let position: HashMap<&str, usize> = order
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.as_str(), i))
+            .collect();
+        reports.sort_by_key(|r| position.get(r.entity.as_str()).copied());
 
         drop(committer);
         if let Some(spool) = spool {
             spool.close();
-        }
-        if let Some(ticker) = budget_ticker {
-            ticker.abort();
         }
         let needs_reauth = control.stopped();
         // Only stored credentials make a connection need re-authorisation;
@@ -642,14 +748,19 @@ impl Engine {
             .as_ref()
             .filter(|_| source.persists_credentials())
         {
-            self.store
+            // Best effort: the run's end (below) is recorded either way.
+            if let Err(error) = self
+                .store
                 .set_connection_status(
                     connection.id,
                     ConnectionStatus::NeedsReauth,
                     Some(reason),
                     self.clock.now(),
                 )
-                .await?;
+                .await
+            {
+                tracing::error!(%error, "cannot mark the connection as needing re-authorisation");
+            }
             tracing::error!(run = run.id, connection = %connection.name, %reason, "run stopped");
         }
         let (state, error) = if let Some(reason) = &needs_reauth {
@@ -661,20 +772,43 @@ impl Engine {
             names.sort();
             let summary = names
                 .iter()
-                .map(|(entity, error)| format!("{entity}: {error}"))
+                .map(|(entity, (error, _))| format!("{entity}: {error}"))
                 .collect::<Vec<_>>()
                 .join("; ");
             (RunState::Failed, Some(summary))
         };
-        self.store
-            .finish_run(run.id, state, error.as_deref(), self.clock.now())
-            .await?;
-        tracing::info!(run = run.id, connection = %connection.name, state = state.as_str(), "full sync finished");
-        let run = self
+        // A run that failed for a cause that may pass is resumed by the
+        // next request of its kind; one that met a permanent error only
+        // (or refused credentials) stays failed, and the next request
+        // starts afresh.
+        let resumable = needs_reauth.is_none() && failed.values().any(|(_, transient)| *transient);
+        // Recording the end can fail for the reason the run failed (a full
+        // disk): the run then stays `running` in the store, which the next
+        // request of its kind resumes — as after a crash — and the report
+        // says how it ended.
+        let unrecorded = self
             .store
-            .run(run.id)
-            .await?
-            .ok_or_else(|| tributary_store::Error::NotFound(format!("run {}", run.id)))?;
+            .finish_run(run.id, state, error.as_deref(), resumable, self.clock.now())
+            .await
+            .err();
+        if let Some(failure) = &unrecorded {
+            tracing::error!(run = run.id, error = %failure, "cannot record how the run ended; the next sync of its kind resumes it");
+        }
+        tracing::info!(run = run.id, connection = %connection.name, state = state.as_str(), "full sync finished");
+        // As stored (with this invocation's counters); as known here if the
+        // store cannot be read either.
+        let mut run = match self.store.run(run.id).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) | Err(_) => Run {
+                finished_at: Some(self.clock.now()),
+                ..run
+            },
+        };
+        if unrecorded.is_some() {
+            run.state = state;
+            run.error = error;
+            run.resumable = state == RunState::Failed;
+        }
         Ok(RunReport {
             run,
             resumed,
@@ -684,6 +818,25 @@ impl Engine {
             retries: control.retries(),
             spooled: control.spooled.load(Ordering::Relaxed),
         })
+    }
+
+    /// Records that `entity` failed (or was skipped). Best effort: the store
+    /// may be failing for the very reason the entity did (a full disk), and
+    /// the run's error names the entity's failure either way.
+    async fn record_failed(&self, run_id: i64, entity: &str, error: &str) {
+        if let Err(failure) = self
+            .store
+            .set_entity_state(
+                run_id,
+                entity,
+                EntityState::Failed,
+                Some(error),
+                self.clock.now(),
+            )
+            .await
+        {
+            tracing::warn!(%entity, error = %failure, "cannot record an entity's failure");
+        }
     }
 
     fn backoff(&self) -> ExponentialBuilder {
@@ -806,9 +959,9 @@ impl EntityJob {
             let (page, outcome) = match answer.await {
                 Ok((page, Ok(outcome))) => (page, outcome),
                 Ok((_, Err(error))) => {
-                    return Err(Failure::other(format!("commit failed: {error}")));
+                    return Err(Failure::store("commit failed", &error));
                 }
-                Err(_) => return Err(Failure::other("commit failed: the committer stopped")),
+                Err(_) => return Err(Failure::transient("commit failed: the committer stopped")),
             };
             records += outcome.records() as i64;
             pages_done += 1;
@@ -1060,7 +1213,7 @@ impl Fetcher {
                 batches.batch_size,
             )
             .await
-            .map_err(|e| format!("listing {parent} ids failed: {e}"))?;
+            .map_err(|e| Failure::store(&format!("listing {parent} ids failed"), &e))?;
         let finished = parents.len() < batches.batch_size as usize;
         let concurrency = self.entity.concurrency.max(1);
         let fetched: Vec<Result<Option<Page>, Failure>> = stream::iter(parents.clone())

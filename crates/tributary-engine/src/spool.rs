@@ -96,8 +96,14 @@ impl Spool {
         create_private_dir(&dir)?;
         if !marker.exists() {
             let tmp = dir.join("identity.tmp");
-            std::fs::write(&tmp, identity)?;
-            std::fs::rename(&tmp, &marker)?;
+            let written =
+                std::fs::write(&tmp, identity).and_then(|()| std::fs::rename(&tmp, &marker));
+            if let Err(error) = written {
+                // A full disk: leave nothing half-written behind.
+                let _ = std::fs::remove_file(&tmp);
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(error);
+            }
         }
         Ok(Self {
             dir,

@@ -118,27 +118,13 @@ impl DependencyGraph {
         }
 
         // Longest-path layering: a node's wave is one past its deepest
-        // dependency. The graph is acyclic, so memoised DFS terminates.
-        let mut level: Vec<Option<usize>> = vec![None; entities.len()];
-        fn depth(
-            node: usize,
-            adjacency: &[Vec<(usize, usize)>],
-            level: &mut [Option<usize>],
-        ) -> usize {
-            if let Some(l) = level[node] {
-                return l;
-            }
-            let l = adjacency[node]
-                .iter()
-                .map(|&(dep, _)| depth(dep, adjacency, level) + 1)
-                .max()
-                .unwrap_or(0);
-            level[node] = Some(l);
-            l
-        }
+        // dependency. The graph is acyclic, so a depth-first walk ends; it
+        // keeps its own stack (a chain of thousands of entities would
+        // overflow a thread's).
+        let level = levels(&adjacency);
         let mut waves: Vec<Vec<String>> = Vec::new();
         for (node, name) in entities.iter().enumerate() {
-            let l = depth(node, &adjacency, &mut level);
+            let l = level[node];
             if waves.len() <= l {
                 waves.resize_with(l + 1, Vec::new);
             }
@@ -278,6 +264,37 @@ fn kind_name(kind: DependencyKind) -> &'static str {
         DependencyKind::Hard => "hard",
         DependencyKind::Soft => "soft",
     }
+}
+
+/// Each node's longest path to a node without dependencies, in an acyclic
+/// graph.
+fn levels(adjacency: &[Vec<(usize, usize)>]) -> Vec<usize> {
+    let mut level: Vec<Option<usize>> = vec![None; adjacency.len()];
+    for root in 0..adjacency.len() {
+        if level[root].is_some() {
+            continue;
+        }
+        // (node, next dependency to look at)
+        let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            if let Some(&(dependency, _)) = adjacency[node].get(*next) {
+                *next += 1;
+                if level[dependency].is_none() {
+                    stack.push((dependency, 0));
+                }
+            } else {
+                level[node] = Some(
+                    adjacency[node]
+                        .iter()
+                        .map(|&(dependency, _)| level[dependency].map_or(0, |l| l + 1))
+                        .max()
+                        .unwrap_or(0),
+                );
+                stack.pop();
+            }
+        }
+    }
+    level.into_iter().map(|l| l.unwrap_or(0)).collect()
 }
 
 /// Whether `to` is reachable from `from`.

@@ -59,6 +59,9 @@ pub struct Pagination {
     pub style: PaginationStyle,
     /// Page size requested.
     pub page_size: u32,
+    /// The most records the API serves per request (`max_page_size`, else
+    /// `page_size`): the largest page size a connection may ask for.
+    pub max_page_size: u32,
     /// Page size parameter.
     pub page_size_param: String,
     /// Offset parameter.
@@ -527,6 +530,7 @@ pub(crate) fn build(file: &str, text: &str, spec: ManifestSpec) -> Result<Manife
         pagination: Pagination {
             style,
             page_size,
+            max_page_size: max.map_or(page_size, |m| m as u32).max(page_size),
             page_size_param: spec.pagination.page_size_param,
             offset_param: spec.pagination.offset_param,
             records_field: spec.pagination.records_field,

@@ -26,6 +26,7 @@ pub(crate) fn routes() -> Router<Simulator> {
         .route("/__sim/dump", get(dump))
         .route("/__sim/stats", get(stats).delete(reset_stats))
         .route("/__sim/info", get(info))
+        .route("/__sim/outage", post(start_outage).delete(end_outage))
         .route("/__sim/oauth/grant", post(crate::oauth::control_grant))
         .route("/__sim/{collection}", post(create))
         .route("/__sim/{collection}/{id}", patch(update).delete(delete))
@@ -204,6 +205,37 @@ async fn stats(State(sim): State<Simulator>) -> Response {
         StatusCode::OK,
         serde_json::to_vec(&sim.stats()).unwrap_or_default(),
     )
+}
+
+/// `POST /__sim/outage` with `{"after": N}` (optional; 0 = now): API
+/// requests answer 503 once N more have been answered.
+async fn start_outage(State(sim): State<Simulator>, body: Bytes) -> Response {
+    let after = if body.is_empty() {
+        Some(0)
+    } else {
+        serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| match v.get("after") {
+                None => Some(0),
+                Some(after) => after.as_u64(),
+            })
+    };
+    match after {
+        Some(after) => {
+            sim.set_outage(Some(after));
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => SimError::bad_request(
+            "body must be {\"after\": N} with N a whole number of API requests (or empty)",
+        )
+        .into_response(),
+    }
+}
+
+/// `DELETE /__sim/outage`: the API answers again.
+async fn end_outage(State(sim): State<Simulator>) -> Response {
+    sim.set_outage(None);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn reset_stats(State(sim): State<Simulator>) -> Response {

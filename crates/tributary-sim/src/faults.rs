@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -174,15 +175,36 @@ pub(crate) struct FaultInjector {
     config: Faults,
     active: bool,
     attempts: Mutex<HashMap<String, u32>>,
+    /// API requests that reached the fault layer.
+    seen: AtomicU64,
+    /// From this many API requests on, every one answers 503 (an outage);
+    /// `u64::MAX`: none.
+    outage_after: AtomicU64,
 }
 
 impl FaultInjector {
+    /// Starts an outage once `after` more API requests have been answered
+    /// (0: now); `None` ends it.
+    pub(crate) fn set_outage(&self, after: Option<u64>) {
+        let at = after.map_or(u64::MAX, |after| {
+            self.seen.load(Ordering::Relaxed).saturating_add(after)
+        });
+        self.outage_after.store(at, Ordering::Relaxed);
+    }
+
+    /// Counts an API request; true when it falls in an outage.
+    fn in_outage(&self) -> bool {
+        self.seen.fetch_add(1, Ordering::Relaxed) >= self.outage_after.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn new(seed: u64, config: Faults) -> Self {
         FaultInjector {
             seed,
             active: config.any(),
             config,
             attempts: Mutex::new(HashMap::new()),
+            seen: AtomicU64::new(0),
+            outage_after: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -212,6 +234,14 @@ pub(crate) async fn inject_faults(
     next: Next,
 ) -> Response {
     let faults = &sim.inner.faults;
+    if faults.in_outage() {
+        return SimError::new(
+            503,
+            "server_error",
+            "the service is down for maintenance (a simulated outage)",
+        )
+        .into_response();
+    }
     if !faults.config.latency.is_zero() {
         sim.sleep(faults.config.latency).await;
     }

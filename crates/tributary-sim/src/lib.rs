@@ -339,6 +339,15 @@ impl Simulator {
         }
     }
 
+    /// A simulated outage: once `after` more API requests have been answered
+    /// (0: at once), every API request answers `503 Service Unavailable`
+    /// until `set_outage(None)` (also `POST /__sim/outage {"after": N}` and
+    /// `DELETE /__sim/outage`). Authentication and the rate limit still
+    /// answer first; the control API and OAuth are never down.
+    pub fn set_outage(&self, after: Option<u64>) {
+        self.inner.faults.set_outage(after);
+    }
+
     /// Ends every hang and latency wait now and from now on (the server is going down).
     fn signal_shutdown(&self) {
         self.inner.shutdown.send_replace(true);

@@ -92,6 +92,10 @@ pub enum Error {
     /// The cursor does not belong to this entity's paging.
     #[error("checkpoint cursor {0} cannot resume this entity")]
     BadCursor(String),
+    /// The source's configuration cannot work (a base URL that is not an
+    /// http(s) URL, a page size the API does not serve): nothing was sent.
+    #[error("{0}")]
+    Config(String),
 }
 
 impl Error {
@@ -106,7 +110,9 @@ impl Error {
             Error::Status { .. } => ErrorClass::Permanent,
             Error::Transport { .. } | Error::Malformed { .. } => ErrorClass::Transient,
             Error::Auth { .. } => ErrorClass::Auth,
-            Error::Protocol { .. } | Error::BadCursor(_) => ErrorClass::Permanent,
+            Error::Protocol { .. } | Error::BadCursor(_) | Error::Config(_) => {
+                ErrorClass::Permanent
+            }
         }
     }
 
@@ -205,29 +211,84 @@ pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// A base URL every request can be built on: absolute, http or https,
+/// with a host. Checked before any request, since a URL that cannot work
+/// would otherwise fail every request as if the network were down.
+pub fn check_base_url(base_url: &str) -> Result<()> {
+    let invalid = |why: String| {
+        Err(Error::Config(format!(
+            "invalid base URL `{}`: {why}; give an absolute http:// or https:// URL, \
+             e.g. https://api.example.com",
+            redact(base_url)
+        )))
+    };
+    match reqwest::Url::parse(base_url) {
+        Err(error) => invalid(error.to_string()),
+        Ok(url) if !matches!(url.scheme(), "http" | "https") => {
+            invalid(format!("the scheme `{}` is not supported", url.scheme()))
+        }
+        Ok(url) if url.host_str().is_none_or(str::is_empty) => invalid("it has no host".into()),
+        Ok(url) if url.query().is_some() || url.fragment().is_some() => {
+            invalid("it has a query or fragment, which request paths cannot follow".into())
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
+/// `url` to be shown: the password of user info (`https://user:pw@host`)
+/// replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{}", &rest[end..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The page size a connection asks for: the manifest's, or `asked` if the
+/// API serves that many (1 to its `max_page_size`).
+pub fn check_page_size(manifest: &Manifest, asked: Option<u32>) -> Result<u32> {
+    let max = manifest.pagination.max_page_size;
+    match asked {
+        None => Ok(manifest.pagination.page_size),
+        Some(size) if (1..=max).contains(&size) => Ok(size),
+        Some(size) => Err(Error::Config(format!(
+            "page size {size} is outside 1..={max}: the `{}` API serves 1 to {max} records per \
+             request",
+            manifest.name
+        ))),
+    }
+}
+
 impl Source {
-    /// A source for `manifest` with `credentials`.
+    /// A source for `manifest` with `credentials`. A base URL or page size
+    /// that cannot work is an [`Error::Config`], before any request.
     pub fn new(
         manifest: Arc<Manifest>,
         credentials: Credentials,
         options: SourceOptions,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self> {
         install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(options.timeout)
             .connect_timeout(Duration::from_secs(10).min(options.timeout))
             .pool_max_idle_per_host(32)
             .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .build()
+            .map_err(|error| Error::Config(format!("cannot build the HTTP client: {error}")))?;
         let base_url = options
             .base_url
             .unwrap_or_else(|| manifest.base_url.clone())
             .trim_end_matches('/')
             .to_owned();
-        let page_size = options
-            .page_size
-            .unwrap_or(manifest.pagination.page_size)
-            .clamp(1, manifest.pagination.page_size);
+        check_base_url(&base_url)?;
+        let page_size = check_page_size(&manifest, options.page_size)?;
         let token_url = manifest.auth.token_url.as_ref().map(|url| {
             if url.starts_with("http://") || url.starts_with("https://") {
                 url.clone()

@@ -15,6 +15,7 @@
 //! ([`SealedCredentials`], sealed by `tributary-secrets`); the store never
 //! sees a key or a plaintext secret, and [`Connection`] never carries them.
 
+mod lock;
 mod plan;
 mod postgres;
 mod sqlite;
@@ -27,6 +28,7 @@ use tributary_core::{
     ChangeKind, Cursor, PreparedRecord, QuarantinedRecord, RunKind, RunState, Timestamp,
 };
 
+pub use lock::ConnectionLock;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -54,6 +56,17 @@ pub enum Error {
     /// Not retryable as such: re-read, then decide again.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The database cannot be opened; the message names the place (never
+    /// a password), the cause and the fix.
+    #[error("{0}")]
+    Open(String),
+    /// The disk holding the database is full. Nothing was half-written:
+    /// the transaction rolled back, and a later attempt resumes.
+    #[error("{0}")]
+    DiskFull(String),
+    /// Another process holds the connection's run lock.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl Error {
@@ -73,6 +86,41 @@ impl Error {
                 )
             }
             _ => false,
+        }
+    }
+
+    /// Whether a later attempt of the same work may succeed without
+    /// anything about the request changing — the disk has room again, the
+    /// server is back, the lock is free: what makes a failed run worth
+    /// resuming rather than starting afresh.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::DiskFull(_) | Error::Busy(_) | Error::Open(_) => true,
+            Error::Database(
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            Error::Database(sqlx::Error::Database(db)) => {
+                let code = db.code().unwrap_or_default();
+                match code.parse::<i64>() {
+                    // SQLite (primary code in the low byte): busy, locked,
+                    // I/O error, full, cannot open, protocol.
+                    Ok(n) => matches!(n & 0xff, 5 | 6 | 10 | 13 | 14 | 15),
+                    // PostgreSQL classes: connection, insufficient
+                    // resources (a full disk), operator intervention (a
+                    // shutdown), system error, transaction rollback, and a
+                    // lock not available.
+                    Err(_) => {
+                        ["08", "53", "57", "58", "40"]
+                            .iter()
+                            .any(|class| code.starts_with(class))
+                            || code == "55P03"
+                    }
+                }
+            }
+            _ => self.is_retryable(),
         }
     }
 }
@@ -95,6 +143,15 @@ fn migrator(steps: &[(i64, &'static str, &'static str)]) -> sqlx::migrate::Migra
             })
             .collect(),
     )
+}
+
+/// The versions of `migrator`'s migrations missing from `applied`.
+fn missing_migrations(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> Vec<i64> {
+    migrator
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !applied.contains(v))
+        .collect()
 }
 
 /// `Result` with the store's [`Error`].
@@ -239,6 +296,14 @@ pub struct Run {
     pub counts: RunCounts,
     /// Why it failed.
     pub error: Option<String>,
+    /// A failed run that met a cause that may pass (an exhausted retry
+    /// budget, a server that stopped answering, a full disk) and no refused
+    /// credentials: the next request of its kind and scope resumes it from
+    /// its checkpoints instead of starting over.
+    pub resumable: bool,
+    /// What the run covers, as its starter spelled it (see
+    /// [`Store::start_run`]).
+    pub scope: Option<String>,
 }
 
 /// What [`Store::start_run`] did.
@@ -556,22 +621,40 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: Timestamp,
     ) -> Result<()>;
 
+    /// Takes the right to run `connection`'s syncs, held until the lock is
+    /// dropped or the process dies: at most one process (on PostgreSQL, of
+    /// any host) holds it at a time. `holder` says who is asking ("pid 12
+    /// on host-a since …"); when another process holds the lock the answer
+    /// is [`Error::Busy`], naming that holder.
+    async fn lock_connection(&self, connection: &str, holder: &str) -> Result<ConnectionLock>;
+
+    /// The migrations this binary knows that the database has not had:
+    /// empty when the schema is current.
+    async fn pending_migrations(&self) -> Result<Vec<i64>>;
+
     /// Starts a run, or finds the one to resume: the run with the same
-    /// idempotency key if one is given, else the connection's unfinished run
-    /// of the same kind.
+    /// idempotency key if one is given, else the connection's latest run of
+    /// the same kind and `scope` (what the run covers — its entities, its
+    /// API — as the caller spells it) if it is unfinished (`running`, left
+    /// by a process that died) or failed and [`Run::resumable`] — a failed
+    /// run is then reopened (`running` again, its error cleared; its
+    /// entities keep their checkpoints).
     async fn start_run(
         &self,
         connection_id: i64,
         kind: RunKind,
+        scope: Option<&str>,
         idempotency_key: Option<&str>,
         now: Timestamp,
     ) -> Result<RunStart>;
-    /// Ends a run.
+    /// Ends a run; `resumable` marks a failed run that the next request of
+    /// its kind resumes (see [`Run::resumable`]).
     async fn finish_run(
         &self,
         run_id: i64,
         state: RunState,
         error: Option<&str>,
+        resumable: bool,
         now: Timestamp,
     ) -> Result<()>;
     /// A run by id.
@@ -645,15 +728,53 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
 /// Opens (and migrates) the store a URL names: a `postgres://` or
 /// `postgresql://` URL, or a SQLite file (a path, `sqlite://PATH` or
-/// `sqlite:PATH`; created if missing).
+/// `sqlite:PATH`; created if missing). Several processes may open one
+/// database at once: the migrations run under a lock.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if is_postgres(url) {
         Ok(Arc::new(PgStore::connect(url).await?))
     } else if let Some(path) = sqlite_path(url) {
         Ok(Arc::new(SqliteStore::open(path).await?))
     } else {
-        Err(Error::UnsupportedUrl(url.to_owned()))
+        Err(Error::UnsupportedUrl(redact(url)))
     }
+}
+
+/// A URL with the password of its user info replaced by `***`, to be shown.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Opens the store a URL names for reading only: a SQLite file is neither
+/// created nor migrated nor written (a read-only file or directory works),
+/// and a database whose schema is not current is an error that says how to
+/// upgrade it.
+pub async fn open_read_only(url: &str) -> Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = if is_postgres(url) {
+        Arc::new(PgStore::connect_read_only(url).await?)
+    } else if let Some(path) = sqlite_path(url) {
+        Arc::new(SqliteStore::open_read_only(path).await?)
+    } else {
+        return Err(Error::UnsupportedUrl(redact(url)));
+    };
+    Ok(store)
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {
@@ -702,5 +823,16 @@ mod tests {
         assert_eq!(sqlite_path("sqlite:/tmp/x.db"), Some("/tmp/x.db"));
         assert_eq!(sqlite_path("mysql://x"), None);
         assert_eq!(sqlite_path(""), None);
+    }
+
+    #[test]
+    fn redacted_urls_keep_everything_but_the_password() {
+        assert_eq!(
+            redact("postgres://app:p@ss:w@rd@db.example:5432/prod?sslmode=require"),
+            "postgres://app:***@db.example:5432/prod?sslmode=require"
+        );
+        assert_eq!(redact("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(redact("postgress://u:pw@h/d"), "postgress://u:***@h/d");
+        assert_eq!(redact("./t.db"), "./t.db");
     }
 }

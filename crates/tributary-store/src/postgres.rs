@@ -10,12 +10,13 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
+use sqlx::{ConnectOptions as _, Connection as _, Row};
 use tributary_core::{ChangeKind, Cursor, EdgeRef, PreparedRecord, RunKind, RunState, Timestamp};
 
+use crate::lock::{self, ConnectionLock, PG_LOCK_CLASS, busy};
 use crate::plan::{Existing, plan, unique_ids};
 use crate::run_totals;
 use crate::{
@@ -63,6 +64,11 @@ fn migrator() -> Migrator {
             5,
             "edges_by_source_only",
             include_str!("../migrations/postgres/0005_edges_by_source_only.sql"),
+        ),
+        (
+            6,
+            "resumable_runs",
+            include_str!("../migrations/postgres/0006_resumable_runs.sql"),
         ),
     ])
 }
@@ -121,8 +127,30 @@ impl PgStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Connects to and migrates the database at `url`.
+    /// Connects to and migrates the database at `url`. Several processes
+    /// may connect at once: the migrations run under an advisory lock.
     pub async fn connect(url: &str) -> Result<Self> {
+        let store = Self::connect_unmigrated(url).await?;
+        migrator().run(&store.pool).await?;
+        Ok(store)
+    }
+
+    /// Connects to the database at `url` without migrating it; a schema
+    /// that is not current is an error that says how to upgrade it.
+    pub async fn connect_read_only(url: &str) -> Result<Self> {
+        let store = Self::connect_unmigrated(url).await?;
+        let pending = store.pending_migrations().await?;
+        if !pending.is_empty() {
+            return Err(Error::Open(format!(
+                "{} was written by an older tributary and needs upgrading (migrations \
+                 {pending:?}): run any command that writes, e.g. `tributary sync`, once",
+                place(&store.options)
+            )));
+        }
+        Ok(store)
+    }
+
+    async fn connect_unmigrated(url: &str) -> Result<Self> {
         // Asynchronous commit: a commit returns before its WAL reaches disk.
         // Safe here because every page commits its records and its
         // checkpoint in one transaction — if the server itself crashes, the
@@ -130,18 +158,128 @@ impl PgStore {
         // simply fetched again; nothing is ever half-applied. (The same
         // reasoning as SQLite's WAL with synchronous=NORMAL.) Tributary's own
         // process dying loses nothing at all.
-        let options = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "off")]);
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|error| {
+                Error::Open(format!(
+                    "`{}` is not a PostgreSQL URL ({error}); write it as \
+                     postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+                    crate::redact(url)
+                ))
+            })?
+            .options([("synchronous_commit", "off")]);
+        // One connection first, on a short leash: a server that is down or
+        // a database that does not exist is said at once, in words (a pool
+        // retries a refused connection until its own timeout, and then
+        // says only that it timed out).
+        let probe = tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await;
+        match probe {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+            }
+            Ok(Err(error)) => return Err(connect_error(&options, error)),
+            Err(_) => {
+                return Err(Error::Open(format!(
+                    "cannot reach {}: no answer within {} s; check the host and port, and that \
+                     the server is running",
+                    place(&options),
+                    CONNECT_TIMEOUT.as_secs()
+                )));
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(10)
+            .acquire_timeout(std::time::Duration::from_secs(30))
             .connect_with(options.clone())
-            .await?;
-        migrator().run(&pool).await?;
+            .await
+            .map_err(|error| connect_error(&options, error))?;
         Ok(Self {
             pool,
             options,
             new_only: Arc::default(),
         })
     }
+}
+
+/// How long connecting may take before the server is called unreachable.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Where a connection goes, in words: the server (host and port, or its
+/// socket), the database and the user — never the password.
+fn place(options: &PgConnectOptions) -> String {
+    format!(
+        "database `{}` on {} (user `{}`)",
+        options.get_database().unwrap_or(options.get_username()),
+        server(options),
+        options.get_username()
+    )
+}
+
+fn server(options: &PgConnectOptions) -> String {
+    match options.get_socket() {
+        Some(dir) => format!(
+            "the PostgreSQL server at socket {}/.s.PGSQL.{}",
+            dir.display(),
+            options.get_port()
+        ),
+        None if options.get_host().starts_with('/') => format!(
+            "the PostgreSQL server at socket {}/.s.PGSQL.{}",
+            options.get_host(),
+            options.get_port()
+        ),
+        None => format!(
+            "the PostgreSQL server at {}:{}",
+            options.get_host(),
+            options.get_port()
+        ),
+    }
+}
+
+/// Says why connecting failed, once, with the fix.
+fn connect_error(options: &PgConnectOptions, error: sqlx::Error) -> Error {
+    let server = server(options);
+    let user = options.get_username();
+    let database = options.get_database().unwrap_or(user);
+    let message = match &error {
+        sqlx::Error::Io(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => format!(
+                "nothing answers at {server} ({}): start the server, or fix the host, port or \
+                 socket in the URL",
+                if io.kind() == std::io::ErrorKind::NotFound {
+                    "no such socket"
+                } else {
+                    "connection refused"
+                }
+            ),
+            _ => format!("cannot reach {server}: {io}"),
+        },
+        sqlx::Error::PoolTimedOut => format!(
+            "cannot reach {server}: no connection within the pool's timeout; check that the \
+             server is running and accepts more connections"
+        ),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("3D000") => format!(
+                "database `{database}` does not exist on {server}: create it (`createdb \
+                 {database}`), or fix the database name in the URL"
+            ),
+            Some("28P01") => format!(
+                "{server} refused the password of user `{user}`: fix the user or password in \
+                 the URL"
+            ),
+            Some("28000") => format!(
+                "{server} does not let user `{user}` in ({}): allow it in pg_hba.conf, or \
+                 connect as another user",
+                db.message()
+            ),
+            Some("53300") => format!(
+                "{server} has no connection slots left ({}): raise max_connections or close \
+                 other clients",
+                db.message()
+            ),
+            _ => format!("cannot open {}: {}", place(options), db.message()),
+        },
+        other => format!("cannot open {}: {other}", place(options)),
+    };
+    Error::Open(message)
 }
 
 /// The columns of a [`Connection`]: never the sealed credentials.
@@ -186,6 +324,8 @@ fn run_row(row: &PgRow) -> Result<Run> {
             quarantined: row.try_get("records_quarantined")?,
         },
         error: row.try_get("error")?,
+        resumable: row.try_get("resumable")?,
+        scope: row.try_get("scope")?,
     })
 }
 
@@ -399,10 +539,68 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn lock_connection(&self, connection: &str, holder: &str) -> Result<ConnectionLock> {
+        // A session of its own: the lock lives as long as it does, and the
+        // server ends both when this process dies.
+        let mut conn = self
+            .options
+            .clone()
+            .application_name(&format!("tributary {holder}"))
+            .connect()
+            .await?;
+        let key = lock::key(connection);
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(PG_LOCK_CLASS)
+            .bind(key)
+            .fetch_one(&mut conn)
+            .await?;
+        if taken {
+            return Ok(ConnectionLock::new(connection, conn));
+        }
+        // Advisory locks belong to a database; pg_locks shows the server's.
+        // (The two-int4 form keeps the first key in classid, the second in
+        // objid, and sets objsubid to 2.)
+        let held_by: Option<String> = sqlx::query_scalar(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted \
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND l.classid::bigint = $1 AND l.objid::bigint = $2 AND l.objsubid = 2 LIMIT 1",
+        )
+        .bind(i64::from(PG_LOCK_CLASS))
+        .bind(i64::from(key as u32))
+        .fetch_optional(&mut conn)
+        .await
+        .ok()
+        .flatten();
+        let _ = conn.close().await;
+        Err(busy(
+            connection,
+            held_by
+                .as_deref()
+                .map(|h| h.strip_prefix("tributary ").unwrap_or(h)),
+        ))
+    }
+
+    async fn pending_migrations(&self) -> Result<Vec<i64>> {
+        let table: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+                .fetch_one(&self.pool)
+                .await?;
+        let applied: Vec<i64> = if table.is_some() {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(crate::missing_migrations(&migrator(), &applied))
+    }
+
     async fn start_run(
         &self,
         connection_id: i64,
         kind: RunKind,
+        scope: Option<&str>,
         idempotency_key: Option<&str>,
         now: Timestamp,
     ) -> Result<RunStart> {
@@ -429,26 +627,53 @@ impl Store for PgStore {
                 });
             }
         } else {
+            // The latest run of the kind: resumed if a dead process left it
+            // running, or if it failed for transient causes only.
             let row = sqlx::query(
-                "SELECT * FROM runs WHERE connection_id = $1 AND kind = $2 AND state = 'running' \
-                 ORDER BY id DESC LIMIT 1",
+                "SELECT * FROM runs WHERE connection_id = $1 AND kind = $2 \
+                 AND scope IS NOT DISTINCT FROM $3 ORDER BY id DESC LIMIT 1",
             )
             .bind(connection_id)
             .bind(kind.as_str())
+            .bind(scope)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(row) = row {
                 let run = run_row(&row)?;
-                tx.commit().await?;
-                return Ok(RunStart::Resumed(run));
+                if run.state == RunState::Running {
+                    tx.commit().await?;
+                    return Ok(RunStart::Resumed(run));
+                }
+                if run.state == RunState::Failed && run.resumable {
+                    let row = sqlx::query(
+                        "UPDATE runs SET state = 'running', error = NULL, resumable = false, \
+                         finished_at = NULL, updated_at = $1 WHERE id = $2 RETURNING *",
+                    )
+                    .bind(now)
+                    .bind(run.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE checkpoints SET state = 'running', error = NULL, updated_at = $1 \
+                         WHERE run_id = $2 AND state = 'failed'",
+                    )
+                    .bind(now)
+                    .bind(run.id)
+                    .execute(&mut *tx)
+                    .await?;
+                    let run = run_row(&row)?;
+                    tx.commit().await?;
+                    return Ok(RunStart::Resumed(run));
+                }
             }
         }
         let row = sqlx::query(
-            "INSERT INTO runs (connection_id, kind, state, idempotency_key, started_at, updated_at) \
-             VALUES ($1, $2, 'running', $3, $4, $4) RETURNING *",
+            "INSERT INTO runs (connection_id, kind, state, scope, idempotency_key, started_at, \
+             updated_at) VALUES ($1, $2, 'running', $3, $4, $5, $5) RETURNING *",
         )
         .bind(connection_id)
         .bind(kind.as_str())
+        .bind(scope)
         .bind(idempotency_key)
         .bind(now)
         .fetch_one(&mut *tx)
@@ -463,13 +688,16 @@ impl Store for PgStore {
         run_id: i64,
         state: RunState,
         error: Option<&str>,
+        resumable: bool,
         now: Timestamp,
     ) -> Result<()> {
         let done = sqlx::query(
-            "UPDATE runs SET state = $1, error = $2, updated_at = $3, finished_at = $4 WHERE id = $5",
+            "UPDATE runs SET state = $1, error = $2, resumable = $3, updated_at = $4, \
+             finished_at = $5 WHERE id = $6",
         )
         .bind(state.as_str())
         .bind(error)
+        .bind(resumable && state == RunState::Failed)
         .bind(now)
         .bind((state != RunState::Running).then_some(now))
         .bind(run_id)

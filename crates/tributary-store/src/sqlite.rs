@@ -5,8 +5,9 @@
 //! reader connections, in WAL mode so readers never block the writer.
 
 use std::collections::HashMap;
-use std::str::FromStr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,6 +23,7 @@ use tributary_core::{
     ChangeKind, Cursor, EdgeRef, PreparedRecord, QuarantinedRecord, RunKind, RunState, Timestamp,
 };
 
+use crate::lock::{self, ConnectionLock, busy};
 use crate::plan::{Existing, groups, parse_ts, plan, sqlite_ts, unique_ids};
 use crate::run_totals;
 use crate::{
@@ -52,21 +54,45 @@ fn chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// The database file as given (for messages) and made absolute (for the
+    /// connection locks beside it).
+    path: Arc<DbPath>,
     writer: SqlitePool,
     reader: SqlitePool,
-    checkpointer: Arc<Checkpointer>,
+    /// `None` when opened read-only.
+    checkpointer: Option<Arc<Checkpointer>>,
+}
+
+#[derive(Debug)]
+struct DbPath {
+    given: String,
+    absolute: PathBuf,
 }
 
 /// Copies the write-ahead log into the database file on a connection of its
 /// own, so the writer never pays for it: SQLite would otherwise checkpoint
 /// inside whichever commit crosses 1,000 WAL pages, stalling that commit
 /// (and every page queued behind it) by tens of milliseconds. A PASSIVE
-/// checkpoint never blocks the writer or readers; the log restarts from its
-/// beginning once a checkpoint has caught up.
+/// checkpoint never blocks the writer or readers.
+///
+/// SQLite starts the log again from its beginning only at the start of a
+/// write transaction that finds it wholly copied — which a writer that
+/// never pauses never does, so the log would grow by the size of everything
+/// written. Once the log is longer than a quarter of the database (at
+/// least [`Checkpointer::MIN_LOG_BYTES`]), the checkpointer asks the writer
+/// to restart it: before its next transaction the writer runs a PASSIVE
+/// checkpoint of its own, which has little left to copy (the
+/// checkpointer's passes copied the rest), and the `BEGIN` that follows
+/// restarts the log. So the disk a sync needs stays within about 1.25× the
+/// database (a RESTART from the checkpointer's connection instead would
+/// first have to win the write lock from a writer that retakes it within
+/// microseconds, and then hold the writer back for up to seconds).
 #[derive(Debug)]
 struct Checkpointer {
     wake: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
+    /// Set when the log should restart; taken by the writer.
+    restart: Arc<AtomicBool>,
 }
 
 impl Checkpointer {
@@ -74,47 +100,60 @@ impl Checkpointer {
     const DELAY: Duration = Duration::from_millis(100);
     /// Checkpoints this often when nobody says a page committed (other writes).
     const IDLE: Duration = Duration::from_secs(2);
+    /// A log shorter than this is never restarted early.
+    const MIN_LOG_BYTES: i64 = 16 << 20;
 
     async fn start(options: &SqliteConnectOptions) -> Result<Self> {
         let mut conn = options.connect().await?;
+        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&mut conn)
+            .await?;
         let wake = Arc::new(Notify::new());
         let notified = wake.clone();
+        let restart = Arc::new(AtomicBool::new(false));
+        let wanted = restart.clone();
         let task = tokio::spawn(async move {
             loop {
                 let _ = tokio::time::timeout(Self::IDLE, notified.notified()).await;
                 tokio::time::sleep(Self::DELAY).await;
-                if let Err(error) = Self::checkpoint(&mut conn).await {
-                    tracing::warn!(%error, "WAL checkpoint failed; the next one retries");
+                match Self::checkpoint(&mut conn, page_size).await {
+                    Ok(true) => wanted.store(true, Ordering::Relaxed),
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "WAL checkpoint failed; the next one retries");
+                    }
                 }
             }
         });
-        Ok(Self { wake, task })
+        Ok(Self {
+            wake,
+            task,
+            restart,
+        })
     }
 
-    /// A log this long (in pages) is restarted from its beginning once
-    /// fully copied: a writer that never pauses would otherwise grow it
-    /// without bound, since SQLite restarts the log only at the start of a
-    /// write transaction that finds it fully copied.
-    const RESTART_PAGES: i64 = 65_536;
-
-    async fn checkpoint(conn: &mut sqlx::SqliteConnection) -> Result<()> {
+    /// Copies what it can of the log; true when the log is long enough
+    /// that the writer should restart it.
+    async fn checkpoint(conn: &mut sqlx::SqliteConnection, page_size: i64) -> Result<bool> {
         let (_busy, log, _copied): (i64, i64, i64) =
             sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
                 .fetch_one(&mut *conn)
                 .await?;
-        if log >= Self::RESTART_PAGES {
-            // Waits (busy timeout) for the writer's current transaction,
-            // copies what the passive pass could not, and restarts the log.
-            sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-                .execute(&mut *conn)
-                .await?;
-        }
-        Ok(())
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&mut *conn)
+            .await?;
+        let log_bytes = log * page_size;
+        Ok(log_bytes > Self::MIN_LOG_BYTES.max(pages * page_size / 4))
     }
 
     /// Something committed: checkpoint soon.
     fn committed(&self) {
         self.wake.notify_one();
+    }
+
+    /// Whether the writer should restart the log now (asked once).
+    fn take_restart(&self) -> bool {
+        self.restart.swap(false, Ordering::Relaxed)
     }
 }
 
@@ -148,35 +187,482 @@ fn migrator() -> Migrator {
             "edges_by_source_only",
             include_str!("../migrations/sqlite/0004_edges_by_source_only.sql"),
         ),
+        (
+            5,
+            "resumable_runs",
+            include_str!("../migrations/sqlite/0005_resumable_runs.sql"),
+        ),
     ])
 }
 
 impl SqliteStore {
     /// Opens (creating if missing) and migrates the database file at `path`.
+    /// Several processes may open one file at once: the migrations run in
+    /// one `BEGIN IMMEDIATE` transaction (SQLite's write lock), so one
+    /// process applies them and the others find them applied.
     pub async fn open(path: &str) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+        let options = SqliteConnectOptions::new()
+            .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
             .pragma("cache_size", "-16000")
-            .pragma("temp_store", "memory");
-        // The writer never checkpoints; the checkpointer does.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
-            .await?;
-        migrator().run(&writer).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.clone())
-            .await?;
-        let checkpointer = Arc::new(Checkpointer::start(&options).await?);
+            .pragma("temp_store", "memory")
+            // A restarted log is cut back to this size (else its file keeps
+            // the largest size it ever had).
+            .pragma(
+                "journal_size_limit",
+                (Checkpointer::MIN_LOG_BYTES).to_string(),
+            );
+        // SQLite opens a file it may not write read-only without a word,
+        // and fails only at the first write: say it now.
+        if Path::new(path).is_file() && writable(Path::new(path)).is_err() {
+            return Err(open_error(path, Error::Open(String::new()), true));
+        }
+        let opened = || async {
+            // The writer never checkpoints; the checkpointer does.
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
+                .await?;
+            {
+                let mut conn = writer.acquire().await?;
+                let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+                migrator().run(&mut *tx).await?;
+                tx.commit().await?;
+            }
+            let reader = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options.clone())
+                .await?;
+            let checkpointer = Arc::new(Checkpointer::start(&options).await?);
+            Ok::<_, Error>((writer, reader, checkpointer))
+        };
+        // Processes that create one new file at the same moment race to
+        // switch it to WAL, which SQLite settles by answering "busy" to the
+        // loser without waiting: it tries again.
+        let mut attempt = 0;
+        let (writer, reader, checkpointer) = loop {
+            match opened().await {
+                Ok(opened) => break opened,
+                Err(error) if error.is_retryable() && attempt < 50 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * attempt.min(10))).await;
+                }
+                Err(error) => return Err(open_error(path, error, true)),
+            }
+        };
         Ok(Self {
+            path: Arc::new(DbPath::new(path)),
             writer,
             reader,
-            checkpointer,
+            checkpointer: Some(checkpointer),
         })
+    }
+
+    /// Opens the database file at `path` for reading only: nothing is
+    /// created, migrated or written, so a read-only file or directory
+    /// works. A schema that is not current is an error.
+    pub async fn open_read_only(path: &str) -> Result<Self> {
+        let file = Path::new(path);
+        if file.is_dir() {
+            return Err(open_error(path, Error::Open(String::new()), false));
+        }
+        if !file.exists() {
+            return Err(Error::Open(format!(
+                "there is no database at `{path}`: nothing has been synced into it yet; \
+                 run `tributary sync --db {path}` (or `tributary demo --db {path}`) first"
+            )));
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(30));
+        let connect = |options: SqliteConnectOptions| async move {
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await?;
+            // Reads the schema: fails here, not later, on a file that is
+            // not a database.
+            let pending = pending(&pool).await?;
+            Ok::<_, Error>((pool, pending))
+        };
+        let (reader, pending) = match connect(options.clone()).await {
+            Ok(opened) => opened,
+            // A WAL database in a directory this process cannot write: its
+            // shared-memory file cannot be made, so read it as a file that
+            // nobody writes (whatever a writer left in its log is not seen).
+            Err(Error::Database(sqlx::Error::Database(db)))
+                if matches!(db.code().as_deref(), Some("14" | "8")) =>
+            {
+                connect(options.immutable(true))
+                    .await
+                    .map_err(|error| open_error(path, error, false))?
+            }
+            Err(error) => return Err(open_error(path, error, false)),
+        };
+        if !pending.is_empty() {
+            return Err(Error::Open(format!(
+                "the database `{path}` was written by an older tributary and needs upgrading \
+                 (migrations {pending:?}): run any command that writes, e.g. \
+                 `tributary sync --db {path}`, once with write access"
+            )));
+        }
+        Ok(Self {
+            path: Arc::new(DbPath::new(path)),
+            writer: reader.clone(),
+            reader,
+            checkpointer: None,
+        })
+    }
+
+    /// One transaction of [`Store::apply_pages`].
+    async fn try_apply_pages(&self, pages: &[PageWrite<'_>]) -> Result<Vec<PageOutcome>> {
+        let mut tx = self.begin().await?;
+        let mut outcomes = vec![PageOutcome::default(); pages.len()];
+        for group in groups(pages) {
+            let members: Vec<&PageWrite<'_>> = group.iter().map(|&i| &pages[i]).collect();
+            let written = write_group(&mut tx, &members).await?;
+            for (&i, outcome) in group.iter().zip(written) {
+                outcomes[i] = outcome;
+            }
+        }
+        for (run_id, pages, sum, now) in run_totals(pages, &outcomes) {
+            let updated = sqlx::query(
+                "UPDATE runs SET pages = pages + ?, records_created = records_created + ?, \
+                 records_updated = records_updated + ?, records_unchanged = records_unchanged + ?, \
+                 records_quarantined = records_quarantined + ?, updated_at = ? WHERE id = ? AND state = 'running'",
+            )
+            .bind(pages)
+            .bind(sum.created as i64)
+            .bind(sum.updated as i64)
+            .bind(sum.unchanged as i64)
+            .bind(sum.quarantined as i64)
+            .bind(sqlite_ts(&now))
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                // The run finished or vanished: commit nothing.
+                tx.rollback().await?;
+                return Err(Error::NotFound(format!("running run {run_id}")));
+            }
+        }
+        tx.commit().await?;
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.committed();
+        }
+        Ok(outcomes)
+    }
+
+    /// One attempt of [`Store::start_run`].
+    async fn try_start_run(
+        &self,
+        connection_id: i64,
+        kind: RunKind,
+        scope: Option<&str>,
+        idempotency_key: Option<&str>,
+        now: Timestamp,
+    ) -> Result<RunStart> {
+        let mut tx = self.begin().await?;
+        let now = sqlite_ts(&now);
+        if let Some(key) = idempotency_key {
+            let row =
+                sqlx::query("SELECT * FROM runs WHERE connection_id = ? AND idempotency_key = ?")
+                    .bind(connection_id)
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(row) = row {
+                let run = run_row(&row)?;
+                tx.commit().await?;
+                return Ok(if run.state == RunState::Running {
+                    RunStart::Resumed(run)
+                } else {
+                    RunStart::Finished(run)
+                });
+            }
+        } else {
+            // The latest run of the kind: resumed if a dead process left it
+            // running, or if it failed for transient causes only.
+            let row = sqlx::query(
+                "SELECT * FROM runs WHERE connection_id = ? AND kind = ? AND scope IS ? \
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(connection_id)
+            .bind(kind.as_str())
+            .bind(scope)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = row {
+                let run = run_row(&row)?;
+                if run.state == RunState::Running {
+                    tx.commit().await?;
+                    return Ok(RunStart::Resumed(run));
+                }
+                if run.state == RunState::Failed && run.resumable {
+                    let row = sqlx::query(
+                        "UPDATE runs SET state = 'running', error = NULL, resumable = 0, \
+                         finished_at = NULL, updated_at = ? WHERE id = ? RETURNING *",
+                    )
+                    .bind(&now)
+                    .bind(run.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE checkpoints SET state = 'running', error = NULL, updated_at = ? \
+                         WHERE run_id = ? AND state = 'failed'",
+                    )
+                    .bind(&now)
+                    .bind(run.id)
+                    .execute(&mut *tx)
+                    .await?;
+                    let run = run_row(&row)?;
+                    tx.commit().await?;
+                    return Ok(RunStart::Resumed(run));
+                }
+            }
+        }
+        let row = sqlx::query(
+            "INSERT INTO runs (connection_id, kind, state, scope, idempotency_key, started_at, \
+             updated_at) VALUES (?, ?, 'running', ?, ?, ?, ?) RETURNING *",
+        )
+        .bind(connection_id)
+        .bind(kind.as_str())
+        .bind(scope)
+        .bind(idempotency_key)
+        .bind(&now)
+        .bind(&now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let run = run_row(&row)?;
+        tx.commit().await?;
+        Ok(RunStart::New(run))
+    }
+
+    /// Classifies a failed write: a full disk is said in words that name the
+    /// database.
+    fn write_error(&self, error: Error) -> Error {
+        let full = match &error {
+            Error::Database(sqlx::Error::Database(db)) => {
+                // SQLITE_FULL (and its extended codes).
+                db.code()
+                    .and_then(|c| c.parse::<i64>().ok())
+                    .is_some_and(|n| n & 0xff == 13)
+            }
+            Error::Database(sqlx::Error::Io(io)) => io.raw_os_error() == Some(28),
+            _ => false,
+        };
+        if full {
+            Error::DiskFull(format!(
+                "the disk holding the database `{}` is full (SQLite: database or disk is full); \
+                 free some space, then run the same command again: it resumes where it stopped",
+                self.path.given
+            ))
+        } else {
+            error
+        }
+    }
+
+    /// A write transaction on the writer connection: `BEGIN IMMEDIATE`, so
+    /// it holds SQLite's write lock from its start.
+    async fn begin(&self) -> Result<WriteTx> {
+        let conn = self.writer.acquire().await?;
+        // Unended until COMMIT or ROLLBACK: a BEGIN that fails, or whose
+        // caller goes away, closes the connection rather than return it to
+        // the pool inside a transaction.
+        let mut tx = WriteTx { conn, ended: false };
+        let conn = &mut tx.conn;
+        if let Some(checkpointer) = &self.checkpointer
+            && checkpointer.take_restart()
+        {
+            // Copies the little the checkpointer's passes left, so the
+            // BEGIN below finds the log wholly copied and restarts it.
+            let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&mut **conn)
+                .await?;
+            if busy != 0 {
+                // The checkpointer is mid-pass: ask again next time.
+                checkpointer.restart.store(true, Ordering::Relaxed);
+            }
+        }
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut **conn).await?;
+        Ok(tx)
+    }
+}
+
+impl DbPath {
+    fn new(given: &str) -> Self {
+        let file = Path::new(given);
+        // The directory is made absolute (the file may not exist yet):
+        // every process names the same lock files, whatever its working
+        // directory or however it spelled the path.
+        let absolute = match (file.parent(), file.file_name()) {
+            (Some(dir), Some(name)) => {
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
+                std::fs::canonicalize(dir).map_or_else(|_| file.to_path_buf(), |d| d.join(name))
+            }
+            _ => file.to_path_buf(),
+        };
+        Self {
+            given: given.to_owned(),
+            absolute,
+        }
+    }
+}
+
+/// A write transaction begun by [`SqliteStore::begin`]. Ended by
+/// [`WriteTx::commit`] or [`WriteTx::rollback`]; one that is dropped
+/// unended, or whose end failed, closes its connection (which rolls back):
+/// after a failed statement SQLite may already have rolled the
+/// transaction back itself (a full disk does), and a connection that
+/// believes it is still inside one refuses every later `BEGIN`.
+struct WriteTx {
+    conn: sqlx::pool::PoolConnection<Sqlite>,
+    ended: bool,
+}
+
+impl WriteTx {
+    async fn commit(mut self) -> Result<()> {
+        sqlx::query("COMMIT").execute(&mut *self.conn).await?;
+        self.ended = true;
+        Ok(())
+    }
+
+    async fn rollback(mut self) -> Result<()> {
+        sqlx::query("ROLLBACK").execute(&mut *self.conn).await?;
+        self.ended = true;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+/// The versions of the migrations this binary knows that the database
+/// lacks.
+async fn pending(pool: &SqlitePool) -> Result<Vec<i64>> {
+    let table: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_optional(pool)
+    .await?;
+    let applied: Vec<i64> = if table.is_some() {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await?
+    } else {
+        Vec::new()
+    };
+    Ok(crate::missing_migrations(&migrator(), &applied))
+}
+
+/// Says why the database file at `path` cannot be opened, once, with the
+/// fix. `write`: it was opened to be written.
+fn open_error(path: &str, error: Error, write: bool) -> Error {
+    let file = Path::new(path);
+    let code = match &error {
+        Error::Database(sqlx::Error::Database(db)) => db
+            .code()
+            .and_then(|c| c.parse::<i64>().ok())
+            .map(|n| n & 0xff),
+        _ => None,
+    };
+    let parent = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let cannot = |what: &str| format!("cannot open the database `{path}`: {what}");
+    let message = if file.is_dir() {
+        cannot(&format!(
+            "it is a directory; give the path of a file, e.g. `{}`",
+            file.join("tributary.db").display()
+        ))
+    } else if !parent.is_dir() {
+        cannot(&format!(
+            "the directory `{}` does not exist; create it (`mkdir -p {}`) or give another path",
+            parent.display(),
+            parent.display()
+        ))
+    } else if code == Some(26) {
+        cannot("the file is not a SQLite database; give another path")
+    } else if write
+        && file.exists()
+        && let Err(error) = writable(file)
+    {
+        if error.kind() == std::io::ErrorKind::ReadOnlyFilesystem {
+            cannot(
+                "it is on a read-only file system; copy it somewhere writable, or use a command \
+                 that only reads (`tributary status`, `tributary records export`)",
+            )
+        } else {
+            cannot(
+                "the file is read-only; make it writable (`chmod u+w`), or use a command that \
+                 only reads (`tributary status`, `tributary records export`)",
+            )
+        }
+    } else if write && !can_create_in(parent) {
+        cannot(&format!(
+            "this user may not create files in `{}`; SQLite writes the database and, beside it, \
+             its `-wal` and `-shm` files there: check the directory's permissions, or give \
+             another path",
+            parent.display()
+        ))
+    } else {
+        match error {
+            Error::Database(sqlx::Error::Database(db)) => cannot(db.message()),
+            Error::Database(sqlx::Error::Io(io)) => cannot(&io.to_string()),
+            other => return other,
+        }
+    };
+    Error::Open(message)
+}
+
+/// Whether this process may write `file` (else why not).
+fn writable(file: &Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(file)
+        .map(drop)
+}
+
+/// Whether this process may create files in `dir` (tried, then removed).
+fn can_create_in(dir: &Path) -> bool {
+    let probe = dir.join(format!(".tributary-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            true
+        }
+        Err(error) => error.kind() == std::io::ErrorKind::AlreadyExists,
     }
 }
 
@@ -226,6 +712,8 @@ fn run_row(row: &SqliteRow) -> Result<Run> {
             quarantined: row.try_get("records_quarantined")?,
         },
         error: row.try_get("error")?,
+        resumable: row.try_get("resumable")?,
+        scope: row.try_get("scope")?,
     })
 }
 
@@ -262,7 +750,11 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
-        self.checkpointer.task.abort();
+        let Some(checkpointer) = &self.checkpointer else {
+            self.reader.close().await;
+            return;
+        };
+        checkpointer.task.abort();
         if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.writer)
             .await
@@ -317,7 +809,7 @@ impl Store for SqliteStore {
 
     async fn remove_connection(&self, name: &str) -> Result<bool> {
         // BEGIN IMMEDIATE: no other writer (a sync's page) interleaves.
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin().await?;
         let id: Option<i64> = sqlx::query_scalar("SELECT id FROM connections WHERE name = ?")
             .bind(name)
             .fetch_optional(&mut *tx)
@@ -423,60 +915,73 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn lock_connection(&self, connection: &str, holder: &str) -> Result<ConnectionLock> {
+        let dir = PathBuf::from(format!("{}.locks", self.path.absolute.display()));
+        let file = dir.join(lock::file_name(connection));
+        let cannot = |error: std::io::Error| {
+            Error::Open(format!(
+                "cannot take the lock of connection `{connection}` ({}): {error}; check that \
+                 the database's directory is writable",
+                file.display()
+            ))
+        };
+        std::fs::create_dir_all(&dir).map_err(cannot)?;
+        let mut lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&file)
+            .map_err(cannot)?;
+        match lock.try_lock() {
+            Ok(()) => {
+                use std::io::{Seek, Write};
+                // Who holds it, for the message another process shows:
+                // written over the last holder's words, then cut to length,
+                // so a reader never finds the file empty.
+                let noted = lock
+                    .seek(std::io::SeekFrom::Start(0))
+                    .and_then(|_| lock.write_all(holder.as_bytes()))
+                    .and_then(|()| lock.set_len(holder.len() as u64));
+                if let Err(error) = noted {
+                    tracing::warn!(%error, "cannot note the lock's holder");
+                }
+                Ok(ConnectionLock::new(connection, lock))
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                // A holder that has only just taken a new lock file may not
+                // have written its name yet.
+                let mut held_by = None;
+                for _ in 0..20 {
+                    held_by = std::fs::read_to_string(&file)
+                        .ok()
+                        .filter(|h| !h.trim().is_empty());
+                    if held_by.is_some() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(busy(connection, held_by.as_deref()))
+            }
+            Err(std::fs::TryLockError::Error(error)) => Err(cannot(error)),
+        }
+    }
+
+    async fn pending_migrations(&self) -> Result<Vec<i64>> {
+        pending(&self.reader).await
+    }
+
     async fn start_run(
         &self,
         connection_id: i64,
         kind: RunKind,
+        scope: Option<&str>,
         idempotency_key: Option<&str>,
         now: Timestamp,
     ) -> Result<RunStart> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(key) = idempotency_key {
-            let row =
-                sqlx::query("SELECT * FROM runs WHERE connection_id = ? AND idempotency_key = ?")
-                    .bind(connection_id)
-                    .bind(key)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some(row) = row {
-                let run = run_row(&row)?;
-                tx.commit().await?;
-                return Ok(if run.state == RunState::Running {
-                    RunStart::Resumed(run)
-                } else {
-                    RunStart::Finished(run)
-                });
-            }
-        } else {
-            let row = sqlx::query(
-                "SELECT * FROM runs WHERE connection_id = ? AND kind = ? AND state = 'running' \
-                 ORDER BY id DESC LIMIT 1",
-            )
-            .bind(connection_id)
-            .bind(kind.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = row {
-                let run = run_row(&row)?;
-                tx.commit().await?;
-                return Ok(RunStart::Resumed(run));
-            }
-        }
-        let now = sqlite_ts(&now);
-        let row = sqlx::query(
-            "INSERT INTO runs (connection_id, kind, state, idempotency_key, started_at, updated_at) \
-             VALUES (?, ?, 'running', ?, ?, ?) RETURNING *",
-        )
-        .bind(connection_id)
-        .bind(kind.as_str())
-        .bind(idempotency_key)
-        .bind(&now)
-        .bind(&now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let run = run_row(&row)?;
-        tx.commit().await?;
-        Ok(RunStart::New(run))
+        self.try_start_run(connection_id, kind, scope, idempotency_key, now)
+            .await
+            .map_err(|e| self.write_error(e))
     }
 
     async fn finish_run(
@@ -484,19 +989,23 @@ impl Store for SqliteStore {
         run_id: i64,
         state: RunState,
         error: Option<&str>,
+        resumable: bool,
         now: Timestamp,
     ) -> Result<()> {
         let now = sqlite_ts(&now);
         let done = sqlx::query(
-            "UPDATE runs SET state = ?, error = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+            "UPDATE runs SET state = ?, error = ?, resumable = ?, updated_at = ?, finished_at = ? \
+             WHERE id = ?",
         )
         .bind(state.as_str())
         .bind(error)
+        .bind(resumable && state == RunState::Failed)
         .bind(&now)
         .bind((state != RunState::Running).then_some(&now))
         .bind(run_id)
         .execute(&self.writer)
-        .await?;
+        .await
+        .map_err(|e| self.write_error(e.into()))?;
         if done.rows_affected() == 0 {
             return Err(Error::NotFound(format!("run {run_id}")));
         }
@@ -565,44 +1074,15 @@ impl Store for SqliteStore {
         .bind(error)
         .bind(sqlite_ts(&now))
         .execute(&self.writer)
-        .await?;
+        .await
+        .map_err(|e| self.write_error(e.into()))?;
         Ok(())
     }
 
     async fn apply_pages(&self, pages: &[PageWrite<'_>]) -> Result<Vec<PageOutcome>> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut outcomes = vec![PageOutcome::default(); pages.len()];
-        for group in groups(pages) {
-            let members: Vec<&PageWrite<'_>> = group.iter().map(|&i| &pages[i]).collect();
-            let written = write_group(&mut tx, &members).await?;
-            for (&i, outcome) in group.iter().zip(written) {
-                outcomes[i] = outcome;
-            }
-        }
-        for (run_id, pages, sum, now) in run_totals(pages, &outcomes) {
-            let updated = sqlx::query(
-                "UPDATE runs SET pages = pages + ?, records_created = records_created + ?, \
-                 records_updated = records_updated + ?, records_unchanged = records_unchanged + ?, \
-                 records_quarantined = records_quarantined + ?, updated_at = ? WHERE id = ? AND state = 'running'",
-            )
-            .bind(pages)
-            .bind(sum.created as i64)
-            .bind(sum.updated as i64)
-            .bind(sum.unchanged as i64)
-            .bind(sum.quarantined as i64)
-            .bind(sqlite_ts(&now))
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
-            if updated.rows_affected() != 1 {
-                // The run finished or vanished: commit nothing.
-                tx.rollback().await?;
-                return Err(Error::NotFound(format!("running run {run_id}")));
-            }
-        }
-        tx.commit().await?;
-        self.checkpointer.committed();
-        Ok(outcomes)
+        self.try_apply_pages(pages)
+            .await
+            .map_err(|error| self.write_error(error))
     }
 
     async fn external_ids(

@@ -16,6 +16,7 @@ use tributary_store::{
 };
 
 struct TestDb {
+    url: String,
     store: Arc<dyn Store>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -23,8 +24,10 @@ struct TestDb {
 async fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
-    let store = tributary_store::open(path.to_str().unwrap()).await.unwrap();
+    let url = path.to_str().unwrap().to_owned();
+    let store = tributary_store::open(&url).await.unwrap();
     TestDb {
+        url,
         store,
         _dir: Some(dir),
     }
@@ -39,6 +42,7 @@ async fn postgres() -> TestDb {
         .unwrap();
     TestDb {
         store: tributary_store::open(&url).await.unwrap(),
+        url,
         _dir: None,
     }
 }
@@ -66,7 +70,38 @@ macro_rules! store_suite {
     };
 }
 
+/// Tests that also open the database a second way (by its URL).
+macro_rules! url_suite {
+    ($($name:ident),* $(,)?) => {
+        mod by_url_on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = super::sqlite().await;
+                    super::$name(db.store.clone(), &db.url).await;
+                }
+            )*
+        }
+        mod by_url_on_postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = super::postgres().await;
+                    super::$name(db.store.clone(), &db.url).await;
+                }
+            )*
+        }
+    };
+}
+
+url_suite!(
+    connection_lock_is_held_by_one_store_at_a_time,
+    read_only_open_reads_and_writes_nothing,
+    opening_again_finds_the_migrations_applied,
+);
+
 store_suite!(
+    a_transiently_failed_run_is_resumed_a_permanently_failed_one_is_not,
     connections_are_upserted_by_name,
     runs_start_resume_and_finish,
     idempotency_key_names_one_run,
@@ -130,7 +165,7 @@ async fn setup(store: &Arc<dyn Store>) -> (i64, i64) {
         .await
         .unwrap();
     let run = store
-        .start_run(conn.id, RunKind::Full, None, t0())
+        .start_run(conn.id, RunKind::Full, None, None, t0())
         .await
         .unwrap();
     (conn.id, run.run().id)
@@ -219,7 +254,7 @@ async fn connections_are_upserted_by_name(store: Arc<dyn Store>) {
 async fn runs_start_resume_and_finish(store: Arc<dyn Store>) {
     let (conn, run) = setup(&store).await;
     let again = store
-        .start_run(conn, RunKind::Full, None, t0())
+        .start_run(conn, RunKind::Full, None, None, t0())
         .await
         .unwrap();
     assert!(
@@ -227,7 +262,7 @@ async fn runs_start_resume_and_finish(store: Arc<dyn Store>) {
         "{again:?}"
     );
     let delta = store
-        .start_run(conn, RunKind::Delta, None, t0())
+        .start_run(conn, RunKind::Delta, None, None, t0())
         .await
         .unwrap();
     assert!(matches!(delta, RunStart::New(ref r) if r.id != run && r.kind == RunKind::Delta));
@@ -236,6 +271,7 @@ async fn runs_start_resume_and_finish(store: Arc<dyn Store>) {
             run,
             RunState::Failed,
             Some("boom"),
+            false,
             t0() + Duration::seconds(5),
         )
         .await
@@ -245,7 +281,7 @@ async fn runs_start_resume_and_finish(store: Arc<dyn Store>) {
     assert_eq!(finished.error.as_deref(), Some("boom"));
     assert_eq!(finished.finished_at, Some(t0() + Duration::seconds(5)));
     let next = store
-        .start_run(conn, RunKind::Full, None, t0())
+        .start_run(conn, RunKind::Full, None, None, t0())
         .await
         .unwrap();
     assert!(matches!(next, RunStart::New(ref r) if r.id > run));
@@ -261,7 +297,7 @@ async fn runs_start_resume_and_finish(store: Arc<dyn Store>) {
     assert_eq!(store.runs(None, 1).await.unwrap().len(), 1);
     assert!(
         store
-            .finish_run(9999, RunState::Succeeded, None, t0())
+            .finish_run(9999, RunState::Succeeded, None, false, t0())
             .await
             .is_err()
     );
@@ -270,30 +306,30 @@ async fn runs_start_resume_and_finish(store: Arc<dyn Store>) {
 async fn idempotency_key_names_one_run(store: Arc<dyn Store>) {
     let (conn, _) = setup(&store).await;
     let first = store
-        .start_run(conn, RunKind::Webhook, Some("delivery-1"), t0())
+        .start_run(conn, RunKind::Webhook, None, Some("delivery-1"), t0())
         .await
         .unwrap();
     let RunStart::New(first) = first else {
         panic!("{first:?}")
     };
     let again = store
-        .start_run(conn, RunKind::Webhook, Some("delivery-1"), t0())
+        .start_run(conn, RunKind::Webhook, None, Some("delivery-1"), t0())
         .await
         .unwrap();
     assert_eq!(again, RunStart::Resumed(first.clone()));
     store
-        .finish_run(first.id, RunState::Succeeded, None, t0())
+        .finish_run(first.id, RunState::Succeeded, None, false, t0())
         .await
         .unwrap();
     let done = store
-        .start_run(conn, RunKind::Webhook, Some("delivery-1"), t0())
+        .start_run(conn, RunKind::Webhook, None, Some("delivery-1"), t0())
         .await
         .unwrap();
     assert!(
         matches!(done, RunStart::Finished(ref r) if r.id == first.id && r.state == RunState::Succeeded)
     );
     let other = store
-        .start_run(conn, RunKind::Webhook, Some("delivery-2"), t0())
+        .start_run(conn, RunKind::Webhook, None, Some("delivery-2"), t0())
         .await
         .unwrap();
     assert!(matches!(other, RunStart::New(ref r) if r.id != first.id));
@@ -516,7 +552,7 @@ async fn quarantine_keeps_bad_records_until_they_heal(store: Arc<dyn Store>) {
 async fn page_for_a_finished_run_commits_nothing(store: Arc<dyn Store>) {
     let (conn, run) = setup(&store).await;
     store
-        .finish_run(run, RunState::Succeeded, None, t0())
+        .finish_run(run, RunState::Succeeded, None, false, t0())
         .await
         .unwrap();
     let err = store
@@ -832,13 +868,13 @@ async fn a_group_with_a_finished_run_commits_nothing(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let done = store
-        .start_run(other.id, RunKind::Full, None, t0())
+        .start_run(other.id, RunKind::Full, None, None, t0())
         .await
         .unwrap()
         .run()
         .id;
     store
-        .finish_run(done, RunState::Succeeded, None, t0())
+        .finish_run(done, RunState::Succeeded, None, false, t0())
         .await
         .unwrap();
     let (ours, theirs) = ([person("1", "Ann", None)], [person("2", "Bob", None)]);
@@ -1148,7 +1184,7 @@ async fn remove_connection_deletes_everything_of_it_and_nothing_else(store: Arc<
             .await
             .unwrap();
         let run = store
-            .start_run(conn, RunKind::Full, None, t0())
+            .start_run(conn, RunKind::Full, None, None, t0())
             .await
             .unwrap()
             .run()
@@ -1250,4 +1286,239 @@ async fn remove_connection_deletes_everything_of_it_and_nothing_else(store: Arc<
     let reborn = store.connection("doomed").await.unwrap().unwrap();
     assert_eq!(reborn.credentials_kind, None);
     assert!(store.credentials(reborn.id).await.unwrap().is_none());
+}
+
+async fn a_transiently_failed_run_is_resumed_a_permanently_failed_one_is_not(
+    store: Arc<dyn Store>,
+) {
+    let (conn, run) = setup(&store).await;
+    let cursor = Cursor(json!({"offset": 100}));
+    store
+        .apply_page(PageWrite {
+            connection_id: conn,
+            run_id: run,
+            entity: "Person",
+            canonical_entity: "Person",
+            records: &[person("1", "Ada", None)],
+            quarantined: &[],
+            cursor: &cursor,
+            finished: false,
+            total: None,
+            now: t0(),
+        })
+        .await
+        .unwrap();
+    store
+        .set_entity_state(run, "Person", EntityState::Failed, Some("502"), t0())
+        .await
+        .unwrap();
+    store
+        .set_entity_state(run, "Campus", EntityState::Done, None, t0())
+        .await
+        .unwrap();
+    store
+        .finish_run(run, RunState::Failed, Some("Person: 502"), true, t0())
+        .await
+        .unwrap();
+    let failed = store.run(run).await.unwrap().unwrap();
+    assert_eq!(failed.state, RunState::Failed);
+    assert!(failed.resumable);
+    assert_eq!(failed.error.as_deref(), Some("Person: 502"));
+
+    // The next request of the kind reopens it, checkpoints kept.
+    let again = store
+        .start_run(conn, RunKind::Full, None, None, t0() + Duration::seconds(1))
+        .await
+        .unwrap();
+    let RunStart::Resumed(resumed) = again else {
+        panic!("{again:?}")
+    };
+    assert_eq!(resumed.id, run);
+    assert_eq!(resumed.state, RunState::Running);
+    assert_eq!(resumed.error, None);
+    assert!(!resumed.resumable);
+    assert_eq!(resumed.finished_at, None);
+    assert_eq!(resumed.counts.created, 1, "counters are kept");
+    let checkpoints = store.checkpoints(run).await.unwrap();
+    let person = checkpoints.iter().find(|c| c.entity == "Person").unwrap();
+    assert_eq!(person.state, EntityState::Running);
+    assert_eq!(person.cursor, cursor);
+    assert_eq!(person.error, None);
+    let campus = checkpoints.iter().find(|c| c.entity == "Campus").unwrap();
+    assert_eq!(
+        campus.state,
+        EntityState::Done,
+        "finished entities stay done"
+    );
+
+    // Another kind, or another scope, is not resumed by it.
+    let delta = store
+        .start_run(conn, RunKind::Delta, None, None, t0())
+        .await
+        .unwrap();
+    assert!(matches!(delta, RunStart::New(_)), "{delta:?}");
+    let other_scope = store
+        .start_run(conn, RunKind::Full, Some("Campus"), None, t0())
+        .await
+        .unwrap();
+    assert!(
+        matches!(other_scope, RunStart::New(ref r) if r.scope.as_deref() == Some("Campus")),
+        "{other_scope:?}"
+    );
+    let same_scope = store
+        .start_run(conn, RunKind::Full, Some("Campus"), None, t0())
+        .await
+        .unwrap();
+    assert!(
+        matches!(same_scope, RunStart::Resumed(ref r) if r.id == other_scope.run().id),
+        "{same_scope:?}"
+    );
+
+    // A permanent failure stays failed: the next request starts afresh.
+    store
+        .finish_run(run, RunState::Failed, Some("Person: 403"), false, t0())
+        .await
+        .unwrap();
+    let next = store
+        .start_run(conn, RunKind::Full, None, None, t0())
+        .await
+        .unwrap();
+    assert!(
+        matches!(next, RunStart::New(ref r) if r.id > run),
+        "{next:?}"
+    );
+    assert_eq!(
+        store.run(run).await.unwrap().unwrap().state,
+        RunState::Failed
+    );
+
+    // Only the latest run of a kind is resumed: an older resumable failure
+    // behind a newer run stays as it is.
+    let RunStart::New(newer) = next else {
+        unreachable!()
+    };
+    store
+        .finish_run(run, RunState::Failed, Some("x"), true, t0())
+        .await
+        .unwrap();
+    store
+        .finish_run(newer.id, RunState::Succeeded, None, false, t0())
+        .await
+        .unwrap();
+    let after = store
+        .start_run(conn, RunKind::Full, None, None, t0())
+        .await
+        .unwrap();
+    assert!(
+        matches!(after, RunStart::New(ref r) if r.id > newer.id),
+        "{after:?}"
+    );
+    // A resumable flag means nothing on a run that did not fail.
+    assert!(!store.run(newer.id).await.unwrap().unwrap().resumable);
+}
+
+async fn connection_lock_is_held_by_one_store_at_a_time(store: Arc<dyn Store>, url: &str) {
+    let held = store
+        .lock_connection("main", "pid 1 on host-a since 10:00")
+        .await
+        .unwrap();
+    assert_eq!(held.connection(), "main");
+    // Another handle on the database (as another process would open it).
+    let other = tributary_store::open(url).await.unwrap();
+    let error = other
+        .lock_connection("main", "pid 2 on host-b since 10:01")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Busy(_)), "{error:?}");
+    assert!(!error.is_retryable());
+    assert!(error.is_transient(), "the lock is free again later");
+    assert_eq!(
+        error.to_string(),
+        "connection `main` is busy: another process (pid 1 on host-a since 10:00) is running \
+         its sync; try again when it has finished"
+    );
+    // The same handle is refused too: one holder, whoever asks.
+    assert!(store.lock_connection("main", "again").await.is_err());
+    // Another connection's lock is free, whatever its name holds.
+    let _second = other
+        .lock_connection("second / \"quoted\" ü", "pid 2")
+        .await
+        .unwrap();
+    drop(held);
+    // Released on drop (PostgreSQL: once the server sees the session end).
+    let mut taken = None;
+    for _ in 0..100 {
+        if let Ok(lock) = other.lock_connection("main", "pid 2").await {
+            taken = Some(lock);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        taken.is_some(),
+        "the lock is free once its holder dropped it"
+    );
+    other.close().await;
+}
+
+async fn read_only_open_reads_and_writes_nothing(store: Arc<dyn Store>, url: &str) {
+    let (conn, run) = setup(&store).await;
+    store
+        .apply_page(PageWrite {
+            connection_id: conn,
+            run_id: run,
+            entity: "Person",
+            canonical_entity: "Person",
+            records: &[person("1", "Ada", None)],
+            quarantined: &[],
+            cursor: &Cursor(json!({"offset": 1})),
+            finished: true,
+            total: None,
+            now: t0(),
+        })
+        .await
+        .unwrap();
+    let reader = tributary_store::open_read_only(url).await.unwrap();
+    assert_eq!(reader.connections().await.unwrap().len(), 1);
+    assert!(reader.record(conn, "Person", "1").await.unwrap().is_some());
+    assert!(reader.pending_migrations().await.unwrap().is_empty());
+    if reader.backend() == tributary_store::Backend::Sqlite {
+        // Nothing can be written through it.
+        assert!(
+            reader
+                .ensure_connection(
+                    NewConnection {
+                        name: "x",
+                        adapter: "pco",
+                        base_url: "http://127.0.0.1:1",
+                    },
+                    t0(),
+                )
+                .await
+                .is_err()
+        );
+        // A file that is not there is not created.
+        let missing = format!("{url}.missing");
+        let error = tributary_store::open_read_only(&missing).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "there is no database at `{missing}`: nothing has been synced into it yet; run \
+                 `tributary sync --db {missing}` (or `tributary demo --db {missing}`) first"
+            )
+        );
+        assert!(!std::path::Path::new(&missing).exists());
+    }
+    reader.close().await;
+}
+
+async fn opening_again_finds_the_migrations_applied(store: Arc<dyn Store>, url: &str) {
+    assert!(store.pending_migrations().await.unwrap().is_empty());
+    // Several openers at once: one applies nothing new, none fails.
+    let opened = futures_util::future::join_all((0..4).map(|_| tributary_store::open(url))).await;
+    for store in opened {
+        let store = store.unwrap();
+        assert!(store.pending_migrations().await.unwrap().is_empty());
+        store.close().await;
+    }
 }

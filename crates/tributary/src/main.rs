@@ -1,6 +1,7 @@
 //! `tributary` — the command-line interface.
 
 mod cmd;
+mod output;
 mod progress;
 
 use std::io::IsTerminal;
@@ -16,9 +17,38 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Exit codes, the same for every command.
+pub mod exit {
+    /// The command did what was asked.
+    pub const SUCCESS: u8 = 0;
+    /// The work ran and did not succeed: a sync run that failed (its
+    /// checkpoints are kept; a resumable one resumes on the next run), a
+    /// manifest with errors, credentials that do not open.
+    pub const FAILED: u8 = 1;
+    /// The command could not start: bad flags or configuration, a store
+    /// that cannot be opened, output that cannot be written.
+    pub const USAGE: u8 = 2;
+    /// The connection is busy: another process is running its sync.
+    /// Nothing was done; try again later.
+    pub const BUSY: u8 = 3;
+}
+
+const AFTER_HELP: &str = "\
+Exit codes (every command):
+  0  done
+  1  the work ran and failed (a failed sync run keeps its checkpoints)
+  2  could not start: bad flags or configuration, store unavailable
+  3  busy: another process is running this connection's sync
+
+Environment:
+  TRIBUTARY_DB               the store, for --db
+  TRIBUTARY_TOKEN            an API token for `sync` / `connections add`
+  TRIBUTARY_SECRET_KEY[_FILE] the key that seals stored credentials
+  TRIBUTARY_LOG (or RUST_LOG) log filter, e.g. `info` or `warn,tributary_engine=debug`";
+
 /// Tributary keeps your database in sync with SaaS APIs.
 #[derive(Debug, Parser)]
-#[command(name = "tributary", version, about, long_about = None)]
+#[command(name = "tributary", version, about, long_about = None, after_help = AFTER_HELP)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -63,10 +93,18 @@ enum Command {
 }
 
 fn init_logging(format: LogFormat) {
+    output::set_json(matches!(format, LogFormat::Json));
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
         // sqlx reports statements over 1 s (a `status` over millions of
-        // records) as warnings; they are not problems.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx::query=error"));
+        // records) as warnings; they are not problems. The CLI's notes and
+        // progress are events only in JSON mode.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!(
+                "warn,sqlx::query=error,{}=info",
+                output::TARGET
+            ))
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -86,8 +124,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the runtime: {error}");
-            return ExitCode::from(2);
+            return fail(&anyhow::Error::new(error).context("cannot start the runtime"));
         }
     };
     let result = runtime.block_on(async move {
@@ -105,9 +142,40 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(code) => code,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::from(2)
-        }
+        Err(error) => fail(&error),
     }
+}
+
+/// Says why a command could not run, once, and picks its exit code. A
+/// closed stdout (`| head`) is no failure: the reader has what it wanted.
+fn fail(error: &anyhow::Error) -> ExitCode {
+    if output::is_closed_pipe(error) {
+        return ExitCode::SUCCESS;
+    }
+    let text = output::error_text(error);
+    if output::json() {
+        tracing::error!(target: output::TARGET, error = %text, "command failed");
+    } else {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "error: {text}");
+    }
+    ExitCode::from(if is_busy(error) {
+        exit::BUSY
+    } else {
+        exit::USAGE
+    })
+}
+
+fn is_busy(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<tributary_store::Error>(),
+            Some(tributary_store::Error::Busy(_))
+        ) || matches!(
+            cause.downcast_ref::<tributary_engine::Error>(),
+            Some(tributary_engine::Error::Store(
+                tributary_store::Error::Busy(_)
+            ))
+        )
+    })
 }

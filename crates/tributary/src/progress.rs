@@ -13,9 +13,12 @@ use tributary_store::{EntityState, PageOutcome};
 
 use crate::cmd::thousands;
 
-/// Picks bars on a terminal and lines otherwise.
+/// Picks JSON events with `--log-format json`, bars on a terminal and
+/// lines otherwise.
 pub fn for_stderr(manifest: &Manifest) -> Arc<dyn Progress> {
-    if std::io::stderr().is_terminal() {
+    if crate::output::json() {
+        Arc::new(Events::default())
+    } else if std::io::stderr().is_terminal() {
         Arc::new(Bars::new(manifest))
     } else {
         Arc::new(Lines::default())
@@ -165,7 +168,7 @@ fn budget_line(status: &RateStatus) -> String {
 /// Plain progress lines on stderr, at most one per entity every 5 s.
 #[derive(Default)]
 pub struct Lines {
-    last: Mutex<HashMap<String, Instant>>,
+    last: Throttle,
     /// When the budget line was last printed.
     last_budget: Mutex<Option<Instant>>,
 }
@@ -183,13 +186,7 @@ impl Progress for Lines {
         records: i64,
         total: Option<i64>,
     ) {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let due = last
-            .get(entity)
-            .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(5));
-        if due {
-            last.insert(entity.to_owned(), now);
+        if self.last.due(entity) {
             let total = total.map_or(String::new(), |t| format!(" of {}", thousands(t)));
             eprintln!("{entity}: {} records{total}", thousands(records));
         }
@@ -217,5 +214,61 @@ impl Progress for Lines {
             None => eprintln!("{entity}: {}", state.as_str()),
             Some(error) => eprintln!("{entity}: {}: {error}", state.as_str()),
         }
+    }
+}
+
+/// Progress as JSON events (`--log-format json`), at most one per entity
+/// every 5 s, like [`Lines`].
+#[derive(Default)]
+pub struct Events {
+    last: Throttle,
+}
+
+const TARGET: &str = crate::output::TARGET;
+
+impl Progress for Events {
+    fn entity_started(&self, entity: &str, records: i64, total: Option<i64>) {
+        tracing::info!(target: TARGET, entity, records, total, "entity started");
+    }
+
+    fn page_committed(
+        &self,
+        entity: &str,
+        _outcome: &PageOutcome,
+        records: i64,
+        total: Option<i64>,
+    ) {
+        if self.last.due(entity) {
+            tracing::info!(target: TARGET, entity, records, total, "progress");
+        }
+    }
+
+    fn retrying(&self, entity: &str, error: &str, wait: Duration) {
+        tracing::info!(target: TARGET, entity, error, wait_secs = wait.as_secs_f64(), "retrying");
+    }
+
+    fn budget(&self, _status: &RateStatus) {}
+
+    fn entity_finished(&self, entity: &str, state: EntityState, error: Option<&str>) {
+        tracing::info!(target: TARGET, entity, state = state.as_str(), error, "entity finished");
+    }
+}
+
+/// At most one progress line per entity every 5 s.
+#[derive(Default)]
+struct Throttle(Mutex<HashMap<String, Instant>>);
+
+impl Throttle {
+    /// Whether `entity` may report now (and, if so, it has).
+    fn due(&self, entity: &str) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let due = last
+            .get(entity)
+            .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(5));
+        if due {
+            last.insert(entity.to_owned(), now);
+        }
+        due
     }
 }

@@ -47,10 +47,12 @@ fn full_sync_bench_prints_the_median_run_and_the_range() {
     assert!((1_200.0..2_400.0).contains(&records), "{stdout}");
     assert!(number(row[3]) > 0.0 && number(row[4]) > 0.0);
     // The median run lies within the range of the three.
-    let (runs, range) = row[8].trim().split_once(": ").expect("runs: low–high");
+    let (runs, range) = row[9].trim().split_once(": ").expect("runs: low–high");
     assert_eq!(runs, "3");
     let (low, high) = range.split_once('–').expect("low–high");
     let median = number(row[5]);
     assert!(number(low) <= median && median <= number(high), "{stdout}");
     assert!(number(row[7]) > 0.0, "peak RSS: {stdout}");
+    // The database, its log and spool at their largest, over the database.
+    assert!(number(row[8]) >= 1.0, "peak disk: {stdout}");
 }

@@ -293,7 +293,7 @@ fn adding_without_a_key_says_how_to_make_one() {
         ],
         &[("TRIBUTARY_TOKEN", TOKEN)],
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let message = stderr(&out);
     assert!(
         message.contains("no secret key configured")
@@ -326,7 +326,7 @@ fn adding_without_a_key_says_how_to_make_one() {
             ("TRIBUTARY_TOKEN", TOKEN),
         ],
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     #[cfg(unix)]
     assert!(
         stderr(&out).contains(&format!("chmod 600 {}", key.display())),
@@ -348,7 +348,7 @@ fn adding_without_a_key_says_how_to_make_one() {
         ],
         &[("TRIBUTARY_SECRET_KEY_FILE", key.to_str().unwrap())],
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("--auth bearer needs TRIBUTARY_TOKEN")
             && stderr(&out).contains("--secrets-stdin"),
@@ -399,7 +399,7 @@ fn a_wrong_key_cannot_read_the_credentials() {
         &["connections", "check", "main", "--db", &env.db],
         &[("TRIBUTARY_SECRET_KEY", "c2hvcnQ=")],
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("bad secret key from TRIBUTARY_SECRET_KEY: decodes to 5 bytes"),
         "{}",
@@ -441,7 +441,7 @@ fn remove_needs_yes_and_then_deletes() {
     };
 
     let out = env.run(&["connections", "remove", "doomed", "--db", &env.db], &[]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("without --yes"), "{}", stderr(&out));
     assert_eq!(names(), ["doomed", "kept"]);
 
@@ -457,7 +457,7 @@ fn remove_needs_yes_and_then_deletes() {
         &["connections", "remove", "doomed", "--db", &env.db, "--yes"],
         &[],
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("no connection named `doomed`"),
         "{}",

@@ -32,10 +32,10 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct ResumeArgs {
     /// People in the simulated account.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, value_parser = super::people(1))]
     people: usize,
     /// How many times the sync is killed (spread evenly over its duration).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     kills: u32,
 }
 
@@ -52,7 +52,7 @@ pub enum Backend {
 #[derive(Debug, clap::Args)]
 pub struct FullSyncArgs {
     /// People in the simulated account; repeat for a series (e.g. --people 10000 --people 100000).
-    #[arg(long, default_values_t = [100_000usize])]
+    #[arg(long, default_values_t = [100_000usize], value_parser = super::people(1))]
     people: Vec<usize>,
     /// Which store(s).
     #[arg(long, value_enum, default_value_t = Backend::Both)]
@@ -103,8 +103,30 @@ fn start_sim(exe: &Path, people: usize) -> anyhow::Result<(Killed, String)> {
     Ok((child, url))
 }
 
+/// Bytes a SQLite sync has on disk: the database, its write-ahead log and
+/// shared memory, and its spool.
+fn disk_use(db: &str) -> u64 {
+    fn size(path: &Path) -> u64 {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_dir() => std::fs::read_dir(path)
+                .map(|entries| entries.flatten().map(|e| size(&e.path())).sum())
+                .unwrap_or(0),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        }
+    }
+    ["", "-wal", "-shm", ".spool"]
+        .iter()
+        .map(|suffix| size(Path::new(&format!("{db}{suffix}"))))
+        .sum()
+}
+
+/// Runs one sync; for a SQLite file its stats gain `peak_disk_ratio`, the
+/// most disk the sync used at once (sampled every 20 ms) over the final
+/// database's size.
 fn sync(exe: &Path, db: &str, url: &str, connection: &str, stats: &Path) -> anyhow::Result<Value> {
-    let status = Process::new(exe)
+    let sqlite = !db.starts_with("postgres");
+    let mut child = Process::new(exe)
         .args([
             "sync",
             "--db",
@@ -122,12 +144,29 @@ fn sync(exe: &Path, db: &str, url: &str, connection: &str, stats: &Path) -> anyh
         .env("TRIBUTARY_TOKEN", "sim-token")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
+        .spawn()
         .context("cannot run the sync")?;
+    let mut peak = 0;
+    let status = loop {
+        if sqlite {
+            peak = peak.max(disk_use(db));
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     if !status.success() {
         bail!("the sync failed ({status}); run it by hand to see why");
     }
-    Ok(serde_json::from_slice(&std::fs::read(stats)?)?)
+    let mut stats: Value = serde_json::from_slice(&std::fs::read(stats)?)?;
+    if sqlite {
+        let database = std::fs::metadata(db).map(|m| m.len()).unwrap_or(0).max(1);
+        stats["peak_disk_bytes"] = peak.into();
+        stats["database_bytes"] = database.into();
+        stats["peak_disk_ratio"] = (peak as f64 / database as f64).into();
+    }
+    Ok(stats)
 }
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -156,9 +195,9 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    println!(
-        "| backend | people | records | pages | seconds | records/s | pages/s | peak RSS (MiB) | runs (records/s) |\n|---|---:|---:|---:|---:|---:|---:|---:|---|"
-    );
+    crate::outln!(
+        "| backend | people | records | pages | seconds | records/s | pages/s | peak RSS (MiB) | peak disk ÷ database | runs (records/s) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    )?;
     for &people in &args.people {
         let (_sim, url) = start_sim(&exe, people)?;
         for &backend in &backends {
@@ -199,8 +238,11 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let stats = &runs[runs.len() / 2];
             let f = |k: &str| stats[k].as_f64().unwrap_or_default();
-            println!(
-                "| {} | {} | {} | {} | {:.1} | {} | {:.0} | {:.1} | {range} |",
+            let disk = stats["peak_disk_ratio"]
+                .as_f64()
+                .map_or("—".to_owned(), |ratio| format!("{ratio:.2}"));
+            crate::outln!(
+                "| {} | {} | {} | {} | {:.1} | {} | {:.0} | {:.1} | {disk} | {range} |",
                 match backend {
                     Backend::Sqlite => "SQLite",
                     _ => "PostgreSQL",
@@ -212,7 +254,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 super::thousands(f("records_per_sec") as i64),
                 f("pages_per_sec"),
                 f("peak_rss_kib") / 1024.0,
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -282,11 +324,11 @@ async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
     sim.shutdown().await;
 
     let extra = killed_requests.saturating_sub(clean_requests);
-    println!(
+    crate::outln!(
         "| people | kills | runs | requests, uninterrupted | requests, killed and resumed | extra requests | extra per kill |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    println!(
+    )?;
+    crate::outln!("|---:|---:|---:|---:|---:|---:|---:|")?;
+    crate::outln!(
         "| {} | {} | {} | {} | {} | {} | {:.1} |",
         super::thousands(args.people as i64),
         kills,
@@ -295,7 +337,7 @@ async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
         super::thousands(killed_requests as i64),
         super::thousands(extra as i64),
         extra as f64 / f64::from(kills.max(1)),
-    );
+    )?;
     if resumed["records"] != clean["records"] || runs.len() != 1 {
         bail!("the resumed sync differs from the uninterrupted one: {resumed} vs {clean}");
     }

@@ -20,41 +20,41 @@ use super::thousands;
 #[derive(Debug, clap::Args)]
 pub struct FaultsArgs {
     /// People in the simulated account.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, value_parser = super::people(1))]
     people: usize,
     /// Share of requests answered 429 (with Retry-After: 1).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = super::probability)]
     fault_429: f64,
     /// Share answered 500/502 (HTML)/503/504.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = super::probability)]
     fault_5xx: f64,
     /// Share that hang past the client's timeout.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, value_parser = super::probability)]
     fault_timeout: f64,
     /// Share whose connection breaks mid-body.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, value_parser = super::probability)]
     fault_reset: f64,
     /// Share with a truncated, invalid JSON body.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, value_parser = super::probability)]
     fault_malformed: f64,
     /// OAuth2 access-token lifetime, in seconds (shorter than the sync).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     token_ttl: u64,
     /// The client's per-request timeout, in seconds.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = super::sync::parse_timeout)]
     request_timeout: f64,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct RateLimitArgs {
     /// People in the simulated account.
-    #[arg(long, default_value_t = 12_000)]
+    #[arg(long, default_value_t = 12_000, value_parser = super::people(1))]
     people: usize,
     /// Requests per window the simulator allows.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     limit: u32,
     /// The window, in seconds.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     period: u64,
 }
 
@@ -202,11 +202,11 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
 
     let f = served.faults;
     let secs = stats["elapsed_secs"].as_f64().unwrap_or_default();
-    println!(
+    crate::outln!(
         "| people | records | equal to source | API requests | 429 | 5xx | timeouts | resets | malformed | token refreshes | retries | seconds | records/s |"
-    );
-    println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    println!(
+    )?;
+    crate::outln!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    crate::outln!(
         "| {} | {} | yes, record by record | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0} |",
         thousands(args.people as i64),
         thousands(compared as i64),
@@ -220,7 +220,7 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
         stats["retries"].as_u64().unwrap_or_default(),
         secs,
         compared as f64 / secs.max(1e-9),
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -279,11 +279,11 @@ pub async fn rate_limit(args: RateLimitArgs) -> anyhow::Result<ExitCode> {
     // open no sooner than one period per full window before it.
     let forced = ((requests.saturating_sub(1)) as f64 / per_window).floor() * period.as_secs_f64();
     let ceiling = per_window * 100.0 / period.as_secs_f64();
-    println!(
+    crate::outln!(
         "| people | records | API requests | records/request | 429s | seconds | time the limit forces | budget efficiency | records/s | ceiling (records/s) |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    println!(
+    )?;
+    crate::outln!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    crate::outln!(
         "| {} | {} | {} | {:.1} | {} | {:.1} | {:.0} | {:.1}% | {:.0} | {:.0} |",
         thousands(args.people as i64),
         thousands(records as i64),
@@ -295,6 +295,6 @@ pub async fn rate_limit(args: RateLimitArgs) -> anyhow::Result<ExitCode> {
         100.0 * forced / secs.max(1e-9),
         records / secs.max(1e-9),
         ceiling,
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -134,22 +134,17 @@ pub struct RemoveArgs {
     yes: bool,
 }
 
-/// Runs a `connections` command; a failure prints its error and exits 1.
+/// Runs a `connections` command. Like every command: an error that stops
+/// it from running exits 2; `check` whose credentials do not open exits 1.
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
-    let result = match command {
-        Command::Add(args) => add(args).await,
-        Command::List(args) => list(args).await,
-        Command::Check(args) => check(args).await,
-        Command::Remove(args) => remove(args).await,
-        Command::Keygen => keygen(),
-    };
-    Ok(match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    })
+    match command {
+        Command::Add(args) => add(args).await?,
+        Command::List(args) => list(args).await?,
+        Command::Check(args) => return check(args).await,
+        Command::Remove(args) => remove(args).await?,
+        Command::Keygen => keygen()?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn secret_key() -> anyhow::Result<SecretKey> {
@@ -157,9 +152,12 @@ fn secret_key() -> anyhow::Result<SecretKey> {
 }
 
 async fn open_store(db: &str) -> anyhow::Result<std::sync::Arc<dyn tributary_store::Store>> {
-    tributary_store::open(db)
-        .await
-        .with_context(|| format!("cannot open the store `{db}`"))
+    Ok(tributary_store::open(db).await?)
+}
+
+/// For commands that only read: a read-only file works, nothing is created.
+async fn open_reader(db: &str) -> anyhow::Result<std::sync::Arc<dyn tributary_store::Store>> {
+    Ok(tributary_store::open_read_only(db).await?)
 }
 
 /// Where the secrets come from.
@@ -342,14 +340,14 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
         .set_credentials(connection.id, credentials.kind(), &sealed, None, now)
         .await
         .with_context(|| format!("cannot store the credentials of `{}`", args.name))?;
-    println!(
+    crate::outln!(
         "connection `{}` {}: adapter {}, {}, {} credentials sealed (version {version})",
         connection.name,
         if existed { "updated" } else { "added" },
         connection.adapter,
         connection.base_url,
         credentials.kind(),
-    );
+    )?;
     Ok(())
 }
 
@@ -363,7 +361,7 @@ pub fn status_text(connection: &Connection) -> String {
 }
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {
-    let store = open_store(&args.db).await?;
+    let store = open_reader(&args.db).await?;
     let connections = store.connections().await?;
     let mut rows = Vec::with_capacity(connections.len());
     for connection in connections {
@@ -394,11 +392,11 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&list)?)?;
         return Ok(());
     }
     if rows.is_empty() {
-        println!("no connections (add one with `tributary connections add NAME --auth ...`)");
+        crate::outln!("no connections (add one with `tributary connections add NAME --auth ...`)")?;
         return Ok(());
     }
     let table: Vec<[String; 6]> = rows
@@ -439,16 +437,16 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
         }
         out
     };
-    println!("{}", line(header));
+    crate::outln!("{}", line(header))?;
     for row in &table {
-        println!("{}", line(row.each_ref().map(String::as_str)));
+        crate::outln!("{}", line(row.each_ref().map(String::as_str)))?;
     }
     Ok(())
 }
 
-async fn check(args: CheckArgs) -> anyhow::Result<()> {
+async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let key = secret_key()?;
-    let store = open_store(&args.db).await?;
+    let store = open_reader(&args.db).await?;
     let connection = store
         .connection(&args.name)
         .await?
@@ -459,8 +457,16 @@ async fn check(args: CheckArgs) -> anyhow::Result<()> {
             args.name, args.name
         )
     })?;
-    let credentials = open_credentials(&key, &sealed.sealed, &connection.name)
-        .with_context(|| format!("the credentials of connection `{}` do not open", args.name))?;
+    let credentials = match open_credentials(&key, &sealed.sealed, &connection.name) {
+        Ok(credentials) => credentials,
+        Err(error) => {
+            crate::output::note(&format!(
+                "error: the credentials of connection `{}` do not open: {error}",
+                args.name
+            ));
+            return Ok(ExitCode::from(crate::exit::FAILED));
+        }
+    };
     let detail = match &credentials {
         Credentials::Bearer { .. } => String::new(),
         Credentials::Basic { user, .. } => format!(", user {user}"),
@@ -476,14 +482,14 @@ async fn check(args: CheckArgs) -> anyhow::Result<()> {
                 .map_or(String::new(), |t| format!(", access token expires {t}")),
         ),
     };
-    println!(
+    crate::outln!(
         "connection `{}`: {} credentials (version {}{detail}) open with this key; status {}",
         connection.name,
         credentials.kind(),
         sealed.version,
         status_text(&connection),
-    );
-    Ok(())
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
@@ -498,19 +504,19 @@ async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
     if !store.remove_connection(&args.name).await? {
         bail!("no connection named `{}`", args.name);
     }
-    println!(
+    crate::outln!(
         "removed connection `{}` with its credentials, records, runs and change feed",
         args.name
-    );
+    )?;
     Ok(())
 }
 
 fn keygen() -> anyhow::Result<()> {
     let key = SecretKey::generate();
-    println!("{}", key.to_base64().as_str());
-    eprintln!(
+    crate::outln!("{}", key.to_base64().as_str())?;
+    crate::output::note(
         "keep this key safe (without it stored credentials cannot be read): put it in a file, \
-         `chmod 600` it and set TRIBUTARY_SECRET_KEY_FILE to its path, or set TRIBUTARY_SECRET_KEY"
+         `chmod 600` it and set TRIBUTARY_SECRET_KEY_FILE to its path, or set TRIBUTARY_SECRET_KEY",
     );
     Ok(())
 }

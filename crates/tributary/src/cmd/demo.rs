@@ -15,7 +15,7 @@ use super::{load_manifest, thousands};
 pub struct Args {
     /// People in the simulated account (with about a third as many households,
     /// and their emails, phone numbers and addresses).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = super::people(1))]
     people: usize,
     /// Seed of the simulated data.
     #[arg(long, default_value_t = 42)]
@@ -38,12 +38,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let sim = tributary_sim::serve(config, "127.0.0.1:0".parse()?)
         .await
         .context("cannot start the simulator")?;
-    eprintln!(
+    crate::output::note(&format!(
         "Simulated Planning Center account with {} people at {}",
         thousands(args.people as i64),
         sim.base_url()
-    );
-    eprintln!("Syncing into {} ...\n", args.db);
+    ));
+    crate::output::note(&format!("Syncing into {} ...\n", args.db));
     let manifest = load_manifest("pco", None)?;
     let progress = crate::progress::for_stderr(&manifest);
     let report = full_sync(
@@ -71,11 +71,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await?
         .context("the demo connection vanished")?;
     let counts = store.entity_counts(connection.id).await?;
-    println!();
-    println!(
+    crate::outln!()?;
+    crate::outln!(
         "{:<6} {:<22} {:>10} {:>8} {:>10}",
-        "wave", "entity", "records", "pages", "state"
-    );
+        "wave",
+        "entity",
+        "records",
+        "pages",
+        "state"
+    )?;
     for (i, wave) in manifest.graph.waves().iter().enumerate() {
         for entity in wave {
             let live = counts
@@ -83,24 +87,24 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .find(|c| &c.entity == entity)
                 .map_or(0, |c| c.live);
             let entity_report = report.entities.iter().find(|e| &e.entity == entity);
-            println!(
+            crate::outln!(
                 "{:<6} {:<22} {:>10} {:>8} {:>10}",
                 i + 1,
                 entity,
                 thousands(live),
                 thousands(entity_report.map_or(0, |e| e.pages)),
                 entity_report.map_or("-", |e| e.state.as_str()),
-            );
+            )?;
         }
     }
-    println!(
+    crate::outln!(
         "\n{} created, {} updated, {} unchanged, {} quarantined",
         thousands(c.created),
         thousands(c.updated),
         thousands(c.unchanged),
         thousands(c.quarantined)
-    );
-    println!(
+    )?;
+    crate::outln!(
         "\nrun {}{}: {} records in {} pages, {:.1}s ({} records/s)",
         report.run.id,
         if report.resumed { " (resumed)" } else { "" },
@@ -108,27 +112,29 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         thousands(c.pages),
         secs,
         thousands((total as f64 / secs) as i64),
-    );
+    )?;
     if let Some(error) = &report.run.error {
-        println!("error: {error}");
+        crate::outln!("error: {error}")?;
     }
-    println!(
+    crate::outln!(
         "Database: {}  (try: tributary status --db {}; tributary records export --db {} --entity Person | head)",
-        args.db, args.db, args.db
-    );
+        args.db,
+        args.db,
+        args.db
+    )?;
 
     let ok = report.run.state == RunState::Succeeded;
     if !args.exit {
-        eprintln!(
+        crate::output::note(&format!(
             "\nThe simulator stays up at {} (token `sim-token`); press Ctrl-C to stop.",
             sim.base_url()
-        );
+        ));
         tokio::signal::ctrl_c().await?;
     }
     sim.shutdown().await;
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        ExitCode::from(crate::exit::FAILED)
     })
 }

@@ -24,18 +24,18 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Check { file } => match tributary_manifest::load(&file) {
             Ok(m) => {
-                println!(
+                crate::outln!(
                     "{}: ok — adapter `{}`, {} entities in {} waves",
                     file.display(),
                     m.name,
                     m.entities.len(),
                     m.graph.waves().len()
-                );
+                )?;
                 Ok(ExitCode::SUCCESS)
             }
             Err(errors) => {
-                eprintln!("{errors}");
-                eprintln!(
+                crate::output::note(&errors.to_string());
+                crate::output::note(&format!(
                     "{} error{} in {}",
                     errors.diagnostics.len(),
                     if errors.diagnostics.len() == 1 {
@@ -44,14 +44,14 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                         "s"
                     },
                     file.display()
-                );
-                Ok(ExitCode::FAILURE)
+                ));
+                Ok(ExitCode::from(crate::exit::FAILED))
             }
         },
         Command::Show { adapter } => {
             let text = tributary_manifest::builtin_text(&adapter)
                 .ok_or_else(|| anyhow::anyhow!("no built-in adapter `{adapter}`"))?;
-            print!("{text}");
+            crate::out!("{text}")?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -87,6 +87,6 @@ pub fn graph(args: GraphArgs) -> anyhow::Result<ExitCode> {
         Format::Mermaid => manifest.graph.to_mermaid(),
         Format::Dot => manifest.graph.to_dot(),
     };
-    print!("{out}");
+    crate::out!("{out}")?;
     Ok(ExitCode::SUCCESS)
 }

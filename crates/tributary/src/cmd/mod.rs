@@ -59,6 +59,25 @@ pub fn load_manifest(
     Ok(Arc::new(manifest))
 }
 
+/// The most people a simulated account may have.
+pub const MAX_PEOPLE: u64 = 10_000_000;
+
+/// `--people`: a count from `min` to [`MAX_PEOPLE`].
+pub fn people(min: u64) -> impl clap::builder::TypedValueParser<Value = usize> {
+    use clap::builder::TypedValueParser as _;
+    clap::value_parser!(u64)
+        .range(min..=MAX_PEOPLE)
+        .map(|n| n as usize)
+}
+
+/// A share of requests: a probability from 0 to 1.
+pub fn probability(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("expected a probability between 0 and 1; got {s:?}")),
+    }
+}
+
 /// Thousands separators for humans.
 pub fn thousands(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();

@@ -7,6 +7,8 @@ use anyhow::Context as _;
 use serde_json::json;
 use tributary_store::RecordQuery;
 
+use crate::output::StdoutError;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Write records as JSON Lines to stdout.
@@ -27,14 +29,6 @@ pub struct ExportArgs {
     /// Also records marked deleted.
     #[arg(long)]
     include_deleted: bool,
-}
-
-fn is_broken_pipe(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }
 
 async fn write_records(
@@ -78,16 +72,16 @@ async fn write_records(
                 "relationships": r.raw.get("relationships"),
                 "canonical": r.canonical,
             });
-            writeln!(out, "{line}")?;
+            writeln!(out, "{line}").map_err(StdoutError)?;
         }
     }
-    out.flush()?;
+    out.flush().map_err(StdoutError)?;
     Ok(())
 }
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     let Command::Export(args) = command;
-    let store = tributary_store::open(&args.db).await?;
+    let store = tributary_store::open_read_only(&args.db).await?;
     let connection_id = match &args.connection {
         Some(name) => Some(
             store
@@ -98,9 +92,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    match write_records(store.as_ref(), connection_id, &args).await {
-        Err(error) if is_broken_pipe(&error) => {} // `| head` closed the pipe: done
-        other => other?,
-    }
+    // A reader that closed the pipe (`| head`) ends it quietly (main).
+    write_records(store.as_ref(), connection_id, &args).await?;
     Ok(ExitCode::SUCCESS)
 }

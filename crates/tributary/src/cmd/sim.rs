@@ -28,7 +28,7 @@ pub struct PcoArgs {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Number of people.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = super::people(0))]
     people: usize,
     /// Bearer token accepted.
     #[arg(long, env = "TRIBUTARY_SIM_TOKEN", default_value = "sim-token")]
@@ -55,28 +55,31 @@ pub struct PcoArgs {
     )]
     client_secret: String,
     /// Probability (0..=1) of an injected 429 with `Retry-After: 1`.
-    #[arg(long = "fault-429", value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
+    #[arg(long = "fault-429", value_name = "P", default_value_t = 0.0, value_parser = super::probability)]
     fault_429: f64,
     /// Probability (0..=1) of a 500, 502 (HTML), 503 or 504.
-    #[arg(long = "fault-5xx", value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
+    #[arg(long = "fault-5xx", value_name = "P", default_value_t = 0.0, value_parser = super::probability)]
     fault_5xx: f64,
     /// Probability (0..=1) of a request hanging for --hang-ms, then answering 504.
-    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = super::probability)]
     fault_timeout: f64,
     /// Probability (0..=1) of the connection breaking in the middle of the body.
-    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = super::probability)]
     fault_reset: f64,
     /// Probability (0..=1) of a 200 whose JSON body is cut in half.
-    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = super::probability)]
     fault_malformed: f64,
     /// Attempts of one URL from this one on (counting from 0) are never faulted.
-    #[arg(long, value_name = "N", default_value_t = Faults::default().max_per_url)]
+    #[arg(long, value_name = "N", default_value_t = Faults::default().max_per_url,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
     fault_max_per_url: u32,
     /// Latency added to every API request, in milliseconds.
-    #[arg(long, value_name = "L", default_value_t = 0)]
+    #[arg(long, value_name = "L", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
     latency_ms: u64,
     /// How long a timeout fault hangs before answering 504, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    #[arg(long, value_name = "MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
     hang_ms: u64,
 }
 
@@ -125,13 +128,6 @@ fn parse_deep_offset_limit(s: &str) -> Result<Limit<u32>, String> {
             "expected a positive number of requests, or off; got {s:?}"
         )),
     })
-}
-
-fn parse_probability(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
-        _ => Err(format!("expected a probability between 0 and 1; got {s:?}")),
-    }
 }
 
 impl PcoArgs {
@@ -226,14 +222,14 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     let active = describe(&config);
     let sim = tributary_sim::serve(config, std::net::SocketAddr::new(args.host, args.port)).await?;
     // The first stdout line is the URL, for scripts and the benchmark.
-    println!("{}", sim.base_url());
-    eprintln!(
+    crate::outln!("{}", sim.base_url())?;
+    crate::output::note(&format!(
         "PCO simulator listening on {} with {} people; Ctrl-C stops it",
         sim.base_url(),
         args.people
-    );
+    ));
     for line in active {
-        eprintln!("  {line}");
+        crate::output::note(&format!("  {line}"));
     }
     tokio::signal::ctrl_c().await?;
     sim.shutdown().await;

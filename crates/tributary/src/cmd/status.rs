@@ -9,56 +9,59 @@ pub struct Args {
     /// The store: a SQLite file path or a postgres:// URL.
     #[arg(long, env = "TRIBUTARY_DB")]
     db: String,
-    /// Runs to show per connection.
-    #[arg(long, default_value_t = 5)]
+    /// Runs to show per connection (1 to 1,000).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     runs: u32,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let store = tributary_store::open(&args.db).await?;
+    // Only reads: works on a read-only file, and creates nothing.
+    let store = tributary_store::open_read_only(&args.db).await?;
     let connections = store.connections().await?;
     if connections.is_empty() {
-        println!("no connections yet (run `tributary demo` or `tributary sync`)");
+        crate::outln!("no connections yet (run `tributary demo` or `tributary sync`)")?;
     }
     for connection in connections {
-        println!(
+        crate::outln!(
             "connection {} ({}, {})",
-            connection.name, connection.adapter, connection.base_url
-        );
-        println!(
+            connection.name,
+            connection.adapter,
+            connection.base_url
+        )?;
+        crate::outln!(
             "  auth: {}, status: {}",
             connection
                 .credentials_kind
                 .as_deref()
                 .unwrap_or("none stored"),
             super::connections::status_text(&connection)
-        );
+        )?;
         let counts = store.entity_counts(connection.id).await?;
         let total: i64 = counts.iter().map(|c| c.live).sum();
-        println!("  records: {}", thousands(total));
+        crate::outln!("  records: {}", thousands(total))?;
         for c in &counts {
             let deleted = if c.deleted > 0 {
                 format!(" ({} deleted)", thousands(c.deleted))
             } else {
                 String::new()
             };
-            println!("    {:<22} {:>10}{deleted}", c.entity, thousands(c.live));
+            crate::outln!("    {:<22} {:>10}{deleted}", c.entity, thousands(c.live))?;
         }
         let quarantined = store.quarantined(Some(connection.id), 1000).await?;
         if !quarantined.is_empty() {
-            println!("  quarantined: {}", quarantined.len());
+            crate::outln!("  quarantined: {}", quarantined.len())?;
             for q in quarantined.iter().take(5) {
-                println!("    {} {}: {}", q.entity, q.external_id, q.error);
+                crate::outln!("    {} {}: {}", q.entity, q.external_id, q.error)?;
             }
         }
-        println!("  runs:");
+        crate::outln!("  runs:")?;
         for run in store.runs(Some(connection.id), args.runs).await? {
             let c = run.counts;
             let took = run
                 .finished_at
                 .map(|f| format!(" in {:.1}s", (f - run.started_at).as_seconds_f64()))
                 .unwrap_or_default();
-            println!(
+            crate::outln!(
                 "    #{} {} {} started {}{took}: {} pages, {} created, {} updated, {} unchanged, {} quarantined",
                 run.id,
                 run.kind.as_str(),
@@ -69,22 +72,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 thousands(c.updated),
                 thousands(c.unchanged),
                 thousands(c.quarantined),
-            );
+            )?;
             if let Some(error) = &run.error {
-                println!("      error: {error}");
+                crate::outln!("      error: {error}")?;
             }
             if run.state == tributary_core::RunState::Running {
                 for cp in store.checkpoints(run.id).await? {
                     let total = cp
                         .total
                         .map_or(String::new(), |t| format!("/{}", thousands(t)));
-                    println!(
+                    crate::outln!(
                         "      {:<22} {:<8} {}{total} records, cursor {}",
                         cp.entity,
                         cp.state.as_str(),
                         thousands(cp.records),
                         cp.cursor.0
-                    );
+                    )?;
                 }
             }
         }

@@ -53,8 +53,11 @@ pub struct Args {
     /// Seconds before one request is abandoned (and retried).
     #[arg(long, default_value_t = 30.0, value_parser = parse_timeout)]
     request_timeout: f64,
-    /// Retries the run may spend before failing requests are given up on.
-    #[arg(long, default_value_t = EngineOptions::default().retry_budget)]
+    /// Retries the run may spend before failing requests are given up on
+    /// (0 to 1,000,000; a run that spends them fails resumable: run the
+    /// same command again to go on from its checkpoints).
+    #[arg(long, default_value_t = EngineOptions::default().retry_budget,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     retry_budget: u32,
     /// How the token is sent.
     #[arg(long, value_enum, default_value_t = AuthMode::Bearer)]
@@ -65,7 +68,8 @@ pub struct Args {
     /// The connection's name (defaults to the adapter's name).
     #[arg(long)]
     connection: Option<String>,
-    /// Records per request (at most the manifest's page size).
+    /// Records per request: 1 to the API's maximum (the manifest's
+    /// `max_page_size`; PCO: 100).
     #[arg(long)]
     page_size: Option<u32>,
     /// Sync only these entities (comma-separated); entities listed under a
@@ -82,7 +86,7 @@ pub struct Args {
     stats_json: Option<PathBuf>,
 }
 
-fn parse_timeout(s: &str) -> Result<f64, String> {
+pub fn parse_timeout(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(secs) if secs > 0.0 && secs <= 3_600.0 => Ok(secs),
         _ => Err(format!(
@@ -199,10 +203,36 @@ pub async fn full_sync(
     request: FullSync<'_>,
     progress: Arc<dyn Progress>,
 ) -> anyhow::Result<RunReport> {
-    let store = tributary_store::open(request.db)
-        .await
-        .with_context(|| format!("cannot open the store `{}`", request.db))?;
+    // What cannot work is said before anything is opened or sent.
+    tributary_source::check_page_size(&request.manifest, request.page_size)?;
+    if let Some(url) = &request.base_url {
+        tributary_source::check_base_url(url)?;
+    }
+    let store = tributary_store::open(request.db).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let engine = Engine::new(
+        store.clone(),
+        clock.clone(),
+        EngineOptions {
+            retry_budget: request.retry_budget,
+            spool_dir: Some(
+                request
+                    .spool_dir
+                    .clone()
+                    .unwrap_or_else(|| default_spool_dir(request.db)),
+            ),
+            ..EngineOptions::default()
+        },
+    );
+    // The connection's lock first: nothing of the connection changes while
+    // another process syncs it (a second process leaves with exit code 3).
+    let lock = match engine.lock(request.connection).await {
+        Ok(lock) => lock,
+        Err(error) => {
+            store.close().await;
+            return Err(error.into());
+        }
+    };
     let existing = store.connection(request.connection).await?;
     // A stored connection keeps its base URL unless told otherwise.
     let base_url = request
@@ -268,23 +298,16 @@ pub async fn full_sync(
             clock.now(),
         )
         .await?;
-    let engine = Engine::new(
-        store.clone(),
-        clock,
-        EngineOptions {
-            retry_budget: request.retry_budget,
-            spool_dir: Some(
-                request
-                    .spool_dir
-                    .clone()
-                    .unwrap_or_else(|| default_spool_dir(request.db)),
-            ),
-            ..EngineOptions::default()
-        },
-    );
     let report = engine
-        .full_sync_of(&connection, &source, request.entities.as_deref(), progress)
+        .full_sync_locked(
+            &lock,
+            &connection,
+            &source,
+            request.entities.as_deref(),
+            progress,
+        )
         .await;
+    drop(lock);
     store.close().await;
     Ok(report?)
 }
@@ -369,7 +392,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let c = report.run.counts;
     let records = c.created + c.updated + c.unchanged + c.quarantined;
     let secs = report.elapsed.as_secs_f64().max(1e-9);
-    eprintln!(
+    let summary = format!(
         "run {} {}{}: {} records ({} created, {} updated, {} unchanged, {} quarantined) in {} pages, {:.1}s",
         report.run.id,
         report.run.state.as_str(),
@@ -382,8 +405,33 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         thousands(c.pages),
         secs,
     );
-    if let Some(error) = &report.run.error {
-        eprintln!("error: {error}");
+    if crate::output::json() {
+        tracing::info!(
+            target: crate::output::TARGET,
+            run = report.run.id,
+            state = report.run.state.as_str(),
+            resumed = report.resumed,
+            resumable = report.run.resumable,
+            records,
+            pages = c.pages,
+            created = c.created,
+            updated = c.updated,
+            unchanged = c.unchanged,
+            quarantined = c.quarantined,
+            elapsed_secs = secs,
+            error = report.run.error.as_deref(),
+            "{summary}"
+        );
+    } else {
+        crate::output::note(&summary);
+        if let Some(error) = &report.run.error {
+            crate::output::note(&format!("error: {error}"));
+        }
+        if report.run.resumable {
+            crate::output::note(
+                "the run keeps its checkpoints: run the same command again to resume it",
+            );
+        }
     }
     if let Some(path) = &args.stats_json {
         let stats = json!({
@@ -406,7 +454,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(if report.run.state == RunState::Succeeded {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        ExitCode::from(crate::exit::FAILED)
     })
 }
 

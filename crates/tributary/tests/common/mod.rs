@@ -84,3 +84,22 @@ pub fn assert_same(db: &str, sim: &tributary_sim::Simulator) {
         );
     }
 }
+
+/// Whether this machine lets a test make a user and mount namespace of its
+/// own (`unshare --user --map-root-user --mount`), where it can mount a
+/// tmpfs or a read-only bind mount that vanishes with it. Where it cannot
+/// (a container without unprivileged namespaces), the test says so loudly
+/// and does not run.
+pub fn namespaces_work() -> bool {
+    let works = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        eprintln!(
+            "SKIPPED: this machine does not allow `unshare --user --mount`; the test needs a \
+             mount namespace of its own"
+        );
+    }
+    works
+}
