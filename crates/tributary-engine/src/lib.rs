@@ -570,7 +570,7 @@ impl Engine {
                 connection.base_url,
                 source.page_size()
             );
-            Spool::open(root, connection.id, run.id, &identity)
+            Spool::open(root, connection.id, run.id, &identity, self.clock.clone())
                 .map_err(|error| {
                     tracing::warn!(%error, dir = %root.display(), "cannot open the spool; fetched pages are kept in memory only");
                 })

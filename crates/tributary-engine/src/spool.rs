@@ -26,10 +26,11 @@ use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use tributary_core::Clock;
 
 /// Spooled pages older than this are fetched again: a full sync resumed
 /// days later should not apply days-old pages.
@@ -42,6 +43,8 @@ pub const SEGMENT_PAGES: usize = 32;
 #[derive(Debug)]
 pub struct Spool {
     dir: PathBuf,
+    /// When pages are fetched, and how old a spooled one is.
+    clock: Arc<dyn Clock>,
     entities: Mutex<HashMap<String, EntityLog>>,
 }
 
@@ -79,7 +82,13 @@ impl Spool {
     /// connection's name and base URL, the page size): a spool left by a
     /// run with the same ids in another database, or for another account,
     /// does not match and is discarded, never replayed.
-    pub fn open(root: &Path, connection_id: i64, run_id: i64, identity: &str) -> io::Result<Self> {
+    pub fn open(
+        root: &Path,
+        connection_id: i64,
+        run_id: i64,
+        identity: &str,
+        clock: Arc<dyn Clock>,
+    ) -> io::Result<Self> {
         let connection_dir = root.join(format!("connection-{connection_id}"));
         create_private_dir(&connection_dir)?;
         let name = format!("run-{run_id}");
@@ -107,8 +116,14 @@ impl Spool {
         }
         Ok(Self {
             dir,
+            clock,
             entities: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Seconds since the epoch, by the spool's clock.
+    fn now(&self) -> u64 {
+        u64::try_from(self.clock.now().timestamp()).unwrap_or_default()
     }
 
     /// The file name prefix of an entity's segments.
@@ -125,7 +140,7 @@ impl Spool {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let log = entities.entry(entity.to_owned()).or_default();
         if !log.loaded {
-            log.load(&self.dir, entity);
+            log.load(&self.dir, entity, self.now());
         }
         f(&self.dir, log)
     }
@@ -133,9 +148,8 @@ impl Spool {
     /// Keeps the response bodies of `entity`'s page `key` (its cursor, or
     /// its parent's id) until [`Spool::committed`].
     pub fn put(&self, entity: &str, key: &str, bodies: &[Vec<u8>]) -> io::Result<()> {
-        self.with_log(entity, |dir, log| {
-            log.append(dir, entity, key, bodies, now())
-        })
+        let now = self.now();
+        self.with_log(entity, |dir, log| log.append(dir, entity, key, bodies, now))
     }
 
     /// The bodies an earlier process kept for `entity`'s page `key`, if a
@@ -194,7 +208,7 @@ impl Spool {
 
 impl EntityLog {
     /// Reads the segments an earlier process left for `entity`.
-    fn load(&mut self, dir: &Path, entity: &str) {
+    fn load(&mut self, dir: &Path, entity: &str, now: u64) {
         self.loaded = true;
         let prefix = Spool::prefix(entity);
         let mut max_seq = None;
@@ -212,7 +226,7 @@ impl EntityLog {
             max_seq = max_seq.max(Some(seq));
             let path = entry.path();
             let pages = std::fs::read(&path)
-                .map(|content| parse_segment(&content, entity))
+                .map(|content| parse_segment(&content, entity, now))
                 .unwrap_or_default();
             if pages.is_empty() {
                 let _ = std::fs::remove_file(&path);
@@ -305,10 +319,10 @@ impl EntityLog {
 
 /// The whole, fresh pages of a segment, in order; stops at the first torn
 /// or foreign one.
-fn parse_segment(mut content: &[u8], entity: &str) -> Vec<(String, Vec<Vec<u8>>, u64)> {
+fn parse_segment(mut content: &[u8], entity: &str, now: u64) -> Vec<(String, Vec<Vec<u8>>, u64)> {
     let mut pages = Vec::new();
     while !content.is_empty() {
-        let Some((key, bodies, fetched_at, rest)) = parse_page(content, entity) else {
+        let Some((key, bodies, fetched_at, rest)) = parse_page(content, entity, now) else {
             break;
         };
         pages.push((key, bodies, fetched_at));
@@ -320,7 +334,7 @@ fn parse_segment(mut content: &[u8], entity: &str) -> Vec<(String, Vec<Vec<u8>>,
 /// A page read back: its key, its bodies, and what follows it.
 type ReadPage<'a> = (String, Vec<Vec<u8>>, u64, &'a [u8]);
 
-fn parse_page<'a>(content: &'a [u8], entity: &str) -> Option<ReadPage<'a>> {
+fn parse_page<'a>(content: &'a [u8], entity: &str, now: u64) -> Option<ReadPage<'a>> {
     let newline = content.iter().position(|b| *b == b'\n')?;
     let header: Value = serde_json::from_slice(&content[..newline]).ok()?;
     if header["entity"] != entity {
@@ -328,10 +342,7 @@ fn parse_page<'a>(content: &'a [u8], entity: &str) -> Option<ReadPage<'a>> {
     }
     let key = header["key"].as_str()?.to_owned();
     let fetched_at = header["fetched_at"].as_u64()?;
-    let fresh = SystemTime::now()
-        .duration_since(UNIX_EPOCH + Duration::from_secs(fetched_at))
-        .unwrap_or_default()
-        <= MAX_AGE;
+    let fresh = now.saturating_sub(fetched_at) <= MAX_AGE.as_secs();
     let mut rest = &content[newline + 1..];
     let mut bodies = Vec::new();
     for length in header["lengths"].as_array()? {
@@ -344,13 +355,6 @@ fn parse_page<'a>(content: &'a [u8], entity: &str) -> Option<ReadPage<'a>> {
         rest = tail;
     }
     (fresh && !bodies.is_empty()).then_some((key, bodies, fetched_at, rest))
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
 }
 
 fn create_private_dir(dir: &Path) -> io::Result<()> {
@@ -368,6 +372,12 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tributary_core::{ManualClock, SystemClock};
+
+    /// The wall clock, for tests where time does not matter.
+    fn clock() -> Arc<dyn Clock> {
+        Arc::new(SystemClock)
+    }
 
     fn segments(dir: &Path) -> usize {
         std::fs::read_dir(dir)
@@ -385,7 +395,7 @@ mod tests {
     fn pages_a_killed_process_spooled_come_back_once() {
         let root = tempfile::tempdir().unwrap();
         {
-            let spool = Spool::open(root.path(), 1, 7, "db-a").unwrap();
+            let spool = Spool::open(root.path(), 1, 7, "db-a", clock()).unwrap();
             for i in 0..5 {
                 spool.put("Person", &format!("k{i}"), &body(i)).unwrap();
             }
@@ -396,7 +406,7 @@ mod tests {
             spool.committed("Person", "k1");
             // Killed: never closed.
         }
-        let spool = Spool::open(root.path(), 1, 7, "db-a").unwrap();
+        let spool = Spool::open(root.path(), 1, 7, "db-a", clock()).unwrap();
         // Committed pages are still in the segment (it holds uncommitted
         // ones), so they can come back too; the engine asks only for
         // pages after its checkpoint.
@@ -410,14 +420,14 @@ mod tests {
         assert_eq!(spool.take("Email", "k3"), None);
         // A taken page is spooled again: a second kill keeps it.
         drop(spool);
-        let spool = Spool::open(root.path(), 1, 7, "db-a").unwrap();
+        let spool = Spool::open(root.path(), 1, 7, "db-a", clock()).unwrap();
         assert_eq!(spool.take("Person", "k3"), Some(body(3)));
     }
 
     #[test]
     fn committed_segments_are_deleted() {
         let root = tempfile::tempdir().unwrap();
-        let spool = Spool::open(root.path(), 1, 7, "db-a").unwrap();
+        let spool = Spool::open(root.path(), 1, 7, "db-a", clock()).unwrap();
         let dir = root.path().join("connection-1/run-7");
         for i in 0..SEGMENT_PAGES + 3 {
             spool.put("Person", &format!("k{i}"), &body(i)).unwrap();
@@ -440,7 +450,7 @@ mod tests {
     #[test]
     fn a_page_spooled_again_does_not_keep_its_old_segment() {
         let root = tempfile::tempdir().unwrap();
-        let spool = Spool::open(root.path(), 1, 7, "db-a").unwrap();
+        let spool = Spool::open(root.path(), 1, 7, "db-a", clock()).unwrap();
         let dir = root.path().join("connection-1/run-7");
         for i in 0..SEGMENT_PAGES {
             spool.put("Person", &format!("k{i}"), &body(i)).unwrap();
@@ -466,7 +476,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("connection-1/run-7");
         {
-            let spool = Spool::open(root.path(), 1, 7, "db-a").unwrap();
+            let spool = Spool::open(root.path(), 1, 7, "db-a", clock()).unwrap();
             spool.put("Person", "k0", &body(0)).unwrap();
             spool.put("Person", "k1", &body(1)).unwrap();
         }
@@ -480,18 +490,20 @@ mod tests {
         let content = std::fs::read(&seg).unwrap();
         std::fs::write(&seg, &content[..content.len() - 2]).unwrap();
         // And a page too old to apply.
-        let old = SystemTime::now() - MAX_AGE - Duration::from_secs(60);
+        let old = SystemClock.now()
+            - chrono::Duration::from_std(MAX_AGE).unwrap()
+            - chrono::Duration::seconds(60);
         let header = json!({
             "entity": "Email",
             "key": "k0",
-            "fetched_at": old.duration_since(UNIX_EPOCH).unwrap().as_secs(),
+            "fetched_at": old.timestamp(),
             "lengths": [2],
         });
         let mut stale = serde_json::to_vec(&header).unwrap();
         stale.extend_from_slice(b"\n{}");
         std::fs::write(dir.join(format!("{}.0.seg", Spool::prefix("Email"))), stale).unwrap();
 
-        let spool = Spool::open(root.path(), 1, 7, "db-a").unwrap();
+        let spool = Spool::open(root.path(), 1, 7, "db-a", clock()).unwrap();
         assert_eq!(spool.take("Person", "k0"), Some(body(0)));
         assert_eq!(spool.take("Person", "k1"), None);
         assert_eq!(spool.take("Email", "k0"), None);
@@ -501,14 +513,14 @@ mod tests {
     fn a_spool_of_the_same_ids_from_another_database_is_discarded() {
         let root = tempfile::tempdir().unwrap();
         {
-            let spool = Spool::open(root.path(), 1, 1, "db-a").unwrap();
+            let spool = Spool::open(root.path(), 1, 1, "db-a", clock()).unwrap();
             spool.put("Person", "k", &body(0)).unwrap();
         }
         // A fresh database numbers its connection and run 1 again.
-        let other = Spool::open(root.path(), 1, 1, "db-b").unwrap();
+        let other = Spool::open(root.path(), 1, 1, "db-b", clock()).unwrap();
         assert!(other.take("Person", "k").is_none());
         drop(other);
-        let again = Spool::open(root.path(), 1, 1, "db-a").unwrap();
+        let again = Spool::open(root.path(), 1, 1, "db-a", clock()).unwrap();
         assert!(
             again.take("Person", "k").is_none(),
             "discarded, not kept aside"
@@ -518,24 +530,21 @@ mod tests {
     #[test]
     fn a_replayed_page_keeps_its_age() {
         let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("connection-1/run-7");
-        let almost = SystemTime::now() - MAX_AGE + Duration::from_secs(2);
+        let clock = ManualClock::new(SystemClock.now());
+        let at = |clock: &ManualClock| -> Arc<dyn Clock> { Arc::new(clock.clone()) };
         {
-            let _spool = Spool::open(root.path(), 1, 7, "db-a").unwrap();
-            let mut log = EntityLog {
-                loaded: true,
-                ..EntityLog::default()
-            };
-            let at = almost.duration_since(UNIX_EPOCH).unwrap().as_secs();
-            log.append(&dir, "Person", "k", &body(0), at).unwrap();
+            let spool = Spool::open(root.path(), 1, 7, "db-a", at(&clock)).unwrap();
+            spool.put("Person", "k", &body(0)).unwrap();
         }
-        let spool = Spool::open(root.path(), 1, 7, "db-a").unwrap();
+        // Nearly as old as a page may be: replayed, and spooled again by
+        // the take with its original time.
+        clock.advance(chrono::Duration::from_std(MAX_AGE).unwrap() - chrono::Duration::seconds(2));
+        let spool = Spool::open(root.path(), 1, 7, "db-a", at(&clock)).unwrap();
         assert!(spool.take("Person", "k").is_some());
         drop(spool);
-        // Spooled again by the take, with its original time: once that is
-        // past the limit, the page is fetched again.
-        std::thread::sleep(Duration::from_secs(3));
-        let spool = Spool::open(root.path(), 1, 7, "db-a").unwrap();
+        // Once that time is past the limit, the page is fetched again.
+        clock.advance(chrono::Duration::seconds(3));
+        let spool = Spool::open(root.path(), 1, 7, "db-a", at(&clock)).unwrap();
         assert!(spool.take("Person", "k").is_none());
     }
 
@@ -543,15 +552,15 @@ mod tests {
     fn a_new_run_clears_the_connections_old_spools_only() {
         let root = tempfile::tempdir().unwrap();
         {
-            let old = Spool::open(root.path(), 1, 7, "db-a").unwrap();
+            let old = Spool::open(root.path(), 1, 7, "db-a", clock()).unwrap();
             old.put("Person", "k", &body(0)).unwrap();
-            let other = Spool::open(root.path(), 2, 3, "db-a").unwrap();
+            let other = Spool::open(root.path(), 2, 3, "db-a", clock()).unwrap();
             other.put("Person", "k", &body(0)).unwrap();
         }
-        let new = Spool::open(root.path(), 1, 8, "db-a").unwrap();
+        let new = Spool::open(root.path(), 1, 8, "db-a", clock()).unwrap();
         assert!(new.take("Person", "k").is_none());
         assert!(!root.path().join("connection-1/run-7").exists());
-        let other = Spool::open(root.path(), 2, 3, "db-a").unwrap();
+        let other = Spool::open(root.path(), 2, 3, "db-a", clock()).unwrap();
         assert!(other.take("Person", "k").is_some());
     }
 }

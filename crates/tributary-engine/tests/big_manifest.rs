@@ -73,7 +73,7 @@ async fn a_failed_first_entity_skips_a_long_chain_in_linear_time() {
                 adapter: "chain",
                 base_url: &url,
             },
-            chrono::Utc::now(),
+            tributary_core::Clock::now(&SystemClock),
         )
         .await
         .unwrap();

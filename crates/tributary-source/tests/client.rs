@@ -438,7 +438,10 @@ fn oauth(refresh: &str, access: Option<&str>, expires_in_secs: i64) -> Credentia
         client_secret: "client-secret".into(),
         refresh_token: refresh.into(),
         access_token: access.map(str::to_owned),
-        expires_at: Some(chrono::Utc::now() + chrono::Duration::seconds(expires_in_secs)),
+        expires_at: Some(
+            tributary_core::Clock::now(&tributary_core::SystemClock)
+                + chrono::Duration::seconds(expires_in_secs),
+        ),
         token_url: None,
     })
 }

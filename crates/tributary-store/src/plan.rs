@@ -141,7 +141,7 @@ mod tests {
     #[test]
     fn pages_group_by_entity_until_one_repeats_an_id() {
         let cursor = Cursor::start();
-        let now = chrono::Utc::now();
+        let now = tributary_core::Clock::now(&tributary_core::SystemClock);
         let a1 = [record("1"), record("2")];
         let a2 = [record("3")];
         let b = [record("1")];

@@ -40,7 +40,7 @@ pub async fn store_with_connection(
                 adapter: "pco",
                 base_url: url,
             },
-            chrono::Utc::now(),
+            tributary_core::Clock::now(&tributary_core::SystemClock),
         )
         .await
         .unwrap();
