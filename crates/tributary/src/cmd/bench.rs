@@ -43,7 +43,8 @@ pub struct ResumeArgs {
 pub enum Backend {
     /// SQLite file in a temporary directory.
     Sqlite,
-    /// PostgreSQL (throwaway server unless --pg-url).
+    /// PostgreSQL (`--pg-url`, or a throwaway server in a build with the
+    /// `throwaway-pg` feature).
     Postgres,
     /// Both, one after the other.
     Both,
@@ -55,9 +56,11 @@ pub struct FullSyncArgs {
     #[arg(long, default_values_t = [100_000usize], value_parser = super::people(1))]
     people: Vec<usize>,
     /// Which store(s).
-    #[arg(long, value_enum, default_value_t = Backend::Both)]
+    #[arg(long, value_enum, default_value_t = Backend::Sqlite)]
     backend: Backend,
-    /// Use this PostgreSQL database instead of starting a throwaway server.
+    /// The PostgreSQL database to sync into (an empty one; each run uses a
+    /// connection of its own). Without it, a build with the `throwaway-pg`
+    /// feature starts a throwaway server; the shipped binary refuses.
     #[arg(long)]
     pg_url: Option<String>,
     /// Syncs per dataset and backend, each into a fresh database; the row
@@ -101,6 +104,53 @@ fn start_sim(exe: &Path, people: usize) -> anyhow::Result<(Killed, String)> {
         bail!("the simulator did not print its URL (got `{url}`)");
     }
     Ok((child, url))
+}
+
+/// A throwaway *durable* PostgreSQL server (`fsync=on`,
+/// `shared_buffers=256MB`) for the benchmark, stopped when dropped.
+#[cfg(feature = "throwaway-pg")]
+struct Throwaway(tributary_testkit::PgServer);
+
+#[cfg(feature = "throwaway-pg")]
+impl Throwaway {
+    /// A fresh database on it.
+    fn database(&self) -> anyhow::Result<String> {
+        Ok(self.0.create_database("bench")?)
+    }
+}
+
+#[cfg(feature = "throwaway-pg")]
+async fn throwaway_postgres() -> anyhow::Result<Throwaway> {
+    let server = tokio::task::spawn_blocking(|| {
+        tributary_testkit::PgServer::start_with(
+            tributary_testkit::PgOptions::new()
+                .durable(true)
+                .shared_buffers("256MB"),
+        )
+    })
+    .await??;
+    Ok(Throwaway(server))
+}
+
+/// Without the `throwaway-pg` feature the binary starts no server of its
+/// own: the benchmark needs `--pg-url`.
+#[cfg(not(feature = "throwaway-pg"))]
+struct Throwaway;
+
+#[cfg(not(feature = "throwaway-pg"))]
+impl Throwaway {
+    fn database(&self) -> anyhow::Result<String> {
+        unreachable!("never made without the throwaway-pg feature")
+    }
+}
+
+#[cfg(not(feature = "throwaway-pg"))]
+async fn throwaway_postgres() -> anyhow::Result<Throwaway> {
+    anyhow::bail!(
+        "the PostgreSQL benchmark needs a database: pass --pg-url postgres://... (an empty \
+         database), or build with `--features throwaway-pg` to have it start a throwaway \
+         server of its own"
+    )
 }
 
 /// Bytes a SQLite sync has on disk: the database, its write-ahead log and
@@ -182,16 +232,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         one => vec![one],
     };
     let pg = if backends.contains(&Backend::Postgres) && args.pg_url.is_none() {
-        Some(
-            tokio::task::spawn_blocking(|| {
-                tributary_testkit::PgServer::start_with(
-                    tributary_testkit::PgOptions::new()
-                        .durable(true)
-                        .shared_buffers("256MB"),
-                )
-            })
-            .await??,
-        )
+        Some(throwaway_postgres().await?)
     } else {
         None
     };
@@ -208,7 +249,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     Backend::Sqlite => dir.path().join("bench.db").display().to_string(),
                     _ => match (&args.pg_url, &pg) {
                         (Some(url), _) => url.clone(),
-                        (None, Some(server)) => server.create_database("bench")?,
+                        (None, Some(server)) => server.database()?,
                         (None, None) => unreachable!("a server is started when none is given"),
                     },
                 };
