@@ -73,6 +73,9 @@ enum Command {
     Sync(cmd::sync::Args),
     /// Show connections, their latest runs and record counts.
     Status(cmd::status::Args),
+    /// List runs and show one with its entities (read-only).
+    #[command(subcommand)]
+    Runs(cmd::runs::Command),
     /// Add, list, check and remove connections; their credentials are sealed at rest.
     #[command(subcommand)]
     Connections(cmd::connections::Command),
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
             Command::Sync(args) => cmd::sync::run(args).await,
             Command::Status(args) => cmd::status::run(args).await,
             Command::Connections(command) => cmd::connections::run(command).await,
+            Command::Runs(command) => cmd::runs::run(command).await,
             Command::Records(command) => cmd::records::run(command).await,
             Command::Manifest(command) => cmd::manifest::run(command),
             Command::Graph(args) => cmd::manifest::graph(args),

@@ -101,6 +101,8 @@ impl Printing {
             vec!["graph", "--adapter", "pco"],
             vec!["graph", "--format", "mermaid"],
             vec!["connections", "keygen"],
+            vec!["runs", "list", "--db", db],
+            vec!["runs", "show", "1", "--db", db, "--json"],
             vec![
                 "connections",
                 "add",

@@ -6,6 +6,7 @@ pub mod connections;
 pub mod demo;
 pub mod manifest;
 pub mod records;
+pub mod runs;
 pub mod sim;
 pub mod status;
 pub mod sync;
