@@ -18,6 +18,7 @@
 mod lock;
 mod plan;
 mod postgres;
+mod rows;
 mod sqlite;
 
 use std::sync::Arc;

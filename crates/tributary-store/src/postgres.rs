@@ -14,15 +14,20 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{ConnectOptions as _, Connection as _, Row};
-use tributary_core::{ChangeKind, Cursor, EdgeRef, PreparedRecord, RunKind, RunState, Timestamp};
+use tributary_core::{ChangeKind, EdgeRef, PreparedRecord, RunKind, RunState, Timestamp};
 
 use crate::lock::{self, ConnectionLock, PG_LOCK_CLASS, busy};
-use crate::plan::{Existing, plan, unique_ids};
+use crate::plan::{plan, unique_ids};
+use crate::rows::{
+    CONNECTION_COLUMNS, Columns, RECORD_COLUMNS, change_row, checkpoint_row, connection_row,
+    credentials_row, edge_row, entity_count_row, existing_row, quarantined_row, record_row,
+    run_row,
+};
 use crate::run_totals;
 use crate::{
     Backend, Change, Checkpoint, Connection, ConnectionStatus, EntityCount, EntityState, Error,
-    NewConnection, PageOutcome, PageWrite, Quarantined, RecordQuery, Result, Run, RunCounts,
-    RunStart, SealedCredentials, Store, StoredRecord, missed_swap, quarantine_key,
+    NewConnection, PageOutcome, PageWrite, Quarantined, RecordQuery, Result, Run, RunStart,
+    SealedCredentials, Store, StoredRecord, missed_swap, quarantine_key,
 };
 
 /// The PostgreSQL store.
@@ -282,74 +287,20 @@ fn connect_error(options: &PgConnectOptions, error: sqlx::Error) -> Error {
     Error::Open(message)
 }
 
-/// The columns of a [`Connection`]: never the sealed credentials.
-const CONNECTION_COLUMNS: &str = "id, name, adapter, base_url, status, status_reason, \
-     credentials_kind, created_at, updated_at";
+/// PostgreSQL decodes `timestamptz` and `json`/`jsonb` columns itself.
+impl Columns for PgRow {
+    fn ts(&self, name: &str) -> Result<Timestamp> {
+        Ok(self.try_get(name)?)
+    }
 
-fn connection_row(row: &PgRow) -> Result<Connection> {
-    let status: String = row.try_get("status")?;
-    Ok(Connection {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        adapter: row.try_get("adapter")?,
-        base_url: row.try_get("base_url")?,
-        status: ConnectionStatus::parse(&status)
-            .ok_or_else(|| Error::Corrupt(format!("connection status `{status}`")))?,
-        status_reason: row.try_get("status_reason")?,
-        credentials_kind: row.try_get("credentials_kind")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
+    fn opt_ts(&self, name: &str) -> Result<Option<Timestamp>> {
+        Ok(self.try_get(name)?)
+    }
+
+    fn json(&self, name: &str) -> Result<Value> {
+        Ok(self.try_get(name)?)
+    }
 }
-
-fn run_row(row: &PgRow) -> Result<Run> {
-    let kind: String = row.try_get("kind")?;
-    let state: String = row.try_get("state")?;
-    Ok(Run {
-        id: row.try_get("id")?,
-        connection_id: row.try_get("connection_id")?,
-        kind: RunKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("run kind `{kind}`")))?,
-        state: RunState::parse(&state)
-            .ok_or_else(|| Error::Corrupt(format!("run state `{state}`")))?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        started_at: row.try_get("started_at")?,
-        updated_at: row.try_get("updated_at")?,
-        finished_at: row.try_get("finished_at")?,
-        counts: RunCounts {
-            pages: row.try_get("pages")?,
-            created: row.try_get("records_created")?,
-            updated: row.try_get("records_updated")?,
-            unchanged: row.try_get("records_unchanged")?,
-            deleted: row.try_get("records_deleted")?,
-            quarantined: row.try_get("records_quarantined")?,
-        },
-        error: row.try_get("error")?,
-        resumable: row.try_get("resumable")?,
-        scope: row.try_get("scope")?,
-    })
-}
-
-fn record_row(row: &PgRow) -> Result<StoredRecord> {
-    Ok(StoredRecord {
-        id: row.try_get("id")?,
-        connection_id: row.try_get("connection_id")?,
-        connection: row.try_get("connection")?,
-        entity: row.try_get("entity")?,
-        external_id: row.try_get("external_id")?,
-        canonical_entity: row.try_get("canonical_entity")?,
-        raw: row.try_get("raw")?,
-        canonical: row.try_get("canonical")?,
-        content_hash: row.try_get("content_hash")?,
-        source_updated_at: row.try_get("source_updated_at")?,
-        first_seen_at: row.try_get("first_seen_at")?,
-        last_modified_at: row.try_get("last_modified_at")?,
-        deleted_at: row.try_get("deleted_at")?,
-    })
-}
-
-const RECORD_COLUMNS: &str = "r.id, r.connection_id, c.name AS connection, r.entity, r.external_id, \
-     r.canonical_entity, r.raw, r.canonical, r.content_hash, r.source_updated_at, r.first_seen_at, \
-     r.last_modified_at, r.deleted_at";
 
 #[async_trait]
 impl Store for PgStore {
@@ -464,19 +415,8 @@ impl Store for PgStore {
         .bind(connection_id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| {
-            let kind: Option<String> = row.try_get(0)?;
-            Ok(SealedCredentials {
-                kind: kind.ok_or_else(|| {
-                    Error::Corrupt(format!(
-                        "connection {connection_id}: credentials without a kind"
-                    ))
-                })?,
-                sealed: row.try_get(1)?,
-                version: row.try_get(2)?,
-            })
-        })
-        .transpose()
+        row.map(|row| credentials_row(&row, connection_id))
+            .transpose()
     }
 
     async fn set_credentials(
@@ -733,23 +673,7 @@ impl Store for PgStore {
             .bind(run_id)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                let state: String = row.try_get("state")?;
-                Ok(Checkpoint {
-                    run_id: row.try_get("run_id")?,
-                    entity: row.try_get("entity")?,
-                    cursor: Cursor(row.try_get::<Value, _>("cursor")?),
-                    state: EntityState::parse(&state)
-                        .ok_or_else(|| Error::Corrupt(format!("entity state `{state}`")))?,
-                    pages: row.try_get("pages")?,
-                    records: row.try_get("records")?,
-                    total: row.try_get("total")?,
-                    error: row.try_get("error")?,
-                    updated_at: row.try_get("updated_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(checkpoint_row).collect()
     }
 
     async fn set_entity_state(
@@ -867,16 +791,7 @@ impl Store for PgStore {
         .bind(external_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EdgeRef {
-                    rel: r.try_get(0)?,
-                    to_entity: r.try_get(1)?,
-                    to_external_id: r.try_get(2)?,
-                    hard: r.try_get(3)?,
-                })
-            })
-            .collect()
+        rows.iter().map(edge_row).collect()
     }
 
     async fn changes(
@@ -893,23 +808,7 @@ impl Store for PgStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let kind: String = r.try_get("kind")?;
-                Ok(Change {
-                    seq: r.try_get("seq")?,
-                    connection_id: r.try_get("connection_id")?,
-                    record_id: r.try_get("record_id")?,
-                    entity: r.try_get("entity")?,
-                    external_id: r.try_get("external_id")?,
-                    kind: ChangeKind::parse(&kind)
-                        .ok_or_else(|| Error::Corrupt(format!("change kind `{kind}`")))?,
-                    content_hash: r.try_get("content_hash")?,
-                    run_id: r.try_get("run_id")?,
-                    changed_at: r.try_get("changed_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(change_row).collect()
     }
 
     async fn quarantined(
@@ -924,20 +823,7 @@ impl Store for PgStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Quarantined {
-                    connection_id: r.try_get("connection_id")?,
-                    entity: r.try_get("entity")?,
-                    external_id: r.try_get("external_id")?,
-                    run_id: r.try_get("run_id")?,
-                    raw: r.try_get("raw")?,
-                    error: r.try_get("error")?,
-                    first_seen_at: r.try_get("first_seen_at")?,
-                    last_seen_at: r.try_get("last_seen_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(quarantined_row).collect()
     }
 
     async fn entity_counts(&self, connection_id: i64) -> Result<Vec<EntityCount>> {
@@ -948,15 +834,7 @@ impl Store for PgStore {
         .bind(connection_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EntityCount {
-                    entity: r.try_get(0)?,
-                    live: r.try_get(1)?,
-                    deleted: r.try_get(2)?,
-                })
-            })
-            .collect()
+        rows.iter().map(entity_count_row).collect()
     }
 }
 
@@ -1081,13 +959,8 @@ async fn write_page(
     let looked_up = (!assume_new).then_some(!rows.is_empty());
     let mut existing = HashMap::with_capacity(rows.len());
     for row in rows {
-        existing.insert(
-            row.try_get::<String, _>(0)?,
-            Existing {
-                hash: row.try_get(1)?,
-                deleted: row.try_get(2)?,
-            },
-        );
+        let (id, stored) = existing_row(&row)?;
+        existing.insert(id, stored);
     }
     let plan = plan(page.records, &existing);
 

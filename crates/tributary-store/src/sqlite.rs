@@ -19,17 +19,20 @@ use sqlx::sqlite::{
 };
 use sqlx::{Arguments, AssertSqlSafe, ConnectOptions, QueryBuilder, Row, Sqlite};
 use tokio::sync::Notify;
-use tributary_core::{
-    ChangeKind, Cursor, EdgeRef, PreparedRecord, QuarantinedRecord, RunKind, RunState, Timestamp,
-};
+use tributary_core::{EdgeRef, PreparedRecord, QuarantinedRecord, RunKind, RunState, Timestamp};
 
 use crate::lock::{self, ConnectionLock, busy};
-use crate::plan::{Existing, groups, parse_ts, plan, sqlite_ts, unique_ids};
+use crate::plan::{groups, parse_ts, plan, sqlite_ts, unique_ids};
+use crate::rows::{
+    CONNECTION_COLUMNS, Columns, RECORD_COLUMNS, change_row, checkpoint_row, connection_row,
+    credentials_row, edge_row, entity_count_row, existing_row, quarantined_row, record_row,
+    run_row,
+};
 use crate::run_totals;
 use crate::{
     Backend, Change, Checkpoint, Connection, ConnectionStatus, EntityCount, EntityState, Error,
-    NewConnection, PageOutcome, PageWrite, Quarantined, RecordQuery, Result, Run, RunCounts,
-    RunStart, SealedCredentials, Store, StoredRecord, missed_swap, quarantine_key,
+    NewConnection, PageOutcome, PageWrite, Quarantined, RecordQuery, Result, Run, RunStart,
+    SealedCredentials, Store, StoredRecord, missed_swap, quarantine_key,
 };
 
 /// Rows per multi-row statement, largest first: far below SQLite's
@@ -666,82 +669,23 @@ fn can_create_in(dir: &Path) -> bool {
     }
 }
 
-fn opt_ts(s: Option<String>) -> Result<Option<Timestamp>> {
-    s.as_deref().map(parse_ts).transpose()
+/// SQLite keeps timestamps as RFC 3339 text (see [`sqlite_ts`]) and JSON
+/// as text.
+impl Columns for SqliteRow {
+    fn ts(&self, name: &str) -> Result<Timestamp> {
+        parse_ts(self.try_get(name)?)
+    }
+
+    fn opt_ts(&self, name: &str) -> Result<Option<Timestamp>> {
+        let text: Option<&str> = self.try_get(name)?;
+        text.map(parse_ts).transpose()
+    }
+
+    fn json(&self, name: &str) -> Result<serde_json::Value> {
+        let text: &str = self.try_get(name)?;
+        serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("json: {e}")))
+    }
 }
-
-/// The columns of a [`Connection`]: never the sealed credentials.
-const CONNECTION_COLUMNS: &str = "id, name, adapter, base_url, status, status_reason, \
-     credentials_kind, created_at, updated_at";
-
-fn connection_row(row: &SqliteRow) -> Result<Connection> {
-    let status: String = row.try_get("status")?;
-    Ok(Connection {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        adapter: row.try_get("adapter")?,
-        base_url: row.try_get("base_url")?,
-        status: ConnectionStatus::parse(&status)
-            .ok_or_else(|| Error::Corrupt(format!("connection status `{status}`")))?,
-        status_reason: row.try_get("status_reason")?,
-        credentials_kind: row.try_get("credentials_kind")?,
-        created_at: parse_ts(row.try_get("created_at")?)?,
-        updated_at: parse_ts(row.try_get("updated_at")?)?,
-    })
-}
-
-fn run_row(row: &SqliteRow) -> Result<Run> {
-    let kind: String = row.try_get("kind")?;
-    let state: String = row.try_get("state")?;
-    Ok(Run {
-        id: row.try_get("id")?,
-        connection_id: row.try_get("connection_id")?,
-        kind: RunKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("run kind `{kind}`")))?,
-        state: RunState::parse(&state)
-            .ok_or_else(|| Error::Corrupt(format!("run state `{state}`")))?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        started_at: parse_ts(row.try_get("started_at")?)?,
-        updated_at: parse_ts(row.try_get("updated_at")?)?,
-        finished_at: opt_ts(row.try_get("finished_at")?)?,
-        counts: RunCounts {
-            pages: row.try_get("pages")?,
-            created: row.try_get("records_created")?,
-            updated: row.try_get("records_updated")?,
-            unchanged: row.try_get("records_unchanged")?,
-            deleted: row.try_get("records_deleted")?,
-            quarantined: row.try_get("records_quarantined")?,
-        },
-        error: row.try_get("error")?,
-        resumable: row.try_get("resumable")?,
-        scope: row.try_get("scope")?,
-    })
-}
-
-fn json(text: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("json: {e}")))
-}
-
-fn record_row(row: &SqliteRow) -> Result<StoredRecord> {
-    Ok(StoredRecord {
-        id: row.try_get("id")?,
-        connection_id: row.try_get("connection_id")?,
-        connection: row.try_get("connection")?,
-        entity: row.try_get("entity")?,
-        external_id: row.try_get("external_id")?,
-        canonical_entity: row.try_get("canonical_entity")?,
-        raw: json(row.try_get("raw")?)?,
-        canonical: json(row.try_get("canonical")?)?,
-        content_hash: row.try_get("content_hash")?,
-        source_updated_at: opt_ts(row.try_get("source_updated_at")?)?,
-        first_seen_at: parse_ts(row.try_get("first_seen_at")?)?,
-        last_modified_at: parse_ts(row.try_get("last_modified_at")?)?,
-        deleted_at: opt_ts(row.try_get("deleted_at")?)?,
-    })
-}
-
-const RECORD_COLUMNS: &str = "r.id, r.connection_id, c.name AS connection, r.entity, r.external_id, \
-     r.canonical_entity, r.raw, r.canonical, r.content_hash, r.source_updated_at, r.first_seen_at, \
-     r.last_modified_at, r.deleted_at";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -841,19 +785,8 @@ impl Store for SqliteStore {
         .bind(connection_id)
         .fetch_optional(&self.reader)
         .await?;
-        row.map(|row| {
-            let kind: Option<String> = row.try_get(0)?;
-            Ok(SealedCredentials {
-                kind: kind.ok_or_else(|| {
-                    Error::Corrupt(format!(
-                        "connection {connection_id}: credentials without a kind"
-                    ))
-                })?,
-                sealed: row.try_get(1)?,
-                version: row.try_get(2)?,
-            })
-        })
-        .transpose()
+        row.map(|row| credentials_row(&row, connection_id))
+            .transpose()
     }
 
     async fn set_credentials(
@@ -1036,23 +969,7 @@ impl Store for SqliteStore {
             .bind(run_id)
             .fetch_all(&self.reader)
             .await?;
-        rows.iter()
-            .map(|row| {
-                let state: String = row.try_get("state")?;
-                Ok(Checkpoint {
-                    run_id: row.try_get("run_id")?,
-                    entity: row.try_get("entity")?,
-                    cursor: Cursor(json(row.try_get("cursor")?)?),
-                    state: EntityState::parse(&state)
-                        .ok_or_else(|| Error::Corrupt(format!("entity state `{state}`")))?,
-                    pages: row.try_get("pages")?,
-                    records: row.try_get("records")?,
-                    total: row.try_get("total")?,
-                    error: row.try_get("error")?,
-                    updated_at: parse_ts(row.try_get("updated_at")?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(checkpoint_row).collect()
     }
 
     async fn set_entity_state(
@@ -1156,16 +1073,7 @@ impl Store for SqliteStore {
         .bind(external_id)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EdgeRef {
-                    rel: r.try_get(0)?,
-                    to_entity: r.try_get(1)?,
-                    to_external_id: r.try_get(2)?,
-                    hard: r.try_get(3)?,
-                })
-            })
-            .collect()
+        rows.iter().map(edge_row).collect()
     }
 
     async fn changes(
@@ -1182,23 +1090,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let kind: String = r.try_get("kind")?;
-                Ok(Change {
-                    seq: r.try_get("seq")?,
-                    connection_id: r.try_get("connection_id")?,
-                    record_id: r.try_get("record_id")?,
-                    entity: r.try_get("entity")?,
-                    external_id: r.try_get("external_id")?,
-                    kind: ChangeKind::parse(&kind)
-                        .ok_or_else(|| Error::Corrupt(format!("change kind `{kind}`")))?,
-                    content_hash: r.try_get("content_hash")?,
-                    run_id: r.try_get("run_id")?,
-                    changed_at: parse_ts(r.try_get("changed_at")?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(change_row).collect()
     }
 
     async fn quarantined(
@@ -1213,20 +1105,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Quarantined {
-                    connection_id: r.try_get("connection_id")?,
-                    entity: r.try_get("entity")?,
-                    external_id: r.try_get("external_id")?,
-                    run_id: r.try_get("run_id")?,
-                    raw: json(r.try_get("raw")?)?,
-                    error: r.try_get("error")?,
-                    first_seen_at: parse_ts(r.try_get("first_seen_at")?)?,
-                    last_seen_at: parse_ts(r.try_get("last_seen_at")?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(quarantined_row).collect()
     }
 
     async fn entity_counts(&self, connection_id: i64) -> Result<Vec<EntityCount>> {
@@ -1237,15 +1116,7 @@ impl Store for SqliteStore {
         .bind(connection_id)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EntityCount {
-                    entity: r.try_get(0)?,
-                    live: r.try_get(1)?,
-                    deleted: r.try_get(2)?,
-                })
-            })
-            .collect()
+        rows.iter().map(entity_count_row).collect()
     }
 }
 
@@ -1282,13 +1153,8 @@ async fn write_group(
             chunk,
         );
         for row in q.build().fetch_all(&mut *tx).await? {
-            existing.insert(
-                row.try_get::<String, _>(0)?,
-                Existing {
-                    hash: row.try_get(1)?,
-                    deleted: row.try_get(2)?,
-                },
-            );
+            let (id, stored) = existing_row(&row)?;
+            existing.insert(id, stored);
         }
     }
     let plans: Vec<_> = pages.iter().map(|p| plan(p.records, &existing)).collect();
