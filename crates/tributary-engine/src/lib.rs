@@ -82,6 +82,11 @@ pub struct EngineOptions {
     /// requests are given up on: an API that keeps failing stops the run
     /// instead of being hammered for hours.
     pub retry_budget: u32,
+    /// Pages of one list fetched at once, once the API has said how long
+    /// the list is (offset paging: the next pages' cursors are known); they
+    /// still commit in order. 1: one request at a time. The rate budget
+    /// bounds them like any request.
+    pub list_window: usize,
 }
 
 impl Default for EngineOptions {
@@ -94,6 +99,7 @@ impl Default for EngineOptions {
             prefetch: 4,
             spool_dir: None,
             retry_budget: 5_000,
+            list_window: 4,
         }
     }
 }
@@ -1016,6 +1022,7 @@ impl EntityJob {
             progress: self.progress.clone(),
             policy: self.engine.retry_policy(),
             spool: self.spool.clone(),
+            window: self.engine.options.list_window,
         };
         // Keep the run/connection/entity span on the fetcher's log lines.
         let span = tracing::Span::current();
@@ -1078,6 +1085,8 @@ struct Fetcher {
     progress: Arc<dyn Progress>,
     policy: RetryPolicy,
     spool: Option<Arc<Spool>>,
+    /// Pages of a list fetched at once once their cursors are known.
+    window: usize,
 }
 
 impl Fetcher {
@@ -1136,42 +1145,63 @@ impl Fetcher {
         }
     }
 
-    /// Pages a top-level list from `cursor` to its end.
+    /// Pages a top-level list from `cursor` to its end. Once the API has
+    /// said how long the list is, the next `list_window` pages are fetched
+    /// at once (their cursors are known: offset paging) and handed on in
+    /// order; a page whose `next` leaves that path ends the window, and
+    /// paging goes on from where the API leads.
     async fn list(self, mut cursor: Cursor, pages: mpsc::Sender<Result<PreparedPage, Failure>>) {
         // The previous page's ids: an API that serves the same page at ever
         // higher offsets (no `total_count` to notice it by) would otherwise
         // be paged forever.
         let mut previous: Vec<String> = Vec::new();
+        let mut total: Option<i64> = None;
         loop {
-            let result = self.page(&cursor).await.and_then(|(page, key)| {
-                let page = PreparedPage::new(page, vec![key]);
-                if !page.records.is_empty()
-                    && page.records.len() == previous.len()
-                    && page
-                        .records
-                        .iter()
-                        .zip(&previous)
-                        .all(|(r, p)| &r.external_id == p)
-                {
-                    return Err(Failure::other(format!(
-                        "the API served the same {} records again (next cursor {}): its paging does not advance; stopping",
-                        page.records.len(),
-                        page.cursor_after.0
-                    )));
+            let window = self.source.window(&cursor, total, self.window.max(1));
+            let width = window.len();
+            let this = &self;
+            let mut fetched = stream::iter(window)
+                .map(|at| async move {
+                    let result = this.page(&at).await;
+                    (at, result)
+                })
+                .buffered(width);
+            while let Some((at, result)) = fetched.next().await {
+                if at != cursor {
+                    // The list moved under the window: go on from `cursor`.
+                    break;
                 }
-                Ok(page)
-            });
-            let (next, finished) = match &result {
-                Ok(page) => {
-                    previous = page.records.iter().map(|r| r.external_id.clone()).collect();
-                    (page.cursor_after.clone(), page.finished)
+                let result = result.and_then(|(page, key)| {
+                    let page = PreparedPage::new(page, vec![key]);
+                    if !page.records.is_empty()
+                        && page.records.len() == previous.len()
+                        && page
+                            .records
+                            .iter()
+                            .zip(&previous)
+                            .all(|(r, p)| &r.external_id == p)
+                    {
+                        return Err(Failure::other(format!(
+                            "the API served the same {} records again (next cursor {}): its paging does not advance; stopping",
+                            page.records.len(),
+                            page.cursor_after.0
+                        )));
+                    }
+                    Ok(page)
+                });
+                let (next, finished) = match &result {
+                    Ok(page) => {
+                        previous = page.records.iter().map(|r| r.external_id.clone()).collect();
+                        total = page.total.or(total);
+                        (page.cursor_after.clone(), page.finished)
+                    }
+                    Err(_) => (Cursor::start(), true),
+                };
+                if pages.send(result).await.is_err() || finished {
+                    return;
                 }
-                Err(_) => (Cursor::start(), true),
-            };
-            if pages.send(result).await.is_err() || finished {
-                return;
+                cursor = next;
             }
-            cursor = next;
         }
     }
 

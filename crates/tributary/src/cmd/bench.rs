@@ -68,6 +68,10 @@ pub struct FullSyncArgs {
     /// The machine is shared: one run can be off by a tenth either way.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=25))]
     runs: u32,
+    /// Sync only these entities (comma-separated), e.g. `Person` for one
+    /// entity's own pipeline.
+    #[arg(long, value_delimiter = ',')]
+    entities: Option<Vec<String>>,
 }
 
 struct Killed(Child);
@@ -174,9 +178,17 @@ fn disk_use(db: &str) -> u64 {
 /// Runs one sync; for a SQLite file its stats gain `peak_disk_ratio`, the
 /// most disk the sync used at once (sampled every 20 ms) over the final
 /// database's size.
-fn sync(exe: &Path, db: &str, url: &str, connection: &str, stats: &Path) -> anyhow::Result<Value> {
+fn sync(
+    exe: &Path,
+    db: &str,
+    url: &str,
+    connection: &str,
+    entities: Option<&[String]>,
+    stats: &Path,
+) -> anyhow::Result<Value> {
     let sqlite = !db.starts_with("postgres");
-    let mut child = Process::new(exe)
+    let mut command = Process::new(exe);
+    command
         .args([
             "sync",
             "--db",
@@ -193,9 +205,11 @@ fn sync(exe: &Path, db: &str, url: &str, connection: &str, stats: &Path) -> anyh
         .arg(stats)
         .env("TRIBUTARY_TOKEN", "sim-token")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot run the sync")?;
+        .stderr(Stdio::null());
+    if let Some(entities) = entities {
+        command.arg("--entities").arg(entities.join(","));
+    }
+    let mut child = command.spawn().context("cannot run the sync")?;
     let mut peak = 0;
     let status = loop {
         if sqlite {
@@ -264,6 +278,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     &db,
                     &url,
                     &connection,
+                    args.entities.as_deref(),
                     &dir.path().join("stats.json"),
                 )?);
             }
@@ -323,6 +338,7 @@ async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
         &clean_db,
         &url,
         "bench",
+        None,
         &dir.path().join("clean.json"),
     )?;
     let clean_requests = requests() - before;
@@ -358,7 +374,14 @@ async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
         }
         child.wait()?;
     }
-    let resumed = sync(&exe, &db, &url, "bench", &dir.path().join("killed.json"))?;
+    let resumed = sync(
+        &exe,
+        &db,
+        &url,
+        "bench",
+        None,
+        &dir.path().join("killed.json"),
+    )?;
     let killed_requests = requests() - before;
     let store = tributary_store::open(&db).await?;
     let runs = store.runs(None, 10).await?;
