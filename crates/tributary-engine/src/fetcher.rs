@@ -25,8 +25,10 @@ pub(crate) struct ParentBatches {
     pub(crate) batch_size: u32,
 }
 
-/// Fetches an entity's pages in order, one request (or, for children,
-/// `concurrency` requests) at a time, and hands them on prepared; reads a
+/// Fetches an entity's pages and hands them on prepared, in order: a list
+/// one request at a time until the API has said how long it is, then
+/// `list_window` pages at once; children `concurrency` parents at once.
+/// Reads a
 /// page from the spool instead when a killed run had fetched it, and
 /// spools every page it fetches.
 pub(crate) struct Fetcher {
