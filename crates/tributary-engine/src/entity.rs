@@ -142,8 +142,8 @@ impl EntityJob {
     }
 
     /// A top-level collection, page by page from the checkpoint: a fetcher
-    /// task pages through the list (a window of pages at once once its
-    /// length is known) while earlier pages commit, in order.
+    /// task pages through the list (one request at a time) while earlier
+    /// pages commit.
     async fn sync_list(&self, records: i64, pages: i64) -> Result<(i64, i64), Failure> {
         let start = self
             .checkpoint
@@ -179,7 +179,6 @@ impl EntityJob {
             progress: self.progress.clone(),
             policy: self.engine.retry_policy(),
             spool: self.spool.clone(),
-            window: self.engine.options.list_window,
         };
         // Keep the run/connection/entity span on the fetcher's log lines.
         let span = tracing::Span::current();

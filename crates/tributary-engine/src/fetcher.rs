@@ -1,6 +1,6 @@
-//! Fetching an entity's pages: a list paged from its checkpoint (a window
-//! of pages at once once the list's length is known), or children a batch
-//! of parents at a time; pages a killed run spooled are replayed instead.
+//! Fetching an entity's pages: a list paged from its checkpoint, or
+//! children a batch of parents at a time; pages a killed run spooled are
+//! replayed instead.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,10 +25,8 @@ pub(crate) struct ParentBatches {
     pub(crate) batch_size: u32,
 }
 
-/// Fetches an entity's pages and hands them on prepared, in order: a list
-/// one request at a time until the API has said how long it is, then
-/// `list_window` pages at once; children `concurrency` parents at once.
-/// Reads a
+/// Fetches an entity's pages in order, one request (or, for children,
+/// `concurrency` requests) at a time, and hands them on prepared; reads a
 /// page from the spool instead when a killed run had fetched it, and
 /// spools every page it fetches.
 pub(crate) struct Fetcher {
@@ -38,8 +36,6 @@ pub(crate) struct Fetcher {
     pub(crate) progress: Arc<dyn Progress>,
     pub(crate) policy: RetryPolicy,
     pub(crate) spool: Option<Arc<Spool>>,
-    /// Pages of a list fetched at once once their cursors are known.
-    pub(crate) window: usize,
 }
 
 impl Fetcher {
@@ -98,11 +94,7 @@ impl Fetcher {
         }
     }
 
-    /// Pages a top-level list from `cursor` to its end. Once the API has
-    /// said how long the list is, the next `list_window` pages are fetched
-    /// at once (their cursors are known: offset paging) and handed on in
-    /// order; a page whose `next` leaves that path ends the window, and
-    /// paging goes on from where the API leads.
+    /// Pages a top-level list from `cursor` to its end.
     pub(crate) async fn list(
         self,
         mut cursor: Cursor,
@@ -112,53 +104,36 @@ impl Fetcher {
         // higher offsets (no `total_count` to notice it by) would otherwise
         // be paged forever.
         let mut previous: Vec<String> = Vec::new();
-        let mut total: Option<i64> = None;
         loop {
-            let window = self.source.window(&cursor, total, self.window.max(1));
-            let width = window.len();
-            let this = &self;
-            let mut fetched = stream::iter(window)
-                .map(|at| async move {
-                    let result = this.page(&at).await;
-                    (at, result)
-                })
-                .buffered(width);
-            while let Some((at, result)) = fetched.next().await {
-                if at != cursor {
-                    // The list moved under the window: go on from `cursor`.
-                    break;
+            let result = self.page(&cursor).await.and_then(|(page, key)| {
+                let page = PreparedPage::new(page, vec![key]);
+                if !page.records.is_empty()
+                    && page.records.len() == previous.len()
+                    && page
+                        .records
+                        .iter()
+                        .zip(&previous)
+                        .all(|(r, p)| &r.external_id == p)
+                {
+                    return Err(Failure::other(format!(
+                        "the API served the same {} records again (next cursor {}): its paging does not advance; stopping",
+                        page.records.len(),
+                        page.cursor_after.0
+                    )));
                 }
-                let result = result.and_then(|(page, key)| {
-                    let page = PreparedPage::new(page, vec![key]);
-                    if !page.records.is_empty()
-                        && page.records.len() == previous.len()
-                        && page
-                            .records
-                            .iter()
-                            .zip(&previous)
-                            .all(|(r, p)| &r.external_id == p)
-                    {
-                        return Err(Failure::other(format!(
-                            "the API served the same {} records again (next cursor {}): its paging does not advance; stopping",
-                            page.records.len(),
-                            page.cursor_after.0
-                        )));
-                    }
-                    Ok(page)
-                });
-                let (next, finished) = match &result {
-                    Ok(page) => {
-                        previous = page.records.iter().map(|r| r.external_id.clone()).collect();
-                        total = page.total.or(total);
-                        (page.cursor_after.clone(), page.finished)
-                    }
-                    Err(_) => (Cursor::start(), true),
-                };
-                if pages.send(result).await.is_err() || finished {
-                    return;
+                Ok(page)
+            });
+            let (next, finished) = match &result {
+                Ok(page) => {
+                    previous = page.records.iter().map(|r| r.external_id.clone()).collect();
+                    (page.cursor_after.clone(), page.finished)
                 }
-                cursor = next;
+                Err(_) => (Cursor::start(), true),
+            };
+            if pages.send(result).await.is_err() || finished {
+                return;
             }
+            cursor = next;
         }
     }
 

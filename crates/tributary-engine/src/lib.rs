@@ -80,11 +80,6 @@ pub struct EngineOptions {
     /// requests are given up on: an API that keeps failing stops the run
     /// instead of being hammered for hours.
     pub retry_budget: u32,
-    /// Pages of one list fetched at once, once the API has said how long
-    /// the list is (offset paging: the next pages' cursors are known); they
-    /// still commit in order. 1: one request at a time. The rate budget
-    /// bounds them like any request.
-    pub list_window: usize,
 }
 
 impl Default for EngineOptions {
@@ -97,7 +92,6 @@ impl Default for EngineOptions {
             prefetch: 4,
             spool_dir: None,
             retry_budget: 5_000,
-            list_window: 4,
         }
     }
 }

@@ -363,26 +363,6 @@ impl Source {
         self.fetch_offset(entity, &path, offset, None).await
     }
 
-    /// The cursors of up to `n` pages from `from` on, in order, where they
-    /// can be known before the pages are fetched: offset paging of a list
-    /// whose size the API reported (`total`, from an earlier page). Else
-    /// just `from`. Whether to fetch them at once is the caller's choice;
-    /// each page's own `next` says whether the list still pages that way.
-    pub fn window(&self, from: &Cursor, total: Option<i64>, n: usize) -> Vec<Cursor> {
-        let mut cursors = vec![from.clone()];
-        let (Some(total), Ok(start)) = (total, offset_of(from)) else {
-            return cursors;
-        };
-        let size = u64::from(self.inner.page_size);
-        let total = u64::try_from(total).unwrap_or_default();
-        let mut offset = start + size;
-        while cursors.len() < n && offset < total {
-            cursors.push(Cursor(json!({ "offset": offset })));
-            offset += size;
-        }
-        cursors
-    }
-
     /// Reads again a page [`Source::fetch_page`] fetched at `cursor`, from
     /// the body it kept (`Page::bodies`): the same page, without a request.
     pub fn parse_page(&self, entity: &Entity, cursor: &Cursor, body: Vec<u8>) -> Result<Page> {
