@@ -201,12 +201,14 @@ impl EntityJob {
         records: i64,
         pages: i64,
     ) -> Result<(i64, i64), Failure> {
-        let after: Option<String> = self
-            .checkpoint
-            .as_ref()
-            .and_then(|c| c.cursor.0.get("after"))
-            .and_then(|a| a.as_str())
-            .map(str::to_owned);
+        // The cursor is the source's to read.
+        let after = match &self.checkpoint {
+            Some(checkpoint) => self
+                .source
+                .children_after(&checkpoint.cursor)
+                .map_err(|e| Failure::other(e.to_string()))?,
+            None => None,
+        };
         let batches = ParentBatches {
             store: self.engine.store.clone(),
             connection_id: self.connection_id,

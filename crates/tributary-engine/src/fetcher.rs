@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures_util::stream::{self, StreamExt};
-use serde_json::json;
 use tokio::sync::mpsc;
 use tributary_core::Cursor;
 use tributary_manifest::Entity;
@@ -235,7 +234,7 @@ impl Fetcher {
             combined.quarantined.extend(page.quarantined);
         }
         let last = parents.last().cloned().or(after);
-        combined.next = Cursor(json!({ "after": last, "done": finished }));
+        combined.next = self.source.children_cursor(last.as_deref(), finished);
         Ok((PreparedPage::new(combined, parents), last))
     }
 }

@@ -363,6 +363,28 @@ impl Source {
         self.fetch_offset(entity, &path, offset, None).await
     }
 
+    /// The cursor of an entity listed under a parent once the children of
+    /// every parent up to `last` (in the order the parents are walked) are
+    /// read; `finished` once that was the last parent. Like every cursor,
+    /// its shape is the source's: the engine stores it and hands it back.
+    pub fn children_cursor(&self, last: Option<&str>, finished: bool) -> Cursor {
+        Cursor(json!({ "after": last, "done": finished }))
+    }
+
+    /// The last parent whose children [`Source::children_cursor`]'s
+    /// `cursor` covers (`None`: none yet, the start).
+    pub fn children_after(&self, cursor: &Cursor) -> Result<Option<String>> {
+        match &cursor.0 {
+            Value::Null => Ok(None),
+            Value::Object(o) => match o.get("after") {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(after)) => Ok(Some(after.clone())),
+                Some(_) => Err(Error::BadCursor(cursor.0.to_string())),
+            },
+            _ => Err(Error::BadCursor(cursor.0.to_string())),
+        }
+    }
+
     /// Reads again a page [`Source::fetch_page`] fetched at `cursor`, from
     /// the body it kept (`Page::bodies`): the same page, without a request.
     pub fn parse_page(&self, entity: &Entity, cursor: &Cursor, body: Vec<u8>) -> Result<Page> {
