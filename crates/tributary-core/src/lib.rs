@@ -9,6 +9,7 @@ pub mod canonical;
 pub mod clock;
 pub mod credentials;
 pub mod record;
+pub mod url;
 
 pub use canonical::{Borrowed, CanonicalJson, canonical_json};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -17,6 +18,7 @@ pub use record::{
     ChangeKind, Cursor, EdgeRef, PreparedRecord, QuarantinedRecord, RunKind, RunState,
     SourceRecord, content_hash,
 };
+pub use url::redact_url;
 
 /// Timestamps everywhere in Tributary are UTC.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;

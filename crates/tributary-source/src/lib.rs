@@ -219,7 +219,7 @@ pub fn check_base_url(base_url: &str) -> Result<()> {
         Err(Error::Config(format!(
             "invalid base URL `{}`: {why}; give an absolute http:// or https:// URL, \
              e.g. https://api.example.com",
-            redact(base_url)
+            tributary_core::redact_url(base_url)
         )))
     };
     match reqwest::Url::parse(base_url) {
@@ -232,22 +232,6 @@ pub fn check_base_url(base_url: &str) -> Result<()> {
             invalid("it has a query or fragment, which request paths cannot follow".into())
         }
         Ok(_) => Ok(()),
-    }
-}
-
-/// `url` to be shown: the password of user info (`https://user:pw@host`)
-/// replaced by `***`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..end].rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}{}", &rest[end..])
-        }
-        _ => url.to_owned(),
     }
 }
 

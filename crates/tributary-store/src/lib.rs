@@ -737,25 +737,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     } else if let Some(path) = sqlite_path(url) {
         Ok(Arc::new(SqliteStore::open(path).await?))
     } else {
-        Err(Error::UnsupportedUrl(redact(url)))
-    }
-}
-
-/// A URL with the password of its user info replaced by `***`, to be shown.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = match rest.find(['/', '?', '#']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        _ => url.to_owned(),
+        Err(Error::UnsupportedUrl(tributary_core::redact_url(url)))
     }
 }
 
@@ -769,7 +751,7 @@ pub async fn open_read_only(url: &str) -> Result<Arc<dyn Store>> {
     } else if let Some(path) = sqlite_path(url) {
         Arc::new(SqliteStore::open_read_only(path).await?)
     } else {
-        return Err(Error::UnsupportedUrl(redact(url)));
+        return Err(Error::UnsupportedUrl(tributary_core::redact_url(url)));
     };
     Ok(store)
 }
@@ -824,16 +806,5 @@ mod tests {
         assert_eq!(sqlite_path("sqlite:/tmp/x.db"), Some("/tmp/x.db"));
         assert_eq!(sqlite_path("mysql://x"), None);
         assert_eq!(sqlite_path(""), None);
-    }
-
-    #[test]
-    fn redacted_urls_keep_everything_but_the_password() {
-        assert_eq!(
-            redact("postgres://app:p@ss:w@rd@db.example:5432/prod?sslmode=require"),
-            "postgres://app:***@db.example:5432/prod?sslmode=require"
-        );
-        assert_eq!(redact("postgres://app@db/x"), "postgres://app@db/x");
-        assert_eq!(redact("postgress://u:pw@h/d"), "postgress://u:***@h/d");
-        assert_eq!(redact("./t.db"), "./t.db");
     }
 }

@@ -168,7 +168,7 @@ impl PgStore {
                 Error::Open(format!(
                     "`{}` is not a PostgreSQL URL ({error}); write it as \
                      postgres://USER:PASSWORD@HOST:PORT/DATABASE",
-                    crate::redact(url)
+                    tributary_core::redact_url(url)
                 ))
             })?
             .options([("synchronous_commit", "off")]);

@@ -7,23 +7,12 @@
 
 use std::process::Command;
 
-use tributary_sim::SimConfig;
-
 mod common;
 use common::BIN;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_that_fills_mid_sync_fails_clearly_and_the_sync_resumes() {
-    let sim = tributary_sim::serve(
-        SimConfig {
-            seed: 8,
-            people: 2_000,
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let sim = common::seeded(8, 2_000).await;
     let work = tempfile::tempdir().unwrap();
     let disk = work.path().join("disk");
     std::fs::create_dir(&disk).unwrap();

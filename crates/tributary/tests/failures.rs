@@ -7,7 +7,6 @@
 use std::process::{Command, Output, Stdio};
 
 use tributary_core::RunState;
-use tributary_sim::SimConfig;
 
 mod common;
 use common::{BIN, assert_same};
@@ -56,16 +55,7 @@ async fn a_run_failed_by_an_api_outage_resumes_from_its_checkpoints_on_postgres(
 /// keeping its checkpoints. Once the API is back the same command resumes
 /// the same run and fetches only what was left.
 async fn failed_run_resumes(db: &str) {
-    let sim = tributary_sim::serve(
-        SimConfig {
-            seed: 21,
-            people: 3_000,
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let sim = common::seeded(21, 3_000).await;
     let simulator = sim.simulator();
     let url = sim.base_url();
 
@@ -304,15 +294,7 @@ async fn a_postgres_store_that_cannot_be_reached_says_why_at_once() {
 /// and a sync says what is wrong.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_database_can_still_be_read() {
-    let sim = tributary_sim::serve(
-        SimConfig {
-            people: 50,
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let sim = common::simulator(50).await;
     let dir = tempfile::tempdir().unwrap();
     let ro = dir.path().join("ro");
     std::fs::create_dir(&ro).unwrap();

@@ -6,8 +6,6 @@
 
 use std::process::{Command, Stdio};
 
-use tributary_sim::SimConfig;
-
 mod common;
 use common::BIN;
 
@@ -22,15 +20,7 @@ struct Printing {
 
 impl Printing {
     async fn new() -> Self {
-        let sim = tributary_sim::serve(
-            SimConfig {
-                people: 200,
-                ..SimConfig::default()
-            },
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .await
-        .unwrap();
+        let sim = common::simulator(200).await;
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("t.db").display().to_string();
         let status = Command::new(BIN)
@@ -188,15 +178,7 @@ async fn a_full_stdout_is_a_clean_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_keep_stderr_json_only() {
-    let sim = tributary_sim::serve(
-        SimConfig {
-            people: 300,
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let sim = common::simulator(300).await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db").display().to_string();
     let json_lines = |args: &[&str]| {

@@ -4,7 +4,6 @@
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use tributary_sim::SimConfig;
 
 mod common;
 use common::BIN;
@@ -24,15 +23,7 @@ fn stdout(out: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_are_listed_and_shown_as_stored() {
-    let sim = tributary_sim::serve(
-        SimConfig {
-            people: 120,
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let sim = common::simulator(120).await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db").display().to_string();
     let url = sim.base_url();

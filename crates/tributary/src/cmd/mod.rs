@@ -60,6 +60,21 @@ pub fn load_manifest(
     Ok(Arc::new(manifest))
 }
 
+/// The id of the connection named `name` (`None`: every connection).
+pub async fn connection_id(
+    store: &dyn tributary_store::Store,
+    name: Option<&str>,
+) -> anyhow::Result<Option<i64>> {
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    let connection = store
+        .connection(name)
+        .await?
+        .with_context(|| format!("no connection named `{name}`"))?;
+    Ok(Some(connection.id))
+}
+
 /// The most people a simulated account may have.
 pub const MAX_PEOPLE: u64 = 10_000_000;
 

@@ -3,7 +3,6 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use serde_json::json;
 use tributary_store::RecordQuery;
 
@@ -82,16 +81,7 @@ async fn write_records(
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     let Command::Export(args) = command;
     let store = tributary_store::open_read_only(&args.db).await?;
-    let connection_id = match &args.connection {
-        Some(name) => Some(
-            store
-                .connection(name)
-                .await?
-                .with_context(|| format!("no connection named `{name}`"))?
-                .id,
-        ),
-        None => None,
-    };
+    let connection_id = super::connection_id(store.as_ref(), args.connection.as_deref()).await?;
     // A reader that closed the pipe (`| head`) ends it quietly (main).
     write_records(store.as_ref(), connection_id, &args).await?;
     Ok(ExitCode::SUCCESS)

@@ -58,16 +58,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {
     let store = tributary_store::open_read_only(&args.db).await?;
-    let connection_id = match &args.connection {
-        Some(name) => Some(
-            store
-                .connection(name)
-                .await?
-                .with_context(|| format!("no connection named `{name}`"))?
-                .id,
-        ),
-        None => None,
-    };
+    let connection_id = super::connection_id(store.as_ref(), args.connection.as_deref()).await?;
     let runs = store.runs(connection_id, args.limit).await?;
     let names = connection_names(store.as_ref()).await?;
     if args.json {

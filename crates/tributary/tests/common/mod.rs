@@ -103,3 +103,23 @@ pub fn namespaces_work() -> bool {
     }
     works
 }
+
+/// A simulated PCO account of `people` (the default seed) on a free
+/// loopback port; it stops when the test shuts it down or ends.
+pub async fn simulator(people: usize) -> tributary_sim::SimHandle {
+    seeded(tributary_sim::SimConfig::default().seed, people).await
+}
+
+/// [`simulator`] with its data generated from `seed`.
+pub async fn seeded(seed: u64, people: usize) -> tributary_sim::SimHandle {
+    tributary_sim::serve(
+        tributary_sim::SimConfig {
+            seed,
+            people,
+            ..tributary_sim::SimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap()
+}
