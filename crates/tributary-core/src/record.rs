@@ -129,6 +129,11 @@ pub enum RunState {
     Succeeded,
     /// At least one entity failed; the others may have finished.
     Failed,
+    /// A reconciliation found more deletions than its guard allows: nothing
+    /// was deleted, and the run waits for a person to approve or reject them.
+    WaitingApproval,
+    /// Stopped by a person (cancelled, or its deletions rejected).
+    Cancelled,
 }
 
 impl RunState {
@@ -138,7 +143,18 @@ impl RunState {
             RunState::Running => "running",
             RunState::Succeeded => "succeeded",
             RunState::Failed => "failed",
+            RunState::WaitingApproval => "waiting_approval",
+            RunState::Cancelled => "cancelled",
         }
+    }
+
+    /// Whether a run in this state has ended (`running` and
+    /// `waiting_approval` have not).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunState::Succeeded | RunState::Failed | RunState::Cancelled
+        )
     }
 
     /// Parses [`RunState::as_str`]'s output.
@@ -147,6 +163,8 @@ impl RunState {
             "running" => RunState::Running,
             "succeeded" => RunState::Succeeded,
             "failed" => RunState::Failed,
+            "waiting_approval" => RunState::WaitingApproval,
+            "cancelled" => RunState::Cancelled,
             _ => return None,
         })
     }

@@ -49,6 +49,7 @@ impl Job {
             cursor: &self.page.cursor_after,
             finished: self.page.finished,
             total: self.page.total,
+            mark: self.page.mark,
             now: self.now,
         }
     }
@@ -324,6 +325,8 @@ mod tests {
             cursor_after: Cursor::start(),
             finished: false,
             total: None,
+            mark: None,
+            high_water: None,
             spool_keys: vec![],
         }
     }

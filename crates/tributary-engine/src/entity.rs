@@ -4,7 +4,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use tokio::sync::{mpsc, oneshot};
+use tributary_core::Timestamp;
 use tributary_manifest::Entity;
 use tributary_source::Source;
 use tributary_store::{Checkpoint, EntityState};
@@ -14,6 +17,21 @@ use crate::fetcher::{Fetcher, ParentBatches};
 use crate::page::PreparedPage;
 use crate::retry::{Failure, RunControl};
 use crate::{Engine, EntityReport, Progress, Spool};
+
+/// What of an entity a run reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scan {
+    /// Every record (a full sync; in a delta, an entity that has no way to
+    /// ask for its changes, or was never read whole). Its high-water mark
+    /// becomes the run's start once the scan ends.
+    All,
+    /// The records changed at or after this time, in `updated_at` order;
+    /// each page moves the mark to the newest change it read.
+    Since(Timestamp),
+    /// The children of the parents this run created or changed; the mark
+    /// becomes the run's start once the scan ends.
+    ChangedParents,
+}
 
 /// Everything one entity task needs.
 pub(crate) struct EntityJob {
@@ -27,6 +45,14 @@ pub(crate) struct EntityJob {
     pub(crate) control: Arc<RunControl>,
     pub(crate) committer: Committer,
     pub(crate) spool: Option<Arc<Spool>>,
+    /// What of the entity this run reads.
+    pub(crate) scan: Scan,
+    /// When the run started (the mark a whole scan leaves).
+    pub(crate) run_started: Timestamp,
+    /// Requests answered for this entity (pages read from the API).
+    pub(crate) requests: Arc<AtomicU64>,
+    /// A reconciliation's record of the ids the listing saw.
+    pub(crate) seen: Option<crate::reconcile::Seen>,
 }
 
 impl EntityJob {
@@ -45,6 +71,7 @@ impl EntityJob {
             None => self.sync_list(records, pages).await,
             Some(parent) => self.sync_children(&parent, records, pages).await,
         };
+        let requests = self.requests.load(Ordering::Relaxed);
         match result {
             Ok((records, pages)) => {
                 self.progress
@@ -54,6 +81,8 @@ impl EntityJob {
                     state: EntityState::Done,
                     records,
                     pages,
+                    requests,
+                    deleted: 0,
                     error: None,
                 })
             }
@@ -89,7 +118,7 @@ impl EntityJob {
                         Err(mpsc::error::TryRecvError::Disconnected) => None,
                     }
                 };
-                let page = match next {
+                let mut page = match next {
                     Some(Ok(page)) => page,
                     Some(Err(failure)) => {
                         fetch_failure = Some(failure);
@@ -100,6 +129,12 @@ impl EntityJob {
                         fetching = false;
                         break;
                     }
+                };
+                // The mark the page leaves: the newest change a delta page
+                // read; the run's start once a whole scan ends.
+                page.mark = match self.scan {
+                    Scan::Since(_) => page.high_water,
+                    Scan::All | Scan::ChangedParents => page.finished.then_some(self.run_started),
                 };
                 let answer = self
                     .committer
@@ -126,6 +161,16 @@ impl EntityJob {
                 }
                 Err(_) => return Err(Failure::transient("commit failed: the committer stopped")),
             };
+            if let Some(seen) = &self.seen {
+                let mut seen = seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                seen.extend(page.records.iter().map(|r| r.external_id.clone()));
+                // A record that arrives invalid still exists at the source.
+                seen.extend(
+                    page.quarantined
+                        .iter()
+                        .filter_map(|q| q.external_id.clone()),
+                );
+            }
             records += outcome.records() as i64;
             pages_done += 1;
             self.progress
@@ -145,11 +190,14 @@ impl EntityJob {
     /// task pages through the list (one request at a time) while earlier
     /// pages commit.
     async fn sync_list(&self, records: i64, pages: i64) -> Result<(i64, i64), Failure> {
-        let start = self
-            .checkpoint
-            .as_ref()
-            .map(|c| c.cursor.clone())
-            .unwrap_or_default();
+        let start = match (&self.checkpoint, self.scan) {
+            (Some(checkpoint), _) => checkpoint.cursor.clone(),
+            (None, Scan::Since(since)) => self
+                .source
+                .delta_cursor(&self.entity, since)
+                .unwrap_or_default(),
+            (None, _) => tributary_core::Cursor::start(),
+        };
         self.fetch_and_commit(
             |fetcher, sender| fetcher.list(start, sender),
             records,
@@ -179,6 +227,7 @@ impl EntityJob {
             progress: self.progress.clone(),
             policy: self.engine.retry_policy(),
             spool: self.spool.clone(),
+            requests: self.requests.clone(),
         };
         // Keep the run/connection/entity span on the fetcher's log lines.
         let span = tracing::Span::current();
@@ -214,6 +263,7 @@ impl EntityJob {
             connection_id: self.connection_id,
             parent: parent.to_owned(),
             batch_size: self.engine.options.parent_batch,
+            changed_in: (self.scan == Scan::ChangedParents).then_some(self.run_id),
         };
         self.fetch_and_commit(
             |fetcher, sender| fetcher.children(batches, after, sender),

@@ -3,7 +3,7 @@
 //! replayed instead.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::stream::{self, StreamExt};
 use tokio::sync::mpsc;
@@ -22,6 +22,9 @@ pub(crate) struct ParentBatches {
     pub(crate) connection_id: i64,
     pub(crate) parent: String,
     pub(crate) batch_size: u32,
+    /// Only the parents this run created or changed (a delta's `parent`
+    /// strategy); `None`: every live parent.
+    pub(crate) changed_in: Option<i64>,
 }
 
 /// Fetches an entity's pages in order, one request (or, for children,
@@ -35,6 +38,8 @@ pub(crate) struct Fetcher {
     pub(crate) progress: Arc<dyn Progress>,
     pub(crate) policy: RetryPolicy,
     pub(crate) spool: Option<Arc<Spool>>,
+    /// Requests answered (pages read from the API, not the spool).
+    pub(crate) requests: Arc<AtomicU64>,
 }
 
 impl Fetcher {
@@ -81,6 +86,8 @@ impl Fetcher {
             || self.source.fetch_page(&self.entity, cursor),
         )
         .await?;
+        self.requests
+            .fetch_add(page.bodies.len() as u64, Ordering::Relaxed);
         self.keep(&key, &page.bodies);
         Ok((page, key))
     }
@@ -165,16 +172,32 @@ impl Fetcher {
         after: Option<String>,
     ) -> Result<(PreparedPage, Option<String>), Failure> {
         let parent = &batches.parent;
-        let parents = batches
-            .store
-            .external_ids(
-                batches.connection_id,
-                parent,
-                after.as_deref(),
-                batches.batch_size,
-            )
-            .await
-            .map_err(|e| Failure::store(&format!("listing {parent} ids failed"), &e))?;
+        let parents = match batches.changed_in {
+            None => {
+                batches
+                    .store
+                    .external_ids(
+                        batches.connection_id,
+                        parent,
+                        after.as_deref(),
+                        batches.batch_size,
+                    )
+                    .await
+            }
+            Some(run_id) => {
+                batches
+                    .store
+                    .changed_ids(
+                        batches.connection_id,
+                        parent,
+                        run_id,
+                        after.as_deref(),
+                        batches.batch_size,
+                    )
+                    .await
+            }
+        }
+        .map_err(|e| Failure::store(&format!("listing {parent} ids failed"), &e))?;
         let finished = parents.len() < batches.batch_size as usize;
         let concurrency = self.entity.concurrency.max(1);
         let fetched: Vec<Result<Option<Page>, Failure>> = stream::iter(parents.clone())
@@ -203,6 +226,8 @@ impl Fetcher {
                 )
                 .await?;
                 if let Some(page) = &page {
+                    self.requests
+                        .fetch_add(page.bodies.len() as u64, Ordering::Relaxed);
                     self.keep(&parent_id, &page.bodies);
                 }
                 Ok(page)

@@ -20,6 +20,8 @@ mod fetcher;
 mod holder;
 mod page;
 mod progress;
+mod reconcile;
+mod request;
 mod retry;
 mod run;
 mod spool;
@@ -36,6 +38,8 @@ use page::PreparedPage;
 
 pub use credentials::{CredentialsError, SealedCredentialStore};
 pub use progress::{NoProgress, Progress};
+pub use reconcile::{DeleteGuard, Deletions};
+pub use request::{RequestError, RunRequest};
 pub use run::{EntityReport, RunReport};
 pub use spool::Spool;
 
@@ -49,6 +53,17 @@ pub enum Error {
     /// The request names an entity the manifest does not have.
     #[error("unknown entity `{0}`: the manifest has {1}")]
     UnknownEntity(String, String),
+    /// The engine does not run syncs of this kind (yet).
+    #[error("a `{0}` sync cannot be run this way: ask for full, delta or reconcile")]
+    UnsupportedKind(&'static str),
+    /// No run has this id.
+    #[error("there is no run {0}: `tributary runs list` shows the runs")]
+    RunNotFound(i64),
+    /// The run is not waiting for approval.
+    #[error(
+        "run {0} is {1}, not waiting for approval: only a reconciliation whose deletions the mass-delete guard held back can be approved or rejected"
+    )]
+    NotWaiting(i64, &'static str),
     /// A sync was asked to run under another connection's lock.
     #[error("the lock held is connection `{0}`'s, not `{1}`'s")]
     WrongLock(String, String),
@@ -80,6 +95,14 @@ pub struct EngineOptions {
     /// requests are given up on: an API that keeps failing stops the run
     /// instead of being hammered for hours.
     pub retry_budget: u32,
+    /// How far before an entity's high-water mark a delta starts reading:
+    /// room for a difference between the API's clock and this machine's,
+    /// and for records of the mark's own second that were written after
+    /// it was read. The records read twice come back unchanged and change
+    /// nothing.
+    pub delta_overlap: Duration,
+    /// How many deletions a reconciliation may make without approval.
+    pub delete_guard: DeleteGuard,
 }
 
 impl Default for EngineOptions {
@@ -92,6 +115,8 @@ impl Default for EngineOptions {
             prefetch: 4,
             spool_dir: None,
             retry_budget: 5_000,
+            delta_overlap: Duration::from_secs(5),
+            delete_guard: DeleteGuard::default(),
         }
     }
 }

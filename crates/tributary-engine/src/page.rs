@@ -14,6 +14,11 @@ pub(crate) struct PreparedPage {
     pub(crate) cursor_after: Cursor,
     pub(crate) finished: bool,
     pub(crate) total: Option<i64>,
+    /// The entity's high-water mark once this page has committed (set by
+    /// the entity task: see `Scan`).
+    pub(crate) mark: Option<tributary_core::Timestamp>,
+    /// The source's high-water mark of a delta page.
+    pub(crate) high_water: Option<tributary_core::Timestamp>,
     /// The spool entries the page was fetched as (its cursor; its
     /// parents' ids for children), removed once it has committed.
     pub(crate) spool_keys: Vec<String>,
@@ -27,6 +32,8 @@ impl PreparedPage {
             cursor_after: page.next,
             finished: page.finished,
             total: page.total,
+            mark: None,
+            high_water: page.high_water,
             spool_keys,
         }
     }

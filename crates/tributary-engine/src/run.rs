@@ -4,18 +4,19 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::StreamExt;
 use tributary_core::{RunKind, RunState};
+use tributary_manifest::Delta;
 use tributary_source::Source;
 use tributary_store::{
     Checkpoint, Connection, ConnectionLock, ConnectionStatus, EntityState, Run, RunStart,
 };
 
 use crate::committer::Committer;
-use crate::entity::EntityJob;
+use crate::entity::{EntityJob, Scan};
 use crate::retry::{Failure, RunControl};
 use crate::{Engine, Error, Progress, Result, Spool, holder};
 
@@ -31,6 +32,11 @@ pub struct EntityReport {
     pub records: i64,
     /// Pages committed.
     pub pages: i64,
+    /// Requests the API answered for it in this invocation (pages read
+    /// from the API; a resumed run's spooled pages are not requests).
+    pub requests: u64,
+    /// Records a reconciliation marked deleted (cascades included).
+    pub deleted: i64,
     /// Why it failed.
     pub error: Option<String>,
 }
@@ -42,6 +48,12 @@ pub struct RunReport {
     pub run: Run,
     /// Whether an unfinished run was resumed.
     pub resumed: bool,
+    /// A delta was asked for before any full sync of the connection had
+    /// finished an entity: this run is a full sync instead.
+    pub full_instead_of_delta: bool,
+    /// A reconciliation's deletion phase: what it deleted, held back for
+    /// approval, or skipped and why.
+    pub deletions: Option<crate::Deletions>,
     /// Per entity, in wave order.
     pub entities: Vec<EntityReport>,
     /// Wall time of this invocation.
@@ -131,6 +143,33 @@ impl Engine {
         only: Option<&[String]>,
         progress: Arc<dyn Progress>,
     ) -> Result<RunReport> {
+        self.sync_locked(lock, connection, source, RunKind::Full, only, progress)
+            .await
+    }
+
+    /// Runs (or resumes) a sync of `kind` — [`RunKind::Full`] or
+    /// [`RunKind::Delta`] — of some entities (`None`: all) under a lock the
+    /// caller took with [`Self::lock`].
+    ///
+    /// A delta reads, per entity, what changed since its high-water mark
+    /// less [`EngineOptions::delta_overlap`], by the manifest's strategy:
+    /// `filter` and `parent_include` ask the API for the records changed
+    /// since then; `parent` reads again the children of the parents this
+    /// run created or changed; `full_scan` reads every record and keeps
+    /// only what changed (by content hash). An entity never read whole is
+    /// read whole; a delta of a connection no full sync has finished an
+    /// entity of is a full sync, and its report says so.
+    ///
+    /// [`EngineOptions::delta_overlap`]: crate::EngineOptions::delta_overlap
+    pub async fn sync_locked(
+        &self,
+        lock: &ConnectionLock,
+        connection: &Connection,
+        source: &Source,
+        kind: RunKind,
+        only: Option<&[String]>,
+        progress: Arc<dyn Progress>,
+    ) -> Result<RunReport> {
         if lock.connection() != connection.name {
             return Err(Error::WrongLock(
                 lock.connection().to_owned(),
@@ -175,22 +214,28 @@ impl Engine {
                 }
             }
         );
+        if !matches!(kind, RunKind::Full | RunKind::Delta | RunKind::Reconcile) {
+            return Err(Error::UnsupportedKind(kind.as_str()));
+        }
+        let marks: HashMap<String, tributary_core::Timestamp> =
+            self.store.marks(connection.id).await?.into_iter().collect();
+        let full_instead_of_delta = kind == RunKind::Delta && marks.is_empty();
+        let kind = if full_instead_of_delta {
+            tracing::info!(connection = %connection.name, "no full sync has finished yet: running a full sync instead of a delta");
+            RunKind::Full
+        } else {
+            kind
+        };
         let (run, resumed) = match self
             .store
-            .start_run(
-                connection.id,
-                RunKind::Full,
-                Some(&scope),
-                None,
-                self.clock.now(),
-            )
+            .start_run(connection.id, kind, Some(&scope), None, self.clock.now())
             .await?
         {
             RunStart::New(run) => (run, false),
             RunStart::Resumed(run) => (run, true),
             RunStart::Finished(run) => (run, false),
         };
-        tracing::info!(run = run.id, connection = %connection.name, kind = "full", resumed, "full sync started");
+        tracing::info!(run = run.id, connection = %connection.name, kind = kind.as_str(), resumed, "sync started");
 
         let mut checkpoints: HashMap<String, Checkpoint> = self
             .store
@@ -199,6 +244,11 @@ impl Engine {
             .into_iter()
             .map(|c| (c.entity.clone(), c))
             .collect();
+        // A reconciliation lists every entity whole in one invocation: the
+        // ids it saw live in memory, so a resumed one lists afresh.
+        if kind == RunKind::Reconcile {
+            checkpoints.clear();
+        }
         let mut reports = Vec::new();
         let control = Arc::new(RunControl::new(self.options.retry_budget));
         // Every page of the run commits through it; it stops with the last
@@ -270,6 +320,15 @@ impl Engine {
         };
         // Entity → (why it failed, whether the cause may pass).
         let mut failed: HashMap<String, (String, bool)> = HashMap::new();
+        // Requests per entity, failed ones included.
+        let requests: HashMap<&str, Arc<AtomicU64>> = order
+            .iter()
+            .map(|name| (name.as_str(), Arc::default()))
+            .collect();
+        let requests_of = |name: &str| requests[name].load(Ordering::Relaxed);
+        let seen = (kind == RunKind::Reconcile)
+            .then(|| crate::reconcile::seen_sets(order.iter().map(String::as_str)));
+        let overlap = self.options.delta_overlap;
         let mut running = futures_util::stream::FuturesUnordered::new();
         loop {
             while let Some(name) = ready.pop_front() {
@@ -285,6 +344,8 @@ impl Engine {
                         state: EntityState::Done,
                         records: cp.records,
                         pages: cp.pages,
+                        requests: 0,
+                        deleted: 0,
                         error: None,
                     });
                     release(name, &mut waiting_for, &mut ready);
@@ -309,11 +370,24 @@ impl Engine {
                         state: EntityState::Failed,
                         records: checkpoint.as_ref().map_or(0, |c| c.records),
                         pages: checkpoint.as_ref().map_or(0, |c| c.pages),
+                        requests: 0,
+                        deleted: 0,
                         error: Some(error),
                     });
                     release(name, &mut waiting_for, &mut ready);
                     continue;
                 }
+                let scan = match (kind, &entity.delta, marks.get(name)) {
+                    (
+                        RunKind::Delta,
+                        Delta::Filter { .. } | Delta::ParentInclude { .. },
+                        Some(mark),
+                    ) => Scan::Since(*mark - overlap),
+                    (RunKind::Delta, Delta::Parent, Some(_)) if entity.parent.is_some() => {
+                        Scan::ChangedParents
+                    }
+                    _ => Scan::All,
+                };
                 let job = EntityJob {
                     engine: self.clone(),
                     source: source.clone(),
@@ -325,6 +399,10 @@ impl Engine {
                     control: control.clone(),
                     committer: committer.clone(),
                     spool: spool.clone(),
+                    scan,
+                    run_started: run.started_at,
+                    requests: requests[name].clone(),
+                    seen: seen.as_ref().map(|sets| sets[name].clone()),
                 };
                 // At WARN level so that the span (and its run / connection /
                 // entity fields) is on every warning and error even when
@@ -369,6 +447,8 @@ impl Engine {
                         state: EntityState::Failed,
                         records: cp.as_ref().map_or(0, |c| c.records),
                         pages: cp.as_ref().map_or(0, |c| c.pages),
+                        requests: requests_of(name),
+                        deleted: 0,
                         error: Some(error.clone()),
                     });
                     failed.insert(name.to_owned(), (error, transient && !auth));
@@ -388,6 +468,61 @@ impl Engine {
             spool.close();
         }
         let needs_reauth = control.stopped();
+        // A reconciliation deletes what its complete listings did not see.
+        let mut deletions = None;
+        if let (Some(seen), None) = (&seen, &needs_reauth) {
+            let mut complete = Vec::new();
+            let mut incomplete = std::collections::BTreeMap::new();
+            for report in &reports {
+                let name = report.entity.as_str();
+                match (&report.error, report.state) {
+                    (None, EntityState::Done) => {
+                        let ids = std::mem::take(
+                            &mut *seen[name].lock().unwrap_or_else(|p| p.into_inner()),
+                        );
+                        complete.push((report.entity.clone(), ids));
+                    }
+                    (error, _) => {
+                        incomplete.insert(
+                            report.entity.clone(),
+                            error.clone().unwrap_or_else(|| "it did not finish".into()),
+                        );
+                    }
+                }
+            }
+            match self
+                .delete_missing(crate::reconcile::Listed {
+                    run_id: run.id,
+                    connection_id: connection.id,
+                    source,
+                    complete,
+                    incomplete,
+                    control: &control,
+                    progress: progress.as_ref(),
+                })
+                .await
+            {
+                Ok(done) => {
+                    for report in &mut reports {
+                        report.deleted = done.deleted.get(&report.entity).copied().unwrap_or(0);
+                    }
+                    deletions = Some(done);
+                }
+                Err(error) => {
+                    let transient = matches!(&error, Error::Store(e) if e.is_transient());
+                    failed.insert(
+                        "(deletions)".to_owned(),
+                        (
+                            format!("deleting what the source no longer has failed: {error}"),
+                            transient,
+                        ),
+                    );
+                }
+            }
+        }
+        let held = deletions
+            .as_ref()
+            .and_then(|d| d.held_message(run.id, self.options.delete_guard));
         // Only stored credentials make a connection need re-authorisation;
         // a token given for one run says nothing about them.
         if let Some(reason) = needs_reauth
@@ -411,6 +546,17 @@ impl Engine {
         }
         let (state, error) = if let Some(reason) = &needs_reauth {
             (RunState::Failed, Some(format!("stopped: {reason}")))
+        } else if let Some(held) = held {
+            let failures: Vec<String> = failed
+                .iter()
+                .map(|(entity, (error, _))| format!("{entity}: {error}"))
+                .collect();
+            let error = if failures.is_empty() {
+                held
+            } else {
+                format!("{held}; {}", failures.join("; "))
+            };
+            (RunState::WaitingApproval, Some(error))
         } else if failed.is_empty() {
             (RunState::Succeeded, None)
         } else {
@@ -440,7 +586,7 @@ impl Engine {
         if let Some(failure) = &unrecorded {
             tracing::error!(run = run.id, error = %failure, "cannot record how the run ended; the next sync of its kind resumes it");
         }
-        tracing::info!(run = run.id, connection = %connection.name, state = state.as_str(), "full sync finished");
+        tracing::info!(run = run.id, connection = %connection.name, kind = kind.as_str(), state = state.as_str(), "sync finished");
         // As stored (with this invocation's counters); as known here if the
         // store cannot be read either.
         let mut run = match self.store.run(run.id).await {
@@ -458,6 +604,8 @@ impl Engine {
         Ok(RunReport {
             run,
             resumed,
+            full_instead_of_delta,
+            deletions,
             entities: reports,
             elapsed: started.elapsed(),
             needs_reauth,

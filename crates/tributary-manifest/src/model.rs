@@ -385,11 +385,24 @@ pub(crate) fn build(file: &str, text: &str, spec: ManifestSpec) -> Result<Manife
                         "add parent = \"ParentEntity\", or use strategy = \"full_scan\"",
                     ),
                     DeltaSpec::ParentInclude { parent, include } => {
-                        let ok = spec
-                            .entity
-                            .get(parent.as_str())
+                        let parent_spec = spec.entity.get(parent.as_str());
+                        let ok = parent_spec
                             .and_then(|p| p.include.get(include))
                             .is_some_and(|t| t.get_ref() == &ename);
+                        let filtered = parent_spec.is_some_and(|p| {
+                            p.updated_at.is_some()
+                                && matches!(
+                                    p.delta.as_ref().map(|d| d.get_ref()),
+                                    Some(DeltaSpec::Filter { .. })
+                                )
+                        });
+                        if ok && !filtered {
+                            r.error(
+                                Some(delta.span()),
+                                format!("`{parent}` cannot be asked for its changes, so its include cannot carry `{ename}`'s"),
+                                format!("give [entity.{parent}] updated_at and delta = {{ strategy = \"filter\", param = ... }}, or use strategy = \"full_scan\""),
+                            );
+                        }
                         if !ok {
                             r.error(
                                 Some(delta.span()),

@@ -90,11 +90,10 @@ fn builtin_pco_manifest_is_valid_and_ordered() {
         ]
     );
     insta::assert_snapshot!(m.graph.to_text());
-    // PCO has no updated_at filter on addresses and memberships.
-    assert!(matches!(
-        m.entity("Address").unwrap().delta,
-        Delta::ParentInclude { .. }
-    ));
+    // PCO has no updated_at filter on addresses and memberships; an
+    // address-only change does not move its person, so addresses are read
+    // whole.
+    assert_eq!(m.entity("Address").unwrap().delta, Delta::FullScan);
     assert_eq!(
         m.entity("HouseholdMembership").unwrap().delta,
         Delta::Parent
@@ -441,4 +440,35 @@ fn paging_style_must_suit_the_format() {
             help: "set [pagination] style = \"jsonapi_offset\", or format = \"json\" for plain JSON APIs".into(),
         }
     );
+}
+
+#[test]
+fn parent_include_through_a_parent_without_a_filter_is_reported() {
+    let text = GOOD
+        .replace(
+            "[entity.Person]\nlist = \"/people\"",
+            "[entity.Person]\nlist = \"/people\"\ninclude = { emails = \"Email\" }",
+        )
+        .replace(
+            "[entity.Email]\nlist = \"/emails\"",
+            "[entity.Email]\nlist = \"/emails\"\ndelta = { strategy = \"parent_include\", parent = \"Person\", include = \"emails\" }",
+        );
+    // With the parent's filter: valid.
+    let m = parse("test.toml", &text).unwrap();
+    assert!(matches!(
+        m.entity("Email").unwrap().delta,
+        Delta::ParentInclude { .. }
+    ));
+    // Without it, the entity's delta line is named, with the fix.
+    let text = text.replace(
+        "delta = { strategy = \"filter\", param = \"where[updated_at][gte]\" }\n",
+        "",
+    );
+    let d = one_error(&text);
+    assert_eq!(
+        d.message,
+        "`Person` cannot be asked for its changes, so its include cannot carry `Email`'s"
+    );
+    assert_eq!(d.line, line_of(&text, "strategy = \"parent_include\""));
+    assert!(d.help.contains("full_scan"), "{d}");
 }

@@ -9,6 +9,7 @@
 //! sources and knows their JSON documents.
 
 mod auth;
+mod delta;
 mod ratelimit;
 mod transform;
 
@@ -16,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tributary_core::{Borrowed, Clock, Cursor, QuarantinedRecord, SourceRecord, SystemClock};
+use tributary_core::{
+    Borrowed, Clock, Cursor, QuarantinedRecord, SourceRecord, SystemClock, Timestamp,
+};
 pub use tributary_core::{Credentials, OAuth2Credentials};
 use tributary_manifest::{Entity, Format, Manifest, PaginationStyle};
 
@@ -149,6 +152,11 @@ pub struct Page {
     pub finished: bool,
     /// The collection's size, as the source reports it.
     pub total: Option<i64>,
+    /// A delta page's high-water mark: the newest `updated_at` among the
+    /// objects it read (of the parent, for a `parent_include` read); every
+    /// change before it has been read once the page is (the list is read in
+    /// `updated_at` order).
+    pub high_water: Option<Timestamp>,
     /// The response bodies the page was read from, in order (one for a
     /// list page, one per page of children for a parent's children): what
     /// [`Source::parse_page`] and [`Source::parse_children`] read again, so
@@ -342,6 +350,13 @@ impl Source {
     /// Fetches the page of a top-level entity that `cursor` points at.
     /// Cursors are `null` (the start) or `{"offset": N}`.
     pub async fn fetch_page(&self, entity: &Entity, cursor: &Cursor) -> Result<Page> {
+        if let Some(at) = delta::DeltaCursor::parse(cursor)? {
+            let request = self.delta_request(entity, at)?;
+            let body = self.get_json(&request.url).await?;
+            let mut page = self.delta_page(entity, &request, &body)?;
+            page.bodies = vec![body];
+            return Ok(page);
+        }
         let offset = offset_of(cursor)?;
         let path = entity.list.clone();
         self.fetch_offset(entity, &path, offset, None).await
@@ -372,6 +387,12 @@ impl Source {
     /// Reads again a page [`Source::fetch_page`] fetched at `cursor`, from
     /// the body it kept (`Page::bodies`): the same page, without a request.
     pub fn parse_page(&self, entity: &Entity, cursor: &Cursor, body: Vec<u8>) -> Result<Page> {
+        if let Some(at) = delta::DeltaCursor::parse(cursor)? {
+            let request = self.delta_request(entity, at)?;
+            let mut page = self.delta_page(entity, &request, &body)?;
+            page.bodies = vec![body];
+            return Ok(page);
+        }
         let offset = offset_of(cursor)?;
         let url = self.page_url(entity, &entity.list, offset);
         let mut page = self.parse_body(entity, &url, &body, offset, None)?;
@@ -413,6 +434,21 @@ impl Source {
             return Err(malformed(&path, "no kept pages of children"));
         }
         Ok(all)
+    }
+
+    /// Whether the record `id` of `entity` still exists at the source, by
+    /// its single-record path (`get`): `false` on a 404. What confirms a
+    /// record absent from a listing as deleted — a listing by offset over a
+    /// changing collection can pass a record by. An entity without a `get`
+    /// path cannot be asked (`None`).
+    pub async fn exists(&self, entity: &Entity, id: &str) -> Option<Result<bool>> {
+        let path = entity.get.as_ref()?.replace("{id}", id);
+        let url = format!("{}{path}", self.inner.base_url);
+        Some(match self.get_json(&url).await {
+            Ok(_) => Ok(true),
+            Err(Error::Status { status: 404, .. }) => Ok(false),
+            Err(error) => Err(error),
+        })
     }
 
     /// Fetches every object of `entity` listed under parent `parent_id`,
@@ -459,6 +495,11 @@ impl Source {
 
     /// The URL of the page at `offset` of the list at `path`.
     fn page_url(&self, entity: &Entity, path: &str, offset: u64) -> String {
+        self.list_url(path, offset, entity.order.as_deref())
+    }
+
+    /// The URL of the page at `offset` of the list at `path`, in `order`.
+    fn list_url(&self, path: &str, offset: u64, order: Option<&str>) -> String {
         let p = &self.inner.manifest.pagination;
         let mut url = if path.starts_with("http") {
             path.to_owned()
@@ -470,7 +511,7 @@ impl Source {
             "{}={}&{}={}",
             p.page_size_param, self.inner.page_size, p.offset_param, offset
         ));
-        if let Some(order) = &entity.order {
+        if let Some(order) = order {
             url.push_str("&order=");
             url.push_str(order);
         }

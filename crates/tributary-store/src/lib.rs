@@ -15,6 +15,7 @@
 //! ([`SealedCredentials`], sealed by `tributary-secrets`); the store never
 //! sees a key or a plaintext secret, and [`Connection`] never carries them.
 
+mod deletions;
 mod lock;
 mod plan;
 mod postgres;
@@ -29,6 +30,7 @@ use tributary_core::{
     ChangeKind, Cursor, PreparedRecord, QuarantinedRecord, RunKind, RunState, Timestamp,
 };
 
+pub use deletions::{Cascade, Deleted, Deletion};
 pub use lock::ConnectionLock;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -405,6 +407,10 @@ pub struct PageWrite<'a> {
     pub finished: bool,
     /// The source's count of the collection, if reported.
     pub total: Option<i64>,
+    /// The entity's high-water mark once this page has committed: every
+    /// change at the source up to this time is stored (see
+    /// [`Store::marks`]). A mark never moves back: a lower one is ignored.
+    pub mark: Option<Timestamp>,
     /// Commit time.
     pub now: Timestamp,
 }
@@ -687,6 +693,54 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// later page's checkpoint wins. Fails as a whole (`NotFound`) if any
     /// page's run is no longer running.
     async fn apply_pages(&self, pages: &[PageWrite<'_>]) -> Result<Vec<PageOutcome>>;
+
+    /// Marks records deleted in ONE transaction (see [`Deletion`]): their
+    /// `deleted_at` set, a `deleted` change-feed row each, their outgoing
+    /// edges removed, the records that belong to them (its cascade)
+    /// deleted too, and all of it counted in the run — which must be
+    /// running ([`Error::NotFound`] otherwise, and nothing changes). Ids
+    /// not stored or already deleted are skipped. Returns the records
+    /// deleted per entity.
+    async fn delete_records(&self, deletion: Deletion<'_>) -> Result<Deleted>;
+
+    /// Keeps deletions a run found but may not make without a person's
+    /// approval (the mass-delete guard); read back by
+    /// [`Store::staged_deletions`], dropped when [`Store::transition_run`]
+    /// ends the run.
+    async fn stage_deletions(&self, run_id: i64, entity: &str, ids: &[String]) -> Result<()>;
+
+    /// A run's staged deletions as (entity, external id), ordered.
+    async fn staged_deletions(&self, run_id: i64) -> Result<Vec<(String, String)>>;
+
+    /// Moves a run from state `from` to `to` (setting its error if one is
+    /// given, and its end if `to` is final) — only if it is in `from`:
+    /// `false` if it was not (another process moved it first). A run that
+    /// reaches a final state this way drops its staged deletions.
+    async fn transition_run(
+        &self,
+        run_id: i64,
+        from: RunState,
+        to: RunState,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool>;
+
+    /// The connection's high-water marks, per entity: the time (the
+    /// source's clock) up to which every change of the entity is stored,
+    /// as pages committed them ([`PageWrite::mark`]).
+    async fn marks(&self, connection_id: i64) -> Result<Vec<(String, Timestamp)>>;
+
+    /// External ids of the live records of an entity that run `run_id`
+    /// created or changed, in ascending order, after `after` — the parents
+    /// whose children a delta sync reads again.
+    async fn changed_ids(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        run_id: i64,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>>;
 
     /// External ids of the live records of an entity, in ascending order,
     /// after `after` — the parents that child listings walk.

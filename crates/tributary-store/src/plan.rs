@@ -163,6 +163,7 @@ mod tests {
             cursor: &cursor,
             finished: false,
             total: None,
+            mark: None,
             now,
         };
         let pages = [

@@ -25,9 +25,9 @@ use crate::rows::{
 };
 use crate::run_totals;
 use crate::{
-    Backend, Change, Checkpoint, Connection, ConnectionStatus, EntityCount, EntityState, Error,
-    NewConnection, PageOutcome, PageWrite, Quarantined, RecordQuery, Result, Run, RunStart,
-    SealedCredentials, Store, StoredRecord, missed_swap, quarantine_key,
+    Backend, Change, Checkpoint, Connection, ConnectionStatus, Deleted, Deletion, EntityCount,
+    EntityState, Error, NewConnection, PageOutcome, PageWrite, Quarantined, RecordQuery, Result,
+    Run, RunStart, SealedCredentials, Store, StoredRecord, missed_swap, quarantine_key,
 };
 
 /// The PostgreSQL store.
@@ -74,6 +74,11 @@ fn migrator() -> Migrator {
             6,
             "resumable_runs",
             include_str!("../migrations/postgres/0006_resumable_runs.sql"),
+        ),
+        (
+            7,
+            "marks",
+            include_str!("../migrations/postgres/0007_marks.sql"),
         ),
     ])
 }
@@ -394,10 +399,12 @@ impl Store for PgStore {
             .await?;
         for sql in [
             "DELETE FROM changes WHERE connection_id = $1",
+            "DELETE FROM marks WHERE connection_id = $1",
             "DELETE FROM quarantine WHERE connection_id = $1",
             "DELETE FROM edges WHERE connection_id = $1",
             "DELETE FROM records WHERE connection_id = $1",
             "DELETE FROM checkpoints c USING runs r WHERE c.run_id = r.id AND r.connection_id = $1",
+            "DELETE FROM staged_deletions s USING runs r WHERE s.run_id = r.id AND r.connection_id = $1",
             "DELETE FROM runs WHERE connection_id = $1",
             "DELETE FROM connections WHERE id = $1",
         ] {
@@ -639,7 +646,7 @@ impl Store for PgStore {
         .bind(error)
         .bind(resumable && state == RunState::Failed)
         .bind(now)
-        .bind((state != RunState::Running).then_some(now))
+        .bind(state.is_final().then_some(now))
         .bind(run_id)
         .execute(&self.pool)
         .await?;
@@ -715,6 +722,105 @@ impl Store for PgStore {
                 result => return result,
             }
         }
+    }
+
+    async fn delete_records(&self, deletion: Deletion<'_>) -> Result<Deleted> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = crate::deletions::postgres(&mut tx, &deletion).await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn stage_deletions(&self, run_id: i64, entity: &str, ids: &[String]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO staged_deletions (run_id, entity, external_id) \
+             SELECT $1, $2, id FROM UNNEST($3::text[]) AS u(id) ON CONFLICT DO NOTHING",
+        )
+        .bind(run_id)
+        .bind(entity)
+        .bind(ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn staged_deletions(&self, run_id: i64) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT entity, external_id FROM staged_deletions WHERE run_id = $1 ORDER BY entity, external_id",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    async fn transition_run(
+        &self,
+        run_id: i64,
+        from: RunState,
+        to: RunState,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE runs SET state = $1, error = coalesce($2, error), updated_at = $3, \
+             finished_at = $4, resumable = false WHERE id = $5 AND state = $6",
+        )
+        .bind(to.as_str())
+        .bind(error)
+        .bind(now)
+        .bind(to.is_final().then_some(now))
+        .bind(run_id)
+        .bind(from.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let moved = done.rows_affected() == 1;
+        if moved && to.is_final() {
+            sqlx::query("DELETE FROM staged_deletions WHERE run_id = $1")
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    async fn marks(&self, connection_id: i64) -> Result<Vec<(String, Timestamp)>> {
+        let rows = sqlx::query(
+            "SELECT entity, high_water FROM marks WHERE connection_id = $1 ORDER BY entity",
+        )
+        .bind(connection_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    async fn changed_ids(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        run_id: i64,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT external_id FROM records WHERE connection_id = $1 AND entity = $2 AND deleted_at IS NULL \
+             AND external_id > $3 AND last_run_id = $4 ORDER BY external_id LIMIT $5",
+        )
+        .persistent(false)
+        .bind(connection_id)
+        .bind(entity)
+        .bind(after.unwrap_or(""))
+        .bind(run_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
     async fn external_ids(
@@ -1106,5 +1212,20 @@ async fn write_page(
     .bind(page.now)
     .execute(&mut *tx)
     .await?;
+    // The entity's high-water mark, in the same transaction.
+    if let Some(mark) = page.mark {
+        sqlx::query(
+            "INSERT INTO marks (connection_id, entity, high_water, run_id, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (connection_id, entity) DO UPDATE SET high_water = greatest(marks.high_water, excluded.high_water), \
+             run_id = excluded.run_id, updated_at = excluded.updated_at",
+        )
+        .bind(page.connection_id)
+        .bind(page.entity)
+        .bind(mark)
+        .bind(page.run_id)
+        .bind(page.now)
+        .execute(&mut *tx)
+        .await?;
+    }
     Ok((outcome, looked_up))
 }

@@ -30,9 +30,9 @@ use crate::rows::{
 };
 use crate::run_totals;
 use crate::{
-    Backend, Change, Checkpoint, Connection, ConnectionStatus, EntityCount, EntityState, Error,
-    NewConnection, PageOutcome, PageWrite, Quarantined, RecordQuery, Result, Run, RunStart,
-    SealedCredentials, Store, StoredRecord, missed_swap, quarantine_key,
+    Backend, Change, Checkpoint, Connection, ConnectionStatus, Deleted, Deletion, EntityCount,
+    EntityState, Error, NewConnection, PageOutcome, PageWrite, Quarantined, RecordQuery, Result,
+    Run, RunStart, SealedCredentials, Store, StoredRecord, missed_swap, quarantine_key,
 };
 
 /// Rows per multi-row statement, largest first: far below SQLite's
@@ -194,6 +194,11 @@ fn migrator() -> Migrator {
             5,
             "resumable_runs",
             include_str!("../migrations/sqlite/0005_resumable_runs.sql"),
+        ),
+        (
+            6,
+            "marks",
+            include_str!("../migrations/sqlite/0006_marks.sql"),
         ),
     ])
 }
@@ -764,10 +769,12 @@ impl Store for SqliteStore {
         };
         for sql in [
             "DELETE FROM changes WHERE connection_id = ?",
+            "DELETE FROM marks WHERE connection_id = ?",
             "DELETE FROM quarantine WHERE connection_id = ?",
             "DELETE FROM edges WHERE connection_id = ?",
             "DELETE FROM records WHERE connection_id = ?",
             "DELETE FROM checkpoints WHERE run_id IN (SELECT id FROM runs WHERE connection_id = ?)",
+            "DELETE FROM staged_deletions WHERE run_id IN (SELECT id FROM runs WHERE connection_id = ?)",
             "DELETE FROM runs WHERE connection_id = ?",
             "DELETE FROM connections WHERE id = ?",
         ] {
@@ -934,7 +941,7 @@ impl Store for SqliteStore {
         .bind(error)
         .bind(resumable && state == RunState::Failed)
         .bind(&now)
-        .bind((state != RunState::Running).then_some(&now))
+        .bind(state.is_final().then_some(&now))
         .bind(run_id)
         .execute(&self.writer)
         .await
@@ -1000,6 +1007,121 @@ impl Store for SqliteStore {
         self.try_apply_pages(pages)
             .await
             .map_err(|error| self.write_error(error))
+    }
+
+    async fn delete_records(&self, deletion: Deletion<'_>) -> Result<Deleted> {
+        let result = async {
+            let mut tx = self.begin().await?;
+            let deleted = crate::deletions::sqlite(&mut tx, &deletion).await?;
+            tx.commit().await?;
+            Ok(deleted)
+        }
+        .await;
+        result.map_err(|error| self.write_error(error))
+    }
+
+    async fn stage_deletions(&self, run_id: i64, entity: &str, ids: &[String]) -> Result<()> {
+        let result = async {
+            let mut tx = self.begin().await?;
+            for chunk in ids.chunks(500) {
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "INSERT OR IGNORE INTO staged_deletions (run_id, entity, external_id) ",
+                );
+                q.push_values(chunk, |mut b, id| {
+                    b.push_bind(run_id).push_bind(entity).push_bind(id);
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        result.map_err(|error| self.write_error(error))
+    }
+
+    async fn staged_deletions(&self, run_id: i64) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT entity, external_id FROM staged_deletions WHERE run_id = ? ORDER BY entity, external_id",
+        )
+        .bind(run_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    async fn transition_run(
+        &self,
+        run_id: i64,
+        from: RunState,
+        to: RunState,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let now = sqlite_ts(&now);
+        let result = async {
+            let mut tx = self.begin().await?;
+            let done = sqlx::query(
+                "UPDATE runs SET state = ?, error = coalesce(?, error), updated_at = ?, \
+                 finished_at = ?, resumable = 0 WHERE id = ? AND state = ?",
+            )
+            .bind(to.as_str())
+            .bind(error)
+            .bind(&now)
+            .bind(to.is_final().then_some(&now))
+            .bind(run_id)
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await?;
+            let moved = done.rows_affected() == 1;
+            if moved && to.is_final() {
+                sqlx::query("DELETE FROM staged_deletions WHERE run_id = ?")
+                    .bind(run_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(moved)
+        }
+        .await;
+        result.map_err(|error| self.write_error(error))
+    }
+
+    async fn marks(&self, connection_id: i64) -> Result<Vec<(String, Timestamp)>> {
+        let rows = sqlx::query(
+            "SELECT entity, high_water FROM marks WHERE connection_id = ? ORDER BY entity",
+        )
+        .bind(connection_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, crate::plan::parse_ts(r.try_get(1)?)?)))
+            .collect()
+    }
+
+    async fn changed_ids(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        run_id: i64,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        // The unique index walked in order, filtered: one pass over the
+        // entity's ids across all batches.
+        let rows = sqlx::query(
+            "SELECT external_id FROM records WHERE connection_id = ? AND entity = ? AND deleted_at IS NULL \
+             AND external_id > ? AND last_run_id = ? ORDER BY external_id LIMIT ?",
+        )
+        .bind(connection_id)
+        .bind(entity)
+        .bind(after.unwrap_or(""))
+        .bind(run_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
     async fn external_ids(
@@ -1313,6 +1435,21 @@ async fn write_group(
     .bind(sqlite_ts(&last.now))
     .execute(&mut *tx)
     .await?;
+    // 7. The entity's high-water mark, in the same transaction.
+    if let Some(mark) = pages.iter().filter_map(|p| p.mark).max() {
+        sqlx::query(
+            "INSERT INTO marks (connection_id, entity, high_water, run_id, updated_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (connection_id, entity) DO UPDATE SET high_water = max(high_water, excluded.high_water), \
+             run_id = excluded.run_id, updated_at = excluded.updated_at",
+        )
+        .bind(first.connection_id)
+        .bind(first.entity)
+        .bind(sqlite_ts(&mark))
+        .bind(first.run_id)
+        .bind(sqlite_ts(&last.now))
+        .execute(&mut *tx)
+        .await?;
+    }
     Ok(outcomes)
 }
 

@@ -125,6 +125,8 @@ store_suite!(
     racing_swaps_from_one_version_have_one_winner,
     connection_status_round_trips,
     remove_connection_deletes_everything_of_it_and_nothing_else,
+    marks_commit_with_their_page_and_never_move_back,
+    changed_ids_are_the_records_a_run_wrote,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -189,6 +191,7 @@ fn page<'a>(
         cursor,
         finished,
         total: Some(3),
+        mark: None,
         now: t0(),
     }
 }
@@ -1304,6 +1307,7 @@ async fn a_transiently_failed_run_is_resumed_a_permanently_failed_one_is_not(
             cursor: &cursor,
             finished: false,
             total: None,
+            mark: None,
             now: t0(),
         })
         .await
@@ -1474,6 +1478,7 @@ async fn read_only_open_reads_and_writes_nothing(store: Arc<dyn Store>, url: &st
             cursor: &Cursor(json!({"offset": 1})),
             finished: true,
             total: None,
+            mark: None,
             now: t0(),
         })
         .await
@@ -1521,4 +1526,107 @@ async fn opening_again_finds_the_migrations_applied(store: Arc<dyn Store>, url: 
         assert!(store.pending_migrations().await.unwrap().is_empty());
         store.close().await;
     }
+}
+
+async fn marks_commit_with_their_page_and_never_move_back(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    assert!(store.marks(conn).await.unwrap().is_empty());
+    let records = [person("1", "Ada", None)];
+    let cursor = Cursor(json!({"offset": 1}));
+    let at = |mark| PageWrite {
+        mark: Some(mark),
+        ..page(conn, run, &records, &[], &cursor, false)
+    };
+    store.apply_page(at(t0())).await.unwrap();
+    assert_eq!(
+        store.marks(conn).await.unwrap(),
+        [("Person".to_owned(), t0())]
+    );
+    // A lower mark is ignored; a higher one moves it.
+    store
+        .apply_page(at(t0() - Duration::hours(1)))
+        .await
+        .unwrap();
+    assert_eq!(store.marks(conn).await.unwrap()[0].1, t0());
+    // Pages of one group: the highest wins.
+    let later = t0() + Duration::milliseconds(1500);
+    store
+        .apply_pages(&[at(later), at(t0() + Duration::seconds(1))])
+        .await
+        .unwrap();
+    assert_eq!(store.marks(conn).await.unwrap()[0].1, later);
+    // A page refused (its run has ended) moves no mark.
+    store
+        .finish_run(run, RunState::Succeeded, None, false, t0())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .apply_page(at(t0() + Duration::days(1)))
+            .await
+            .is_err()
+    );
+    assert_eq!(store.marks(conn).await.unwrap()[0].1, later);
+    // Removing the connection removes its marks.
+    assert!(store.remove_connection("main").await.unwrap());
+    assert!(store.marks(conn).await.unwrap().is_empty());
+}
+
+async fn changed_ids_are_the_records_a_run_wrote(store: Arc<dyn Store>) {
+    let (conn, first) = setup(&store).await;
+    let records: Vec<PreparedRecord> = ["1", "2", "3", "4"]
+        .iter()
+        .map(|id| person(id, "x", None))
+        .collect();
+    store
+        .apply_page(page(conn, first, &records, &[], &Cursor::start(), true))
+        .await
+        .unwrap();
+    store
+        .finish_run(first, RunState::Succeeded, None, false, t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .changed_ids(conn, "Person", first, None, 10)
+            .await
+            .unwrap(),
+        ["1", "2", "3", "4"]
+    );
+    let second = store
+        .start_run(conn, RunKind::Delta, None, None, t0())
+        .await
+        .unwrap()
+        .run()
+        .id;
+    // 2 and 4 change, 1 comes again unchanged, 5 is new.
+    let again = [
+        person("1", "x", None),
+        person("2", "y", None),
+        person("4", "y", None),
+        person("5", "x", None),
+    ];
+    store
+        .apply_page(page(conn, second, &again, &[], &Cursor::start(), true))
+        .await
+        .unwrap();
+    let changed = |after: Option<&'static str>, limit| {
+        let store = store.clone();
+        async move {
+            store
+                .changed_ids(conn, "Person", second, after, limit)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(changed(None, 10).await, ["2", "4", "5"]);
+    assert_eq!(changed(None, 2).await, ["2", "4"]);
+    assert_eq!(changed(Some("4"), 2).await, ["5"]);
+    assert!(
+        store
+            .changed_ids(conn, "Email", second, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

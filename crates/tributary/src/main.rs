@@ -180,6 +180,11 @@ fn is_busy(error: &anyhow::Error) -> bool {
             Some(tributary_engine::Error::Store(
                 tributary_store::Error::Busy(_)
             ))
+        ) || matches!(
+            cause.downcast_ref::<tributary_engine::RequestError>(),
+            Some(tributary_engine::RequestError::Engine(
+                tributary_engine::Error::Store(tributary_store::Error::Busy(_))
+            ))
         )
     })
 }

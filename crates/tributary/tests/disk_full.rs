@@ -68,7 +68,10 @@ async fn a_disk_that_fills_mid_sync_fails_clearly_and_the_sync_resumes() {
 
     let second = read("second.err");
     assert_eq!(read("second.code").trim(), "0", "{second}");
-    assert!(second.contains("run 1 succeeded (resumed)"), "{second}");
+    assert!(
+        second.contains("run 1 (full) succeeded (resumed)"),
+        "{second}"
+    );
     let status = read("status.out");
     assert!(status.contains("#1 full succeeded"), "{status}");
     assert!(!status.contains("#2 "), "one run, resumed: {status}");

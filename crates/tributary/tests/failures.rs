@@ -99,7 +99,7 @@ async fn failed_run_resumes(db: &str) {
     let second = simulator.stats().total - before;
     let text = stderr(&out);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("run 1 succeeded (resumed)"), "{text}");
+    assert!(text.contains("run 1 (full) succeeded (resumed)"), "{text}");
     let store = tributary_store::open_read_only(db).await.unwrap();
     let runs = store.runs(None, 10).await.unwrap();
     assert_eq!(runs.len(), 2, "the failed run was resumed, not restarted");

@@ -5,16 +5,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde_json::json;
-use tributary_core::{Clock, RunState, SystemClock};
-use tributary_engine::{Engine, EngineOptions, Progress, RunReport, SealedCredentialStore};
+use tributary_core::{Clock, RunKind, RunState, SystemClock};
+use tributary_engine::{Engine, EngineOptions, Progress, RunReport, RunRequest};
 use tributary_manifest::Manifest;
 use tributary_secrets::SecretKey;
-use tributary_source::{
-    CredentialStore, Credentials, LocalRateLimiter, RateLimiter, Source, SourceOptions, Unlimited,
-};
-use tributary_store::{ConnectionStatus, NewConnection};
+use tributary_source::{Credentials, LocalRateLimiter, RateLimiter, Unlimited};
 
 use super::thousands;
 
@@ -23,6 +20,18 @@ use super::thousands;
 pub enum Kind {
     /// Every record of every entity, resumable.
     Full,
+    /// What changed since the last sync, per entity by the manifest's
+    /// delta strategy (before any full sync: a full sync).
+    Delta,
+}
+
+impl Kind {
+    fn run_kind(self) -> RunKind {
+        match self {
+            Kind::Full => RunKind::Full,
+            Kind::Delta => RunKind::Delta,
+        }
+    }
 }
 
 /// How the token is sent.
@@ -65,6 +74,11 @@ pub struct Args {
     /// The kind of sync.
     #[arg(long, value_enum, default_value_t = Kind::Full)]
     kind: Kind,
+    /// How far before each entity's high-water mark a delta starts reading
+    /// (room for clock skew and for changes within the mark's second), in
+    /// seconds: 0 to 86400.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    delta_overlap: u64,
     /// The connection's name (defaults to the adapter's name).
     #[arg(long)]
     connection: Option<String>,
@@ -157,10 +171,11 @@ pub fn credentials(token: &str, auth: AuthMode) -> anyhow::Result<Credentials> {
     })
 }
 
-/// What a full sync needs.
+/// What a sync needs.
 pub struct FullSync<'a> {
     pub db: &'a str,
     pub manifest: Arc<Manifest>,
+    pub kind: RunKind,
     pub base_url: Option<String>,
     /// `None`: the connection's stored credentials.
     pub credentials: Option<Credentials>,
@@ -169,13 +184,14 @@ pub struct FullSync<'a> {
     pub rate_limit: RateLimitSetting,
     pub request_timeout: Duration,
     pub retry_budget: u32,
+    pub delta_overlap: Duration,
     pub entities: Option<Vec<String>>,
     /// `None`: [`default_spool_dir`] of the store.
     pub spool_dir: Option<PathBuf>,
 }
 
 impl<'a> FullSync<'a> {
-    /// A sync with default budgets and timeouts.
+    /// A full sync with default budgets and timeouts.
     pub fn new(
         db: &'a str,
         manifest: Arc<Manifest>,
@@ -185,6 +201,7 @@ impl<'a> FullSync<'a> {
         Self {
             db,
             manifest,
+            kind: RunKind::Full,
             base_url: None,
             credentials,
             connection,
@@ -192,13 +209,15 @@ impl<'a> FullSync<'a> {
             rate_limit: RateLimitSetting::Auto,
             request_timeout: Duration::from_secs(30),
             retry_budget: EngineOptions::default().retry_budget,
+            delta_overlap: EngineOptions::default().delta_overlap,
             spool_dir: None,
             entities: None,
         }
     }
 }
 
-/// Opens the store, ensures the connection and runs (or resumes) a full sync.
+/// Opens the store and runs (or resumes) the sync through the engine's
+/// one entry point ([`Engine::run_request`]).
 pub async fn full_sync(
     request: FullSync<'_>,
     progress: Arc<dyn Progress>,
@@ -212,9 +231,10 @@ pub async fn full_sync(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let engine = Engine::new(
         store.clone(),
-        clock.clone(),
+        clock,
         EngineOptions {
             retry_budget: request.retry_budget,
+            delta_overlap: request.delta_overlap,
             spool_dir: Some(
                 request
                     .spool_dir
@@ -224,90 +244,28 @@ pub async fn full_sync(
             ..EngineOptions::default()
         },
     );
-    // The connection's lock first: nothing of the connection changes while
-    // another process syncs it (a second process leaves with exit code 3).
-    let lock = match engine.lock(request.connection).await {
-        Ok(lock) => lock,
-        Err(error) => {
-            store.close().await;
-            return Err(error.into());
-        }
+    // The key is read only when stored credentials are used.
+    let secret_key = match request.credentials {
+        Some(_) => Err(String::new()),
+        None => SecretKey::from_env()
+            .map(Arc::new)
+            .map_err(|error| error.to_string()),
     };
-    let existing = store.connection(request.connection).await?;
-    // A stored connection keeps its base URL unless told otherwise.
-    let base_url = request
-        .base_url
-        .or_else(|| existing.as_ref().map(|c| c.base_url.clone()));
-    let (credentials, credential_store) = match request.credentials {
-        Some(credentials) => (credentials, None),
-        None => {
-            let connection = existing.as_ref().with_context(|| {
-                format!(
-                    "no credentials for connection `{}`: set TRIBUTARY_TOKEN, or store them with \
-                     `tributary connections add {} --auth ...`",
-                    request.connection, request.connection
-                )
-            })?;
-            if connection.status == ConnectionStatus::NeedsReauth {
-                bail!(
-                    "connection `{}` needs re-authorisation ({}): store new credentials with \
-                     `tributary connections add {} --auth ...`",
-                    connection.name,
-                    connection
-                        .status_reason
-                        .as_deref()
-                        .unwrap_or("no reason recorded"),
-                    connection.name
-                );
-            }
-            let key =
-                Arc::new(SecretKey::from_env().context(
-                    "stored credentials are sealed: the secret key is needed to open them",
-                )?);
-            let sealed = SealedCredentialStore::new(store.clone(), key, clock.clone(), connection);
-            let credentials = sealed.read().await?.with_context(|| {
-                format!(
-                    "connection `{}` has no stored credentials: set TRIBUTARY_TOKEN, or store \
-                     them with `tributary connections add {} --auth ...`",
-                    connection.name, connection.name
-                )
-            })?;
-            let sealed: Arc<dyn CredentialStore> = Arc::new(sealed);
-            (credentials, Some(sealed))
-        }
-    };
-    let source = Source::new(
-        request.manifest.clone(),
-        credentials,
-        SourceOptions {
-            base_url,
-            page_size: request.page_size,
-            timeout: request.request_timeout,
-            rate_limiter: request.rate_limit.limiter(),
-            clock: clock.clone(),
-            credential_store,
-        },
-    )?;
-    let connection = store
-        .ensure_connection(
-            NewConnection {
-                name: request.connection,
-                adapter: &request.manifest.name,
-                base_url: source.base_url(),
-            },
-            clock.now(),
-        )
-        .await?;
     let report = engine
-        .full_sync_locked(
-            &lock,
-            &connection,
-            &source,
-            request.entities.as_deref(),
+        .run_request(
+            RunRequest {
+                base_url: request.base_url,
+                credentials: request.credentials,
+                secret_key,
+                page_size: request.page_size,
+                rate_limiter: request.rate_limit.limiter(),
+                request_timeout: request.request_timeout,
+                entities: request.entities,
+                ..RunRequest::new(request.connection, request.kind, request.manifest)
+            },
             progress,
         )
         .await;
-    drop(lock);
     store.close().await;
     Ok(report?)
 }
@@ -360,7 +318,6 @@ pub fn peak_rss_kib() -> Option<u64> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let Kind::Full = args.kind;
     let manifest = args.target.load_manifest()?;
     let connection = args
         .connection
@@ -376,6 +333,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             retry_budget: args.retry_budget,
             entities: args.entities.clone(),
             spool_dir: args.spool_dir.clone(),
+            kind: args.kind.run_kind(),
+            delta_overlap: Duration::from_secs(args.delta_overlap),
             ..FullSync::new(
                 &args.target.db,
                 manifest,
@@ -392,9 +351,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let c = report.run.counts;
     let records = c.created + c.updated + c.unchanged + c.quarantined;
     let secs = report.elapsed.as_secs_f64().max(1e-9);
+    let requests: u64 = report.entities.iter().map(|e| e.requests).sum();
     let summary = format!(
-        "run {} {}{}: {} records ({} created, {} updated, {} unchanged, {} quarantined) in {} pages, {:.1}s",
+        "run {} ({}) {}{}: {} records ({} created, {} updated, {} unchanged, {} quarantined) in {} pages, {} requests, {:.1}s",
         report.run.id,
+        report.run.kind.as_str(),
         report.run.state.as_str(),
         if report.resumed { " (resumed)" } else { "" },
         thousands(records),
@@ -403,12 +364,21 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         thousands(c.unchanged),
         thousands(c.quarantined),
         thousands(c.pages),
+        thousands(requests as i64),
         secs,
     );
+    if report.full_instead_of_delta {
+        crate::output::note(
+            "no full sync of this connection has finished yet: running a full sync instead of a delta",
+        );
+    }
     if crate::output::json() {
         tracing::info!(
             target: crate::output::TARGET,
             run = report.run.id,
+            kind = report.run.kind.as_str(),
+            full_instead_of_delta = report.full_instead_of_delta,
+            requests,
             state = report.run.state.as_str(),
             resumed = report.resumed,
             resumable = report.run.resumable,
@@ -434,8 +404,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(path) = &args.stats_json {
+        let per_entity: serde_json::Map<String, serde_json::Value> = report
+            .entities
+            .iter()
+            .map(|e| {
+                (
+                    e.entity.clone(),
+                    json!({"requests": e.requests, "records": e.records, "pages": e.pages}),
+                )
+            })
+            .collect();
         let stats = json!({
             "run_id": report.run.id,
+            "kind": report.run.kind.as_str(),
+            "full_instead_of_delta": report.full_instead_of_delta,
+            "requests": requests,
+            "entities": per_entity,
             "state": report.run.state.as_str(),
             "resumed": report.resumed,
             "records": records,
