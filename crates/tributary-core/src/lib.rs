@@ -9,6 +9,7 @@ pub mod canonical;
 pub mod clock;
 pub mod credentials;
 pub mod record;
+pub mod text;
 pub mod url;
 
 pub use canonical::{Borrowed, CanonicalJson, canonical_json};
@@ -18,6 +19,7 @@ pub use record::{
     ChangeKind, Cursor, EdgeRef, PreparedRecord, QuarantinedRecord, RunKind, RunState,
     SourceRecord, content_hash,
 };
+pub use text::thousands;
 pub use url::redact_url;
 
 /// Timestamps everywhere in Tributary are UTC.

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{self, StreamExt};
-use tributary_core::RunState;
+use tributary_core::{RunState, thousands};
 use tributary_manifest::{DependencyKind, Manifest};
 use tributary_source::Source;
 use tributary_store::{Cascade, Deletion, Run};
@@ -69,7 +69,11 @@ impl Deletions {
             .iter()
             .map(|(entity, (found, live))| {
                 let share = *found as f64 * 100.0 / (*live).max(1) as f64;
-                format!("{entity} {found} of {live} ({share:.1}%)")
+                format!(
+                    "{entity} {} of {} ({share:.1}%)",
+                    thousands(*found as i64),
+                    thousands(*live as i64)
+                )
             })
             .collect();
         Some(format!(
@@ -78,7 +82,7 @@ impl Deletions {
              `tributary runs reject {run_id}`",
             numbers.join(", "),
             guard.max_share * 100.0,
-            guard.max_count,
+            thousands(guard.max_count as i64),
         ))
     }
 }

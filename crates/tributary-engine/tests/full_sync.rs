@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{source_dump, stored};
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -13,7 +15,7 @@ use tributary_core::{ChangeKind, RunState, SystemClock};
 use tributary_engine::{Engine, EngineOptions, NoProgress};
 use tributary_sim::{SimConfig, SimHandle};
 use tributary_source::Source;
-use tributary_store::{Connection, EntityState, RecordQuery, Store};
+use tributary_store::{Connection, EntityState, Store};
 
 struct Harness {
     sim: SimHandle,
@@ -53,42 +55,6 @@ async fn harness(people: usize) -> Harness {
         connection,
         _dir: dir,
     }
-}
-
-/// Every live record as (entity, id) → raw.
-async fn stored(store: &Arc<dyn Store>) -> BTreeMap<(String, String), Value> {
-    let mut out = BTreeMap::new();
-    let mut after = 0;
-    loop {
-        let batch = store
-            .records(&RecordQuery {
-                after_id: after,
-                limit: 500,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let Some(last) = batch.last() else { break };
-        after = last.id;
-        for r in batch {
-            out.insert((r.entity, r.external_id), r.raw);
-        }
-    }
-    out
-}
-
-fn source_dump(sim: &SimHandle) -> BTreeMap<(String, String), Value> {
-    sim.simulator()
-        .dump(None)
-        .into_iter()
-        .map(|v| {
-            let key = (
-                v["type"].as_str().unwrap().to_owned(),
-                v["id"].as_str().unwrap().to_owned(),
-            );
-            (key, v)
-        })
-        .collect()
 }
 
 fn assert_same(

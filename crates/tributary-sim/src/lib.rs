@@ -70,6 +70,9 @@
 //! never re-derived: patching `first_name` does not change `name`, a membership's
 //! `person_name` or a household's `primary_contact_name`.
 //!
+//! [`Simulator::merge`] folds one person into another as PCO's person merger does (children
+//! move to the kept person, the merged one is deleted).
+//!
 //! ## Control API (no auth)
 //!
 //! `{collection}` is one of `people`, `emails`, `phone_numbers`, `addresses`, `households`,
@@ -414,6 +417,71 @@ impl Simulator {
     /// Deletes a resource (with the cascades described in the crate docs).
     pub fn delete(&self, kind: ResourceKind, id: u64) -> Result<(), SimError> {
         self.inner.store.delete(kind, id)
+    }
+
+    /// Merges person `merged` into person `keep`, as PCO's person merger
+    /// does: `merged`'s emails, phone numbers and addresses move to `keep`
+    /// (their `updated_at` moves), `keep` joins `merged`'s households it is
+    /// not in yet, and `merged` is deleted (with its memberships). Meant for
+    /// small data sets: it scans the dump for the children.
+    pub fn merge(&self, keep: u64, merged: u64) -> Result<(), SimError> {
+        let person_of = |v: &Value| {
+            v["relationships"]["person"]["data"]["id"]
+                .as_str()
+                .and_then(|id| id.parse::<u64>().ok())
+        };
+        let household_of = |v: &Value| {
+            v["relationships"]["household"]["data"]["id"]
+                .as_str()
+                .and_then(|id| id.parse::<u64>().ok())
+        };
+        if self.get(ResourceKind::Person, keep).is_none() {
+            return Err(SimError::not_found(format!("Person {keep} not found")));
+        }
+        if self.get(ResourceKind::Person, merged).is_none() {
+            return Err(SimError::not_found(format!("Person {merged} not found")));
+        }
+        for kind in [
+            ResourceKind::Email,
+            ResourceKind::PhoneNumber,
+            ResourceKind::Address,
+        ] {
+            for child in self.dump(Some(kind)) {
+                if person_of(&child) == Some(merged) {
+                    let id: u64 = child["id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .parse()
+                        .unwrap_or(0);
+                    self.update(
+                        kind,
+                        id,
+                        &serde_json::json!({"relationships": {"person": keep.to_string()}}),
+                    )?;
+                }
+            }
+        }
+        let memberships = self.dump(Some(ResourceKind::HouseholdMembership));
+        let households_of = |person: u64| -> Vec<u64> {
+            memberships
+                .iter()
+                .filter(|m| person_of(m) == Some(person))
+                .filter_map(household_of)
+                .collect()
+        };
+        let kept_in = households_of(keep);
+        for household in households_of(merged) {
+            if !kept_in.contains(&household) {
+                self.create(
+                    ResourceKind::HouseholdMembership,
+                    &serde_json::json!({"relationships": {
+                        "person": keep.to_string(),
+                        "household": household.to_string()
+                    }}),
+                )?;
+            }
+        }
+        self.delete(ResourceKind::Person, merged)
     }
 
     /// One live resource as the dump shows it, if it exists.

@@ -80,6 +80,11 @@ fn migrator() -> Migrator {
             "marks",
             include_str!("../migrations/postgres/0007_marks.sql"),
         ),
+        (
+            8,
+            "staged_deletions",
+            include_str!("../migrations/postgres/0008_staged_deletions.sql"),
+        ),
     ])
 }
 

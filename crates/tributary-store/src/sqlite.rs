@@ -200,6 +200,11 @@ fn migrator() -> Migrator {
             "marks",
             include_str!("../migrations/sqlite/0006_marks.sql"),
         ),
+        (
+            7,
+            "staged_deletions",
+            include_str!("../migrations/sqlite/0007_staged_deletions.sql"),
+        ),
     ])
 }
 

@@ -11,8 +11,8 @@ use tributary_core::{
     ChangeKind, Cursor, EdgeRef, PreparedRecord, QuarantinedRecord, RunKind, RunState, SourceRecord,
 };
 use tributary_store::{
-    ConnectionStatus, EntityState, Error, NewConnection, PageOutcome, PageWrite, RecordQuery,
-    RunStart, Store,
+    Cascade, ConnectionStatus, Deletion, EntityState, Error, NewConnection, PageOutcome, PageWrite,
+    RecordQuery, RunStart, Store,
 };
 
 struct TestDb {
@@ -127,6 +127,8 @@ store_suite!(
     remove_connection_deletes_everything_of_it_and_nothing_else,
     marks_commit_with_their_page_and_never_move_back,
     changed_ids_are_the_records_a_run_wrote,
+    deletion_cascades_feeds_and_comes_back,
+    staged_deletions_end_with_their_run,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -1629,4 +1631,225 @@ async fn changed_ids_are_the_records_a_run_wrote(store: Arc<dyn Store>) {
             .unwrap()
             .is_empty()
     );
+}
+
+fn email_of(id: &str, person: &str) -> PreparedRecord {
+    PreparedRecord::new(SourceRecord {
+        entity: "Email".into(),
+        external_id: id.into(),
+        source_updated_at: None,
+        raw: json!({"type": "Email", "id": id, "attributes": {"address": id}}).into(),
+        canonical: json!({"address": id}),
+        edges: vec![EdgeRef {
+            rel: "person".into(),
+            to_entity: "Person".into(),
+            to_external_id: person.into(),
+            hard: true,
+        }],
+    })
+}
+
+async fn deletion_cascades_feeds_and_comes_back(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    let people = [person("1", "Ada", Some("c")), person("2", "Bo", None)];
+    store
+        .apply_page(page(conn, run, &people, &[], &Cursor::start(), true))
+        .await
+        .unwrap();
+    let emails = [
+        email_of("e1", "1"),
+        email_of("e2", "1"),
+        email_of("e3", "2"),
+    ];
+    store
+        .apply_page(PageWrite {
+            entity: "Email",
+            canonical_entity: "Email",
+            ..page(conn, run, &emails, &[], &Cursor::start(), true)
+        })
+        .await
+        .unwrap();
+    let cascade = [Cascade {
+        entity: "Email".into(),
+        rel: "person".into(),
+        parent: "Person".into(),
+    }];
+    let gone = ["1".to_owned(), "missing".to_owned()];
+    let deleted = store
+        .delete_records(Deletion {
+            connection_id: conn,
+            run_id: run,
+            entity: "Person",
+            external_ids: &gone,
+            cascade: &cascade,
+            now: t0() + Duration::hours(1),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted.into_iter().collect::<Vec<_>>(),
+        [("Email".to_owned(), 2), ("Person".to_owned(), 1)]
+    );
+    // Soft: the rows stay, marked; live listings skip them.
+    let ada = store.record(conn, "Person", "1").await.unwrap().unwrap();
+    assert_eq!(ada.deleted_at, Some(t0() + Duration::hours(1)));
+    assert_eq!(
+        store.external_ids(conn, "Email", None, 10).await.unwrap(),
+        ["e3"]
+    );
+    assert!(
+        store
+            .edges_from(conn, "Person", "1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .edges_from(conn, "Email", "e1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.edges_from(conn, "Email", "e3").await.unwrap().len(),
+        1
+    );
+    let feed = change_kinds(&store, conn).await;
+    let tail: Vec<_> = feed[feed.len() - 3..].to_vec();
+    assert!(
+        tail.contains(&("1".to_owned(), ChangeKind::Deleted)),
+        "{feed:?}"
+    );
+    assert!(
+        tail.contains(&("e1".to_owned(), ChangeKind::Deleted)),
+        "{feed:?}"
+    );
+    assert!(
+        tail.contains(&("e2".to_owned(), ChangeKind::Deleted)),
+        "{feed:?}"
+    );
+    assert_eq!(store.run(run).await.unwrap().unwrap().counts.deleted, 3);
+    // Deleting again deletes nothing more.
+    let again = store
+        .delete_records(Deletion {
+            connection_id: conn,
+            run_id: run,
+            entity: "Person",
+            external_ids: &gone,
+            cascade: &cascade,
+            now: t0(),
+        })
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    // Seen again: the same row comes back, fed as created.
+    let before = ada.id;
+    store
+        .apply_page(page(conn, run, &people[..1], &[], &Cursor::start(), true))
+        .await
+        .unwrap();
+    let back = store.record(conn, "Person", "1").await.unwrap().unwrap();
+    assert_eq!((back.id, back.deleted_at), (before, None));
+    assert_eq!(
+        change_kinds(&store, conn).await.last().unwrap(),
+        &("1".to_owned(), ChangeKind::Created)
+    );
+    assert_eq!(
+        store.edges_from(conn, "Person", "1").await.unwrap().len(),
+        1
+    );
+    // A run that has ended deletes nothing.
+    store
+        .finish_run(run, RunState::Succeeded, None, false, t0())
+        .await
+        .unwrap();
+    let refused = store
+        .delete_records(Deletion {
+            connection_id: conn,
+            run_id: run,
+            entity: "Person",
+            external_ids: &["2".to_owned()],
+            cascade: &cascade,
+            now: t0(),
+        })
+        .await;
+    assert!(matches!(refused, Err(Error::NotFound(_))), "{refused:?}");
+    assert!(
+        store
+            .record(conn, "Person", "2")
+            .await
+            .unwrap()
+            .unwrap()
+            .deleted_at
+            .is_none()
+    );
+}
+
+async fn staged_deletions_end_with_their_run(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    let _ = conn;
+    store
+        .stage_deletions(run, "Person", &["2".to_owned(), "1".to_owned()])
+        .await
+        .unwrap();
+    store
+        .stage_deletions(run, "Email", &["e1".to_owned(), "1".to_owned()])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .transition_run(
+                run,
+                RunState::Running,
+                RunState::WaitingApproval,
+                Some("held"),
+                t0()
+            )
+            .await
+            .unwrap()
+    );
+    let waiting = store.run(run).await.unwrap().unwrap();
+    assert_eq!(
+        (waiting.state, waiting.error.as_deref(), waiting.finished_at),
+        (RunState::WaitingApproval, Some("held"), None)
+    );
+    assert_eq!(
+        store.staged_deletions(run).await.unwrap(),
+        [
+            ("Email".to_owned(), "1".to_owned()),
+            ("Email".to_owned(), "e1".to_owned()),
+            ("Person".to_owned(), "1".to_owned()),
+            ("Person".to_owned(), "2".to_owned()),
+        ]
+    );
+    // A transition from the wrong state moves nothing.
+    assert!(
+        !store
+            .transition_run(run, RunState::Running, RunState::Cancelled, None, t0())
+            .await
+            .unwrap()
+    );
+    // Not resumed by the next request of its kind.
+    let next = store
+        .start_run(conn, RunKind::Full, None, None, t0())
+        .await
+        .unwrap();
+    assert!(matches!(next, RunStart::New(_)), "{next:?}");
+    assert!(
+        store
+            .transition_run(
+                run,
+                RunState::WaitingApproval,
+                RunState::Cancelled,
+                Some("rejected"),
+                t0()
+            )
+            .await
+            .unwrap()
+    );
+    let ended = store.run(run).await.unwrap().unwrap();
+    assert_eq!(ended.state, RunState::Cancelled);
+    assert_eq!(ended.finished_at, Some(t0()));
+    assert!(store.staged_deletions(run).await.unwrap().is_empty());
 }

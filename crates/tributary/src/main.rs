@@ -31,6 +31,7 @@ pub mod exit {
     /// The connection is busy: another process is running its sync.
     /// Nothing was done; try again later.
     pub const BUSY: u8 = 3;
+    pub const WAITING: u8 = 4;
 }
 
 const AFTER_HELP: &str = "\
@@ -39,6 +40,7 @@ Exit codes (every command):
   1  the work ran and failed (a failed sync run keeps its checkpoints)
   2  could not start: bad flags or configuration, store unavailable
   3  busy: another process is running this connection's sync
+  4  waiting: a reconciliation's deletions wait for `runs approve` or `runs reject`
 
 Environment:
   TRIBUTARY_DB               the store, for --db

@@ -1,8 +1,11 @@
-//! `tributary runs list | show`: the history of runs, as stored.
+//! `tributary runs list | show | approve | reject`: the history of runs, as
+//! stored, and the decision a held reconciliation waits for.
 //!
-//! Both only read (a read-only database works). A run is a row: its kind,
-//! state, counters, error, timings, whether a failed run will be resumed,
-//! and — for `show` — where each of its entities stands.
+//! `list` and `show` only read (a read-only database works). A run is a
+//! row: its kind, state, counters, error, timings, whether a failed run
+//! will be resumed, and — for `show` — where each of its entities stands.
+//! `approve` applies the deletions a reconciliation's mass-delete guard
+//! held back; `reject` drops them.
 
 use std::process::ExitCode;
 
@@ -18,6 +21,26 @@ pub enum Command {
     List(ListArgs),
     /// One run and each of its entities.
     Show(ShowArgs),
+    /// Apply the deletions a reconciliation's mass-delete guard held back
+    /// (the run ends `succeeded`).
+    Approve(DecideArgs),
+    /// Drop the deletions a reconciliation's mass-delete guard held back
+    /// (the run ends `cancelled`; nothing is deleted).
+    Reject(DecideArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DecideArgs {
+    /// The run's id (`runs list` shows those `waiting_approval`).
+    run: i64,
+    /// The store: a SQLite file path or a postgres:// URL.
+    #[arg(long, env = "TRIBUTARY_DB")]
+    db: String,
+    /// The adapter's manifest file, for a connection whose adapter is not
+    /// built in (what belongs to what: deletion cascades along its hard
+    /// relationships).
+    #[arg(long)]
+    manifest: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -52,8 +75,53 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::List(args) => list(args).await?,
         Command::Show(args) => show(args).await?,
+        Command::Approve(args) => decide(args, true).await?,
+        Command::Reject(args) => decide(args, false).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn decide(args: DecideArgs, approve: bool) -> anyhow::Result<()> {
+    let store = tributary_store::open(&args.db).await?;
+    let engine = tributary_engine::Engine::new(
+        store.clone(),
+        std::sync::Arc::new(tributary_core::SystemClock),
+        tributary_engine::EngineOptions::default(),
+    );
+    let result = async {
+        let run = if approve {
+            let run = store
+                .run(args.run)
+                .await?
+                .ok_or(tributary_engine::Error::RunNotFound(args.run))?;
+            let adapter = store
+                .connections()
+                .await?
+                .into_iter()
+                .find(|c| c.id == run.connection_id)
+                .map(|c| c.adapter)
+                .unwrap_or_default();
+            let manifest = super::load_manifest(&adapter, args.manifest.as_deref())?;
+            engine.approve(args.run, &manifest).await?
+        } else {
+            engine.reject(args.run).await?
+        };
+        anyhow::Ok(run)
+    }
+    .await;
+    store.close().await;
+    let run = result?;
+    crate::output::note(&format!(
+        "run {}: {} ({} records deleted)",
+        run.id,
+        if approve {
+            "deletions approved and applied"
+        } else {
+            "deletions rejected; nothing was deleted"
+        },
+        thousands(run.counts.deleted)
+    ));
+    Ok(())
 }
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::json;
 use tributary_core::{Clock, RunKind, RunState, SystemClock};
-use tributary_engine::{Engine, EngineOptions, Progress, RunReport, RunRequest};
+use tributary_engine::{DeleteGuard, Engine, EngineOptions, Progress, RunReport, RunRequest};
 use tributary_manifest::Manifest;
 use tributary_secrets::SecretKey;
 use tributary_source::{Credentials, LocalRateLimiter, RateLimiter, Unlimited};
@@ -23,6 +23,10 @@ pub enum Kind {
     /// What changed since the last sync, per entity by the manifest's
     /// delta strategy (before any full sync: a full sync).
     Delta,
+    /// Every record listed; the stored ones the source no longer has are
+    /// marked deleted (with what belongs to them), within the mass-delete
+    /// guard.
+    Reconcile,
 }
 
 impl Kind {
@@ -30,6 +34,7 @@ impl Kind {
         match self {
             Kind::Full => RunKind::Full,
             Kind::Delta => RunKind::Delta,
+            Kind::Reconcile => RunKind::Reconcile,
         }
     }
 }
@@ -79,6 +84,13 @@ pub struct Args {
     /// seconds: 0 to 86400.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     delta_overlap: u64,
+    /// A reconciliation deletes nothing without approval when it would
+    /// delete more than this percentage of an entity's records (0 to 100).
+    #[arg(long, default_value_t = 10.0, value_parser = percent)]
+    max_delete_percent: f64,
+    /// ... or more than this many records of one entity.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
+    max_delete_count: u64,
     /// The connection's name (defaults to the adapter's name).
     #[arg(long)]
     connection: Option<String>,
@@ -98,6 +110,13 @@ pub struct Args {
     /// Write the run's figures (records/s, pages/s, peak RSS) as JSON to this file.
     #[arg(long)]
     stats_json: Option<PathBuf>,
+}
+
+fn percent(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("`{s}` is not a percentage: give 0 to 100, e.g. 10")),
+    }
 }
 
 pub fn parse_timeout(s: &str) -> Result<f64, String> {
@@ -185,6 +204,7 @@ pub struct FullSync<'a> {
     pub request_timeout: Duration,
     pub retry_budget: u32,
     pub delta_overlap: Duration,
+    pub delete_guard: DeleteGuard,
     pub entities: Option<Vec<String>>,
     /// `None`: [`default_spool_dir`] of the store.
     pub spool_dir: Option<PathBuf>,
@@ -210,6 +230,7 @@ impl<'a> FullSync<'a> {
             request_timeout: Duration::from_secs(30),
             retry_budget: EngineOptions::default().retry_budget,
             delta_overlap: EngineOptions::default().delta_overlap,
+            delete_guard: DeleteGuard::default(),
             spool_dir: None,
             entities: None,
         }
@@ -235,6 +256,7 @@ pub async fn full_sync(
         EngineOptions {
             retry_budget: request.retry_budget,
             delta_overlap: request.delta_overlap,
+            delete_guard: request.delete_guard,
             spool_dir: Some(
                 request
                     .spool_dir
@@ -335,6 +357,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             spool_dir: args.spool_dir.clone(),
             kind: args.kind.run_kind(),
             delta_overlap: Duration::from_secs(args.delta_overlap),
+            delete_guard: DeleteGuard {
+                max_share: args.max_delete_percent / 100.0,
+                max_count: args.max_delete_count,
+            },
             ..FullSync::new(
                 &args.target.db,
                 manifest,
@@ -353,7 +379,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let secs = report.elapsed.as_secs_f64().max(1e-9);
     let requests: u64 = report.entities.iter().map(|e| e.requests).sum();
     let summary = format!(
-        "run {} ({}) {}{}: {} records ({} created, {} updated, {} unchanged, {} quarantined) in {} pages, {} requests, {:.1}s",
+        "run {} ({}) {}{}: {} records ({} created, {} updated, {} unchanged, {} deleted, {} quarantined) in {} pages, {} requests, {:.1}s",
         report.run.id,
         report.run.kind.as_str(),
         report.run.state.as_str(),
@@ -362,11 +388,34 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         thousands(c.created),
         thousands(c.updated),
         thousands(c.unchanged),
+        thousands(c.deleted),
         thousands(c.quarantined),
         thousands(c.pages),
         thousands(requests as i64),
         secs,
     );
+    if let Some(deletions) = &report.deletions {
+        let deleted: Vec<String> = deletions
+            .deleted
+            .iter()
+            .map(|(entity, n)| format!("{entity} {}", thousands(*n)))
+            .collect();
+        if deletions.held.is_empty() {
+            crate::output::note(&format!(
+                "deleted (gone from the source): {}",
+                if deleted.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    deleted.join(", ")
+                }
+            ));
+        } else {
+            crate::output::note("nothing deleted: held for approval (below)");
+        }
+        for (entity, why) in &deletions.skipped {
+            crate::output::note(&format!("nothing of {entity} deleted: {why}"));
+        }
+    }
     if report.full_instead_of_delta {
         crate::output::note(
             "no full sync of this connection has finished yet: running a full sync instead of a delta",
@@ -387,6 +436,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             created = c.created,
             updated = c.updated,
             unchanged = c.unchanged,
+            deleted = c.deleted,
             quarantined = c.quarantined,
             elapsed_secs = secs,
             error = report.run.error.as_deref(),
@@ -435,10 +485,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::write(path, serde_json::to_vec_pretty(&stats)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    Ok(if report.run.state == RunState::Succeeded {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(crate::exit::FAILED)
+    Ok(match report.run.state {
+        RunState::Succeeded => ExitCode::SUCCESS,
+        // Held for a person's decision: the run did its work, and waits.
+        RunState::WaitingApproval => ExitCode::from(crate::exit::WAITING),
+        _ => ExitCode::from(crate::exit::FAILED),
     })
 }
 
