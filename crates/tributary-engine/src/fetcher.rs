@@ -78,14 +78,16 @@ impl Fetcher {
         if let Some(page) = replayed {
             return Ok((page, key));
         }
-        let page = retrying(
-            self.policy,
-            &self.control,
-            &self.entity.name,
-            self.progress.as_ref(),
-            || self.source.fetch_page(&self.entity, cursor),
-        )
-        .await?;
+        let page = self
+            .control
+            .unless_stopping(retrying(
+                self.policy,
+                &self.control,
+                &self.entity.name,
+                self.progress.as_ref(),
+                || self.source.fetch_page(&self.entity, cursor),
+            ))
+            .await?;
         self.requests
             .fetch_add(page.bodies.len() as u64, Ordering::Relaxed);
         self.keep(&key, &page.bodies);
@@ -210,21 +212,25 @@ impl Fetcher {
                 if let Some(page) = replayed {
                     return Ok(Some(page));
                 }
-                let page = retrying(
-                    self.policy,
-                    &self.control,
-                    &self.entity.name,
-                    self.progress.as_ref(),
-                    || async {
-                        match self.source.fetch_children(&self.entity, &parent_id).await {
-                            // A parent deleted since it was listed has no
-                            // children (`None`: told apart below).
-                            Err(tributary_source::Error::Status { status: 404, .. }) => Ok(None),
-                            other => other.map(Some),
-                        }
-                    },
-                )
-                .await?;
+                let page = self
+                    .control
+                    .unless_stopping(retrying(
+                        self.policy,
+                        &self.control,
+                        &self.entity.name,
+                        self.progress.as_ref(),
+                        || async {
+                            match self.source.fetch_children(&self.entity, &parent_id).await {
+                                // A parent deleted since it was listed has no
+                                // children (`None`: told apart below).
+                                Err(tributary_source::Error::Status { status: 404, .. }) => {
+                                    Ok(None)
+                                }
+                                other => other.map(Some),
+                            }
+                        },
+                    ))
+                    .await?;
                 if let Some(page) = &page {
                     self.requests
                         .fetch_add(page.bodies.len() as u64, Ordering::Relaxed);

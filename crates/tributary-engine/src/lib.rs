@@ -24,6 +24,8 @@ mod reconcile;
 mod request;
 mod retry;
 mod run;
+pub mod schedule;
+mod service;
 mod spool;
 
 use std::path::PathBuf;
@@ -41,6 +43,7 @@ pub use progress::{NoProgress, Progress};
 pub use reconcile::{DeleteGuard, Deletions};
 pub use request::{RequestError, RunRequest};
 pub use run::{EntityReport, RunReport};
+pub use service::{Resolver, Service, ServiceHandle, ServiceOptions};
 pub use spool::Spool;
 
 /// Engine errors: what stops a run as a whole (entity failures are recorded
@@ -56,6 +59,9 @@ pub enum Error {
     /// The engine does not run syncs of this kind (yet).
     #[error("a `{0}` sync cannot be run this way: ask for full, delta or reconcile")]
     UnsupportedKind(&'static str),
+    /// The engine is stopping: no run starts.
+    #[error("the service is shutting down: no run starts")]
+    Stopping,
     /// No run has this id.
     #[error("there is no run {0}: `tributary runs list` shows the runs")]
     RunNotFound(i64),
@@ -121,12 +127,13 @@ impl Default for EngineOptions {
     }
 }
 
-/// The sync engine. Cheap to clone.
+/// The sync engine. Cheap to clone; clones share the stop signal.
 #[derive(Debug, Clone)]
 pub struct Engine {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     options: EngineOptions,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Engine {
@@ -136,7 +143,21 @@ impl Engine {
             store,
             clock,
             options,
+            stop: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
+    }
+
+    /// Tells every run of this engine (and its clones) to stop: no entity
+    /// starts, no page is fetched, a request in flight is dropped; what has
+    /// been fetched commits; each run ends failed and resumable, so the
+    /// next request of its kind resumes it. For a process shutting down.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Whether [`Engine::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        *self.stop.borrow()
     }
 
     /// The store.

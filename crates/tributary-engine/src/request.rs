@@ -69,6 +69,9 @@ pub struct RunRequest {
     pub request_timeout: Duration,
     /// Only these entities; `None`: all.
     pub entities: Option<Vec<String>>,
+    /// Names the run: a second request with the same key returns the
+    /// run the first one made (see [`Engine::sync_keyed`]).
+    pub idempotency_key: Option<String>,
 }
 
 impl RunRequest {
@@ -86,6 +89,7 @@ impl RunRequest {
             rate_limiter: None,
             request_timeout: Duration::from_secs(30),
             entities: None,
+            idempotency_key: None,
         }
     }
 }
@@ -177,12 +181,13 @@ impl Engine {
             )
             .await?;
         let report = self
-            .sync_locked(
+            .sync_keyed(
                 &lock,
                 &connection,
                 &source,
                 request.kind,
                 request.entities.as_deref(),
+                request.idempotency_key.as_deref(),
                 progress,
             )
             .await?;

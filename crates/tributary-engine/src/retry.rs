@@ -21,15 +21,41 @@ pub(crate) struct RunControl {
     stop: Mutex<Option<String>>,
     /// Pages read from the spool instead of the API.
     pub(crate) spooled: AtomicU64,
+    /// Becomes `true` when the engine is told to stop ([`Engine::stop`]).
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
+/// Why an entity stops when its process is shutting down.
+pub(crate) const SHUTTING_DOWN: &str =
+    "stopped: the process is shutting down; the next run of this kind resumes from here";
+
 impl RunControl {
-    pub(crate) fn new(budget: u32) -> Self {
+    pub(crate) fn new(budget: u32, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
         Self {
             budget,
             retries: AtomicU64::new(0),
             stop: Mutex::new(None),
             spooled: AtomicU64::new(0),
+            shutdown,
+        }
+    }
+
+    /// Whether the engine was told to stop.
+    pub(crate) fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Runs `work` unless the engine is told to stop first: then the work
+    /// is abandoned (a request in flight is dropped; what committed stays)
+    /// and the answer is a transient failure, so the run is resumable.
+    pub(crate) async fn unless_stopping<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            result = work => result,
+            _ = shutdown.wait_for(|stop| *stop) => Err(Failure::transient(SHUTTING_DOWN)),
         }
     }
 

@@ -17,7 +17,7 @@ use tributary_store::{
 
 use crate::committer::Committer;
 use crate::entity::{EntityJob, Scan};
-use crate::retry::{Failure, RunControl};
+use crate::retry::{Failure, RunControl, SHUTTING_DOWN};
 use crate::{Engine, Error, Progress, Result, Spool, holder};
 
 /// How one entity ended.
@@ -170,6 +170,25 @@ impl Engine {
         only: Option<&[String]>,
         progress: Arc<dyn Progress>,
     ) -> Result<RunReport> {
+        self.sync_keyed(lock, connection, source, kind, only, None, progress)
+            .await
+    }
+
+    /// [`Self::sync_locked`] with an idempotency key (e.g. connection, kind
+    /// and schedule slot): a request whose key names a run already made
+    /// returns that run — finished, it is reported as it ended and nothing
+    /// runs; unfinished, it is resumed.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn sync_keyed(
+        &self,
+        lock: &ConnectionLock,
+        connection: &Connection,
+        source: &Source,
+        kind: RunKind,
+        only: Option<&[String]>,
+        idempotency_key: Option<&str>,
+        progress: Arc<dyn Progress>,
+    ) -> Result<RunReport> {
         if lock.connection() != connection.name {
             return Err(Error::WrongLock(
                 lock.connection().to_owned(),
@@ -228,12 +247,35 @@ impl Engine {
         };
         let (run, resumed) = match self
             .store
-            .start_run(connection.id, kind, Some(&scope), None, self.clock.now())
+            .start_run(
+                connection.id,
+                kind,
+                Some(&scope),
+                idempotency_key,
+                self.clock.now(),
+            )
             .await?
         {
             RunStart::New(run) => (run, false),
             RunStart::Resumed(run) => (run, true),
-            RunStart::Finished(run) => (run, false),
+            RunStart::Finished(run) => {
+                tracing::info!(
+                    run = run.id,
+                    key = idempotency_key,
+                    "the run this request names has ended: nothing to do"
+                );
+                return Ok(RunReport {
+                    run,
+                    resumed: false,
+                    full_instead_of_delta: false,
+                    deletions: None,
+                    entities: Vec::new(),
+                    elapsed: started.elapsed(),
+                    needs_reauth: None,
+                    retries: 0,
+                    spooled: 0,
+                });
+            }
         };
         tracing::info!(run = run.id, connection = %connection.name, kind = kind.as_str(), resumed, "sync started");
 
@@ -250,7 +292,10 @@ impl Engine {
             checkpoints.clear();
         }
         let mut reports = Vec::new();
-        let control = Arc::new(RunControl::new(self.options.retry_budget));
+        let control = Arc::new(RunControl::new(
+            self.options.retry_budget,
+            self.stop.subscribe(),
+        ));
         // Every page of the run commits through it; it stops with the last
         // entity task.
         let committer = Committer::start(self.clone());
@@ -351,8 +396,10 @@ impl Engine {
                     release(name, &mut waiting_for, &mut ready);
                     continue;
                 }
+                let shutting_down = control.shutting_down();
                 let blocked = match control.stopped() {
                     Some(reason) => Some(format!("not started: {reason}")),
+                    None if shutting_down => Some(format!("not started: {SHUTTING_DOWN}")),
                     None => hard_dependencies
                         .get(name)
                         .into_iter()
@@ -363,8 +410,9 @@ impl Engine {
                 if let Some(error) = blocked {
                     self.record_failed(run.id, name, &error).await;
                     progress.entity_finished(name, EntityState::Failed, Some(&error));
-                    // Neither transient nor permanent: it goes with its cause.
-                    failed.insert(name.to_owned(), (error.clone(), false));
+                    // Neither transient nor permanent: it goes with its
+                    // cause (a shutdown's passes).
+                    failed.insert(name.to_owned(), (error.clone(), shutting_down));
                     reports.push(EntityReport {
                         entity: name.to_owned(),
                         state: EntityState::Failed,

@@ -551,6 +551,24 @@ pub struct Quarantined {
     pub last_seen_at: Timestamp,
 }
 
+/// When `serve` runs a connection's syncs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// The connection.
+    pub connection_id: i64,
+    /// A delta every this many seconds (`None`: no scheduled deltas).
+    pub delta_every_secs: Option<i64>,
+    /// The next delta slot.
+    pub delta_next_at: Option<Timestamp>,
+    /// A reconciliation at the times of this cron expression, UTC (`None`:
+    /// no scheduled reconciliations).
+    pub reconcile_cron: Option<String>,
+    /// The next reconciliation slot.
+    pub reconcile_next_at: Option<Timestamp>,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
 /// Record counts of one entity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntityCount {
@@ -725,6 +743,24 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: Timestamp,
     ) -> Result<bool>;
 
+    /// Creates or replaces a connection's schedule.
+    async fn set_schedule(&self, schedule: &Schedule) -> Result<()>;
+
+    /// Every schedule, by connection id.
+    async fn schedules(&self) -> Result<Vec<Schedule>>;
+
+    /// Fires the slot `due` of a connection's schedule of `kind` (delta or
+    /// reconcile) by moving its next slot to `next` — only if the next
+    /// slot is still `due`: `false` when another process fired it first
+    /// (or the schedule changed).
+    async fn claim_slot(
+        &self,
+        connection_id: i64,
+        kind: RunKind,
+        due: Timestamp,
+        next: Timestamp,
+    ) -> Result<bool>;
+
     /// The connection's high-water marks, per entity: the time (the
     /// source's clock) up to which every change of the entity is stored,
     /// as pages committed them ([`PageWrite::mark`]).
@@ -835,6 +871,18 @@ pub(crate) fn missed_swap(
              another writer replaced them"
         )),
         _ => Error::NotFound(format!("connection {connection_id}")),
+    }
+}
+
+/// The column of a schedule's next slot of `kind`.
+pub(crate) fn slot_column(kind: RunKind) -> Result<&'static str> {
+    match kind {
+        RunKind::Delta => Ok("delta_next_at"),
+        RunKind::Reconcile => Ok("reconcile_next_at"),
+        other => Err(Error::NotFound(format!(
+            "a schedule of {} runs (schedules have delta and reconcile runs)",
+            other.as_str()
+        ))),
     }
 }
 

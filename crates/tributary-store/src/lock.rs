@@ -21,14 +21,16 @@ use std::any::Any;
 /// the process dies).
 pub struct ConnectionLock {
     connection: String,
-    _guard: Box<dyn Any + Send>,
+    /// Held, never read: in a mutex so that a lock can be shared by
+    /// reference across tasks.
+    _guard: std::sync::Mutex<Box<dyn Any + Send>>,
 }
 
 impl ConnectionLock {
     pub(crate) fn new(connection: &str, guard: impl Any + Send) -> Self {
         Self {
             connection: connection.to_owned(),
-            _guard: Box::new(guard),
+            _guard: std::sync::Mutex::new(Box::new(guard)),
         }
     }
 

@@ -16,6 +16,7 @@ use sqlx::types::Json;
 use sqlx::{ConnectOptions as _, Connection as _, Row};
 use tributary_core::{ChangeKind, EdgeRef, PreparedRecord, RunKind, RunState, Timestamp};
 
+use crate::Schedule;
 use crate::lock::{self, ConnectionLock, PG_LOCK_CLASS, busy};
 use crate::plan::{plan, unique_ids};
 use crate::rows::{
@@ -84,6 +85,11 @@ fn migrator() -> Migrator {
             8,
             "staged_deletions",
             include_str!("../migrations/postgres/0008_staged_deletions.sql"),
+        ),
+        (
+            9,
+            "schedules",
+            include_str!("../migrations/postgres/0009_schedules.sql"),
         ),
     ])
 }
@@ -405,6 +411,7 @@ impl Store for PgStore {
         for sql in [
             "DELETE FROM changes WHERE connection_id = $1",
             "DELETE FROM marks WHERE connection_id = $1",
+            "DELETE FROM schedules WHERE connection_id = $1",
             "DELETE FROM quarantine WHERE connection_id = $1",
             "DELETE FROM edges WHERE connection_id = $1",
             "DELETE FROM records WHERE connection_id = $1",
@@ -791,6 +798,65 @@ impl Store for PgStore {
         }
         tx.commit().await?;
         Ok(moved)
+    }
+
+    async fn set_schedule(&self, schedule: &Schedule) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO schedules (connection_id, delta_every_secs, delta_next_at, reconcile_cron, \
+             reconcile_next_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (connection_id) DO UPDATE SET delta_every_secs = excluded.delta_every_secs, \
+             delta_next_at = excluded.delta_next_at, reconcile_cron = excluded.reconcile_cron, \
+             reconcile_next_at = excluded.reconcile_next_at, updated_at = excluded.updated_at",
+        )
+        .bind(schedule.connection_id)
+        .bind(schedule.delta_every_secs)
+        .bind(schedule.delta_next_at)
+        .bind(&schedule.reconcile_cron)
+        .bind(schedule.reconcile_next_at)
+        .bind(schedule.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn schedules(&self) -> Result<Vec<Schedule>> {
+        let rows = sqlx::query(
+            "SELECT connection_id, delta_every_secs, delta_next_at, reconcile_cron, reconcile_next_at, \
+             updated_at FROM schedules ORDER BY connection_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Schedule {
+                    connection_id: r.try_get("connection_id")?,
+                    delta_every_secs: r.try_get("delta_every_secs")?,
+                    delta_next_at: r.try_get("delta_next_at")?,
+                    reconcile_cron: r.try_get("reconcile_cron")?,
+                    reconcile_next_at: r.try_get("reconcile_next_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_slot(
+        &self,
+        connection_id: i64,
+        kind: RunKind,
+        due: Timestamp,
+        next: Timestamp,
+    ) -> Result<bool> {
+        let column = crate::slot_column(kind)?;
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE schedules SET {column} = $1 WHERE connection_id = $2 AND {column} = $3"
+        )))
+        .bind(next)
+        .bind(connection_id)
+        .bind(due)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn marks(&self, connection_id: i64) -> Result<Vec<(String, Timestamp)>> {

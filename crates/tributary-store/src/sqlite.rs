@@ -21,6 +21,7 @@ use sqlx::{Arguments, AssertSqlSafe, ConnectOptions, QueryBuilder, Row, Sqlite};
 use tokio::sync::Notify;
 use tributary_core::{EdgeRef, PreparedRecord, QuarantinedRecord, RunKind, RunState, Timestamp};
 
+use crate::Schedule;
 use crate::lock::{self, ConnectionLock, busy};
 use crate::plan::{groups, parse_ts, plan, sqlite_ts, unique_ids};
 use crate::rows::{
@@ -204,6 +205,11 @@ fn migrator() -> Migrator {
             7,
             "staged_deletions",
             include_str!("../migrations/sqlite/0007_staged_deletions.sql"),
+        ),
+        (
+            8,
+            "schedules",
+            include_str!("../migrations/sqlite/0008_schedules.sql"),
         ),
     ])
 }
@@ -775,6 +781,7 @@ impl Store for SqliteStore {
         for sql in [
             "DELETE FROM changes WHERE connection_id = ?",
             "DELETE FROM marks WHERE connection_id = ?",
+            "DELETE FROM schedules WHERE connection_id = ?",
             "DELETE FROM quarantine WHERE connection_id = ?",
             "DELETE FROM edges WHERE connection_id = ?",
             "DELETE FROM records WHERE connection_id = ?",
@@ -1091,6 +1098,72 @@ impl Store for SqliteStore {
         }
         .await;
         result.map_err(|error| self.write_error(error))
+    }
+
+    async fn set_schedule(&self, schedule: &Schedule) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO schedules (connection_id, delta_every_secs, delta_next_at, reconcile_cron, \
+             reconcile_next_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (connection_id) DO UPDATE SET delta_every_secs = excluded.delta_every_secs, \
+             delta_next_at = excluded.delta_next_at, reconcile_cron = excluded.reconcile_cron, \
+             reconcile_next_at = excluded.reconcile_next_at, updated_at = excluded.updated_at",
+        )
+        .bind(schedule.connection_id)
+        .bind(schedule.delta_every_secs)
+        .bind(schedule.delta_next_at.as_ref().map(sqlite_ts))
+        .bind(&schedule.reconcile_cron)
+        .bind(schedule.reconcile_next_at.as_ref().map(sqlite_ts))
+        .bind(sqlite_ts(&schedule.updated_at))
+        .execute(&self.writer)
+        .await
+        .map_err(|e| self.write_error(e.into()))?;
+        Ok(())
+    }
+
+    async fn schedules(&self) -> Result<Vec<Schedule>> {
+        let rows = sqlx::query(
+            "SELECT connection_id, delta_every_secs, delta_next_at, reconcile_cron, reconcile_next_at, \
+             updated_at FROM schedules ORDER BY connection_id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let ts = |name: &str| -> Result<Option<Timestamp>> {
+                    r.try_get::<Option<String>, _>(name)?
+                        .map(|t| parse_ts(&t))
+                        .transpose()
+                };
+                Ok(Schedule {
+                    connection_id: r.try_get("connection_id")?,
+                    delta_every_secs: r.try_get("delta_every_secs")?,
+                    delta_next_at: ts("delta_next_at")?,
+                    reconcile_cron: r.try_get("reconcile_cron")?,
+                    reconcile_next_at: ts("reconcile_next_at")?,
+                    updated_at: parse_ts(&r.try_get::<String, _>("updated_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_slot(
+        &self,
+        connection_id: i64,
+        kind: RunKind,
+        due: Timestamp,
+        next: Timestamp,
+    ) -> Result<bool> {
+        let column = crate::slot_column(kind)?;
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE schedules SET {column} = ? WHERE connection_id = ? AND {column} = ?"
+        )))
+        .bind(sqlite_ts(&next))
+        .bind(connection_id)
+        .bind(sqlite_ts(&due))
+        .execute(&self.writer)
+        .await
+        .map_err(|e| self.write_error(e.into()))?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn marks(&self, connection_id: i64) -> Result<Vec<(String, Timestamp)>> {

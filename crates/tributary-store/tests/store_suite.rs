@@ -12,7 +12,7 @@ use tributary_core::{
 };
 use tributary_store::{
     Cascade, ConnectionStatus, Deletion, EntityState, Error, NewConnection, PageOutcome, PageWrite,
-    RecordQuery, RunStart, Store,
+    RecordQuery, RunStart, Schedule, Store,
 };
 
 struct TestDb {
@@ -129,6 +129,7 @@ store_suite!(
     changed_ids_are_the_records_a_run_wrote,
     deletion_cascades_feeds_and_comes_back,
     staged_deletions_end_with_their_run,
+    schedule_slots_are_claimed_once,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -1852,4 +1853,45 @@ async fn staged_deletions_end_with_their_run(store: Arc<dyn Store>) {
     assert_eq!(ended.state, RunState::Cancelled);
     assert_eq!(ended.finished_at, Some(t0()));
     assert!(store.staged_deletions(run).await.unwrap().is_empty());
+}
+
+async fn schedule_slots_are_claimed_once(store: Arc<dyn Store>) {
+    let (conn, _) = setup(&store).await;
+    let schedule = Schedule {
+        connection_id: conn,
+        delta_every_secs: Some(900),
+        delta_next_at: Some(t0()),
+        reconcile_cron: Some("0 3 * * *".into()),
+        reconcile_next_at: Some(t0() + Duration::hours(3)),
+        updated_at: t0(),
+    };
+    store.set_schedule(&schedule).await.unwrap();
+    assert_eq!(store.schedules().await.unwrap(), std::slice::from_ref(&schedule));
+    // Ten claims of one slot at once: one wins.
+    let next = t0() + Duration::minutes(15);
+    let claims = futures_util::future::join_all(
+        (0..10).map(|_| store.claim_slot(conn, RunKind::Delta, t0(), next)),
+    )
+    .await;
+    assert_eq!(claims.iter().filter(|c| *c.as_ref().unwrap()).count(), 1);
+    let stored = &store.schedules().await.unwrap()[0];
+    assert_eq!(stored.delta_next_at, Some(next));
+    assert_eq!(stored.reconcile_next_at, schedule.reconcile_next_at);
+    // Not a schedule's kind: refused.
+    assert!(
+        store
+            .claim_slot(conn, RunKind::Full, t0(), next)
+            .await
+            .is_err()
+    );
+    // Replaced whole; removed with the connection.
+    let off = Schedule {
+        delta_every_secs: None,
+        delta_next_at: None,
+        ..schedule
+    };
+    store.set_schedule(&off).await.unwrap();
+    assert_eq!(store.schedules().await.unwrap(), [off]);
+    assert!(store.remove_connection("main").await.unwrap());
+    assert!(store.schedules().await.unwrap().is_empty());
 }

@@ -3,6 +3,7 @@
 mod cmd;
 mod output;
 mod progress;
+mod server;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -73,9 +74,14 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Run a sync of one connection, non-interactively (exit code 0 only on success).
     Sync(cmd::sync::Args),
+    /// Run the long-lived process: scheduled syncs, /healthz and /readyz.
+    Serve(cmd::serve::Args),
+    /// Set and list when `serve` runs each connection's delta and reconciliation.
+    #[command(subcommand)]
+    Schedules(cmd::schedules::Command),
     /// Show connections, their latest runs and record counts.
     Status(cmd::status::Args),
-    /// List runs and show one with its entities (read-only).
+    /// List runs, show one, approve or reject a reconciliation's held deletions.
     #[command(subcommand)]
     Runs(cmd::runs::Command),
     /// Add, list, check and remove connections; their credentials are sealed at rest.
@@ -136,6 +142,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => cmd::demo::run(args).await,
             Command::Sync(args) => cmd::sync::run(args).await,
+            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Schedules(command) => cmd::schedules::run(command).await,
             Command::Status(args) => cmd::status::run(args).await,
             Command::Connections(command) => cmd::connections::run(command).await,
             Command::Runs(command) => cmd::runs::run(command).await,

@@ -7,6 +7,8 @@ pub mod demo;
 pub mod manifest;
 pub mod records;
 pub mod runs;
+pub mod schedules;
+pub mod serve;
 pub mod sim;
 pub mod status;
 pub mod sync;

@@ -1,0 +1,149 @@
+//! `tributary serve`: the long-running process. It fires each connection's
+//! schedule (`tributary schedules set`), runs the syncs through the
+//! engine's service, and answers `GET /healthz` and `GET /readyz`. On
+//! SIGTERM or Ctrl-C it stops starting work, lets the pages in flight
+//! commit, leaves its runs resumable and exits — within 10 seconds.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tributary_core::{RunKind, SystemClock};
+use tributary_engine::{Engine, EngineOptions, Resolver, RunRequest, Service, ServiceOptions};
+use tributary_manifest::Manifest;
+use tributary_secrets::SecretKey;
+use tributary_store::Connection;
+
+use crate::server::{AppState, router};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The store: a SQLite file path or a postgres:// URL.
+    #[arg(long, env = "TRIBUTARY_DB")]
+    db: String,
+    /// Where the HTTP endpoints listen.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// A manifest file for connections of its adapter (others use the
+    /// built-in adapters).
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// Where fetched pages wait for their commit (default: beside a SQLite
+    /// file; for PostgreSQL, in the user's cache directory).
+    #[arg(long)]
+    spool_dir: Option<PathBuf>,
+}
+
+/// Stored connections' runs: their adapter's manifest, and the key that
+/// opens their sealed credentials.
+struct StoredConnections {
+    manifest: Option<Arc<Manifest>>,
+    key: Result<Arc<SecretKey>, String>,
+}
+
+impl Resolver for StoredConnections {
+    fn request(&self, connection: &Connection, kind: RunKind) -> Result<RunRequest, String> {
+        let manifest = match &self.manifest {
+            Some(manifest) if manifest.name == connection.adapter => manifest.clone(),
+            _ => Arc::new(
+                tributary_manifest::builtin(&connection.adapter)
+                    .ok_or_else(|| {
+                        format!(
+                            "adapter `{}` is not built in: start serve with --manifest FILE",
+                            connection.adapter
+                        )
+                    })?
+                    .map_err(|error| error.to_string())?,
+            ),
+        };
+        Ok(RunRequest {
+            secret_key: self.key.clone(),
+            ..RunRequest::new(&connection.name, kind, manifest)
+        })
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let manifest = args
+        .manifest
+        .as_deref()
+        .map(tributary_manifest::load)
+        .transpose()?
+        .map(Arc::new);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let store = tributary_store::open(&args.db).await?;
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        EngineOptions {
+            spool_dir: Some(
+                args.spool_dir
+                    .clone()
+                    .unwrap_or_else(|| super::sync::default_spool_dir(&args.db)),
+            ),
+            ..EngineOptions::default()
+        },
+    );
+    let resolver = StoredConnections {
+        manifest,
+        key: SecretKey::from_env()
+            .map(Arc::new)
+            .map_err(|error| error.to_string()),
+    };
+    if let Err(why) = &resolver.key {
+        tracing::warn!(%why, "no secret key: connections with stored credentials cannot sync");
+    }
+    let schedules = store.schedules().await?;
+    for connection in store.connections().await? {
+        if !schedules.iter().any(|s| s.connection_id == connection.id) {
+            tracing::warn!(connection = %connection.name, "no schedule: set one with `tributary schedules set {}`", connection.name);
+        }
+    }
+    let service = Service::new(engine, Arc::new(resolver), ServiceOptions::default()).start();
+    let address = listener.local_addr()?;
+    crate::output::note(&format!(
+        "serving on http://{address} (GET /healthz, /readyz); {} scheduled connection(s); stop with Ctrl-C or SIGTERM",
+        schedules.len()
+    ));
+    let app = router(AppState {
+        store: store.clone(),
+        service: service.clone(),
+    });
+    let stopping = service.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            // Runs stop first (the HTTP side closes as they do).
+            stopping.shutdown().await;
+        })
+        .await
+        .context("the HTTP server failed")?;
+    service.shutdown().await;
+    store.close().await;
+    crate::output::note("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}

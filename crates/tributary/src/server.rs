@@ -1,0 +1,55 @@
+//! The HTTP face of `tributary serve`: one axum router over the service's
+//! state. Today: health (`GET /healthz`: the process answers) and
+//! readiness (`GET /readyz`: the database answers, its schema is current,
+//! and the process is not shutting down). Webhooks, the change feed and
+//! the dashboard join this router.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde_json::json;
+use tributary_engine::ServiceHandle;
+use tributary_store::Store;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub service: ServiceHandle,
+}
+
+/// The routes of `tributary serve`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn healthz() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let not_ready = |reason: String| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "reason": reason})),
+        )
+            .into_response()
+    };
+    if state.service.is_stopping() {
+        return not_ready("shutting down".into());
+    }
+    match state.store.pending_migrations().await {
+        Ok(pending) if pending.is_empty() => Json(json!({"status": "ready"})).into_response(),
+        Ok(pending) => not_ready(format!(
+            "the database lacks migrations {pending:?}: restart `tributary serve` to apply them"
+        )),
+        Err(error) => not_ready(format!("the database does not answer: {error}")),
+    }
+}
