@@ -65,6 +65,9 @@ pub enum Error {
     /// No run has this id.
     #[error("there is no run {0}: `tributary runs list` shows the runs")]
     RunNotFound(i64),
+    /// The run has ended: it cannot be cancelled.
+    #[error("run {0} is {1}: only a run that is running or waiting for approval can be cancelled")]
+    NotCancellable(i64, &'static str),
     /// The run is not waiting for approval.
     #[error(
         "run {0} is {1}, not waiting for approval: only a reconciliation whose deletions the mass-delete guard held back can be approved or rejected"

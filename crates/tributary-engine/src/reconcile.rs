@@ -355,6 +355,36 @@ impl Engine {
             .ok_or(Error::RunNotFound(run_id))
     }
 
+    /// Cancels a run that is running or waiting for approval: it ends
+    /// `cancelled` and is never resumed. A run going on in a process
+    /// commits nothing more (its next commit is refused) and stops.
+    pub async fn cancel(&self, run_id: i64) -> Result<Run> {
+        let run = self
+            .store
+            .run(run_id)
+            .await?
+            .ok_or(Error::RunNotFound(run_id))?;
+        if !matches!(run.state, RunState::Running | RunState::WaitingApproval)
+            || !self
+                .store
+                .transition_run(
+                    run_id,
+                    run.state,
+                    RunState::Cancelled,
+                    Some("cancelled by a person"),
+                    self.clock.now(),
+                )
+                .await?
+        {
+            let state = self.store.run(run_id).await?.map_or(run.state, |r| r.state);
+            return Err(Error::NotCancellable(run_id, state.as_str()));
+        }
+        self.store
+            .run(run_id)
+            .await?
+            .ok_or(Error::RunNotFound(run_id))
+    }
+
     async fn waiting(&self, run_id: i64) -> Result<Run> {
         let run = self
             .store

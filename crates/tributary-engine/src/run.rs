@@ -626,6 +626,14 @@ impl Engine {
         // disk): the run then stays `running` in the store, which the next
         // request of its kind resumes — as after a crash — and the report
         // says how it ended.
+        let requests_made: u64 = requests.values().map(|r| r.load(Ordering::Relaxed)).sum();
+        if let Err(failure) = self
+            .store
+            .add_run_usage(run.id, requests_made, control.retries())
+            .await
+        {
+            tracing::warn!(run = run.id, error = %failure, "cannot record the run's requests and retries");
+        }
         let unrecorded = self
             .store
             .finish_run(run.id, state, error.as_deref(), resumable, self.clock.now())

@@ -274,6 +274,12 @@ pub struct RunCounts {
     pub deleted: i64,
     /// Records quarantined.
     pub quarantined: i64,
+    /// Records marked deleted that came back (counted as created too).
+    pub restored: i64,
+    /// API requests made (pages read from the API).
+    pub requests: i64,
+    /// Retries spent.
+    pub retries: i64,
 }
 
 /// One sync run.
@@ -436,6 +442,7 @@ pub(crate) fn run_totals(
         total.2.updated += outcome.updated;
         total.2.unchanged += outcome.unchanged;
         total.2.quarantined += outcome.quarantined;
+        total.2.restored += outcome.restored;
         total.3 = total.3.max(page.now);
     }
     totals
@@ -452,6 +459,8 @@ pub struct PageOutcome {
     pub unchanged: u64,
     /// Records quarantined.
     pub quarantined: u64,
+    /// Of the created, records that were marked deleted (brought back).
+    pub restored: u64,
 }
 
 impl PageOutcome {
@@ -672,8 +681,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         idempotency_key: Option<&str>,
         now: Timestamp,
     ) -> Result<RunStart>;
-    /// Ends a run; `resumable` marks a failed run that the next request of
-    /// its kind resumes (see [`Run::resumable`]).
+    /// Adds to a run's figures the requests it made and the retries it
+    /// spent (an invocation's worth; a resumed run adds up).
+    async fn add_run_usage(&self, run_id: i64, requests: u64, retries: u64) -> Result<()>;
+
+    /// Ends a running run; `resumable` marks a failed run that the next
+    /// request of its kind resumes (see [`Run::resumable`]). A run no longer
+    /// running (a person cancelled it) keeps its state.
     async fn finish_run(
         &self,
         run_id: i64,

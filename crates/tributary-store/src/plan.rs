@@ -16,6 +16,8 @@ pub(crate) struct Plan<'a> {
     pub(crate) writes: Vec<(&'a PreparedRecord, ChangeKind)>,
     /// Records whose content is already stored.
     pub(crate) unchanged: u64,
+    /// Of the created, records stored as deleted (brought back).
+    pub(crate) restored: u64,
 }
 
 impl Plan<'_> {
@@ -27,6 +29,7 @@ impl Plan<'_> {
             updated: count(ChangeKind::Updated),
             unchanged: self.unchanged,
             quarantined: quarantined as u64,
+            restored: self.restored,
         }
     }
 }
@@ -44,18 +47,26 @@ pub(crate) fn plan<'a>(
     }
     let mut writes = Vec::new();
     let mut unchanged = 0;
+    let mut restored = 0;
     for (i, r) in records.iter().enumerate() {
         if last[r.external_id.as_str()] != i {
             continue;
         }
         match existing.get(&r.external_id) {
             None => writes.push((r, ChangeKind::Created)),
-            Some(e) if e.deleted => writes.push((r, ChangeKind::Created)),
+            Some(e) if e.deleted => {
+                restored += 1;
+                writes.push((r, ChangeKind::Created));
+            }
             Some(e) if *e.hash != *r.content_hash => writes.push((r, ChangeKind::Updated)),
             Some(_) => unchanged += 1,
         }
     }
-    Plan { writes, unchanged }
+    Plan {
+        writes,
+        unchanged,
+        restored,
+    }
 }
 
 /// Unique external ids of a page, in page order.

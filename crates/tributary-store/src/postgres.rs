@@ -91,6 +91,11 @@ fn migrator() -> Migrator {
             "schedules",
             include_str!("../migrations/postgres/0009_schedules.sql"),
         ),
+        (
+            10,
+            "run_figures",
+            include_str!("../migrations/postgres/0010_run_figures.sql"),
+        ),
     ])
 }
 
@@ -122,7 +127,8 @@ impl PgStore {
             let updated = sqlx::query(
                 "UPDATE runs SET pages = pages + $1, records_created = records_created + $2, \
                  records_updated = records_updated + $3, records_unchanged = records_unchanged + $4, \
-                 records_quarantined = records_quarantined + $5, updated_at = $6 WHERE id = $7 AND state = 'running'",
+                 records_quarantined = records_quarantined + $5, records_restored = records_restored + $8, \
+                 updated_at = $6 WHERE id = $7 AND state = 'running'",
             )
             .bind(pages)
             .bind(sum.created as i64)
@@ -131,6 +137,7 @@ impl PgStore {
             .bind(sum.quarantined as i64)
             .bind(now)
             .bind(run_id)
+            .bind(sum.restored as i64)
             .execute(&mut *tx)
             .await?;
             if updated.rows_affected() != 1 {
@@ -652,7 +659,7 @@ impl Store for PgStore {
     ) -> Result<()> {
         let done = sqlx::query(
             "UPDATE runs SET state = $1, error = $2, resumable = $3, updated_at = $4, \
-             finished_at = $5 WHERE id = $6",
+             finished_at = $5 WHERE id = $6 AND state = 'running'",
         )
         .bind(state.as_str())
         .bind(error)
@@ -662,9 +669,22 @@ impl Store for PgStore {
         .bind(run_id)
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 {
+        // Not running: a person cancelled it meanwhile, and that stands.
+        if done.rows_affected() == 0 && self.run(run_id).await?.is_none() {
             return Err(Error::NotFound(format!("run {run_id}")));
         }
+        Ok(())
+    }
+
+    async fn add_run_usage(&self, run_id: i64, requests: u64, retries: u64) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET requests = requests + $1, retries = retries + $2 WHERE id = $3",
+        )
+        .bind(requests as i64)
+        .bind(retries as i64)
+        .bind(run_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

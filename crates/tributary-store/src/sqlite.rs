@@ -211,6 +211,11 @@ fn migrator() -> Migrator {
             "schedules",
             include_str!("../migrations/sqlite/0008_schedules.sql"),
         ),
+        (
+            9,
+            "run_figures",
+            include_str!("../migrations/sqlite/0009_run_figures.sql"),
+        ),
     ])
 }
 
@@ -352,13 +357,15 @@ impl SqliteStore {
             let updated = sqlx::query(
                 "UPDATE runs SET pages = pages + ?, records_created = records_created + ?, \
                  records_updated = records_updated + ?, records_unchanged = records_unchanged + ?, \
-                 records_quarantined = records_quarantined + ?, updated_at = ? WHERE id = ? AND state = 'running'",
+                 records_quarantined = records_quarantined + ?, records_restored = records_restored + ?, \
+                 updated_at = ? WHERE id = ? AND state = 'running'",
             )
             .bind(pages)
             .bind(sum.created as i64)
             .bind(sum.updated as i64)
             .bind(sum.unchanged as i64)
             .bind(sum.quarantined as i64)
+            .bind(sum.restored as i64)
             .bind(sqlite_ts(&now))
             .bind(run_id)
             .execute(&mut *tx)
@@ -947,7 +954,7 @@ impl Store for SqliteStore {
         let now = sqlite_ts(&now);
         let done = sqlx::query(
             "UPDATE runs SET state = ?, error = ?, resumable = ?, updated_at = ?, finished_at = ? \
-             WHERE id = ?",
+             WHERE id = ? AND state = 'running'",
         )
         .bind(state.as_str())
         .bind(error)
@@ -958,9 +965,21 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await
         .map_err(|e| self.write_error(e.into()))?;
-        if done.rows_affected() == 0 {
+        // Not running: a person cancelled it meanwhile, and that stands.
+        if done.rows_affected() == 0 && self.run(run_id).await?.is_none() {
             return Err(Error::NotFound(format!("run {run_id}")));
         }
+        Ok(())
+    }
+
+    async fn add_run_usage(&self, run_id: i64, requests: u64, retries: u64) -> Result<()> {
+        sqlx::query("UPDATE runs SET requests = requests + ?, retries = retries + ? WHERE id = ?")
+            .bind(requests as i64)
+            .bind(retries as i64)
+            .bind(run_id)
+            .execute(&self.writer)
+            .await
+            .map_err(|e| self.write_error(e.into()))?;
         Ok(())
     }
 

@@ -1746,10 +1746,12 @@ async fn deletion_cascades_feeds_and_comes_back(store: Arc<dyn Store>) {
     assert!(again.is_empty());
     // Seen again: the same row comes back, fed as created.
     let before = ada.id;
-    store
+    let outcome = store
         .apply_page(page(conn, run, &people[..1], &[], &Cursor::start(), true))
         .await
         .unwrap();
+    assert_eq!((outcome.created, outcome.restored), (1, 1));
+    assert_eq!(store.run(run).await.unwrap().unwrap().counts.restored, 1);
     let back = store.record(conn, "Person", "1").await.unwrap().unwrap();
     assert_eq!((back.id, back.deleted_at), (before, None));
     assert_eq!(
@@ -1866,7 +1868,10 @@ async fn schedule_slots_are_claimed_once(store: Arc<dyn Store>) {
         updated_at: t0(),
     };
     store.set_schedule(&schedule).await.unwrap();
-    assert_eq!(store.schedules().await.unwrap(), std::slice::from_ref(&schedule));
+    assert_eq!(
+        store.schedules().await.unwrap(),
+        std::slice::from_ref(&schedule)
+    );
     // Ten claims of one slot at once: one wins.
     let next = t0() + Duration::minutes(15);
     let claims = futures_util::future::join_all(

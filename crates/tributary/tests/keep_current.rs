@@ -176,5 +176,28 @@ async fn keep_current(db: &str) {
         text(&approve)
     );
     assert_same(db, &sim);
+    // A finished run cannot be cancelled: said, nothing changed.
+    let cancel = Command::new(BIN)
+        .args(["runs", "cancel", &run, "--db", db])
+        .output()
+        .unwrap();
+    assert_eq!(cancel.status.code(), Some(2), "{}", text(&cancel));
+    assert!(
+        text(&cancel).contains(&format!(
+            "run {run} is succeeded: only a run that is running or waiting for approval can be cancelled"
+        )),
+        "{}",
+        text(&cancel)
+    );
+    // Each run says what it cost and what started it.
+    let show = Command::new(BIN)
+        .args(["runs", "show", "2", "--db", db])
+        .output()
+        .unwrap();
+    assert!(
+        text(&show).contains("requests, 0 retries; trigger: manual"),
+        "{}",
+        text(&show)
+    );
     handle.shutdown().await;
 }

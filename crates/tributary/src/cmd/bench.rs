@@ -27,6 +27,11 @@ pub enum Command {
     /// A full sync under the simulator's real rate limit (100 requests per
     /// 20 s): budget efficiency, records/s and 429s met.
     RateLimit(super::bench_client::RateLimitArgs),
+    /// Staying current: a full sync, then a delta after a share of the
+    /// records changed, then a reconciliation after some people left —
+    /// requests per entity and wall time, the store checked against the
+    /// source after each.
+    KeepCurrent(super::bench_current::KeepCurrentArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -239,6 +244,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Resume(args) => return resume(args).await,
         Command::Faults(args) => return super::bench_client::faults(args).await,
         Command::RateLimit(args) => return super::bench_client::rate_limit(args).await,
+        Command::KeepCurrent(args) => return super::bench_current::keep_current(args).await,
     };
     let exe = std::env::current_exe()?;
     let backends: Vec<Backend> = match args.backend {

@@ -78,9 +78,9 @@ fn sync_child(exe: &Path, db: &str, args: &[&str], key: &str, stats: &Path) -> P
     child
 }
 
-/// Every record in the store equals the simulator's copy, and nothing is
-/// missing or extra. Returns the number of records compared.
-async fn compare(db: &str, sim: &Simulator) -> anyhow::Result<usize> {
+/// Every live record in the store equals the simulator's copy, and nothing
+/// is missing or extra. Returns the number of records compared.
+pub(super) async fn compare(db: &str, sim: &Simulator) -> anyhow::Result<usize> {
     use std::collections::BTreeMap;
     let mut expected: BTreeMap<(String, String), (Value, Value)> = sim
         .dump(None)

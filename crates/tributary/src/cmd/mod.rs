@@ -2,6 +2,7 @@
 
 pub mod bench;
 mod bench_client;
+mod bench_current;
 pub mod connections;
 pub mod demo;
 pub mod manifest;

@@ -27,6 +27,10 @@ pub enum Command {
     /// Drop the deletions a reconciliation's mass-delete guard held back
     /// (the run ends `cancelled`; nothing is deleted).
     Reject(DecideArgs),
+    /// Cancel a run that is running or waiting for approval: it ends
+    /// `cancelled` and is never resumed (a process running it stops at its
+    /// next commit).
+    Cancel(DecideArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,8 +81,26 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Show(args) => show(args).await?,
         Command::Approve(args) => decide(args, true).await?,
         Command::Reject(args) => decide(args, false).await?,
+        Command::Cancel(args) => cancel(args).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn cancel(args: DecideArgs) -> anyhow::Result<()> {
+    let store = tributary_store::open(&args.db).await?;
+    let engine = tributary_engine::Engine::new(
+        store.clone(),
+        std::sync::Arc::new(tributary_core::SystemClock),
+        tributary_engine::EngineOptions::default(),
+    );
+    let result = engine.cancel(args.run).await;
+    store.close().await;
+    let run = result?;
+    crate::output::note(&format!(
+        "run {}: cancelled; it will not be resumed",
+        run.id
+    ));
+    Ok(())
 }
 
 async fn decide(args: DecideArgs, approve: bool) -> anyhow::Result<()> {
@@ -204,13 +226,23 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
         }
     )?;
     crate::outln!(
-        "  {} pages: {} created, {} updated, {} unchanged, {} deleted, {} quarantined",
+        "  {} pages: {} created ({} restored), {} updated, {} unchanged, {} deleted, {} quarantined",
         thousands(c.pages),
         thousands(c.created),
+        thousands(c.restored),
         thousands(c.updated),
         thousands(c.unchanged),
         thousands(c.deleted),
         thousands(c.quarantined)
+    )?;
+    crate::outln!(
+        "  {} requests, {} retries; trigger: {}{}",
+        thousands(c.requests),
+        thousands(c.retries),
+        trigger(&run),
+        run.idempotency_key
+            .as_deref()
+            .map_or(String::new(), |key| format!(" (key `{key}`)"))
     )?;
     if let Some(error) = &run.error {
         crate::outln!("  error: {error}")?;
@@ -288,9 +320,22 @@ fn run_json(run: &Run, names: &[(i64, String)]) -> Value {
             "unchanged": c.unchanged,
             "deleted": c.deleted,
             "quarantined": c.quarantined,
+            "restored": c.restored,
+            "requests": c.requests,
+            "retries": c.retries,
         },
+        "trigger": trigger(run),
         "error": run.error,
     })
+}
+
+/// What started a run: a schedule's slot (its key names the slot), or a
+/// person or program asking.
+fn trigger(run: &Run) -> &'static str {
+    match &run.idempotency_key {
+        Some(key) if key.starts_with("schedule ") => "schedule",
+        _ => "manual",
+    }
 }
 
 fn checkpoint_json(cp: &Checkpoint) -> Value {

@@ -469,6 +469,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "kind": report.run.kind.as_str(),
             "full_instead_of_delta": report.full_instead_of_delta,
             "requests": requests,
+            "deleted": c.deleted,
             "entities": per_entity,
             "state": report.run.state.as_str(),
             "resumed": report.resumed,
