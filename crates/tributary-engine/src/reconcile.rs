@@ -56,6 +56,8 @@ pub struct Deletions {
     pub held: BTreeMap<String, (u64, u64)>,
     /// Entities nothing was deleted of, and why.
     pub skipped: BTreeMap<String, String>,
+    /// Requests that confirmed absent records gone, per entity.
+    pub confirmations: BTreeMap<String, u64>,
 }
 
 impl Deletions {
@@ -139,22 +141,36 @@ impl Engine {
             ..Deletions::default()
         };
         let mut found: Vec<(String, Vec<String>)> = Vec::new();
+        // Confirmed gone so far, by entity: parents come first (the
+        // listings are in dependency order), so a missing record that
+        // belongs to a parent already confirmed gone needs no request of
+        // its own.
+        let mut gone: HashMap<String, HashSet<String>> = HashMap::new();
         for (entity, seen) in &listed.complete {
             let (missing, live) = self.missing(listed.connection_id, entity, seen).await?;
             if missing.is_empty() {
                 continue;
             }
             let spec = &manifest.entities[entity];
-            let confirmed = match self.confirm_gone(&listed, spec, missing).await {
-                Ok(confirmed) => confirmed,
+            let (mut confirmed, ask) = self
+                .split_by_parent(listed.connection_id, spec, missing, &gone)
+                .await?;
+            if spec.get.is_some() && !ask.is_empty() {
+                out.confirmations.insert(entity.clone(), ask.len() as u64);
+            }
+            match self.confirm_gone(&listed, spec, ask).await {
+                Ok(asked) => confirmed.extend(asked),
                 Err(why) => {
                     out.skipped.insert(entity.clone(), why);
                     continue;
                 }
-            };
+            }
             if confirmed.is_empty() {
                 continue;
             }
+            gone.entry(entity.clone())
+                .or_default()
+                .extend(confirmed.iter().cloned());
             let count = confirmed.len() as u64;
             if count > self.options.delete_guard.max_count
                 || count as f64 > self.options.delete_guard.max_share * live as f64
@@ -193,6 +209,44 @@ impl Engine {
             tracing::info!(%entity, deleted = n, "records gone from the source marked deleted");
         }
         Ok(out)
+    }
+
+    /// Splits missing records into those that belong (a hard relationship,
+    /// as stored) to a record confirmed gone — gone with it, no request
+    /// needed — and those the source must be asked about.
+    async fn split_by_parent(
+        &self,
+        connection_id: i64,
+        entity: &tributary_manifest::Entity,
+        missing: Vec<String>,
+        gone: &HashMap<String, HashSet<String>>,
+    ) -> Result<(Vec<String>, Vec<String>)> {
+        let hard = entity
+            .relationships
+            .iter()
+            .any(|r| r.kind == DependencyKind::Hard && gone.contains_key(&r.to));
+        if !hard {
+            return Ok((Vec::new(), missing));
+        }
+        let (mut with_parent, mut ask) = (Vec::new(), Vec::new());
+        for id in missing {
+            let edges = self
+                .store
+                .edges_from(connection_id, &entity.name, &id)
+                .await?;
+            let parent_gone = edges.iter().any(|e| {
+                e.hard
+                    && gone
+                        .get(&e.to_entity)
+                        .is_some_and(|ids| ids.contains(&e.to_external_id))
+            });
+            if parent_gone {
+                with_parent.push(id);
+            } else {
+                ask.push(id);
+            }
+        }
+        Ok((with_parent, ask))
     }
 
     /// The live stored ids of `entity` that `seen` lacks, and how many live

@@ -553,6 +553,11 @@ impl Engine {
                 Ok(done) => {
                     for report in &mut reports {
                         report.deleted = done.deleted.get(&report.entity).copied().unwrap_or(0);
+                        let asked = done.confirmations.get(&report.entity).copied().unwrap_or(0);
+                        report.requests += asked;
+                        if let Some(counter) = requests.get(report.entity.as_str()) {
+                            counter.fetch_add(asked, Ordering::Relaxed);
+                        }
                     }
                     deletions = Some(done);
                 }

@@ -49,6 +49,18 @@ async fn gone_records_are_deleted_with_what_belongs_to_them_and_a_merge_ends_as_
         "{deletions:?}"
     );
     assert_eq!(deletions.deleted.get("Person"), Some(&2), "{deletions:?}");
+    // Each record gone is confirmed by one request, unless it belongs to a
+    // record confirmed gone: the deleted person's phones and addresses
+    // need none; the lone email and the household one each.
+    assert_eq!(
+        deletions
+            .confirmations
+            .iter()
+            .map(|(e, n)| (e.as_str(), *n))
+            .collect::<Vec<_>>(),
+        [("Email", 1), ("Household", 1), ("Person", 2)],
+        "{deletions:?}"
+    );
     assert!(
         deletions
             .deleted
