@@ -56,3 +56,40 @@ fn full_sync_bench_prints_the_median_run_and_the_range() {
     // The database, its log and spool at their largest, over the database.
     assert!(number(row[8]) >= 1.0, "peak disk: {stdout}");
 }
+
+#[test]
+fn keep_current_bench_checks_the_store_and_counts_requests_per_entity() {
+    let output = Command::new(BIN)
+        .args(["bench", "keep-current", "--people", "400"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let row = |entity: &str| -> Vec<f64> {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {entity} |")))
+            .unwrap_or_else(|| panic!("no row for {entity}: {stdout}"));
+        line.trim_matches('|')
+            .split('|')
+            .skip(1)
+            .filter(|cell| !cell.contains('%'))
+            .map(number)
+            .collect()
+    };
+    // full, delta, reconcile: the delta reads one page of changed people,
+    // the addresses whole.
+    let person = row("Person");
+    assert_eq!(person.len(), 3, "{stdout}");
+    assert_eq!(person[1], 1.0, "{stdout}");
+    let address = row("Address");
+    assert_eq!(address[0], address[1], "{stdout}");
+    assert!(
+        stdout.contains("After the delta the store equals the source"),
+        "{stdout}"
+    );
+}
