@@ -6,6 +6,7 @@ mod common;
 mod determinism;
 mod faults;
 mod filters;
+mod groups;
 mod includes;
 mod mutations;
 mod nested;
