@@ -7,6 +7,7 @@ mod determinism;
 mod faults;
 mod filters;
 mod groups;
+mod groups_mutations;
 mod includes;
 mod mutations;
 mod nested;
