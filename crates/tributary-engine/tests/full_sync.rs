@@ -98,8 +98,12 @@ async fn full_sync_equals_the_source_and_repeats_as_a_no_op() {
             "Address",
             "Campus",
             "Email",
+            "Event",
+            "Group",
+            "GroupType",
             "Household",
             "HouseholdMembership",
+            "Membership",
             "Person",
             "PhoneNumber"
         ]
@@ -290,6 +294,9 @@ async fn entities_start_only_after_their_own_dependencies_finish() {
         ("PhoneNumber", &["Person"]),
         ("Address", &["Person"]),
         ("HouseholdMembership", &["Household", "Person"]),
+        ("Group", &["GroupType"]),
+        ("Membership", &["Group", "Person"]),
+        ("Event", &["Group"]),
     ] {
         for dependency in dependencies {
             assert!(

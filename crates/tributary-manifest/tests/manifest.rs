@@ -83,8 +83,12 @@ fn builtin_pco_manifest_is_valid_and_ordered() {
             "Address",
             "Campus",
             "Email",
+            "Event",
+            "Group",
+            "GroupType",
             "Household",
             "HouseholdMembership",
+            "Membership",
             "Person",
             "PhoneNumber"
         ]
@@ -102,6 +106,16 @@ fn builtin_pco_manifest_is_valid_and_ordered() {
         m.entity("HouseholdMembership").unwrap().parent.as_deref(),
         Some("Household")
     );
+    // Groups has no updated_at filter at all: group types, groups and events
+    // are read whole; memberships are re-read under the groups that changed
+    // (a membership that comes or goes moves its group's memberships_count).
+    for name in ["GroupType", "Group", "Event"] {
+        assert_eq!(m.entity(name).unwrap().delta, Delta::FullScan, "{name}");
+    }
+    let membership = m.entity("Membership").unwrap();
+    assert_eq!(membership.delta, Delta::Parent);
+    assert_eq!(membership.parent.as_deref(), Some("Group"));
+    assert_eq!(membership.canonical, "GroupMembership");
 }
 
 #[test]

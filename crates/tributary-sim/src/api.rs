@@ -1,5 +1,5 @@
-//! The PCO People API surface under `/people/v2`: routing, listing, single resources and
-//! JSON:API documents.
+//! The PCO API surface under `/people/v2` and `/groups/v2`: routing, listing, single
+//! resources and JSON:API documents (one code path for both applications).
 
 use std::collections::HashSet;
 
@@ -11,10 +11,11 @@ use crate::Simulator;
 use crate::error::{SimError, json_response};
 use crate::query::{parse_list_params, parse_pairs, parse_single_params, with_offset};
 use crate::record::{Record, Rel, RelData, push_json, write_resource};
-use crate::schema::ResourceKind;
+use crate::schema::{App, ResourceKind};
 use crate::store::{Scope, Snap};
 
 pub(crate) const API_PREFIX: &str = "/people/v2";
+pub(crate) const GROUPS_PREFIX: &str = "/groups/v2";
 
 /// `http://<Host header>` (absolute URLs in documents use the request's Host).
 pub(crate) fn base_url(headers: &HeaderMap) -> String {
@@ -52,14 +53,17 @@ pub(crate) struct Renderer<'a> {
 impl Renderer<'_> {
     /// The canonical path of a resource.
     pub(crate) fn self_path(rec: &Record) -> String {
-        match (rec.kind, rec.links.household) {
-            (ResourceKind::HouseholdMembership, Some(h)) => {
+        match (rec.kind, rec.links.household, rec.links.group) {
+            (ResourceKind::HouseholdMembership, Some(h), _) => {
                 format!(
                     "{API_PREFIX}/households/{h}/household_memberships/{}",
                     rec.id
                 )
             }
-            (kind, _) => format!("{API_PREFIX}/{}/{}", kind.collection(), rec.id),
+            (ResourceKind::Membership, _, Some(g)) => {
+                format!("{GROUPS_PREFIX}/groups/{g}/memberships/{}", rec.id)
+            }
+            (kind, _, _) => format!("{}/{}/{}", kind.app().prefix(), kind.collection(), rec.id),
         }
     }
 
@@ -149,6 +153,27 @@ impl Renderer<'_> {
                 name: "organization",
                 data: RelData::Organization,
             }),
+            ResourceKind::GroupType => {}
+            ResourceKind::Group | ResourceKind::Membership | ResourceKind::Event => {
+                let targets: &[(&'static str, ResourceKind, Option<u64>)] = match rec.kind {
+                    ResourceKind::Group => {
+                        &[("group_type", ResourceKind::GroupType, rec.links.group_type)]
+                    }
+                    ResourceKind::Membership => &[
+                        ("group", ResourceKind::Group, rec.links.group),
+                        ("person", ResourceKind::Person, rec.links.person),
+                    ],
+                    _ => &[("group", ResourceKind::Group, rec.links.group)],
+                };
+                for &(name, kind, target) in targets {
+                    if wants(name)
+                        && let Some(t) = target
+                    {
+                        add_all(kind, &[t]);
+                    }
+                    rels.push(one(name, target.map(|t| (kind, t))));
+                }
+            }
         }
         rels
     }
@@ -215,26 +240,33 @@ fn write_parent(out: &mut Vec<u8>, scope: Scope, org_id: &str) {
             push_json(out, &h.to_string());
             out.extend_from_slice(b",\"type\":\"Household\"}");
         }
+        Scope::Group(g) => {
+            push_json(out, &g.to_string());
+            out.extend_from_slice(b",\"type\":\"Group\"}");
+        }
     }
 }
 
 /// Builds the scope of a nested route from its parent id.
 type ScopeOf = fn(u64) -> Scope;
 
-/// What a `/people/v2/...` path addresses.
+/// What a `/people/v2/...` or `/groups/v2/...` path addresses.
 enum Target {
-    Organization,
+    Organization(App),
     List(ResourceKind, Scope),
     One(ResourceKind, u64, Scope),
 }
 
 fn resolve(path: &str) -> Result<Target, SimError> {
+    if let Some(rest) = path.strip_prefix(GROUPS_PREFIX) {
+        return resolve_groups(path, rest);
+    }
     let rest = path.strip_prefix(API_PREFIX).unwrap_or(path);
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let unknown = || SimError::not_found(format!("no such resource: {path}"));
     let top = |c: &str| {
         ResourceKind::from_collection(c)
-            .filter(|k| *k != ResourceKind::HouseholdMembership)
+            .filter(|k| k.app() == App::People && *k != ResourceKind::HouseholdMembership)
             .ok_or_else(unknown)
     };
     let id = |s: &str| s.parse::<u64>().map_err(|_| unknown());
@@ -255,7 +287,7 @@ fn resolve(path: &str) -> Result<Target, SimError> {
         }
     };
     Ok(match segs.as_slice() {
-        [] => Target::Organization,
+        [] => Target::Organization(App::People),
         [c] => Target::List(top(c)?, Scope::All),
         [c, i] => Target::One(top(c)?, id(i)?, Scope::All),
         [parent, p, sub] => {
@@ -270,11 +302,39 @@ fn resolve(path: &str) -> Result<Target, SimError> {
     })
 }
 
+/// `/groups/v2` routes: `group_types`, `groups`, `events` (top level), and a group's
+/// `memberships` and `events` (memberships are listed only under their group, as in PCO).
+fn resolve_groups(path: &str, rest: &str) -> Result<Target, SimError> {
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let unknown = || SimError::not_found(format!("no such resource: {path}"));
+    let top = |c: &str| match c {
+        "group_types" => Ok(ResourceKind::GroupType),
+        "groups" => Ok(ResourceKind::Group),
+        "events" => Ok(ResourceKind::Event),
+        _ => Err(unknown()),
+    };
+    let id = |s: &str| s.parse::<u64>().map_err(|_| unknown());
+    let nested = |parent: &str, sub: &str| match (parent, sub) {
+        ("groups", "memberships") => Ok(ResourceKind::Membership),
+        ("groups", "events") => Ok(ResourceKind::Event),
+        _ => Err(unknown()),
+    };
+    Ok(match segs.as_slice() {
+        [] => Target::Organization(App::Groups),
+        [c] => Target::List(top(c)?, Scope::All),
+        [c, i] => Target::One(top(c)?, id(i)?, Scope::All),
+        [parent, g, sub] => Target::List(nested(parent, sub)?, Scope::Group(id(g)?)),
+        [parent, g, sub, i] => Target::One(nested(parent, sub)?, id(i)?, Scope::Group(id(g)?)),
+        _ => return Err(unknown()),
+    })
+}
+
 fn check_parent(snap: &Snap<'_>, scope: Scope) -> Result<(), SimError> {
     let (kind, id) = match scope {
         Scope::All => return Ok(()),
         Scope::Person(p) => (ResourceKind::Person, p),
         Scope::Household(h) => (ResourceKind::Household, h),
+        Scope::Group(g) => (ResourceKind::Group, g),
     };
     if snap.exists(kind, id) {
         Ok(())
@@ -283,7 +343,7 @@ fn check_parent(snap: &Snap<'_>, scope: Scope) -> Result<(), SimError> {
     }
 }
 
-/// Answers a GET under `/people/v2`.
+/// Answers a GET under `/people/v2` or `/groups/v2`.
 fn api_get(
     sim: &Simulator,
     path: &str,
@@ -303,7 +363,7 @@ fn api_get(
     };
     let mut out = Vec::with_capacity(16 * 1024);
     match target {
-        Target::Organization => {
+        Target::Organization(app) => {
             out.extend_from_slice(b"{\"data\":{\"type\":\"Organization\",\"id\":");
             push_json(&mut out, org_id);
             out.extend_from_slice(b",\"attributes\":");
@@ -321,7 +381,7 @@ fn api_get(
                 }),
             );
             out.extend_from_slice(b",\"links\":{\"self\":");
-            push_json(&mut out, &format!("{base}{API_PREFIX}"));
+            push_json(&mut out, &format!("{base}{}", app.prefix()));
             out.extend_from_slice(b"}}}");
         }
         Target::One(kind, id, scope) => {
@@ -422,7 +482,8 @@ fn api_get(
     Ok(out)
 }
 
-/// The handler of every route under `/people/v2` (auth has already been checked).
+/// The handler of every route under `/people/v2` and `/groups/v2` (auth has already been
+/// checked).
 pub(crate) async fn handle(State(sim): State<Simulator>, req: Request) -> Response {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return SimError::method_not_allowed(format!(

@@ -8,6 +8,7 @@ use std::ops::Range;
 
 use serde_json::{Map, Value};
 
+use crate::groups::GroupsLayout;
 use crate::names::{
     CAMPUS_DESCRIPTIONS, CAMPUS_NAMES, CARRIERS, CITIES, EMAIL_DOMAINS, FEMALE_FIRST, LAST,
     MALE_FIRST, MEDICAL_NOTES, NICK_FEMALE, NICK_MALE, STREET_SUFFIXES, STREETS,
@@ -87,8 +88,8 @@ struct HouseholdPlan {
 /// The compact layout of a generated data set.
 #[derive(Debug)]
 pub(crate) struct Dataset {
-    seed: u64,
-    people: u32,
+    pub(crate) seed: u64,
+    pub(crate) people: u32,
     campuses: u32,
     /// `hh_start[h]..hh_start[h + 1]` are the person indices of household `h`.
     hh_start: Vec<u32>,
@@ -98,6 +99,8 @@ pub(crate) struct Dataset {
     email_start: Vec<u32>,
     phone_start: Vec<u32>,
     addr_start: Vec<u32>,
+    /// The Groups data (see [`crate::groups`]).
+    pub(crate) groups: GroupsLayout,
 }
 
 fn ref_days() -> i64 {
@@ -171,6 +174,7 @@ impl Dataset {
             email_start,
             phone_start,
             addr_start,
+            groups: GroupsLayout::new(seed, people),
         }
     }
 
@@ -187,6 +191,10 @@ impl Dataset {
             ResourceKind::Address => self.addr_start[self.people as usize],
             ResourceKind::Household => self.households(),
             ResourceKind::Campus => self.campuses,
+            ResourceKind::GroupType
+            | ResourceKind::Group
+            | ResourceKind::Membership
+            | ResourceKind::Event => self.groups.count(kind),
         }
     }
 
@@ -262,9 +270,13 @@ impl Dataset {
                     ResourceKind::Household,
                     self.hh_of[index as usize],
                 )),
-                campus: None,
+                ..Links::default()
             },
             ResourceKind::Campus => Links::default(),
+            ResourceKind::GroupType
+            | ResourceKind::Group
+            | ResourceKind::Membership
+            | ResourceKind::Event => self.groups_links(kind, index),
         }
     }
 
@@ -300,7 +312,7 @@ impl Dataset {
         }
     }
 
-    /// `created_at` of a generated resource, in seconds (None for HouseholdMembership).
+    /// `created_at` of a generated resource, in seconds (None for the kinds without one).
     pub(crate) fn created_s(&self, kind: ResourceKind, index: u32) -> Option<i64> {
         Some(match kind {
             ResourceKind::Person => self.person_created_s(index),
@@ -311,12 +323,19 @@ impl Dataset {
             ResourceKind::Address => self.person_created_s(self.owner(kind, index).0) + 1,
             ResourceKind::Household => self.person_created_s(self.hh_start[index as usize]),
             ResourceKind::Campus => self.campus_created_s(index),
-            ResourceKind::HouseholdMembership => return None,
+            ResourceKind::Group => self.group_created_s(index),
+            ResourceKind::HouseholdMembership
+            | ResourceKind::GroupType
+            | ResourceKind::Membership
+            | ResourceKind::Event => return None,
         })
     }
 
-    /// `updated_at` of a generated resource, in seconds (None for HouseholdMembership).
+    /// `updated_at` of a generated resource, in seconds (None for the kinds without one).
     pub(crate) fn updated_s(&self, kind: ResourceKind, index: u32) -> Option<i64> {
+        if !kind.has_timestamps() {
+            return None;
+        }
         let created = self.created_s(kind, index)?;
         let updated = self.raw_updated_s(kind, index, created);
         Some(if kind == ResourceKind::Household {
@@ -468,6 +487,10 @@ impl Dataset {
             ResourceKind::Household => self.household(index),
             ResourceKind::HouseholdMembership => self.membership(index),
             ResourceKind::Campus => self.campus(index),
+            ResourceKind::GroupType
+            | ResourceKind::Group
+            | ResourceKind::Membership
+            | ResourceKind::Event => self.groups_attrs(kind, index),
         };
         Record {
             kind,

@@ -1,7 +1,8 @@
-//! # tributary-sim — a Planning Center People API simulator
+//! # tributary-sim — a Planning Center People and Groups API simulator
 //!
 //! A real HTTP server (axum on loopback) that serves a deterministic, generated church
-//! database through the PCO People API (`/people/v2/...`), plus a control API (`/__sim/...`)
+//! database through the PCO People API (`/people/v2/...`) and Groups API (`/groups/v2/...`),
+//! plus a control API (`/__sim/...`)
 //! that tests use to mutate the data and to read back exactly what the API serves. It backs
 //! Tributary's demo, its integration tests and its benchmarks.
 //!
@@ -32,6 +33,10 @@
 //! | `Email` | 1–2 per person, exactly one `primary` | `person` |
 //! | `PhoneNumber` | 0–2 per person | `person` |
 //! | `Address` | 0–1 per person (mostly the household's address) | `person` |
+//! | `GroupType` | 3–6 | none |
+//! | `Group` | ≈ `N / 20` (`(N + 10) / 20`; about 8 % archived) | `group_type` |
+//! | `Membership` | 3–15 per group (distinct people; the first is a leader) | `group`, `person` |
+//! | `Event` | 0–6 per group (all before 2025-06-01; about 6 % canceled) | `group` |
 //!
 //! Attribute names are PCO's (see [`ResourceKind::can_query_by`] and friends for what each
 //! type can be filtered, ordered and included by). Values are realistic: names from built-in
@@ -42,10 +47,14 @@
 //! * Ids are numeric strings, unique per type, ascending with `created_at`. Generated ids of a
 //!   type are `base + index + 1` with a per-type base (Person 10000001…, Email 20000001…,
 //!   PhoneNumber 30000001…, Address 40000001…, Household 50000001…, HouseholdMembership
-//!   60000001…, Campus 70001…); created resources get ids right above the generated range.
+//!   60000001…, Campus 70001…, GroupType 80001…, Group 70000001…, Membership 80000001…,
+//!   Event 90000001…); created resources get ids right above the generated range.
 //! * Generated timestamps lie between 2019-01-01 and 2025-06-01 (UTC, whole seconds,
 //!   `"2023-04-05T10:11:12Z"`), independent of the wall clock; `updated_at >= created_at`.
-//!   HouseholdMembership has no timestamps (as in PCO).
+//!   HouseholdMembership has no timestamps (as in PCO). No Groups resource has `updated_at`
+//!   (as in PCO): Group has `created_at` (ascending with its id), Membership `joined_at`
+//!   (after its group and person were created), Event `starts_at`/`ends_at` (and
+//!   `canceled_at`); GroupType has none.
 //! * Randomness is a hand-rolled splitmix64 hash of `(seed, purpose, index)`, so a seed gives
 //!   the same data set on every platform and version. Nothing is materialised: only per-person
 //!   counts (prefix sums) and household boundaries are kept (≈ 20 MB for a million people,
@@ -66,7 +75,13 @@
 //! memberships; deleting a Household deletes its memberships; creating or deleting a
 //! membership (also through a person's deletion) updates the household's `member_count`, its
 //! primary contact if that person left, and bumps its `updated_at`. Deleting a Campus does not
-//! touch people whose `primary_campus` points at it (the reference dangles). Attributes are
+//! touch people whose `primary_campus` points at it (the reference dangles).
+//!
+//! Groups: deleting a Group deletes its memberships and events; deleting a Person also deletes
+//! their group memberships; creating or deleting a Membership (also through a person's
+//! deletion) sets its group's `memberships_count` to the number of its live memberships (the
+//! group has no `updated_at` to bump). Deleting a GroupType leaves its groups' `group_type`
+//! dangling. A person can be in a group only once (a second membership is a 422). Attributes are
 //! never re-derived: patching `first_name` does not change `name`, a membership's
 //! `person_name` or a household's `primary_contact_name`.
 //!
@@ -76,7 +91,8 @@
 //! ## Control API (no auth)
 //!
 //! `{collection}` is one of `people`, `emails`, `phone_numbers`, `addresses`, `households`,
-//! `household_memberships`, `campuses`.
+//! `household_memberships`, `campuses`, and for Groups `group_types`, `groups`,
+//! `group_memberships` (the `Membership` type) and `events`.
 //!
 //! * `POST /__sim/{collection}` with `{"attributes": {...}, "relationships": {...}}` (the body
 //!   may also be wrapped as `{"data": {...}}`) → `201 {"data": <resource>}`. Every attribute
@@ -88,20 +104,27 @@
 //!   - `households`: `primary_contact` and `people` (an array; a membership is created for each
 //!     person, and the primary contact defaults to the first of them);
 //!   - `household_memberships`: `person` and `household` (both required);
-//!   - `campuses`: none.
+//!   - `campuses`, `group_types`: none;
+//!   - `groups`: `group_type` (optional);
+//!   - `group_memberships`: `group` and `person` (both required; `role` defaults to `member`,
+//!     `joined_at` to the mutation time);
+//!   - `events`: `group` (required; `starts_at` defaults to the mutation time, `ends_at` to an
+//!     hour later).
 //!
 //!   A reference to a missing resource is a 422.
 //! * `PATCH /__sim/{collection}/{id}` with `{"attributes": {...}}` sets those attributes to the
 //!   given raw JSON values — any value, even invalid ones such as `"birthdate": "not-a-date"`,
 //!   and unknown attribute names are added — bumps `updated_at` (unless it was given) and
 //!   answers `200 {"data": <resource>}`. `relationships` may change `person` (emails, phone
-//!   numbers, addresses), `primary_campus` (people) and `primary_contact` (households).
+//!   numbers, addresses), `primary_campus` (people), `primary_contact` (households) and
+//!   `group_type` (groups). Groups resources have no `updated_at`, so nothing is bumped.
 //! * `DELETE /__sim/{collection}/{id}` → 204 (404 if it does not exist).
 //! * `GET /__sim/dump[?type=Person]` → JSON Lines (`application/x-ndjson`), one live resource
 //!   per line, `{"type","id","attributes","relationships"}` exactly as the API serves it
 //!   without `include` (and without `links`); types in the order Campus, Person, Household,
-//!   HouseholdMembership, Email, PhoneNumber, Address, each by id. `type` accepts a type or a
-//!   collection name. The dump is streamed and is not a snapshot across concurrent mutations.
+//!   HouseholdMembership, Email, PhoneNumber, Address, GroupType, Group, Membership, Event,
+//!   each by id. `type` accepts a type or a collection name (`Membership` or
+//!   `group_memberships`). The dump is streamed and is not a snapshot across concurrent mutations.
 //! * `GET /__sim/stats` → [`StatsSnapshot`] as JSON (API requests by status, real 429s
 //!   `rate_limited`, injected `faults` by kind, `oauth` grants/refreshes/errors);
 //!   `DELETE /__sim/stats` resets the counters.
@@ -114,9 +137,14 @@
 //! [`Simulator::issue_grant`] for OAuth grants). The control API is never rate-limited or
 //! faulted.
 //!
-//! ## API behaviour (`/people/v2`)
+//! ## API behaviour (`/people/v2` and `/groups/v2`)
 //!
-//! * Auth on every `/people/v2` route: `Authorization: Bearer <token>` (the configured static
+//! Both applications share one code path: the same auth, rate limit (one budget per
+//! principal across both, as PCO's limit is per token), faults, documents, paging, ordering
+//! and filter validation. Below, People routes are described first; see
+//! [Groups](#groups-groupsv2) for what differs.
+//!
+//! * Auth on every `/people/v2` and `/groups/v2` route: `Authorization: Bearer <token>` (the configured static
 //!   token, or an OAuth access token), or HTTP Basic `app_id:secret`; otherwise 401 with a
 //!   JSON:API error body (`code` `"token_expired"` for an expired OAuth access token).
 //! * `GET /people/v2` (the organization); collections `people`, `emails`, `phone_numbers`,
@@ -142,6 +170,23 @@
 //!   Anything else → 400.
 //! * Errors are always `{"errors":[{"status","code","title","detail"}]}` (`application/json`),
 //!   with `source.parameter` for bad parameters; unknown routes and ids are 404.
+//!
+//! ### Groups (`/groups/v2`)
+//!
+//! * `GET /groups/v2` (the organization); collections `group_types`, `groups`, `events`;
+//!   nested `groups/{id}/memberships` and `groups/{id}/events` (`meta.parent` is the Group);
+//!   single resources `/{collection}/{id}` and `groups/{gid}/memberships/{id}`. Memberships
+//!   are listed only under their group (there is no `/groups/v2/memberships`, as in PCO).
+//! * `where[...]` (PCO's): group types `id`; groups `name` and `archive_status` (`only`,
+//!   `not_archived` or `include`; without it every group is listed, archived or not);
+//!   memberships `role`; events `starts_at`, `ends_at` (with `gt|gte|lt|lte`) and `name`. No
+//!   Groups resource can be filtered or ordered by `updated_at` (400 naming the parameter).
+//! * `order` (PCO's): group types `name`, `position`; groups `chat_enabled`, `contact_email`,
+//!   `created_at`, `enrollment_limit` (always null here), `listed`,
+//!   `members_are_confidential`, `memberships_count`, `name`; memberships `first_name`,
+//!   `last_name` (the member's), `joined_at`, `role`; events `ends_at`, `name`, `starts_at`.
+//! * `include`: groups → `group_type`; memberships → `person`; events → `group` (PCO's
+//!   `enrollment` and `location` are 400s).
 //!
 //! ## Rate limit and faults (off by default), OAuth2
 //!
@@ -190,6 +235,9 @@ mod control;
 mod error;
 mod faults;
 mod generate;
+mod groups;
+mod groups_store;
+mod merge;
 pub mod middleware;
 mod names;
 mod oauth;
@@ -215,7 +263,7 @@ pub use faults::Faults;
 pub use middleware::{FaultStats, OAuthStats, Principal, StatsSnapshot};
 pub use oauth::{DEFAULT_SCOPE, TokenResponse};
 pub use ratelimit::RateLimit;
-pub use schema::ResourceKind;
+pub use schema::{App, ResourceKind};
 
 use api::{Included, Renderer};
 use faults::FaultInjector;
@@ -363,6 +411,11 @@ impl Simulator {
         let api = Router::new()
             .route(api::API_PREFIX, any(api::handle))
             .route(&format!("{}/{{*rest}}", api::API_PREFIX), any(api::handle))
+            .route(api::GROUPS_PREFIX, any(api::handle))
+            .route(
+                &format!("{}/{{*rest}}", api::GROUPS_PREFIX),
+                any(api::handle),
+            )
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 faults::inject_faults,
@@ -417,71 +470,6 @@ impl Simulator {
     /// Deletes a resource (with the cascades described in the crate docs).
     pub fn delete(&self, kind: ResourceKind, id: u64) -> Result<(), SimError> {
         self.inner.store.delete(kind, id)
-    }
-
-    /// Merges person `merged` into person `keep`, as PCO's person merger
-    /// does: `merged`'s emails, phone numbers and addresses move to `keep`
-    /// (their `updated_at` moves), `keep` joins `merged`'s households it is
-    /// not in yet, and `merged` is deleted (with its memberships). Meant for
-    /// small data sets: it scans the dump for the children.
-    pub fn merge(&self, keep: u64, merged: u64) -> Result<(), SimError> {
-        let person_of = |v: &Value| {
-            v["relationships"]["person"]["data"]["id"]
-                .as_str()
-                .and_then(|id| id.parse::<u64>().ok())
-        };
-        let household_of = |v: &Value| {
-            v["relationships"]["household"]["data"]["id"]
-                .as_str()
-                .and_then(|id| id.parse::<u64>().ok())
-        };
-        if self.get(ResourceKind::Person, keep).is_none() {
-            return Err(SimError::not_found(format!("Person {keep} not found")));
-        }
-        if self.get(ResourceKind::Person, merged).is_none() {
-            return Err(SimError::not_found(format!("Person {merged} not found")));
-        }
-        for kind in [
-            ResourceKind::Email,
-            ResourceKind::PhoneNumber,
-            ResourceKind::Address,
-        ] {
-            for child in self.dump(Some(kind)) {
-                if person_of(&child) == Some(merged) {
-                    let id: u64 = child["id"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .parse()
-                        .unwrap_or(0);
-                    self.update(
-                        kind,
-                        id,
-                        &serde_json::json!({"relationships": {"person": keep.to_string()}}),
-                    )?;
-                }
-            }
-        }
-        let memberships = self.dump(Some(ResourceKind::HouseholdMembership));
-        let households_of = |person: u64| -> Vec<u64> {
-            memberships
-                .iter()
-                .filter(|m| person_of(m) == Some(person))
-                .filter_map(household_of)
-                .collect()
-        };
-        let kept_in = households_of(keep);
-        for household in households_of(merged) {
-            if !kept_in.contains(&household) {
-                self.create(
-                    ResourceKind::HouseholdMembership,
-                    &serde_json::json!({"relationships": {
-                        "person": keep.to_string(),
-                        "household": household.to_string()
-                    }}),
-                )?;
-            }
-        }
-        self.delete(ResourceKind::Person, merged)
     }
 
     /// One live resource as the dump shows it, if it exists.

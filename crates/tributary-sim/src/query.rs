@@ -98,6 +98,8 @@ pub(crate) enum Target {
     Id,
     PrimaryCampusId,
     Search(Search),
+    /// Group's `where[archive_status]`: `only`, `not_archived` or `include`.
+    ArchiveStatus,
 }
 
 /// One `where[...]` condition.
@@ -267,6 +269,15 @@ fn parse_where(kind: ResourceKind, key: &str, value: &str) -> Result<Filter, Sim
     let target = match attr {
         "id" => Target::Id,
         "primary_campus_id" => Target::PrimaryCampusId,
+        "archive_status" => {
+            if !matches!(value, "only" | "not_archived" | "include") {
+                return Err(SimError::bad_parameter(
+                    key,
+                    format!("{key}: {value:?} is not one of only, not_archived, include"),
+                ));
+            }
+            Target::ArchiveStatus
+        }
         "search_name" => Target::Search(Search::Name),
         "search_name_or_email" => Target::Search(Search::NameOrEmail),
         "search_name_or_email_or_phone_number" => Target::Search(Search::NameOrEmailOrPhone),

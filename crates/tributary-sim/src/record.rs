@@ -47,12 +47,15 @@ impl Attrs {
 
 /// Single-valued relationships. Which fields are meaningful depends on the kind:
 /// Person: `campus` (primary_campus); Household: `person` (primary_contact);
-/// Email/PhoneNumber/Address: `person`; HouseholdMembership: `person` and `household`.
+/// Email/PhoneNumber/Address: `person`; HouseholdMembership: `person` and `household`;
+/// Group: `group_type`; Membership: `group` and `person`; Event: `group`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Links {
     pub(crate) person: Option<u64>,
     pub(crate) household: Option<u64>,
     pub(crate) campus: Option<u64>,
+    pub(crate) group: Option<u64>,
+    pub(crate) group_type: Option<u64>,
 }
 
 /// One resource.

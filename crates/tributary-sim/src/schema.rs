@@ -1,10 +1,10 @@
 //! The resource types the simulator serves and what PCO allows on each of them (restated from
-//! the People API definitions: `CanOrderBy`, `CanQueryBy`, `CanInclude`).
+//! the People and Groups API definitions: `CanOrderBy`, `CanQueryBy`, `CanInclude`).
 
 use std::fmt;
 use std::str::FromStr;
 
-/// A resource type of the simulated People API.
+/// A resource type of the simulated People and Groups APIs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceKind {
     Person,
@@ -14,11 +14,39 @@ pub enum ResourceKind {
     Household,
     HouseholdMembership,
     Campus,
+    /// Groups: a kind of group (`/groups/v2/group_types`).
+    GroupType,
+    /// Groups: a group (`/groups/v2/groups`).
+    Group,
+    /// Groups: a person's membership of a group (`/groups/v2/groups/{id}/memberships`; the
+    /// control API calls the collection `group_memberships`).
+    Membership,
+    /// Groups: a group's event (`/groups/v2/events`, `/groups/v2/groups/{id}/events`).
+    Event,
+}
+
+/// The PCO application a resource kind belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum App {
+    /// `/people/v2`
+    People,
+    /// `/groups/v2`
+    Groups,
+}
+
+impl App {
+    /// The URL prefix of the application's API.
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            App::People => "/people/v2",
+            App::Groups => "/groups/v2",
+        }
+    }
 }
 
 impl ResourceKind {
-    /// Every kind, in dump order (parents before children).
-    pub const ALL: [ResourceKind; 7] = [
+    /// Every kind, in dump order (People before Groups, parents before children).
+    pub const ALL: [ResourceKind; 11] = [
         ResourceKind::Campus,
         ResourceKind::Person,
         ResourceKind::Household,
@@ -26,7 +54,22 @@ impl ResourceKind {
         ResourceKind::Email,
         ResourceKind::PhoneNumber,
         ResourceKind::Address,
+        ResourceKind::GroupType,
+        ResourceKind::Group,
+        ResourceKind::Membership,
+        ResourceKind::Event,
     ];
+
+    /// The application serving this kind.
+    pub const fn app(self) -> App {
+        match self {
+            ResourceKind::GroupType
+            | ResourceKind::Group
+            | ResourceKind::Membership
+            | ResourceKind::Event => App::Groups,
+            _ => App::People,
+        }
+    }
 
     /// The JSON:API `type` (PascalCase).
     pub const fn type_name(self) -> &'static str {
@@ -38,10 +81,17 @@ impl ResourceKind {
             ResourceKind::Household => "Household",
             ResourceKind::HouseholdMembership => "HouseholdMembership",
             ResourceKind::Campus => "Campus",
+            ResourceKind::GroupType => "GroupType",
+            ResourceKind::Group => "Group",
+            ResourceKind::Membership => "Membership",
+            ResourceKind::Event => "Event",
         }
     }
 
-    /// The URL path segment of the collection (`people`, `phone_numbers`, ...).
+    /// The collection name (`people`, `phone_numbers`, ...): the URL path segment of the
+    /// collection, and the control API's `{collection}`. Membership is the exception: its URL
+    /// segment is `memberships` (only under a group), its control collection
+    /// `group_memberships` (to keep it apart from `household_memberships`).
     pub const fn collection(self) -> &'static str {
         match self {
             ResourceKind::Person => "people",
@@ -51,6 +101,10 @@ impl ResourceKind {
             ResourceKind::Household => "households",
             ResourceKind::HouseholdMembership => "household_memberships",
             ResourceKind::Campus => "campuses",
+            ResourceKind::GroupType => "group_types",
+            ResourceKind::Group => "groups",
+            ResourceKind::Membership => "group_memberships",
+            ResourceKind::Event => "events",
         }
     }
 
@@ -71,6 +125,10 @@ impl ResourceKind {
             ResourceKind::Household => 4,
             ResourceKind::HouseholdMembership => 5,
             ResourceKind::Campus => 6,
+            ResourceKind::GroupType => 7,
+            ResourceKind::Group => 8,
+            ResourceKind::Membership => 9,
+            ResourceKind::Event => 10,
         }
     }
 
@@ -86,12 +144,17 @@ impl ResourceKind {
             ResourceKind::Household => 50_000_000,
             ResourceKind::HouseholdMembership => 60_000_000,
             ResourceKind::Campus => 70_000,
+            ResourceKind::GroupType => 80_000,
+            ResourceKind::Group => 70_000_000,
+            ResourceKind::Membership => 80_000_000,
+            ResourceKind::Event => 90_000_000,
         }
     }
 
-    /// Whether the resource has `created_at`/`updated_at` (HouseholdMembership has none).
+    /// Whether the resource has `created_at` and `updated_at` (HouseholdMembership has none;
+    /// of the Groups kinds only Group has a `created_at`, and none has `updated_at`).
     pub const fn has_timestamps(self) -> bool {
-        !matches!(self, ResourceKind::HouseholdMembership)
+        matches!(self.app(), App::People) && !matches!(self, ResourceKind::HouseholdMembership)
     }
 
     /// The `order` values PCO accepts for this resource.
@@ -149,6 +212,22 @@ impl ResourceKind {
             ],
             ResourceKind::HouseholdMembership => &["pending", "person_name"],
             ResourceKind::Campus => &["created_at", "name", "updated_at"],
+            ResourceKind::GroupType => &["name", "position"],
+            // enrollment_limit belongs to the group's enrollment, which the simulator does not
+            // serve: ordering by it sorts every group as null.
+            ResourceKind::Group => &[
+                "chat_enabled",
+                "contact_email",
+                "created_at",
+                "enrollment_limit",
+                "listed",
+                "members_are_confidential",
+                "memberships_count",
+                "name",
+            ],
+            // first_name and last_name are the member's (the Person's) names.
+            ResourceKind::Membership => &["first_name", "joined_at", "last_name", "role"],
+            ResourceKind::Event => &["ends_at", "name", "starts_at"],
         }
     }
 
@@ -221,6 +300,10 @@ impl ResourceKind {
             ],
             ResourceKind::HouseholdMembership => &["pending", "person_name"],
             ResourceKind::Campus => &["created_at", "id", "updated_at"],
+            ResourceKind::GroupType => &["id"],
+            ResourceKind::Group => &["archive_status", "name"],
+            ResourceKind::Membership => &["role"],
+            ResourceKind::Event => &["ends_at", "name", "starts_at"],
         }
     }
 
@@ -236,6 +319,9 @@ impl ResourceKind {
             ],
             ResourceKind::Household => &["people"],
             ResourceKind::HouseholdMembership => &["household", "person"],
+            ResourceKind::Group => &["group_type"],
+            ResourceKind::Membership => &["person"],
+            ResourceKind::Event => &["group"],
             _ => &[],
         }
     }
@@ -256,6 +342,8 @@ impl ResourceKind {
                 "social_profiles",
             ],
             ResourceKind::Campus => &["lists", "service_times"],
+            ResourceKind::Group => &["enrollment", "location"],
+            ResourceKind::Event => &["location"],
             _ => &[],
         }
     }
@@ -293,9 +381,11 @@ pub(crate) enum AttrType {
 
 pub(crate) fn attr_type(attr: &str) -> AttrType {
     match attr {
-        "created_at" | "updated_at" | "inactivated_at" => AttrType::Time,
+        "created_at" | "updated_at" | "inactivated_at" | "archived_at" | "joined_at"
+        | "starts_at" | "ends_at" | "canceled_at" => AttrType::Time,
         "birthdate" | "anniversary" => AttrType::Date,
-        "grade" | "graduation_year" | "remote_id" | "member_count" => AttrType::Int,
+        "grade" | "graduation_year" | "remote_id" | "member_count" | "memberships_count"
+        | "position" | "enrollment_limit" => AttrType::Int,
         _ => AttrType::Other,
     }
 }

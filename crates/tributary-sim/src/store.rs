@@ -19,7 +19,7 @@ use crate::error::SimError;
 use crate::generate::Dataset;
 use crate::query::{Filter, OrderKey, Search, SortKey, Target, text_eq};
 use crate::record::{Attrs, Links, Record};
-use crate::schema::{AttrType, ResourceKind, attr_type};
+use crate::schema::{App, AttrType, ResourceKind, attr_type};
 use crate::time::{GEN_END_S, format_ms, parse_instant};
 
 /// Mutable per-kind state.
@@ -37,11 +37,14 @@ pub(crate) struct KindState {
 
 #[derive(Debug)]
 pub(crate) struct State {
-    kinds: [KindState; 7],
-    /// Overlay Email/PhoneNumber/Address/HouseholdMembership ids by (kind, person id).
-    by_person: HashMap<(ResourceKind, u64), BTreeSet<u64>>,
+    kinds: [KindState; 11],
+    /// Overlay Email/PhoneNumber/Address/HouseholdMembership/Membership ids by (kind, person
+    /// id).
+    pub(crate) by_person: HashMap<(ResourceKind, u64), BTreeSet<u64>>,
     /// Overlay HouseholdMembership ids by household id.
     by_household: HashMap<u64, BTreeSet<u64>>,
+    /// Overlay Membership and Event ids by (kind, group id).
+    pub(crate) by_group: HashMap<(ResourceKind, u64), BTreeSet<u64>>,
     /// Bumped by every mutation (invalidates cached query results).
     version: u64,
     /// The timestamp of the last mutation, in ms.
@@ -55,6 +58,7 @@ impl State {
             kinds: Default::default(),
             by_person: HashMap::new(),
             by_household: HashMap::new(),
+            by_group: HashMap::new(),
             version: 0,
             last_ms: GEN_END_S * 1000,
             mutations: 0,
@@ -71,8 +75,13 @@ impl State {
 
     fn unindex(&mut self, rec: &Record) {
         if let Some(p) = rec.links.person
-            && is_person_child(rec.kind)
+            && indexed_by_person(rec.kind)
             && let Some(set) = self.by_person.get_mut(&(rec.kind, p))
+        {
+            set.remove(&rec.id);
+        }
+        if let Some(g) = rec.links.group
+            && let Some(set) = self.by_group.get_mut(&(rec.kind, g))
         {
             set.remove(&rec.id);
         }
@@ -85,8 +94,14 @@ impl State {
     }
 
     fn index(&mut self, rec: &Record) {
+        if let Some(g) = rec.links.group {
+            self.by_group
+                .entry((rec.kind, g))
+                .or_default()
+                .insert(rec.id);
+        }
         if let Some(p) = rec.links.person
-            && is_person_child(rec.kind)
+            && indexed_by_person(rec.kind)
         {
             self.by_person
                 .entry((rec.kind, p))
@@ -101,7 +116,7 @@ impl State {
     }
 
     /// Stores a live resource in the overlay.
-    fn put(&mut self, rec: Record, created: bool) {
+    pub(crate) fn put(&mut self, rec: Record, created: bool) {
         let kind = rec.kind;
         if let Some(old) = self.ks_mut(kind).overlay.remove(&rec.id) {
             self.unindex(&old);
@@ -115,7 +130,7 @@ impl State {
     }
 
     /// Deletes a resource (which must exist).
-    fn remove(&mut self, data: &Dataset, kind: ResourceKind, id: u64) {
+    pub(crate) fn remove(&mut self, data: &Dataset, kind: ResourceKind, id: u64) {
         if let Some(old) = self.ks_mut(kind).overlay.remove(&id) {
             self.unindex(&old);
         }
@@ -124,6 +139,11 @@ impl State {
             ks.deleted.insert(id);
         }
     }
+}
+
+/// Kinds whose overlay resources are indexed by their person.
+fn indexed_by_person(kind: ResourceKind) -> bool {
+    is_person_child(kind) || kind == ResourceKind::Membership
 }
 
 fn is_person_child(kind: ResourceKind) -> bool {
@@ -142,6 +162,8 @@ pub(crate) enum Scope {
     All,
     Person(u64),
     Household(u64),
+    /// A group's memberships or events.
+    Group(u64),
 }
 
 struct CacheEntry {
@@ -171,7 +193,7 @@ impl std::fmt::Debug for Store {
 /// A read view: the generated data plus the overlay, under the read lock.
 pub(crate) struct Snap<'a> {
     pub(crate) data: &'a Dataset,
-    st: &'a State,
+    pub(crate) st: &'a State,
 }
 
 pub(crate) struct ReadGuard<'a> {
@@ -232,6 +254,14 @@ impl Probe<'_, '_> {
     }
 
     fn sort_key(&mut self, attr: &str) -> SortKey {
+        if self.kind == ResourceKind::Membership && matches!(attr, "first_name" | "last_name") {
+            // A membership sorts by its member's names.
+            let person = self
+                .links()
+                .person
+                .and_then(|p| self.snap.get(ResourceKind::Person, p));
+            return SortKey::from_value(attr, person.as_ref().and_then(|p| p.attrs.get(attr)));
+        }
         if attr_type(attr) == AttrType::Time
             && let Some(ms) = self.time(attr)
         {
@@ -253,6 +283,18 @@ impl Probe<'_, '_> {
             }
             Target::Attr(a) => f.accepts_value(a, self.record().attrs.get(a)),
             Target::Search(s) => self.search(*s, &f.value),
+            Target::ArchiveStatus => {
+                let archived = self
+                    .record()
+                    .attrs
+                    .get("archived_at")
+                    .is_some_and(|v| !v.is_null());
+                match f.value.as_str() {
+                    "only" => archived,
+                    "not_archived" => !archived,
+                    _ => true,
+                }
+            }
         }
     }
 
@@ -317,7 +359,7 @@ impl Snap<'_> {
     }
 
     /// Whether a generated id is replaced by the overlay or deleted.
-    fn shadowed(&self, kind: ResourceKind, id: u64) -> bool {
+    pub(crate) fn shadowed(&self, kind: ResourceKind, id: u64) -> bool {
         let ks = self.ks(kind);
         ks.overlay.contains_key(&id) || ks.deleted.contains(&id)
     }
@@ -461,6 +503,9 @@ impl Snap<'_> {
             }
             (ResourceKind::Person, Scope::Household(h)) => self.household_people(h),
             (k, Scope::Person(p)) if is_person_child(k) => self.person_children(k, p),
+            (ResourceKind::Membership | ResourceKind::Event, Scope::Group(g)) => {
+                self.group_children(kind, g)
+            }
             _ => Vec::new(),
         };
         ids.sort_unstable();
@@ -566,7 +611,7 @@ impl Mutation {
 
 /// Reads a to-one relationship value: `"123"`, `123`, `null`, `{"id": "123"}` or
 /// `{"data": {"type": "Person", "id": "123"}}`.
-fn rel_one(name: &str, v: &Value) -> Result<Option<u64>, SimError> {
+pub(crate) fn rel_one(name: &str, v: &Value) -> Result<Option<u64>, SimError> {
     let bad = || {
         SimError::bad_request(format!(
             "relationship {name}: expected an id, null or {{\"data\": {{\"id\": ...}}}}"
@@ -613,6 +658,10 @@ fn rel_many(name: &str, v: &Value) -> Result<Vec<u64>, SimError> {
 
 fn allowed_rels(kind: ResourceKind) -> &'static [&'static str] {
     match kind {
+        ResourceKind::GroupType => &[],
+        ResourceKind::Group => &["group_type"],
+        ResourceKind::Membership => &["group", "person"],
+        ResourceKind::Event => &["group"],
         ResourceKind::Person => &["primary_campus"],
         ResourceKind::Email | ResourceKind::PhoneNumber | ResourceKind::Address => &["person"],
         ResourceKind::Household => &["primary_contact", "people"],
@@ -633,7 +682,7 @@ fn check_rel_names(kind: ResourceKind, m: &Mutation) -> Result<(), SimError> {
     Ok(())
 }
 
-fn s(v: &str) -> Value {
+pub(crate) fn s(v: &str) -> Value {
     Value::String(v.to_owned())
 }
 
@@ -725,15 +774,15 @@ impl Store {
     }
 }
 
-fn snap<'a>(data: &'a Dataset, st: &'a State) -> Snap<'a> {
+pub(crate) fn snap<'a>(data: &'a Dataset, st: &'a State) -> Snap<'a> {
     Snap { data, st }
 }
 
-fn not_found(kind: ResourceKind, id: u64) -> SimError {
+pub(crate) fn not_found(kind: ResourceKind, id: u64) -> SimError {
     SimError::not_found(format!("{kind} {id} not found"))
 }
 
-fn require(
+pub(crate) fn require(
     data: &Dataset,
     st: &State,
     kind: ResourceKind,
@@ -845,6 +894,10 @@ fn default_attrs(kind: ResourceKind, id: u64, now: &Value) -> Attrs {
             put("pending", f.clone());
             put("person_name", n.clone());
         }
+        ResourceKind::GroupType
+        | ResourceKind::Group
+        | ResourceKind::Membership
+        | ResourceKind::Event => return crate::groups_store::default_attrs(kind, id, now),
         ResourceKind::Campus => {
             put("avatar_url", n.clone());
             put("church_center_enabled", Value::Bool(true));
@@ -872,7 +925,7 @@ fn default_attrs(kind: ResourceKind, id: u64, now: &Value) -> Attrs {
     a
 }
 
-fn apply_attrs(rec: &mut Record, attrs: &Map<String, Value>) {
+pub(crate) fn apply_attrs(rec: &mut Record, attrs: &Map<String, Value>) {
     for (k, v) in attrs {
         rec.attrs.set(k, v.clone());
     }
@@ -908,7 +961,7 @@ fn refresh_household(data: &Dataset, st: &mut State, ts: i64, household: u64) {
     st.put(rec, false);
 }
 
-fn new_id(data: &Dataset, st: &mut State, kind: ResourceKind) -> u64 {
+pub(crate) fn new_id(data: &Dataset, st: &mut State, kind: ResourceKind) -> u64 {
     let ks = st.ks_mut(kind);
     ks.created_total += 1;
     kind.id_base() + u64::from(data.count(kind)) + ks.created_total
@@ -921,6 +974,9 @@ fn create(
     kind: ResourceKind,
     m: Mutation,
 ) -> Result<Record, SimError> {
+    if kind.app() == App::Groups {
+        return crate::groups_store::create(data, st, ts, kind, m);
+    }
     let now = Value::String(format_ms(ts));
     let rel = |name: &str| -> Result<Option<u64>, SimError> {
         m.relationships
@@ -976,7 +1032,12 @@ fn create(
             links.person = Some(p);
             links.household = Some(h);
         }
-        ResourceKind::Campus => {}
+        // Handled by groups_store::create above.
+        ResourceKind::Campus
+        | ResourceKind::GroupType
+        | ResourceKind::Group
+        | ResourceKind::Membership
+        | ResourceKind::Event => {}
     }
 
     let id = new_id(data, st, kind);
@@ -1046,7 +1107,7 @@ fn create(
                     links: Links {
                         person: Some(p),
                         household: Some(id),
-                        campus: None,
+                        ..Links::default()
                     },
                 };
                 mem.attrs.set(
@@ -1079,6 +1140,13 @@ fn update(
         .ok_or_else(|| not_found(kind, id))?;
     for (name, v) in &m.relationships {
         match (kind, name.as_str()) {
+            (ResourceKind::Group, "group_type") => {
+                let t = rel_one(name, v)?;
+                if let Some(t) = t {
+                    require(data, st, ResourceKind::GroupType, t, name)?;
+                }
+                rec.links.group_type = t;
+            }
             (ResourceKind::Person, "primary_campus") => {
                 let c = rel_one(name, v)?;
                 if let Some(c) = c {
@@ -1127,7 +1195,9 @@ fn delete(
         return Err(not_found(kind, id));
     }
     let mut households = Vec::new();
+    let mut groups = Vec::new();
     let mut cascade: Vec<(ResourceKind, u64)> = Vec::new();
+    crate::groups_store::delete_cascade(&view, kind, id, &mut cascade, &mut groups);
     match kind {
         ResourceKind::Person => {
             for child in [
@@ -1166,6 +1236,11 @@ fn delete(
     households.dedup();
     for h in households {
         refresh_household(data, st, ts, h);
+    }
+    groups.sort_unstable();
+    groups.dedup();
+    for g in groups {
+        crate::groups_store::refresh_group(data, st, g);
     }
     Ok(())
 }

@@ -194,7 +194,7 @@ async fn cli_reports_errors_clearly() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("7 entities in 4 waves"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("11 entities in 4 waves"));
 
     // The graph prints waves, and Mermaid / DOT sources.
     let out = Command::new(BIN)
@@ -203,7 +203,7 @@ async fn cli_reports_errors_clearly() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.starts_with("wave 1: Campus\nwave 2: Person\n"),
+        text.starts_with("wave 1: Campus, GroupType\nwave 2: Group, Person\n"),
         "{text}"
     );
     let out = Command::new(BIN)

@@ -93,7 +93,7 @@ async fn runs_are_listed_and_shown_as_stored() {
     let out = tributary(&["runs", "show", "1", "--db", &db, "--json"]);
     let run: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let entities = run["entities"].as_array().unwrap();
-    assert_eq!(entities.len(), 7);
+    assert_eq!(entities.len(), 11, "People and Groups entities");
     assert!(entities.iter().all(|e| e["state"] == "done"), "{run}");
 
     let out = tributary(&["runs", "show", "99", "--db", &db]);

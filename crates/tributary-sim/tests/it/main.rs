@@ -6,6 +6,8 @@ mod common;
 mod determinism;
 mod faults;
 mod filters;
+mod groups;
+mod groups_mutations;
 mod includes;
 mod mutations;
 mod nested;

@@ -17,7 +17,11 @@ async fn single_gets_serve_what_the_dump_lists() {
                 "/people/v2/households/{}/household_memberships/{id}",
                 rel_id(&line, "household").unwrap()
             ),
-            _ => format!("/people/v2/{}/{id}", kind.collection()),
+            ResourceKind::Membership => format!(
+                "/groups/v2/groups/{}/memberships/{id}",
+                rel_id(&line, "group").unwrap()
+            ),
+            _ => format!("{}/{}/{id}", kind.app().prefix(), kind.collection()),
         };
         let r = call(&router, Method::GET, &uri, TOKEN, None).await;
         assert_eq!(r.status, 200, "{uri}");
