@@ -196,11 +196,23 @@ async fn serve_runs_the_schedule_stops_on_sigterm_and_the_run_resumes() {
     );
     // While serve runs the connection, a `sync` of it is refused (exit 3).
     let busy = tributary(
-        &["sync", "--db", &db, "--connection", "pco", "--rate-limit", "off"],
+        &[
+            "sync",
+            "--db",
+            &db,
+            "--connection",
+            "pco",
+            "--rate-limit",
+            "off",
+        ],
         &key,
     );
     assert_eq!(busy.status.code(), Some(3), "{}", text(&busy));
-    assert!(text(&busy).contains("connection `pco` is busy"), "{}", text(&busy));
+    assert!(
+        text(&busy).contains("connection `pco` is busy"),
+        "{}",
+        text(&busy)
+    );
     let stopped_at = Instant::now();
     let kill = Command::new("kill")
         .args(["-TERM", &serve.id().to_string()])

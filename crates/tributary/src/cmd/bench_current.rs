@@ -105,7 +105,7 @@ fn change(
     Ok(n)
 }
 
-const ENTITIES: [&str; 7] = [
+const ENTITIES: [&str; 11] = [
     "Campus",
     "Person",
     "Household",
@@ -113,6 +113,10 @@ const ENTITIES: [&str; 7] = [
     "Email",
     "PhoneNumber",
     "Address",
+    "GroupType",
+    "Group",
+    "Membership",
+    "Event",
 ];
 
 pub async fn keep_current(args: KeepCurrentArgs) -> anyhow::Result<ExitCode> {
@@ -143,6 +147,8 @@ pub async fn keep_current(args: KeepCurrentArgs) -> anyhow::Result<ExitCode> {
     changed += change(&sim, ResourceKind::Email, "location", share)?;
     changed += change(&sim, ResourceKind::PhoneNumber, "location", share)?;
     changed += change(&sim, ResourceKind::Address, "city", share)?;
+    changed += change(&sim, ResourceKind::Group, "schedule", share)?;
+    changed += change(&sim, ResourceKind::Event, "name", share)?;
     let delta = sync(&exe, &db, &url, "delta", &stats)?;
     let compared = super::bench_client::compare(&db, &sim).await?;
 
@@ -161,7 +167,7 @@ pub async fn keep_current(args: KeepCurrentArgs) -> anyhow::Result<ExitCode> {
     let deleted = reconcile.stats["deleted"].as_i64().unwrap_or(0);
 
     crate::outln!(
-        "{} people; {} records changed ({}% of each entity but memberships); {} people left ({}%)\n",
+        "{} people; {} records changed ({}% of each entity but memberships and group types); {} people left ({}%)\n",
         thousands(args.people as i64),
         thousands(changed as i64),
         args.changed_percent,
