@@ -6,10 +6,10 @@ use serde_json::Value;
 impl Simulator {
     /// Merges person `merged` into person `keep`, as PCO's person merger
     /// does: `merged`'s emails, phone numbers and addresses move to `keep`
-    /// (their `updated_at` moves), `keep` joins `merged`'s households it is
-    /// not in yet, and `merged` is deleted (with its household and group
-    /// memberships; group memberships do not move). Meant for
-    /// small data sets: it scans the dump for the children.
+    /// (their `updated_at` moves), `keep` joins `merged`'s households and
+    /// groups it is not in yet (a group membership keeps its role and
+    /// joining date), and `merged` is deleted with its own memberships.
+    /// Meant for small data sets: it scans the dump for the children.
     pub fn merge(&self, keep: u64, merged: u64) -> Result<(), SimError> {
         let person_of = |v: &Value| {
             v["relationships"]["person"]["data"]["id"]
@@ -64,6 +64,40 @@ impl Simulator {
                         "person": keep.to_string(),
                         "household": household.to_string()
                     }}),
+                )?;
+            }
+        }
+        let group_of = |v: &Value| {
+            v["relationships"]["group"]["data"]["id"]
+                .as_str()
+                .and_then(|id| id.parse::<u64>().ok())
+        };
+        let group_memberships = self.dump(Some(ResourceKind::Membership));
+        let kept_groups: Vec<u64> = group_memberships
+            .iter()
+            .filter(|m| person_of(m) == Some(keep))
+            .filter_map(group_of)
+            .collect();
+        for membership in group_memberships
+            .iter()
+            .filter(|m| person_of(m) == Some(merged))
+        {
+            let Some(group) = group_of(membership) else {
+                continue;
+            };
+            if !kept_groups.contains(&group) {
+                self.create(
+                    ResourceKind::Membership,
+                    &serde_json::json!({
+                        "attributes": {
+                            "role": membership["attributes"]["role"],
+                            "joined_at": membership["attributes"]["joined_at"],
+                        },
+                        "relationships": {
+                            "person": keep.to_string(),
+                            "group": group.to_string()
+                        }
+                    }),
                 )?;
             }
         }

@@ -219,3 +219,56 @@ async fn mutations_cascade_and_keep_memberships_count() {
         t.to_string()
     );
 }
+
+#[tokio::test]
+async fn a_person_merger_moves_children_households_and_groups_to_the_kept_person() {
+    let (sim, _) = sim(95, 200);
+    let members = dump_of(&sim, "Membership");
+    let merged_membership = &members[0];
+    let merged: u64 = rel_id(merged_membership, "person")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let group = group_of(merged_membership);
+    // Someone who is in none of the merged person's groups.
+    let merged_groups: Vec<String> = members
+        .iter()
+        .filter(|m| rel_id(m, "person").as_deref() == Some(&merged.to_string()))
+        .map(group_of)
+        .collect();
+    let keep = dump_of(&sim, "Person")
+        .iter()
+        .map(id_of)
+        .find(|p| {
+            *p != merged
+                && !members.iter().any(|m| {
+                    rel_id(m, "person").as_deref() == Some(&p.to_string())
+                        && merged_groups.contains(&group_of(m))
+                })
+        })
+        .unwrap();
+    let children_of = |person: u64, kind: &str| {
+        dump_of(&sim, kind)
+            .iter()
+            .filter(|v| rel_id(v, "person").as_deref() == Some(&person.to_string()))
+            .count()
+    };
+    let (emails, kept_emails) = (children_of(merged, "Email"), children_of(keep, "Email"));
+    sim.merge(keep, merged).unwrap();
+    assert!(sim.get(ResourceKind::Person, merged).is_none());
+    assert_eq!(children_of(merged, "Email"), 0);
+    assert_eq!(children_of(keep, "Email"), emails + kept_emails);
+    let moved = dump_of(&sim, "Membership")
+        .into_iter()
+        .find(|m| rel_id(m, "person").as_deref() == Some(&keep.to_string()) && group_of(m) == group)
+        .expect("the kept person joined the merged person's group");
+    assert_eq!(
+        moved["attributes"]["role"],
+        merged_membership["attributes"]["role"]
+    );
+    assert_eq!(
+        moved["attributes"]["joined_at"],
+        merged_membership["attributes"]["joined_at"]
+    );
+    assert_eq!(children_of(merged, "Membership"), 0);
+}
