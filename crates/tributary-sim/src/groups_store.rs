@@ -16,37 +16,28 @@ use crate::time::format_ms;
 impl Snap<'_> {
     /// Live memberships or events (`kind`) of a group, in id order.
     pub(crate) fn group_children(&self, kind: ResourceKind, group: u64) -> Vec<u64> {
-        let mut out = Vec::new();
-        if let Some(g) = self.data.index(ResourceKind::Group, group) {
-            for i in self.data.groups.group_range(kind, g) {
-                let id = Dataset::id(kind, i);
-                if !self.shadowed(kind, id) {
-                    out.push(id);
-                }
-            }
-        }
-        if let Some(set) = self.st.by_group.get(&(kind, group)) {
-            out.extend(set.iter().copied());
-            out.sort_unstable();
-        }
-        out
+        let generated = self.data.index(ResourceKind::Group, group);
+        self.live_ids(
+            kind,
+            generated
+                .into_iter()
+                .flat_map(|g| self.data.groups.group_range(kind, g)),
+            self.st.by_group.get(&(kind, group)),
+        )
     }
 
     /// Live group memberships of a person, in id order.
     pub(crate) fn person_group_memberships(&self, person: u64) -> Vec<u64> {
         let kind = ResourceKind::Membership;
-        let mut out = Vec::new();
-        if let Some(p) = self.data.index(ResourceKind::Person, person) {
-            for i in self.data.groups.person_memberships(p) {
-                let id = Dataset::id(kind, i);
-                if !self.shadowed(kind, id) {
-                    out.push(id);
-                }
-            }
-        }
-        if let Some(set) = self.st.by_person.get(&(kind, person)) {
-            out.extend(set.iter().copied());
-        }
+        let generated = self.data.index(ResourceKind::Person, person);
+        let mut out = self.live_ids(
+            kind,
+            generated
+                .into_iter()
+                .flat_map(|p| self.data.groups.person_memberships(p)),
+            self.st.by_person.get(&(kind, person)),
+        );
+        // Generated memberships of a person are not in id order.
         out.sort_unstable();
         out
     }

@@ -436,35 +436,41 @@ impl Snap<'_> {
     /// Live children of `kind` (Email, PhoneNumber, Address, HouseholdMembership) of a person,
     /// in id order.
     pub(crate) fn person_children(&self, kind: ResourceKind, person: u64) -> Vec<u64> {
-        let mut out = Vec::new();
-        if let Some(p) = self.data.index(ResourceKind::Person, person) {
-            for i in self.data.child_range(kind, p) {
-                let id = Dataset::id(kind, i);
-                if !self.shadowed(kind, id) {
-                    out.push(id);
-                }
-            }
-        }
-        if let Some(set) = self.st.by_person.get(&(kind, person)) {
-            out.extend(set.iter().copied());
-            out.sort_unstable();
-        }
-        out
+        let generated = self.data.index(ResourceKind::Person, person);
+        self.live_ids(
+            kind,
+            generated
+                .into_iter()
+                .flat_map(|p| self.data.child_range(kind, p)),
+            self.st.by_person.get(&(kind, person)),
+        )
     }
 
     /// Live memberships of a household, in id order.
     pub(crate) fn household_memberships(&self, household: u64) -> Vec<u64> {
-        let kind = ResourceKind::HouseholdMembership;
-        let mut out = Vec::new();
-        if let Some(h) = self.data.index(ResourceKind::Household, household) {
-            for i in self.data.household_range(h) {
-                let id = Dataset::id(kind, i);
-                if !self.shadowed(kind, id) {
-                    out.push(id);
-                }
-            }
-        }
-        if let Some(set) = self.st.by_household.get(&household) {
+        let generated = self.data.index(ResourceKind::Household, household);
+        self.live_ids(
+            ResourceKind::HouseholdMembership,
+            generated
+                .into_iter()
+                .flat_map(|h| self.data.household_range(h)),
+            self.st.by_household.get(&household),
+        )
+    }
+
+    /// The live ids of `kind` among the generated ones at `indices` (those
+    /// no mutation shadows) and the `created` ones, in id order.
+    pub(crate) fn live_ids(
+        &self,
+        kind: ResourceKind,
+        indices: impl Iterator<Item = u32>,
+        created: Option<&BTreeSet<u64>>,
+    ) -> Vec<u64> {
+        let mut out: Vec<u64> = indices
+            .map(|i| Dataset::id(kind, i))
+            .filter(|id| !self.shadowed(kind, *id))
+            .collect();
+        if let Some(set) = created {
             out.extend(set.iter().copied());
             out.sort_unstable();
         }
