@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 use tributary_core::Timestamp;
@@ -96,6 +96,7 @@ impl EntityJob {
     async fn commit_in_order(
         &self,
         mut pages: mpsc::Receiver<Result<PreparedPage, Failure>>,
+        starved: &AtomicBool,
         mut records: i64,
         mut pages_done: i64,
     ) -> Result<(i64, i64), Failure> {
@@ -110,6 +111,10 @@ impl EntityJob {
             // while nothing is committing, wait for the next).
             while fetching && in_flight.len() < depth {
                 let next = if in_flight.is_empty() {
+                    // Nothing to commit: the fetcher is the slower side.
+                    if pages.is_empty() {
+                        starved.store(true, Ordering::Relaxed);
+                    }
                     pages.recv().await
                 } else {
                     match pages.try_recv() {
@@ -220,6 +225,7 @@ impl EntityJob {
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let (sender, receiver) = mpsc::channel(self.engine.options.prefetch.max(1));
+        let starved = Arc::new(AtomicBool::new(false));
         let fetcher = Fetcher {
             source: self.source.clone(),
             entity: self.entity.clone(),
@@ -228,6 +234,7 @@ impl EntityJob {
             policy: self.engine.retry_policy(),
             spool: self.spool.clone(),
             requests: self.requests.clone(),
+            starved: starved.clone(),
         };
         // Keep the run/connection/entity span on the fetcher's log lines.
         let span = tracing::Span::current();
@@ -235,7 +242,9 @@ impl EntityJob {
             fetch(fetcher, sender),
             span,
         ));
-        let result = self.commit_in_order(receiver, records, pages).await;
+        let result = self
+            .commit_in_order(receiver, &starved, records, pages)
+            .await;
         task.abort();
         result
     }

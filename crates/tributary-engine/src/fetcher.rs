@@ -3,9 +3,11 @@
 //! replayed instead.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use futures_util::stream::{self, StreamExt};
+use std::collections::VecDeque;
+
+use futures_util::stream::{self, FuturesOrdered, StreamExt};
 use tokio::sync::mpsc;
 use tributary_core::Cursor;
 use tributary_manifest::Entity;
@@ -40,6 +42,8 @@ pub(crate) struct Fetcher {
     pub(crate) spool: Option<Arc<Spool>>,
     /// Requests answered (pages read from the API, not the spool).
     pub(crate) requests: Arc<AtomicU64>,
+    /// Set when the commits ran out of pages and waited for the next.
+    pub(crate) starved: Arc<AtomicBool>,
 }
 
 impl Fetcher {
@@ -102,46 +106,97 @@ impl Fetcher {
         }
     }
 
-    /// Pages a top-level list from `cursor` to its end.
+    /// Pages a top-level list from `cursor` to its end and hands the pages
+    /// on in order. Where the source can tell which pages follow (a list
+    /// paged by offset that reports its size: [`Source::pages_ahead`]),
+    /// several are fetched at once: a [`Window`] of them, wide while the
+    /// commits wait on the API and narrow while the API waits on the
+    /// commits. A prediction the list contradicts (it shrank or grew
+    /// meanwhile) is dropped, unapplied, and paging goes on from where the
+    /// list says.
     pub(crate) async fn list(
         self,
         mut cursor: Cursor,
         pages: mpsc::Sender<Result<PreparedPage, Failure>>,
     ) {
+        let me = &self;
+        let fetch = |at: Cursor| async move { me.page(&at).await };
+        let mut window = Window::new(self.entity.concurrency);
+        // The fetches under way, in list order, and their cursors.
+        let mut fetches = FuturesOrdered::new();
+        let mut ahead: VecDeque<Cursor> = VecDeque::new();
         // The previous page's ids: an API that serves the same page at ever
         // higher offsets (no `total_count` to notice it by) would otherwise
         // be paged forever.
         let mut previous: Vec<String> = Vec::new();
         loop {
-            let result = self.page(&cursor).await.and_then(|(page, key)| {
-                let page = PreparedPage::new(page, vec![key]);
-                if !page.records.is_empty()
-                    && page.records.len() == previous.len()
-                    && page
-                        .records
-                        .iter()
-                        .zip(&previous)
-                        .all(|(r, p)| &r.external_id == p)
-                {
-                    return Err(Failure::other(format!(
+            if ahead.is_empty() {
+                ahead.push_back(cursor.clone());
+                fetches.push_back(fetch(cursor.clone()));
+            }
+            let fetched = match fetches.next().await {
+                Some(fetched) => fetched,
+                None => Err(Failure::other("the page fetcher lost a fetch")),
+            };
+            ahead.pop_front();
+            let (page, key) = match fetched {
+                Ok(fetched) => fetched,
+                Err(failure) => {
+                    self.drop_ahead(&mut ahead);
+                    let _ = pages.send(Err(failure)).await;
+                    return;
+                }
+            };
+            window.adjust(
+                self.starved.swap(false, Ordering::Relaxed),
+                pages.capacity() == 0,
+            );
+            let following = self.source.pages_ahead(&cursor, &page, window.width());
+            // The fetches under way must be the pages that follow this one.
+            if ahead.len() > following.len() || ahead.iter().zip(&following).any(|(a, f)| a != f) {
+                fetches = FuturesOrdered::new();
+                self.drop_ahead(&mut ahead);
+            }
+            for next in following.into_iter().skip(ahead.len()) {
+                ahead.push_back(next.clone());
+                fetches.push_back(fetch(next));
+            }
+            let page = PreparedPage::new(page, vec![key]);
+            let repeated = !page.records.is_empty()
+                && page.records.len() == previous.len()
+                && page
+                    .records
+                    .iter()
+                    .zip(&previous)
+                    .all(|(r, p)| &r.external_id == p);
+            if repeated {
+                self.drop_ahead(&mut ahead);
+                let _ = pages
+                    .send(Err(Failure::other(format!(
                         "the API served the same {} records again (next cursor {}): its paging does not advance; stopping",
                         page.records.len(),
                         page.cursor_after.0
-                    )));
-                }
-                Ok(page)
-            });
-            let (next, finished) = match &result {
-                Ok(page) => {
-                    previous = page.records.iter().map(|r| r.external_id.clone()).collect();
-                    (page.cursor_after.clone(), page.finished)
-                }
-                Err(_) => (Cursor::start(), true),
-            };
-            if pages.send(result).await.is_err() || finished {
+                    ))))
+                    .await;
+                return;
+            }
+            previous = page.records.iter().map(|r| r.external_id.clone()).collect();
+            let (next, finished) = (page.cursor_after.clone(), page.finished);
+            if pages.send(Ok(page)).await.is_err() || finished {
+                self.drop_ahead(&mut ahead);
                 return;
             }
             cursor = next;
+        }
+    }
+
+    /// Forgets the pages fetched ahead that will not be applied (their
+    /// fetches, if still under way, are dropped with their futures).
+    fn drop_ahead(&self, ahead: &mut VecDeque<Cursor>) {
+        for cursor in ahead.drain(..) {
+            if let Some(spool) = &self.spool {
+                spool.discard(&self.entity.name, &cursor.0.to_string());
+            }
         }
     }
 
@@ -267,5 +322,74 @@ impl Fetcher {
         let last = parents.last().cloned().or(after);
         combined.next = self.source.children_cursor(last.as_deref(), finished);
         Ok((PreparedPage::new(combined, parents), last))
+    }
+}
+
+/// How many pages of a list are fetched at once: between one and the
+/// entity's `concurrency`. It widens by one each time a page is ready
+/// after the commits ran out of pages and waited (they wait on the API:
+/// more requests at once help), and narrows by one each time the pages
+/// fetched ahead fill the queue to the commits (they wait on the store:
+/// more requests would only add work to busy cores).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window {
+    width: usize,
+    widest: usize,
+}
+
+impl Window {
+    pub(crate) fn new(widest: usize) -> Self {
+        Self {
+            width: 1,
+            widest: widest.max(1),
+        }
+    }
+
+    pub(crate) fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Adjusts the width as a page is ready: `starved`, the commits waited
+    /// for a page since the last one; `full`, the queue to them is full.
+    pub(crate) fn adjust(&mut self, starved: bool, full: bool) {
+        if full {
+            self.width = self.width.saturating_sub(1).max(1);
+        } else if starved {
+            self.width = (self.width + 1).min(self.widest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Window;
+
+    #[test]
+    fn the_window_widens_while_commits_wait_and_narrows_while_they_lag() {
+        let mut window = Window::new(4);
+        assert_eq!(window.width(), 1);
+        for _ in 0..10 {
+            window.adjust(true, false);
+        }
+        assert_eq!(
+            window.width(),
+            4,
+            "never wider than the entity's concurrency"
+        );
+        window.adjust(false, false);
+        assert_eq!(
+            window.width(),
+            4,
+            "commits neither waiting nor behind keep it"
+        );
+        window.adjust(true, true);
+        assert_eq!(window.width(), 3, "a full queue outranks an earlier wait");
+        for _ in 0..10 {
+            window.adjust(false, true);
+        }
+        assert_eq!(window.width(), 1, "never narrower than one page");
+        let mut single = Window::new(0);
+        single.adjust(true, false);
+        assert_eq!(single.width(), 1);
     }
 }

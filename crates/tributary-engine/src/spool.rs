@@ -192,6 +192,13 @@ impl Spool {
         });
     }
 
+    /// `entity`'s page `key` will not be applied (a page fetched ahead
+    /// that the list contradicted): it leaves the spool as a committed
+    /// page does.
+    pub fn discard(&self, entity: &str, key: &str) {
+        self.committed(entity, key);
+    }
+
     /// Removes the run's spool (the run has ended).
     pub fn close(&self) {
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -114,7 +114,9 @@ pub struct Entity {
     pub relationships: Vec<Relationship>,
     /// Field mapping, sorted by canonical field name.
     pub fields: Vec<Field>,
-    /// Parents fetched at once when listed under a parent.
+    /// Requests at once: parents whose children are fetched at once when
+    /// listed under a parent; for a list that reports its size, the most
+    /// pages fetched ahead of the commits.
     pub concurrency: usize,
 }
 

@@ -126,7 +126,8 @@
 //!   each by id. `type` accepts a type or a collection name (`Membership` or
 //!   `group_memberships`). The dump is streamed and is not a snapshot across concurrent mutations.
 //! * `GET /__sim/stats` → [`StatsSnapshot`] as JSON (API requests by status, real 429s
-//!   `rate_limited`, injected `faults` by kind, `oauth` grants/refreshes/errors);
+//!   `rate_limited`, injected `faults` by kind, `oauth` grants/refreshes/errors, and
+//!   `peak_in_flight`, the most API requests answered at once);
 //!   `DELETE /__sim/stats` resets the counters.
 //! * `GET /__sim/info` → seed, people, live and generated counts per type, mutation count, and
 //!   the active rate limit, token TTL and faults.

@@ -132,6 +132,9 @@ pub(crate) struct Stats {
     oauth_grants: AtomicU64,
     oauth_refreshes: AtomicU64,
     oauth_errors: AtomicU64,
+    /// API requests being answered now, and the most there were at once.
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
 }
 
 /// Injected faults by kind (see [`Faults`](crate::Faults)).
@@ -189,6 +192,9 @@ pub struct StatsSnapshot {
     pub faults: FaultStats,
     /// OAuth2 activity.
     pub oauth: OAuthStats,
+    /// The most API requests being answered at once (a client's
+    /// concurrency, as the server saw it).
+    pub peak_in_flight: u64,
 }
 
 /// Which part of the server a request went to.
@@ -293,6 +299,7 @@ impl Stats {
                 refreshes: load(&self.oauth_refreshes),
                 errors: load(&self.oauth_errors),
             },
+            peak_in_flight: load(&self.peak_in_flight),
         }
     }
 
@@ -305,6 +312,7 @@ impl Stats {
             &self.oauth_grants,
             &self.oauth_refreshes,
             &self.oauth_errors,
+            &self.peak_in_flight,
         ]
         .into_iter()
         .chain(&self.faults)
@@ -318,6 +326,24 @@ impl Stats {
     }
 }
 
+/// An API request being answered; leaves the count when dropped, also if
+/// the client gave up on it.
+struct InFlight<'a>(&'a Stats);
+
+impl<'a> InFlight<'a> {
+    fn enter(stats: &'a Stats) -> Self {
+        let now = stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        stats.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Outermost layer: counts every response by status.
 pub(crate) async fn count_requests(
     State(sim): State<Simulator>,
@@ -325,8 +351,10 @@ pub(crate) async fn count_requests(
     next: Next,
 ) -> Response {
     let area = Area::of(req.uri().path());
+    let stats = &sim.inner.stats;
+    let _answering = (area == Area::Api).then(|| InFlight::enter(stats));
     let resp = next.run(req).await;
-    sim.inner.stats.record(area, resp.status());
+    stats.record(area, resp.status());
     resp
 }
 

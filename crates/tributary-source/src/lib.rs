@@ -362,6 +362,43 @@ impl Source {
         self.fetch_offset(entity, &path, offset, None).await
     }
 
+    /// The cursors of up to `n` pages that follow `page` (read at `cursor`)
+    /// in its list, `page.next` first: pages a caller may fetch at once and
+    /// apply in order. Further pages are predicted only for a list paged by
+    /// offset that reports its size (`page.total`), a stride of the page's
+    /// own length, up to that size; a prediction the next page's own
+    /// `next` contradicts (the list shrank or grew meanwhile) is the
+    /// caller's to drop. Otherwise only `page.next`; nothing after the last
+    /// page.
+    pub fn pages_ahead(&self, cursor: &Cursor, page: &Page, n: usize) -> Vec<Cursor> {
+        if page.finished {
+            return Vec::new();
+        }
+        let plain_offset = |c: &Cursor| match &c.0 {
+            Value::Null => Some(0),
+            Value::Object(o) if o.len() == 1 => o.get("offset").and_then(Value::as_u64),
+            _ => None,
+        };
+        let mut ahead = vec![page.next.clone()];
+        let (Some(at), Some(next), Some(total)) =
+            (plain_offset(cursor), plain_offset(&page.next), page.total)
+        else {
+            return ahead;
+        };
+        let stride = next.saturating_sub(at);
+        if stride == 0 {
+            return ahead;
+        }
+        let total = total.max(0) as u64;
+        ahead.extend(
+            (1..n as u64)
+                .map(|k| next + k * stride)
+                .take_while(|&offset| offset < total)
+                .map(|offset| Cursor(json!({ "offset": offset }))),
+        );
+        ahead
+    }
+
     /// The cursor of an entity listed under a parent once the children of
     /// every parent up to `last` (in the order the parents are walked) are
     /// read; `finished` once that was the last parent. Like every cursor,

@@ -641,3 +641,48 @@ fn children_cursors_round_trip_and_a_foreign_one_is_refused() {
     assert!(source.children_after(&Cursor(json!({"after": 5}))).is_err());
     assert!(source.children_after(&Cursor(json!("x"))).is_err());
 }
+
+#[test]
+fn pages_ahead_predicts_offsets_only_where_the_list_reports_its_size() {
+    let source = plain_source("http://127.0.0.1:9");
+    let offset = |n: u64| Cursor(json!({ "offset": n }));
+    let page = |next: Cursor, total: Option<i64>, finished: bool| tributary_source::Page {
+        next,
+        total,
+        finished,
+        ..Default::default()
+    };
+    // The first page of 250: the next pages at the page's own stride, up to
+    // the size the list reported.
+    let first = page(offset(100), Some(250), false);
+    assert_eq!(
+        source.pages_ahead(&Cursor::start(), &first, 8),
+        vec![offset(100), offset(200)]
+    );
+    assert_eq!(
+        source.pages_ahead(&Cursor::start(), &first, 1),
+        vec![offset(100)]
+    );
+    // A server that serves fewer objects than asked: its stride, not ours.
+    let short = page(offset(125), Some(1000), false);
+    assert_eq!(
+        source.pages_ahead(&offset(100), &short, 3),
+        vec![offset(125), offset(150), offset(175)]
+    );
+    // No reported size, or a cursor that is not a plain offset (a delta's):
+    // only the page the list names.
+    let unsized_page = page(offset(200), None, false);
+    assert_eq!(
+        source.pages_ahead(&offset(100), &unsized_page, 8),
+        vec![offset(200)]
+    );
+    let delta = Cursor(json!({ "since": "2026-01-01T00:00:00Z", "offset": 100 }));
+    let delta_page = page(delta.clone(), Some(1000), false);
+    assert_eq!(
+        source.pages_ahead(&Cursor::start(), &delta_page, 8),
+        vec![delta]
+    );
+    // After the last page, nothing.
+    let last = page(offset(250), Some(250), true);
+    assert!(source.pages_ahead(&offset(200), &last, 8).is_empty());
+}

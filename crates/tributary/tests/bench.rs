@@ -13,27 +13,30 @@ fn number(cell: &str) -> f64 {
         .unwrap_or_else(|_| panic!("not a number: `{cell}`"))
 }
 
-#[test]
-fn full_sync_bench_prints_the_median_run_and_the_range() {
-    let output = Command::new(BIN)
-        .args([
-            "bench",
-            "full-sync",
-            "--people",
-            "300",
-            "--backend",
-            "sqlite",
-            "--runs",
-            "3",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+/// The stdout of `tributary ARGS`, which must succeed.
+fn bench(args: &[&str]) -> String {
+    let output = Command::new(BIN).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    stdout
+}
+
+#[test]
+fn full_sync_bench_prints_the_median_run_and_the_range() {
+    let stdout = bench(&[
+        "bench",
+        "full-sync",
+        "--people",
+        "300",
+        "--backend",
+        "sqlite",
+        "--runs",
+        "3",
+    ]);
     let rows: Vec<Vec<&str>> = stdout
         .lines()
         .filter(|l| l.starts_with("| SQLite"))
@@ -58,17 +61,56 @@ fn full_sync_bench_prints_the_median_run_and_the_range() {
 }
 
 #[test]
-fn keep_current_bench_checks_the_store_and_counts_requests_per_entity() {
-    let output = Command::new(BIN)
-        .args(["bench", "keep-current", "--people", "400"])
+fn full_sync_bench_runs_against_another_binary_in_turns_over_a_slow_api() {
+    // The binary against itself: two rows of one entity, and the ratio.
+    let stdout = bench(&[
+        "bench",
+        "full-sync",
+        "--people",
+        "200",
+        "--entities",
+        "Person",
+        "--latency-ms",
+        "5",
+        "--runs",
+        "2",
+        "--against",
+        BIN,
+    ]);
+    for binary in ["against", "this"] {
+        let row: Vec<&str> = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {binary} | SQLite")))
+            .unwrap_or_else(|| panic!("no row for {binary}: {stdout}"))
+            .trim_matches('|')
+            .split('|')
+            .collect();
+        assert_eq!(number(row[3]), 200.0, "Person only: {stdout}");
+        assert!(row[10].trim().starts_with("2: "), "{stdout}");
+    }
+    let ratio = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("this ÷ against, records/s of each run's pair: median "))
+        .unwrap_or_else(|| panic!("no ratio: {stdout}"));
+    let median = number(ratio.split_whitespace().next().unwrap());
+    assert!(median > 0.0, "{stdout}");
+
+    let missing = Command::new(BIN)
+        .args(["bench", "full-sync", "--against", "/nonexistent/tributary"])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!missing.status.success());
     assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("--against /nonexistent/tributary: no such file"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
     );
+}
+
+#[test]
+fn keep_current_bench_checks_the_store_and_counts_requests_per_entity() {
+    let stdout = bench(&["bench", "keep-current", "--people", "400"]);
     let row = |entity: &str| -> Vec<f64> {
         let line = stdout
             .lines()

@@ -100,6 +100,16 @@ pub async fn harness_with(
         people,
         ..SimConfig::default()
     };
+    harness_of(config, manifest, page_size, options).await
+}
+
+/// [`harness_with`] over a simulator of the caller's configuration.
+pub async fn harness_of(
+    config: SimConfig,
+    manifest: Manifest,
+    page_size: u32,
+    options: EngineOptions,
+) -> Harness {
     let token = config.token.clone();
     let sim = tributary_sim::serve(config, "127.0.0.1:0".parse().unwrap())
         .await

@@ -77,6 +77,15 @@ pub struct FullSyncArgs {
     /// entity's own pipeline.
     #[arg(long, value_delimiter = ',')]
     entities: Option<Vec<String>>,
+    /// Milliseconds the simulator waits before answering each request (a
+    /// real API's round trip: PCO's is 100–300 ms).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    latency_ms: u64,
+    /// Another `tributary` binary (an earlier build) to run against: each
+    /// run syncs with both, in turns, against the same simulator, and the
+    /// table shows both and the ratio.
+    #[arg(long)]
+    against: Option<std::path::PathBuf>,
 }
 
 struct Killed(Child);
@@ -88,7 +97,7 @@ impl Drop for Killed {
     }
 }
 
-fn start_sim(exe: &Path, people: usize) -> anyhow::Result<(Killed, String)> {
+fn start_sim(exe: &Path, people: usize, latency_ms: u64) -> anyhow::Result<(Killed, String)> {
     let mut child = Process::new(exe)
         .args([
             "sim",
@@ -99,6 +108,8 @@ fn start_sim(exe: &Path, people: usize) -> anyhow::Result<(Killed, String)> {
             "42",
             "--rate-limit",
             "off",
+            "--latency-ms",
+            &latency_ms.to_string(),
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -247,6 +258,17 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::KeepCurrent(args) => return super::bench_current::keep_current(args).await,
     };
     let exe = std::env::current_exe()?;
+    // The binaries to sync with: this one, and the one to run against.
+    let mut binaries = vec![("this", exe.clone())];
+    if let Some(against) = &args.against {
+        if !against.is_file() {
+            bail!(
+                "--against {}: no such file; give the path of another tributary binary",
+                against.display()
+            );
+        }
+        binaries.insert(0, ("against", against.clone()));
+    }
     let backends: Vec<Backend> = match args.backend {
         Backend::Both => vec![Backend::Sqlite, Backend::Postgres],
         one => vec![one],
@@ -256,70 +278,110 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let compared = binaries.len() > 1;
     crate::outln!(
-        "| backend | people | records | pages | seconds | records/s | pages/s | peak RSS (MiB) | peak disk ÷ database | runs (records/s) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "| {}backend | people | records | pages | seconds | records/s | pages/s | peak RSS (MiB) | peak disk ÷ database | runs (records/s) |\n|{}---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        if compared { "binary | " } else { "" },
+        if compared { "---|" } else { "" },
     )?;
+    let rate = |stats: &Value| stats["records_per_sec"].as_f64().unwrap_or_default();
     for &people in &args.people {
-        let (_sim, url) = start_sim(&exe, people)?;
+        let (_sim, url) = start_sim(&exe, people, args.latency_ms)?;
         for &backend in &backends {
-            let mut runs = Vec::new();
+            // Per binary, its runs; the binaries take turns, each going
+            // first in every other run.
+            let mut runs: Vec<Vec<Value>> = vec![Vec::new(); binaries.len()];
             for run in 1..=args.runs {
-                let dir = tempfile::tempdir()?;
-                let db = match backend {
-                    Backend::Sqlite => dir.path().join("bench.db").display().to_string(),
-                    _ => match (&args.pg_url, &pg) {
-                        (Some(url), _) => url.clone(),
-                        (None, Some(server)) => server.database()?,
-                        (None, None) => unreachable!("a server is started when none is given"),
-                    },
-                };
-                // A database given by URL is shared by the runs: each syncs
-                // a connection of its own, so each starts from nothing.
-                let connection = match run {
-                    1 => "bench".to_owned(),
-                    n => format!("bench-{n}"),
-                };
-                runs.push(sync(
-                    &exe,
-                    &db,
-                    &url,
-                    &connection,
-                    args.entities.as_deref(),
-                    &dir.path().join("stats.json"),
-                )?);
+                let mut order: Vec<usize> = (0..binaries.len()).collect();
+                if run % 2 == 0 {
+                    order.reverse();
+                }
+                for i in order {
+                    let (label, binary) = &binaries[i];
+                    let dir = tempfile::tempdir()?;
+                    let db = match backend {
+                        Backend::Sqlite => dir.path().join("bench.db").display().to_string(),
+                        _ => match (&args.pg_url, &pg) {
+                            (Some(url), _) => url.clone(),
+                            (None, Some(server)) => server.database()?,
+                            (None, None) => unreachable!("a server is started when none is given"),
+                        },
+                    };
+                    // A database given by URL is shared by the runs: each
+                    // syncs a connection of its own, so each starts from
+                    // nothing.
+                    let connection = format!("bench-{label}-{run}");
+                    runs[i].push(sync(
+                        binary,
+                        &db,
+                        &url,
+                        &connection,
+                        args.entities.as_deref(),
+                        &dir.path().join("stats.json"),
+                    )?);
+                }
             }
-            let rate = |stats: &Value| stats["records_per_sec"].as_f64().unwrap_or_default();
-            runs.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
-            let range = match runs.len() {
-                1 => "1".to_owned(),
-                n => format!(
-                    "{n}: {}–{}",
-                    super::thousands(rate(&runs[0]) as i64),
-                    super::thousands(rate(&runs[n - 1]) as i64)
-                ),
-            };
-            let stats = &runs[runs.len() / 2];
-            let f = |k: &str| stats[k].as_f64().unwrap_or_default();
-            let disk = stats["peak_disk_ratio"]
-                .as_f64()
-                .map_or("—".to_owned(), |ratio| format!("{ratio:.2}"));
-            crate::outln!(
-                "| {} | {} | {} | {} | {:.1} | {} | {:.0} | {:.1} | {disk} | {range} |",
-                match backend {
-                    Backend::Sqlite => "SQLite",
-                    _ => "PostgreSQL",
-                },
-                super::thousands(people as i64),
-                super::thousands(f("records") as i64),
-                super::thousands(f("pages") as i64),
-                f("elapsed_secs"),
-                super::thousands(f("records_per_sec") as i64),
-                f("pages_per_sec"),
-                f("peak_rss_kib") / 1024.0,
-            )?;
+            for (i, (label, _)) in binaries.iter().enumerate() {
+                let mut sorted = runs[i].clone();
+                sorted.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+                let row = table_row(backend, people, &sorted)?;
+                match compared {
+                    true => crate::outln!("| {label} {row}")?,
+                    false => crate::outln!("{row}")?,
+                }
+            }
+            if compared {
+                // Each run's pair: this binary's records/s over the other's.
+                let mut ratios: Vec<f64> = runs[1]
+                    .iter()
+                    .zip(&runs[0])
+                    .map(|(this, against)| rate(this) / rate(against).max(f64::MIN_POSITIVE))
+                    .collect();
+                ratios.sort_by(f64::total_cmp);
+                crate::outln!(
+                    "\nthis ÷ against, records/s of each run's pair: median {:.2} (range {:.2}–{:.2})\n",
+                    ratios[ratios.len() / 2],
+                    ratios[0],
+                    ratios[ratios.len() - 1]
+                )?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One table row (from `| backend` on) for `runs`, sorted by records/s:
+/// the median run, with the range of all.
+fn table_row(backend: Backend, people: usize, runs: &[Value]) -> anyhow::Result<String> {
+    let rate = |stats: &Value| stats["records_per_sec"].as_f64().unwrap_or_default();
+    let range = match runs.len() {
+        0 => bail!("no runs"),
+        1 => "1".to_owned(),
+        n => format!(
+            "{n}: {}–{}",
+            super::thousands(rate(&runs[0]) as i64),
+            super::thousands(rate(&runs[n - 1]) as i64)
+        ),
+    };
+    let stats = &runs[runs.len() / 2];
+    let f = |k: &str| stats[k].as_f64().unwrap_or_default();
+    let disk = stats["peak_disk_ratio"]
+        .as_f64()
+        .map_or("—".to_owned(), |ratio| format!("{ratio:.2}"));
+    Ok(format!(
+        "| {} | {} | {} | {} | {:.1} | {} | {:.0} | {:.1} | {disk} | {range} |",
+        match backend {
+            Backend::Sqlite => "SQLite",
+            _ => "PostgreSQL",
+        },
+        super::thousands(people as i64),
+        super::thousands(f("records") as i64),
+        super::thousands(f("pages") as i64),
+        f("elapsed_secs"),
+        super::thousands(f("records_per_sec") as i64),
+        f("pages_per_sec"),
+        f("peak_rss_kib") / 1024.0,
+    ))
 }
 
 async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
