@@ -8,7 +8,7 @@ use crate::error::{
 use crate::graph::{Dependency, DependencyGraph};
 use crate::spec::{
     AuthKind, DeltaSpec, DependencyKind, FieldType, Format, ManifestSpec, PaginationStyle,
-    RelationshipSource,
+    RelationshipSource, WebhookScheme,
 };
 
 /// A validated adapter manifest.
@@ -30,6 +30,8 @@ pub struct Manifest {
     pub pagination: Pagination,
     /// The request budget, if the API declares one.
     pub rate_limit: Option<RateLimit>,
+    /// How the API signs the webhooks it sends (`None`: it sends none).
+    pub webhook_scheme: Option<WebhookScheme>,
     /// Entities by name.
     pub entities: BTreeMap<String, Entity>,
     /// Their dependency graph.
@@ -558,6 +560,7 @@ pub(crate) fn build(file: &str, text: &str, spec: ManifestSpec) -> Result<Manife
             period_header: rl.period_header,
             retry_after_header: rl.retry_after_header,
         }),
+        webhook_scheme: spec.webhooks.map(|w| w.scheme),
         entities,
         graph: graph.expect("graph is built when there are no errors"),
     })

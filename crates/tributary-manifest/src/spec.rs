@@ -20,9 +20,32 @@ pub struct ManifestSpec {
     /// The API's request budget, if it has one.
     #[serde(default)]
     pub rate_limit: Option<RateLimitSpec>,
+    /// How the API signs the webhooks it sends, if it sends any.
+    #[serde(default)]
+    pub webhooks: Option<WebhooksSpec>,
     /// The entities, by name (the source's type name, e.g. `Person`).
     #[serde(default)]
     pub entity: BTreeMap<Spanned<String>, EntitySpec>,
+}
+
+/// `[webhooks]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksSpec {
+    /// The signature scheme of the deliveries.
+    pub scheme: WebhookScheme,
+}
+
+/// How webhook deliveries are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookScheme {
+    /// Planning Center: `X-PCO-Webhooks-Authenticity`, the hex HMAC-SHA256
+    /// of the raw body keyed with the subscription's secret.
+    Pco,
+    /// Standard Webhooks / Svix (Clerk): `webhook-*` or `svix-*` headers,
+    /// `whsec_` secrets.
+    StandardWebhooks,
 }
 
 /// `[adapter]`

@@ -21,6 +21,7 @@ mod plan;
 mod postgres;
 mod rows;
 mod sqlite;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ pub use deletions::{Cascade, Deleted, Deletion};
 pub use lock::ConnectionLock;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use webhooks::{Delivery, DeliveryQuery, DeliveryState, NewDelivery, Received, WebhookSecret};
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
@@ -774,6 +776,25 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         due: Timestamp,
         next: Timestamp,
     ) -> Result<bool>;
+
+    /// Keeps a webhook secret of the connection, sealed; returns its id.
+    async fn add_webhook_secret(
+        &self,
+        connection_id: i64,
+        event: Option<&str>,
+        sealed: &[u8],
+        now: Timestamp,
+    ) -> Result<i64>;
+    /// The connection's webhook secrets, oldest first.
+    async fn webhook_secrets(&self, connection_id: i64) -> Result<Vec<WebhookSecret>>;
+    /// Removes webhook secret `id`; whether there was one.
+    async fn remove_webhook_secret(&self, id: i64) -> Result<bool>;
+    /// Keeps verified deliveries in the inbox, in ONE transaction (committed
+    /// when this returns): each is stored, or a duplicate of one its
+    /// connection already has (same sender id), in the order given.
+    async fn receive_deliveries(&self, deliveries: &[NewDelivery]) -> Result<Vec<Received>>;
+    /// Deliveries in the inbox, oldest first.
+    async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>>;
 
     /// The connection's high-water marks, per entity: the time (the
     /// source's clock) up to which every change of the entity is stored,

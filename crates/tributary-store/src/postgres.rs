@@ -4,6 +4,8 @@
 //! arrays (`UNNEST`), so a page costs the same handful of round trips
 //! whatever its size.
 
+mod webhooks;
+
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -30,6 +32,7 @@ use crate::{
     EntityState, Error, NewConnection, PageOutcome, PageWrite, Quarantined, RecordQuery, Result,
     Run, RunStart, SealedCredentials, Store, StoredRecord, missed_swap, quarantine_key,
 };
+use crate::{Delivery, DeliveryQuery, NewDelivery, Received, WebhookSecret};
 
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -95,6 +98,11 @@ fn migrator() -> Migrator {
             10,
             "run_figures",
             include_str!("../migrations/postgres/0010_run_figures.sql"),
+        ),
+        (
+            11,
+            "webhooks",
+            include_str!("../migrations/postgres/0011_webhooks.sql"),
         ),
     ])
 }
@@ -877,6 +885,33 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn add_webhook_secret(
+        &self,
+        connection_id: i64,
+        event: Option<&str>,
+        sealed: &[u8],
+        now: Timestamp,
+    ) -> Result<i64> {
+        self.insert_webhook_secret(connection_id, event, sealed, now)
+            .await
+    }
+
+    async fn webhook_secrets(&self, connection_id: i64) -> Result<Vec<WebhookSecret>> {
+        self.select_webhook_secrets(connection_id).await
+    }
+
+    async fn remove_webhook_secret(&self, id: i64) -> Result<bool> {
+        self.delete_webhook_secret(id).await
+    }
+
+    async fn receive_deliveries(&self, deliveries: &[NewDelivery]) -> Result<Vec<Received>> {
+        self.insert_deliveries(deliveries).await
+    }
+
+    async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>> {
+        self.select_deliveries(query).await
     }
 
     async fn marks(&self, connection_id: i64) -> Result<Vec<(String, Timestamp)>> {

@@ -4,6 +4,8 @@
 //! connection keeps the process's own writers from contending) and a few
 //! reader connections, in WAL mode so readers never block the writer.
 
+mod webhooks;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +37,7 @@ use crate::{
     EntityState, Error, NewConnection, PageOutcome, PageWrite, Quarantined, RecordQuery, Result,
     Run, RunStart, SealedCredentials, Store, StoredRecord, missed_swap, quarantine_key,
 };
+use crate::{Delivery, DeliveryQuery, NewDelivery, Received, WebhookSecret};
 
 /// Rows per multi-row statement, largest first: far below SQLite's
 /// bound-variable limit. A group's rows go out in chunks of these sizes
@@ -215,6 +218,11 @@ fn migrator() -> Migrator {
             9,
             "run_figures",
             include_str!("../migrations/sqlite/0009_run_figures.sql"),
+        ),
+        (
+            10,
+            "webhooks",
+            include_str!("../migrations/sqlite/0010_webhooks.sql"),
         ),
     ])
 }
@@ -1183,6 +1191,33 @@ impl Store for SqliteStore {
         .await
         .map_err(|e| self.write_error(e.into()))?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn add_webhook_secret(
+        &self,
+        connection_id: i64,
+        event: Option<&str>,
+        sealed: &[u8],
+        now: Timestamp,
+    ) -> Result<i64> {
+        self.insert_webhook_secret(connection_id, event, sealed, now)
+            .await
+    }
+
+    async fn webhook_secrets(&self, connection_id: i64) -> Result<Vec<WebhookSecret>> {
+        self.select_webhook_secrets(connection_id).await
+    }
+
+    async fn remove_webhook_secret(&self, id: i64) -> Result<bool> {
+        self.delete_webhook_secret(id).await
+    }
+
+    async fn receive_deliveries(&self, deliveries: &[NewDelivery]) -> Result<Vec<Received>> {
+        self.insert_deliveries(deliveries).await
+    }
+
+    async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>> {
+        self.select_deliveries(query).await
     }
 
     async fn marks(&self, connection_id: i64) -> Result<Vec<(String, Timestamp)>> {

@@ -11,8 +11,9 @@ use tributary_core::{
     ChangeKind, Cursor, EdgeRef, PreparedRecord, QuarantinedRecord, RunKind, RunState, SourceRecord,
 };
 use tributary_store::{
-    Cascade, ConnectionStatus, Deletion, EntityState, Error, NewConnection, PageOutcome, PageWrite,
-    RecordQuery, RunStart, Schedule, Store,
+    Cascade, ConnectionStatus, Deletion, DeliveryQuery, DeliveryState, EntityState, Error,
+    NewConnection, NewDelivery, PageOutcome, PageWrite, Received, RecordQuery, RunStart, Schedule,
+    Store,
 };
 
 struct TestDb {
@@ -130,6 +131,9 @@ store_suite!(
     deletion_cascades_feeds_and_comes_back,
     staged_deletions_end_with_their_run,
     schedule_slots_are_claimed_once,
+    webhook_secrets_are_kept_sealed_listed_and_removed,
+    deliveries_are_kept_once_per_sender_id,
+    duplicates_arriving_at_once_are_kept_once,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -1899,4 +1903,169 @@ async fn schedule_slots_are_claimed_once(store: Arc<dyn Store>) {
     assert_eq!(store.schedules().await.unwrap(), [off]);
     assert!(store.remove_connection("main").await.unwrap());
     assert!(store.schedules().await.unwrap().is_empty());
+}
+
+async fn webhook_secrets_are_kept_sealed_listed_and_removed(store: Arc<dyn Store>) {
+    let (conn, _) = setup(&store).await;
+    let any = store
+        .add_webhook_secret(conn, None, b"sealed-1", t0())
+        .await
+        .unwrap();
+    let one = store
+        .add_webhook_secret(
+            conn,
+            Some("people.v2.events.person.updated"),
+            b"sealed-2",
+            t0(),
+        )
+        .await
+        .unwrap();
+    let secrets = store.webhook_secrets(conn).await.unwrap();
+    assert_eq!(
+        secrets
+            .iter()
+            .map(|s| (s.id, s.event.as_deref(), s.sealed.as_slice(), s.created_at))
+            .collect::<Vec<_>>(),
+        vec![
+            (any, None, &b"sealed-1"[..], t0()),
+            (
+                one,
+                Some("people.v2.events.person.updated"),
+                &b"sealed-2"[..],
+                t0()
+            ),
+        ]
+    );
+    // Debug output never shows the sealed bytes.
+    assert!(!format!("{:?}", secrets[0]).contains("sealed"));
+    assert!(store.webhook_secrets(conn + 1).await.unwrap().is_empty());
+    assert!(store.remove_webhook_secret(any).await.unwrap());
+    assert!(!store.remove_webhook_secret(any).await.unwrap());
+    assert_eq!(store.webhook_secrets(conn).await.unwrap().len(), 1);
+}
+
+fn delivery(conn: i64, id: &str, payload: &str) -> NewDelivery {
+    NewDelivery {
+        connection_id: conn,
+        delivery_id: id.into(),
+        event: "people.v2.events.person.updated".into(),
+        sent_at: Some(t0() - Duration::seconds(2)),
+        received_at: t0(),
+        payload: payload.into(),
+    }
+}
+
+async fn deliveries_are_kept_once_per_sender_id(store: Arc<dyn Store>) {
+    let (conn, _) = setup(&store).await;
+    let other = store
+        .ensure_connection(
+            NewConnection {
+                name: "other",
+                adapter: "pco",
+                base_url: "http://127.0.0.1:1",
+            },
+            t0(),
+        )
+        .await
+        .unwrap()
+        .id;
+    let first = store
+        .receive_deliveries(&[
+            delivery(conn, "d1", "{\"a\":1}"),
+            delivery(conn, "d2", "{}"),
+        ])
+        .await
+        .unwrap();
+    let [Received::Stored(d1), Received::Stored(d2)] = first[..] else {
+        panic!("{first:?}");
+    };
+    assert!(d1 < d2);
+    // A retry of d1 (another body, even) is a duplicate; the same id on
+    // another connection is not; a duplicate within one batch counts once.
+    let again = store
+        .receive_deliveries(&[
+            delivery(conn, "d1", "{\"a\":2}"),
+            delivery(other, "d1", "{}"),
+            delivery(conn, "d3", "{}"),
+            delivery(conn, "d3", "{}"),
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(
+        again[..],
+        [
+            Received::Duplicate,
+            Received::Stored(_),
+            Received::Stored(_),
+            Received::Duplicate
+        ]
+    ));
+    let kept = store
+        .deliveries(&DeliveryQuery {
+            connection_id: Some(conn),
+            ..DeliveryQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.iter()
+            .map(|d| d.delivery_id.as_str())
+            .collect::<Vec<_>>(),
+        ["d1", "d2", "d3"]
+    );
+    let d = &kept[0];
+    assert_eq!(d.payload, "{\"a\":1}", "the first copy is the one kept");
+    assert_eq!(
+        (d.state, d.attempts, d.error.as_deref()),
+        (DeliveryState::Pending, 0, None)
+    );
+    assert_eq!(
+        (d.sent_at, d.received_at),
+        (Some(t0() - Duration::seconds(2)), t0())
+    );
+    assert_eq!(d.event, "people.v2.events.person.updated");
+    // Filters and paging.
+    let all = DeliveryQuery::default();
+    assert_eq!(store.deliveries(&all).await.unwrap().len(), 4);
+    let page = DeliveryQuery {
+        after_id: d1,
+        limit: 1,
+        ..DeliveryQuery::default()
+    };
+    assert_eq!(store.deliveries(&page).await.unwrap()[0].id, d2);
+    let dead = DeliveryQuery {
+        state: Some(DeliveryState::Dead),
+        ..DeliveryQuery::default()
+    };
+    assert!(store.deliveries(&dead).await.unwrap().is_empty());
+}
+
+async fn duplicates_arriving_at_once_are_kept_once(store: Arc<dyn Store>) {
+    let (conn, _) = setup(&store).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .receive_deliveries(&[delivery(conn, "same", "{}")])
+                    .await
+                    .unwrap()[0]
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for task in tasks {
+        if matches!(task.await.unwrap(), Received::Stored(_)) {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 1, "one of eight identical deliveries is kept");
+    assert_eq!(
+        store
+            .deliveries(&DeliveryQuery::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }

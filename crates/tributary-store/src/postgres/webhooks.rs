@@ -1,0 +1,94 @@
+//! PostgreSQL: webhook secrets and the inbox.
+
+use tributary_core::Timestamp;
+
+use super::PgStore;
+use crate::Result;
+use crate::webhooks::{
+    DELIVERY_COLUMNS, Delivery, DeliveryQuery, NewDelivery, Received, SECRET_COLUMNS,
+    WebhookSecret, delivery_row, secret_row,
+};
+
+impl PgStore {
+    pub(super) async fn insert_webhook_secret(
+        &self,
+        connection_id: i64,
+        event: Option<&str>,
+        sealed: &[u8],
+        now: Timestamp,
+    ) -> Result<i64> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO webhook_secrets (connection_id, event, sealed, created_at) \
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(connection_id)
+        .bind(event)
+        .bind(sealed)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    pub(super) async fn select_webhook_secrets(
+        &self,
+        connection_id: i64,
+    ) -> Result<Vec<WebhookSecret>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SECRET_COLUMNS} FROM webhook_secrets WHERE connection_id = $1 ORDER BY id"
+        )))
+        .bind(connection_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(secret_row).collect()
+    }
+
+    pub(super) async fn delete_webhook_secret(&self, id: i64) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM webhook_secrets WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub(super) async fn insert_deliveries(
+        &self,
+        deliveries: &[NewDelivery],
+    ) -> Result<Vec<Received>> {
+        let mut tx = self.pool.begin().await?;
+        let mut received = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            let id: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO webhook_deliveries (connection_id, delivery_id, event, sent_at, \
+                 received_at, payload) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (connection_id, delivery_id) DO NOTHING RETURNING id",
+            )
+            .bind(d.connection_id)
+            .bind(&d.delivery_id)
+            .bind(&d.event)
+            .bind(d.sent_at)
+            .bind(d.received_at)
+            .bind(&d.payload)
+            .fetch_optional(&mut *tx)
+            .await?;
+            received.push(id.map_or(Received::Duplicate, Received::Stored));
+        }
+        tx.commit().await?;
+        Ok(received)
+    }
+
+    pub(super) async fn select_deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries \
+             WHERE ($1::BIGINT IS NULL OR connection_id = $1) AND ($2::TEXT IS NULL OR state = $2) \
+             AND id > $3 ORDER BY id LIMIT $4"
+        )))
+        .bind(query.connection_id)
+        .bind(query.state.map(|s| s.as_str()))
+        .bind(query.after_id)
+        .bind(query.limit())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(delivery_row).collect()
+    }
+}
