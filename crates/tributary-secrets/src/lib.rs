@@ -312,6 +312,29 @@ pub fn open_credentials(key: &SecretKey, sealed: &[u8], connection: &str) -> Res
     })
 }
 
+/// The associated data that binds a webhook secret to its connection.
+fn webhook_secret_aad(connection: &str) -> Vec<u8> {
+    format!("tributary/webhook-secret/{connection}").into_bytes()
+}
+
+/// Seals a connection's webhook secret (as the sender shows it) for
+/// storage, bound to the connection's name.
+pub fn seal_webhook_secret(key: &SecretKey, secret: &str, connection: &str) -> Vec<u8> {
+    key.seal(secret.as_bytes(), &webhook_secret_aad(connection))
+}
+
+/// Opens what [`seal_webhook_secret`] sealed for the same connection name.
+pub fn open_webhook_secret(
+    key: &SecretKey,
+    sealed: &[u8],
+    connection: &str,
+) -> Result<Zeroizing<String>> {
+    let bytes = key.open(sealed, &webhook_secret_aad(connection))?;
+    std::str::from_utf8(&bytes)
+        .map(|text| Zeroizing::new(text.to_owned()))
+        .map_err(|_| Error::BadCredentials("a webhook secret that is not UTF-8".to_owned()))
+}
+
 #[cfg(unix)]
 fn check_permissions(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
@@ -364,6 +387,20 @@ mod tests {
             !sealed.windows(needle.len()).any(|w| w == needle),
             "no plaintext in the blob"
         );
+    }
+
+    #[test]
+    fn webhook_secrets_are_sealed_to_their_connection() {
+        let key = SecretKey::generate();
+        let sealed = seal_webhook_secret(&key, "whsec_s3cretvalue", "main");
+        assert_eq!(
+            open_webhook_secret(&key, &sealed, "main").unwrap().as_str(),
+            "whsec_s3cretvalue"
+        );
+        assert!(!sealed.windows(6).any(|w| w == b"s3cret"), "no plaintext");
+        // Not under another connection's name, nor as credentials.
+        assert!(open_webhook_secret(&key, &sealed, "other").is_err());
+        assert!(open_credentials(&key, &sealed, "main").is_err());
     }
 
     #[test]

@@ -79,6 +79,9 @@ enum Command {
     /// Set and list when `serve` runs each connection's delta and reconciliation.
     #[command(subcommand)]
     Schedules(cmd::schedules::Command),
+    /// Webhook secrets, and the deliveries `serve` received.
+    #[command(subcommand)]
+    Webhooks(cmd::webhooks::Command),
     /// Show connections, their latest runs and record counts.
     Status(cmd::status::Args),
     /// List runs, show one, approve or reject a reconciliation's held deletions.
@@ -144,6 +147,7 @@ fn main() -> ExitCode {
             Command::Sync(args) => cmd::sync::run(args).await,
             Command::Serve(args) => cmd::serve::run(args).await,
             Command::Schedules(command) => cmd::schedules::run(command).await,
+            Command::Webhooks(command) => cmd::webhooks::run(command).await,
             Command::Status(args) => cmd::status::run(args).await,
             Command::Connections(command) => cmd::connections::run(command).await,
             Command::Runs(command) => cmd::runs::run(command).await,

@@ -1,16 +1,18 @@
 //! The HTTP face of `tributary serve`: one axum router over the service's
-//! state. Today: health (`GET /healthz`: the process answers) and
-//! readiness (`GET /readyz`: the database answers, its schema is current,
-//! and the process is not shutting down). Webhooks, the change feed and
-//! the dashboard join this router.
+//! state. Health (`GET /healthz`: the process answers), readiness (`GET
+//! /readyz`: the database answers, its schema is current, and the process
+//! is not shutting down), counters (`GET /metrics`), and webhooks in (`POST /webhooks/{connection}`,
+//! [`webhooks`]). The change feed and the dashboard join this router.
+
+pub mod webhooks;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use tributary_engine::ServiceHandle;
 use tributary_store::Store;
@@ -20,18 +22,37 @@ use tributary_store::Store;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub service: ServiceHandle,
+    pub webhooks: Arc<webhooks::Ingest>,
 }
 
 /// The routes of `tributary serve`.
 pub fn router(state: AppState) -> Router {
+    let max_body = state.webhooks.max_body();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route(
+            "/webhooks/{connection}",
+            post(webhooks::receive).layer(DefaultBodyLimit::max(max_body)),
+        )
         .with_state(state)
 }
 
 async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
+}
+
+/// Counters in Prometheus' text format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.webhooks.metrics(),
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

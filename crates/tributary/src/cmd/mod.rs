@@ -13,6 +13,7 @@ pub mod serve;
 pub mod sim;
 pub mod status;
 pub mod sync;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -76,6 +77,25 @@ pub async fn connection_id(
         .await?
         .with_context(|| format!("no connection named `{name}`"))?;
     Ok(Some(connection.id))
+}
+
+/// Connection names by id.
+pub async fn connection_names(
+    store: &dyn tributary_store::Store,
+) -> anyhow::Result<Vec<(i64, String)>> {
+    Ok(store
+        .connections()
+        .await?
+        .into_iter()
+        .map(|c| (c.id, c.name))
+        .collect())
+}
+
+pub fn connection_name(names: &[(i64, String)], id: i64) -> String {
+    names
+        .iter()
+        .find(|(i, _)| *i == id)
+        .map_or_else(|| format!("#{id}"), |(_, name)| name.clone())
 }
 
 /// The most people a simulated account may have.

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
-use tributary_store::{Checkpoint, Run, Store};
+use tributary_store::{Checkpoint, Run};
 
 use super::thousands;
 
@@ -150,7 +150,7 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
     let store = tributary_store::open_read_only(&args.db).await?;
     let connection_id = super::connection_id(store.as_ref(), args.connection.as_deref()).await?;
     let runs = store.runs(connection_id, args.limit).await?;
-    let names = connection_names(store.as_ref()).await?;
+    let names = super::connection_names(store.as_ref()).await?;
     if args.json {
         let list: Vec<Value> = runs.iter().map(|r| run_json(r, &names)).collect();
         crate::outln!("{}", serde_json::to_string_pretty(&list)?)?;
@@ -178,7 +178,7 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
         crate::outln!(
             "{:>6}  {:<16} {:<6} {:<18} {:<20} {:>9} {:>10} {:>10} {:>10} {:>11}",
             run.id,
-            connection_name(&names, run.connection_id),
+            super::connection_name(&names, run.connection_id),
             run.kind.as_str(),
             state_text(run),
             run.started_at.format("%Y-%m-%d %H:%M:%S"),
@@ -199,7 +199,7 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
         .await?
         .with_context(|| format!("no run {} (see `tributary runs list`)", args.run))?;
     let checkpoints = store.checkpoints(run.id).await?;
-    let names = connection_names(store.as_ref()).await?;
+    let names = super::connection_names(store.as_ref()).await?;
     if args.json {
         let mut value = run_json(&run, &names);
         value["entities"] = checkpoints.iter().map(checkpoint_json).collect();
@@ -210,7 +210,7 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
     crate::outln!(
         "run {} of connection `{}`: {} sync, {}",
         run.id,
-        connection_name(&names, run.connection_id),
+        super::connection_name(&names, run.connection_id),
         run.kind.as_str(),
         state_text(&run)
     )?;
@@ -269,23 +269,6 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connection names by id.
-async fn connection_names(store: &dyn Store) -> anyhow::Result<Vec<(i64, String)>> {
-    Ok(store
-        .connections()
-        .await?
-        .into_iter()
-        .map(|c| (c.id, c.name))
-        .collect())
-}
-
-fn connection_name(names: &[(i64, String)], id: i64) -> String {
-    names
-        .iter()
-        .find(|(i, _)| *i == id)
-        .map_or_else(|| format!("#{id}"), |(_, name)| name.clone())
-}
-
 /// The state, and for a failed run whether it will be resumed.
 fn state_text(run: &Run) -> String {
     if run.resumable {
@@ -304,7 +287,7 @@ fn run_json(run: &Run, names: &[(i64, String)]) -> Value {
     let c = run.counts;
     json!({
         "id": run.id,
-        "connection": connection_name(names, run.connection_id),
+        "connection": super::connection_name(names, run.connection_id),
         "kind": run.kind.as_str(),
         "state": run.state.as_str(),
         "resumable": run.resumable,

@@ -16,6 +16,7 @@ use tributary_manifest::Manifest;
 use tributary_secrets::SecretKey;
 use tributary_store::Connection;
 
+use crate::server::webhooks::{Ingest, IngestOptions};
 use crate::server::{AppState, router};
 
 #[derive(Debug, clap::Args)]
@@ -43,21 +44,30 @@ struct StoredConnections {
     key: Result<Arc<SecretKey>, String>,
 }
 
+/// The manifest of `connection`'s adapter: `manifest` if it is that
+/// adapter's, else the built-in one.
+fn manifest_for(
+    manifest: Option<&Arc<Manifest>>,
+    connection: &Connection,
+) -> Result<Arc<Manifest>, String> {
+    match manifest {
+        Some(manifest) if manifest.name == connection.adapter => Ok(manifest.clone()),
+        _ => Ok(Arc::new(
+            tributary_manifest::builtin(&connection.adapter)
+                .ok_or_else(|| {
+                    format!(
+                        "adapter `{}` is not built in: start serve with --manifest FILE",
+                        connection.adapter
+                    )
+                })?
+                .map_err(|error| error.to_string())?,
+        )),
+    }
+}
+
 impl Resolver for StoredConnections {
     fn request(&self, connection: &Connection, kind: RunKind) -> Result<RunRequest, String> {
-        let manifest = match &self.manifest {
-            Some(manifest) if manifest.name == connection.adapter => manifest.clone(),
-            _ => Arc::new(
-                tributary_manifest::builtin(&connection.adapter)
-                    .ok_or_else(|| {
-                        format!(
-                            "adapter `{}` is not built in: start serve with --manifest FILE",
-                            connection.adapter
-                        )
-                    })?
-                    .map_err(|error| error.to_string())?,
-            ),
-        };
+        let manifest = manifest_for(self.manifest.as_ref(), connection)?;
         Ok(RunRequest {
             secret_key: self.key.clone(),
             ..RunRequest::new(&connection.name, kind, manifest)
@@ -89,7 +99,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
     );
     let resolver = StoredConnections {
-        manifest,
+        manifest: manifest.clone(),
         key: SecretKey::from_env()
             .map(Arc::new)
             .map_err(|error| error.to_string()),
@@ -103,15 +113,24 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             tracing::warn!(connection = %connection.name, "no schedule: set one with `tributary schedules set {}`", connection.name);
         }
     }
+    let resolver_key = resolver.key.as_ref().ok().cloned();
     let service = Service::new(engine, Arc::new(resolver), ServiceOptions::default()).start();
     let address = listener.local_addr()?;
     crate::output::note(&format!(
-        "serving on http://{address} (GET /healthz, /readyz); {} scheduled connection(s); stop with Ctrl-C or SIGTERM",
+        "serving on http://{address} (GET /healthz, /readyz; POST /webhooks/CONNECTION); {} scheduled connection(s); stop with Ctrl-C or SIGTERM",
         schedules.len()
     ));
+    let ingest = Ingest::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        resolver_key,
+        Arc::new(move |connection: &Connection| manifest_for(manifest.as_ref(), connection)),
+        IngestOptions::default(),
+    );
     let app = router(AppState {
         store: store.clone(),
         service: service.clone(),
+        webhooks: Arc::new(ingest),
     });
     let stopping = service.clone();
     axum::serve(listener, app)

@@ -1,0 +1,389 @@
+//! Webhooks in, as an operator and a sender see them: secrets added through
+//! the CLI (from the environment or stdin, sealed, never shown), signed PCO
+//! deliveries POSTed to `tributary serve` — stored once, duplicates
+//! acknowledged, every bad request refused with its status and counted —
+//! and a delivery acknowledged just before a `kill -9` still in the inbox.
+
+use std::io::Write as _;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+mod common;
+use common::{BIN, http};
+
+const PERSON_SECRET: &str = "person-updated-secret-0123456789";
+const ANY_SECRET: &str = "any-event-secret-abcdef";
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    db: String,
+    key: String,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db").display().to_string();
+        let key = common::keygen();
+        let setup = Self { _dir: dir, db, key };
+        let add = setup.run(
+            &[
+                "connections",
+                "add",
+                "pco",
+                "--auth",
+                "bearer",
+                "--base-url",
+                "http://127.0.0.1:9",
+            ],
+            &[("TRIBUTARY_TOKEN", "t")],
+            None,
+        );
+        assert!(add.status.success(), "{}", text(&add));
+        setup
+    }
+
+    /// `tributary ARGS --db DB` with the secret key, `env`, and `stdin`.
+    fn run(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .args(["--db", &self.db])
+            .env("TRIBUTARY_SECRET_KEY", &self.key)
+            .env_remove("TRIBUTARY_WEBHOOK_SECRET")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(stdin) = stdin {
+            input.write_all(stdin.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    fn serve(&self) -> Serve {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let child = Command::new(BIN)
+            .args(["serve", "--db", &self.db, "--listen", &address])
+            .env("TRIBUTARY_SECRET_KEY", &self.key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(Instant::now() < deadline, "serve never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Serve { child, address }
+    }
+
+    fn deliveries(&self) -> Vec<Value> {
+        let list = self.run(&["webhooks", "list", "--json"], &[], None);
+        assert!(list.status.success(), "{}", text(&list));
+        serde_json::from_slice(&list.stdout).unwrap()
+    }
+}
+
+struct Serve {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sign(secret: &str, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// A PCO delivery body for `event` about person `person`.
+fn delivery(id: &str, event: &str, person: &str) -> String {
+    let payload = serde_json::json!({"data": {"type": "Person", "id": person,
+        "attributes": {"first_name": "Ann", "updated_at": "2026-12-07T10:00:00Z"}}})
+    .to_string();
+    serde_json::json!({"data": [{"id": id, "type": "EventDelivery", "attributes": {
+        "name": event, "attempt": 1, "payload": payload},
+        "relationships": {"organization": {"data": {"type": "Organization", "id": "1"}}}}]})
+    .to_string()
+}
+
+const UPDATED: &str = "people.v2.events.person.updated";
+const CREATED: &str = "people.v2.events.person.created";
+
+fn post(serve: &Serve, path: &str, signature: Option<&str>, body: &str) -> (u16, String) {
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(signature) = signature {
+        headers.push(("X-PCO-Webhooks-Authenticity", signature));
+    }
+    http(&serve.address, "POST", path, &headers, body.as_bytes())
+}
+
+#[test]
+fn signed_deliveries_are_stored_once_and_bad_ones_refused() {
+    let setup = Setup::new();
+
+    // Secrets: one for person.updated from the environment, one for any
+    // event from stdin; never from argv, never shown.
+    let add = setup.run(
+        &["webhooks", "secrets", "add", "pco", "--event", UPDATED],
+        &[("TRIBUTARY_WEBHOOK_SECRET", PERSON_SECRET)],
+        None,
+    );
+    assert!(add.status.success(), "{}", text(&add));
+    assert!(
+        text(&add).contains("webhook secret 1 of connection `pco`"),
+        "{}",
+        text(&add)
+    );
+    let none = setup.run(&["webhooks", "secrets", "add", "pco"], &[], Some(""));
+    assert_eq!(none.status.code(), Some(2), "{}", text(&none));
+    assert!(
+        text(&none).contains("no secret: set TRIBUTARY_WEBHOOK_SECRET"),
+        "{}",
+        text(&none)
+    );
+    let unknown = setup.run(&["webhooks", "secrets", "add", "nope"], &[], Some("x\n"));
+    assert!(
+        text(&unknown).contains("no connection named `nope`"),
+        "{}",
+        text(&unknown)
+    );
+    let from_stdin = setup.run(
+        &["webhooks", "secrets", "add", "pco"],
+        &[],
+        Some(&format!("{ANY_SECRET}\n")),
+    );
+    assert!(from_stdin.status.success(), "{}", text(&from_stdin));
+    let listed = setup.run(&["webhooks", "secrets", "list"], &[], None);
+    let listed = text(&listed);
+    assert!(
+        listed.contains(UPDATED) && listed.contains("(any)"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(PERSON_SECRET) && !listed.contains(ANY_SECRET),
+        "{listed}"
+    );
+    let raw_db = std::fs::read(&setup.db).unwrap();
+    for secret in [PERSON_SECRET, ANY_SECRET] {
+        assert!(
+            !raw_db.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "a secret in the clear in the database"
+        );
+    }
+
+    let serve = setup.serve();
+    let path = "/webhooks/pco";
+    let first = delivery("d-1", UPDATED, "42");
+    let (status, body) = post(&serve, path, Some(&sign(PERSON_SECRET, &first)), &first);
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["duplicates"], 0);
+    assert_eq!(answer["stored"].as_array().unwrap().len(), 1);
+    // The sender retries: 200, stored once.
+    let (status, body) = post(&serve, path, Some(&sign(PERSON_SECRET, &first)), &first);
+    assert_eq!(
+        (
+            status,
+            serde_json::from_str::<Value>(&body).unwrap()["duplicates"].as_u64()
+        ),
+        (200, Some(1))
+    );
+    // The any-event secret signs another event.
+    let second = delivery("d-2", CREATED, "43");
+    assert_eq!(
+        post(&serve, path, Some(&sign(ANY_SECRET, &second)), &second).0,
+        200
+    );
+
+    // Refusals, none of them stored.
+    let third = delivery("d-3", UPDATED, "44");
+    let tampered = third.replace("Ann", "Bob");
+    let refusals = [
+        (
+            "tampered body",
+            post(&serve, path, Some(&sign(PERSON_SECRET, &third)), &tampered),
+            401,
+        ),
+        ("no signature", post(&serve, path, None, &third), 401),
+        (
+            "wrong secret",
+            post(&serve, path, Some(&sign("guess", &third)), &third),
+            401,
+        ),
+        (
+            "the person.updated secret on person.created",
+            post(
+                &serve,
+                path,
+                Some(&sign(PERSON_SECRET, &delivery("d-4", CREATED, "45"))),
+                &delivery("d-4", CREATED, "45"),
+            ),
+            401,
+        ),
+        (
+            "authentic, not a delivery",
+            post(&serve, path, Some(&sign(ANY_SECRET, "{}")), "{}"),
+            400,
+        ),
+        (
+            "unknown connection",
+            post(
+                &serve,
+                "/webhooks/nope",
+                Some(&sign(ANY_SECRET, &third)),
+                &third,
+            ),
+            404,
+        ),
+    ];
+    for (what, (status, body), expected) in &refusals {
+        assert_eq!(status, expected, "{what}: {body}");
+        assert!(
+            !body.contains(PERSON_SECRET) && !body.contains(ANY_SECRET),
+            "{what}: {body}"
+        );
+    }
+    let big = "x".repeat(1024 * 1024 + 1);
+    assert_eq!(
+        post(&serve, path, Some(&sign(ANY_SECRET, &big)), &big).0,
+        413
+    );
+
+    let (_, metrics) = http(&serve.address, "GET", "/metrics", &[], b"");
+    for line in [
+        "tributary_webhook_deliveries_total{outcome=\"stored\"} 2",
+        "tributary_webhook_deliveries_total{outcome=\"duplicate\"} 1",
+        "tributary_webhook_refused_total{reason=\"bad_signature\"} 2",
+        "tributary_webhook_refused_total{reason=\"missing_header\"} 1",
+        "tributary_webhook_refused_total{reason=\"wrong_event\"} 1",
+        "tributary_webhook_refused_total{reason=\"malformed\"} 1",
+        "tributary_webhook_refused_total{reason=\"not_found\"} 1",
+        "tributary_webhook_refused_total{reason=\"too_large\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+
+    // A secret added while serve runs works on its next delivery.
+    let rotated = "rotated-secret-for-person-updated";
+    let add = setup.run(
+        &["webhooks", "secrets", "add", "pco", "--event", UPDATED],
+        &[("TRIBUTARY_WEBHOOK_SECRET", rotated)],
+        None,
+    );
+    assert!(add.status.success(), "{}", text(&add));
+    assert_eq!(
+        post(&serve, path, Some(&sign(rotated, &third)), &third).0,
+        200
+    );
+
+    // Acknowledged, then killed at once: the delivery is in the inbox.
+    let last = delivery("d-5", UPDATED, "46");
+    assert_eq!(
+        post(&serve, path, Some(&sign(PERSON_SECRET, &last)), &last).0,
+        200
+    );
+    let mut serve = serve;
+    serve.child.kill().unwrap(); // SIGKILL
+    serve.child.wait().unwrap();
+
+    let deliveries = setup.deliveries();
+    let ids: Vec<&str> = deliveries
+        .iter()
+        .map(|d| d["delivery_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["d-1", "d-2", "d-3", "d-5"]);
+    assert!(deliveries.iter().all(|d| d["state"] == "pending"));
+    assert_eq!(deliveries[0]["event"], UPDATED);
+    let show = setup.run(&["webhooks", "show", "1", "--json"], &[], None);
+    let shown: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(shown["payload"]["id"], "d-1");
+    assert_eq!(shown["payload"]["attributes"]["name"], UPDATED);
+
+    // Removing a secret refuses what it signed.
+    let remove = setup.run(&["webhooks", "secrets", "remove", "1"], &[], None);
+    assert!(remove.status.success(), "{}", text(&remove));
+    let again = setup.run(&["webhooks", "secrets", "remove", "1"], &[], None);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    let serve = setup.serve();
+    let later = delivery("d-6", UPDATED, "47");
+    assert_eq!(
+        post(&serve, path, Some(&sign(PERSON_SECRET, &later)), &later).0,
+        401
+    );
+}
+
+#[test]
+fn webhook_commands_refuse_bad_input_with_the_fix() {
+    let setup = Setup::new();
+    let bad_state = setup.run(&["webhooks", "list", "--state", "done"], &[], None);
+    assert_eq!(bad_state.status.code(), Some(2), "{}", text(&bad_state));
+    assert!(
+        text(&bad_state).contains("expected pending, applied or dead"),
+        "{}",
+        text(&bad_state)
+    );
+    let missing = setup.run(&["webhooks", "show", "7"], &[], None);
+    assert!(
+        text(&missing).contains("no delivery 7 (see `tributary webhooks list`)"),
+        "{}",
+        text(&missing)
+    );
+    let empty = setup.run(&["webhooks", "list"], &[], None);
+    assert!(text(&empty).contains("no deliveries"), "{}", text(&empty));
+    let event = setup.run(
+        &["webhooks", "secrets", "add", "pco", "--event", " "],
+        &[("TRIBUTARY_WEBHOOK_SECRET", "s")],
+        None,
+    );
+    assert!(
+        text(&event).contains("--event is empty"),
+        "{}",
+        text(&event)
+    );
+    let no_key = Command::new(BIN)
+        .args(["webhooks", "secrets", "add", "pco", "--db", &setup.db])
+        .env_remove("TRIBUTARY_SECRET_KEY")
+        .env_remove("TRIBUTARY_SECRET_KEY_FILE")
+        .env("TRIBUTARY_WEBHOOK_SECRET", "s")
+        .output()
+        .unwrap();
+    assert!(!no_key.status.success());
+    assert!(
+        text(&no_key).contains("TRIBUTARY_SECRET_KEY"),
+        "{}",
+        text(&no_key)
+    );
+    let secrets = setup.run(&["webhooks", "secrets", "list", "--json"], &[], None);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&secrets.stdout).unwrap(),
+        Value::Array(vec![])
+    );
+}
