@@ -135,3 +135,31 @@ fn keep_current_bench_checks_the_store_and_counts_requests_per_entity() {
         "{stdout}"
     );
 }
+
+#[test]
+fn webhooks_bench_acknowledges_every_delivery_and_finds_each_in_the_inbox_once() {
+    let stdout = bench(&[
+        "bench",
+        "webhooks",
+        "--deliveries",
+        "300",
+        "--concurrency",
+        "8",
+        "--duplicates",
+        "0.1",
+    ]);
+    let row: Vec<&str> = stdout
+        .lines()
+        .find(|l| l.starts_with("| SQLite"))
+        .unwrap_or_else(|| panic!("no SQLite row: {stdout}"))
+        .trim_matches('|')
+        .split('|')
+        .collect();
+    // 300 deliveries and 30 retries of them; each stored once.
+    assert_eq!(number(row[1]), 330.0, "{stdout}");
+    assert_eq!(number(row[8]), 300.0, "stored: {stdout}");
+    assert_eq!(number(row[9]), 30.0, "duplicates answered: {stdout}");
+    assert_eq!((number(row[10]), number(row[11])), (0.0, 0.0), "{stdout}");
+    let (p50, p99) = (number(row[5]), number(row[6]));
+    assert!(p50 > 0.0 && p50 <= p99, "{stdout}");
+}

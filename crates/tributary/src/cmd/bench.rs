@@ -32,6 +32,10 @@ pub enum Command {
     /// requests per entity and wall time, the store checked against the
     /// source after each.
     KeepCurrent(super::bench_current::KeepCurrentArgs),
+    /// Webhook ingest: signed deliveries POSTed to `tributary serve` on
+    /// loopback, many at once — deliveries/s, acknowledgement latency, and
+    /// every acknowledged delivery found in the inbox.
+    Webhooks(super::bench_webhooks::WebhooksArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -129,18 +133,18 @@ fn start_sim(exe: &Path, people: usize, latency_ms: u64) -> anyhow::Result<(Kill
 /// A throwaway *durable* PostgreSQL server (`fsync=on`,
 /// `shared_buffers=256MB`) for the benchmark, stopped when dropped.
 #[cfg(feature = "throwaway-pg")]
-struct Throwaway(tributary_testkit::PgServer);
+pub(super) struct Throwaway(tributary_testkit::PgServer);
 
 #[cfg(feature = "throwaway-pg")]
 impl Throwaway {
     /// A fresh database on it.
-    fn database(&self) -> anyhow::Result<String> {
+    pub(super) fn database(&self) -> anyhow::Result<String> {
         Ok(self.0.create_database("bench")?)
     }
 }
 
 #[cfg(feature = "throwaway-pg")]
-async fn throwaway_postgres() -> anyhow::Result<Throwaway> {
+pub(super) async fn throwaway_postgres() -> anyhow::Result<Throwaway> {
     let server = tokio::task::spawn_blocking(|| {
         tributary_testkit::PgServer::start_with(
             tributary_testkit::PgOptions::new()
@@ -155,17 +159,17 @@ async fn throwaway_postgres() -> anyhow::Result<Throwaway> {
 /// Without the `throwaway-pg` feature the binary starts no server of its
 /// own: the benchmark needs `--pg-url`.
 #[cfg(not(feature = "throwaway-pg"))]
-struct Throwaway;
+pub(super) struct Throwaway;
 
 #[cfg(not(feature = "throwaway-pg"))]
 impl Throwaway {
-    fn database(&self) -> anyhow::Result<String> {
+    pub(super) fn database(&self) -> anyhow::Result<String> {
         unreachable!("never made without the throwaway-pg feature")
     }
 }
 
 #[cfg(not(feature = "throwaway-pg"))]
-async fn throwaway_postgres() -> anyhow::Result<Throwaway> {
+pub(super) async fn throwaway_postgres() -> anyhow::Result<Throwaway> {
     anyhow::bail!(
         "the PostgreSQL benchmark needs a database: pass --pg-url postgres://... (an empty \
          database), or build with `--features throwaway-pg` to have it start a throwaway \
@@ -256,6 +260,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Faults(args) => return super::bench_client::faults(args).await,
         Command::RateLimit(args) => return super::bench_client::rate_limit(args).await,
         Command::KeepCurrent(args) => return super::bench_current::keep_current(args).await,
+        Command::Webhooks(args) => return super::bench_webhooks::webhooks(args).await,
     };
     let exe = std::env::current_exe()?;
     // The binaries to sync with: this one, and the one to run against.
