@@ -203,6 +203,13 @@
 //!   connection resets and malformed bodies, each a deterministic function of the seed, the
 //!   URL and the attempt number, so runs are reproducible and every URL eventually succeeds.
 //!   See [`Faults`].
+//! * Webhooks (PCO's shape): subscriptions at `/webhooks/v2/webhook_subscriptions` (list,
+//!   create with `name` and `url`, get, patch `active`, delete; authenticated like the API;
+//!   also [`Simulator::subscribe`]), each with its own `authenticity_secret`. Every create,
+//!   update and delete (and [`Simulator::merge`]'s `person_merger.created`) is POSTed, in
+//!   order, to each active subscription of its event as a signed `EventDelivery`, retried
+//!   until acknowledged; [`SimConfig::webhooks`] adds duplicates, reordering, delay and bad
+//!   signatures. See `webhooks.rs`.
 //!
 //! The router is layered (see [`middleware`]): auth, then the rate limit, then faults, then
 //! the handlers; [`SimConfig`] grows with `..SimConfig::default()`.
@@ -249,13 +256,14 @@ mod rng;
 mod schema;
 mod store;
 mod time;
+mod webhooks;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::any;
+use axum::routing::{any, get};
 use serde_json::Value;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -265,6 +273,7 @@ pub use middleware::{FaultStats, OAuthStats, Principal, StatsSnapshot};
 pub use oauth::{DEFAULT_SCOPE, TokenResponse};
 pub use ratelimit::RateLimit;
 pub use schema::{App, ResourceKind};
+pub use webhooks::{Subscription, WebhookOptions, WebhookStats, event_name, sign as sign_delivery};
 
 use api::{Included, Renderer};
 use faults::FaultInjector;
@@ -303,6 +312,8 @@ pub struct SimConfig {
     pub token_ttl: Duration,
     /// Injected faults and latency.
     pub faults: Faults,
+    /// Knobs of the webhook deliveries.
+    pub webhooks: WebhookOptions,
 }
 
 impl Default for SimConfig {
@@ -319,6 +330,7 @@ impl Default for SimConfig {
             oauth_client_secret: "sim-client-secret".into(),
             token_ttl: Duration::from_secs(7200),
             faults: Faults::default(),
+            webhooks: WebhookOptions::default(),
         }
     }
 }
@@ -332,6 +344,7 @@ pub(crate) struct Shared {
     pub(crate) limiter: RateLimiter,
     pub(crate) faults: FaultInjector,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) webhooks: webhooks::Webhooks,
     /// Becomes `true` when a server of this simulator shuts down: hangs end early.
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -370,6 +383,7 @@ impl Simulator {
                 limiter: RateLimiter::new(config.rate_limit),
                 faults: FaultInjector::new(config.seed, config.faults.clone()),
                 clock,
+                webhooks: webhooks::Webhooks::default(),
                 shutdown: tokio::sync::watch::Sender::new(false),
                 config,
             }),
@@ -412,6 +426,16 @@ impl Simulator {
         let api = Router::new()
             .route(api::API_PREFIX, any(api::handle))
             .route(&format!("{}/{{*rest}}", api::API_PREFIX), any(api::handle))
+            .route(
+                &format!("{}/webhook_subscriptions", webhooks::WEBHOOKS_PREFIX),
+                get(webhooks::list).post(webhooks::create),
+            )
+            .route(
+                &format!("{}/webhook_subscriptions/{{id}}", webhooks::WEBHOOKS_PREFIX),
+                get(webhooks::get)
+                    .patch(webhooks::patch)
+                    .delete(webhooks::delete),
+            )
             .route(api::GROUPS_PREFIX, any(api::handle))
             .route(
                 &format!("{}/{{*rest}}", api::GROUPS_PREFIX),

@@ -101,6 +101,12 @@ impl Simulator {
                 )?;
             }
         }
-        self.delete(ResourceKind::Person, merged)
+        self.delete(ResourceKind::Person, merged)?;
+        self.inner.store.tell(
+            ResourceKind::Person,
+            merged,
+            crate::store::Action::Merged { keep },
+        );
+        Ok(())
     }
 }

@@ -180,6 +180,29 @@ pub(crate) struct Store {
     state: RwLock<State>,
     cache: Mutex<VecDeque<CacheEntry>>,
     clock: Arc<dyn Clock>,
+    /// Told of every create, update and delete, once it is made (the
+    /// webhook dispatcher, once a subscription exists).
+    listener: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Changed>>,
+}
+
+/// A mutation the store made: what the webhooks announce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Changed {
+    pub(crate) kind: ResourceKind,
+    pub(crate) id: u64,
+    pub(crate) action: Action,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    Created,
+    Updated,
+    Destroyed,
+    /// Person `id` was merged into person `keep` (announced after the
+    /// merger's own changes).
+    Merged {
+        keep: u64,
+    },
 }
 
 impl std::fmt::Debug for Store {
@@ -703,6 +726,7 @@ impl Store {
             state: RwLock::new(State::new()),
             cache: Mutex::new(VecDeque::new()),
             clock,
+            listener: std::sync::OnceLock::new(),
         }
     }
 
@@ -758,10 +782,23 @@ impl Store {
         Ok(out)
     }
 
+    /// Sets the listener told of every mutation from now on (once).
+    pub(crate) fn listen(&self, listener: tokio::sync::mpsc::UnboundedSender<Changed>) {
+        let _ = self.listener.set(listener);
+    }
+
+    pub(crate) fn tell(&self, kind: ResourceKind, id: u64, action: Action) {
+        if let Some(listener) = self.listener.get() {
+            let _ = listener.send(Changed { kind, id, action });
+        }
+    }
+
     pub(crate) fn create(&self, kind: ResourceKind, body: &Value) -> Result<Record, SimError> {
         let m = Mutation::from_json(body)?;
         check_rel_names(kind, &m)?;
-        self.mutate(|data, st, ts| create(data, st, ts, kind, m))
+        let rec = self.mutate(|data, st, ts| create(data, st, ts, kind, m))?;
+        self.tell(kind, rec.id, Action::Created);
+        Ok(rec)
     }
 
     pub(crate) fn update(
@@ -772,11 +809,15 @@ impl Store {
     ) -> Result<Record, SimError> {
         let m = Mutation::from_json(body)?;
         check_rel_names(kind, &m)?;
-        self.mutate(|data, st, ts| update(data, st, ts, kind, id, m))
+        let rec = self.mutate(|data, st, ts| update(data, st, ts, kind, id, m))?;
+        self.tell(kind, id, Action::Updated);
+        Ok(rec)
     }
 
     pub(crate) fn delete(&self, kind: ResourceKind, id: u64) -> Result<(), SimError> {
-        self.mutate(|data, st, ts| delete(data, st, ts, kind, id))
+        self.mutate(|data, st, ts| delete(data, st, ts, kind, id))?;
+        self.tell(kind, id, Action::Destroyed);
+        Ok(())
     }
 }
 

@@ -16,3 +16,4 @@ mod paging;
 mod ratelimit;
 mod server;
 mod single;
+mod webhooks;

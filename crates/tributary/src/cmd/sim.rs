@@ -81,6 +81,19 @@ pub struct PcoArgs {
     #[arg(long, value_name = "MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     hang_ms: u64,
+    /// Webhooks: the share of deliveries sent twice (a sender's retry).
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = super::probability)]
+    webhook_duplicate: f64,
+    /// Webhooks: the share of deliveries held back and sent after the next.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = super::probability)]
+    webhook_reorder: f64,
+    /// Webhooks: the share of deliveries signed with a wrong secret.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = super::probability)]
+    webhook_bad_signature: f64,
+    /// Webhooks: how long each delivery waits before it is sent, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    webhook_delay_ms: u64,
 }
 
 /// A limit that can be switched `off`.
@@ -159,6 +172,13 @@ impl PcoArgs {
             oauth_client_secret: self.client_secret.clone(),
             token_ttl: Duration::from_secs(self.token_ttl),
             faults,
+            webhooks: tributary_sim::WebhookOptions {
+                duplicate: self.webhook_duplicate,
+                reorder: self.webhook_reorder,
+                bad_signature: self.webhook_bad_signature,
+                delay: Duration::from_millis(self.webhook_delay_ms),
+                ..tributary_sim::WebhookOptions::default()
+            },
             ..SimConfig::default()
         })
     }
@@ -213,7 +233,19 @@ fn describe(config: &SimConfig) -> Vec<String> {
     } else {
         format!("latency: {:?} per API request", f.latency)
     });
+    let w = &config.webhooks;
+    lines.push(format!(
+        "webhooks: subscriptions at /webhooks/v2/webhook_subscriptions; deliveries {} duplicated, {} reordered, {} badly signed, {:?} delay",
+        percent(w.duplicate),
+        percent(w.reorder),
+        percent(w.bad_signature),
+        w.delay
+    ));
     lines
+}
+
+fn percent(p: f64) -> String {
+    format!("{:.2}%", p * 100.0)
 }
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
