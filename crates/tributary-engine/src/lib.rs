@@ -18,6 +18,7 @@ mod credentials;
 mod entity;
 mod fetcher;
 mod holder;
+pub mod notice;
 mod page;
 mod progress;
 mod reconcile;

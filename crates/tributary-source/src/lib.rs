@@ -488,6 +488,75 @@ impl Source {
         })
     }
 
+    /// The record `id` of `entity` as the source has it now, by its
+    /// single-record path (`get`): a page of that one record (or of its
+    /// quarantine entry), `None` on a 404. What a webhook's notice is
+    /// checked against (fetch-on-notify). An entity without a `get` path
+    /// cannot be asked (`Err`), nor can an id that is not a plain path
+    /// segment (letters, digits, `-`, `_`, `.`; never `..`).
+    pub async fn fetch_one(&self, entity: &Entity, id: &str) -> Result<Option<Page>> {
+        let get = entity.get.as_ref().ok_or_else(|| Error::Protocol {
+            url: entity.list.clone(),
+            detail: format!("entity {} has no single-record path (`get`)", entity.name),
+        })?;
+        let plain = !id.is_empty()
+            && id != "."
+            && id != ".."
+            && id.len() <= 255
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !plain {
+            return Err(Error::Protocol {
+                url: get.clone(),
+                detail: format!("`{id}` is not an id that can go in a path"),
+            });
+        }
+        let url = format!("{}{}", self.inner.base_url, get.replace("{id}", id));
+        let body = match self.get_json(&url).await {
+            Ok(body) => body,
+            Err(Error::Status { status: 404, .. }) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let mut page = self.parse_one(entity, &url, &body)?;
+        page.bodies = vec![body];
+        Ok(Some(page))
+    }
+
+    /// The page of one record from a single-record body: JSON:API
+    /// `{"data": {...}}`, or the plain object.
+    fn parse_one(&self, entity: &Entity, url: &str, body: &[u8]) -> Result<Page> {
+        let doc: Borrowed<'_> = serde_json::from_slice(body)
+            .map_err(|e| malformed(url, &format!("invalid JSON: {e}")))?;
+        let object = match (self.inner.manifest.format, doc) {
+            (Format::Jsonapi, Borrowed::Object(doc)) => match member(&doc, "data") {
+                Some(data @ Borrowed::Object(_)) => data.clone(),
+                _ => return Err(malformed(url, "`data` is not an object")),
+            },
+            (Format::Json, item @ Borrowed::Object(_)) => {
+                let id = get(&item, "id").cloned().unwrap_or(Borrowed::Null);
+                Borrowed::Object(
+                    vec![
+                        ("type", Borrowed::Str(entity.name.as_str().into())),
+                        ("id", id),
+                        ("attributes", item),
+                    ]
+                    .into(),
+                )
+            }
+            _ => return Err(malformed(url, "the document is not a JSON object")),
+        };
+        let mut page = Page {
+            finished: true,
+            ..Page::default()
+        };
+        match transform(entity, &object, None) {
+            Ok(record) => page.records.push(record),
+            Err(bad) => page.quarantined.push(bad),
+        }
+        Ok(page)
+    }
+
     /// Fetches every object of `entity` listed under parent `parent_id`,
     /// following the pages to the end.
     pub async fn fetch_children(&self, entity: &Entity, parent_id: &str) -> Result<Page> {

@@ -686,3 +686,39 @@ fn pages_ahead_predicts_offsets_only_where_the_list_reports_its_size() {
     let last = page(offset(250), Some(250), true);
     assert!(source.pages_ahead(&offset(200), &last, 8).is_empty());
 }
+
+#[tokio::test]
+async fn fetch_one_reads_a_record_as_the_source_has_it_now() {
+    let server = server(|seen| match seen.path_and_query.as_str() {
+        "/people/v2/campuses/7" => jsonapi(json!({ "data": campus(7) })),
+        "/people/v2/campuses/8" => respond(
+            404,
+            "application/vnd.api+json",
+            r#"{"errors":[{"status":"404","title":"Not Found"}]}"#,
+        ),
+        "/people/v2/campuses/9" => jsonapi(json!({ "data": [campus(9)] })),
+        "/people/v2/campuses/10" => jsonapi(json!({ "data": {"type": "Campus", "id": "10",
+            "attributes": {"updated_at": "2024-01-01T00:00:00Z"}} })),
+        other => respond(500, "text/plain", format!("unexpected {other}")),
+    })
+    .await;
+    let source = plain_source(&server.url);
+    let entity = campus_entity();
+    let page = source.fetch_one(&entity, "7").await.unwrap().unwrap();
+    assert_eq!(page.records.len(), 1);
+    assert_eq!(page.records[0].external_id, "7");
+    assert_eq!(page.records[0].canonical["name"], "Campus 7");
+    assert!(page.finished && page.quarantined.is_empty());
+    assert_eq!(page.bodies.len(), 1);
+    // Gone at the source.
+    assert!(source.fetch_one(&entity, "8").await.unwrap().is_none());
+    // A list where one object belongs: a protocol error, not a record.
+    assert!(source.fetch_one(&entity, "9").await.is_err());
+    // An object that fails its mapping (no name) is quarantined.
+    let bad = source.fetch_one(&entity, "10").await.unwrap().unwrap();
+    assert_eq!((bad.records.len(), bad.quarantined.len()), (0, 1));
+    // Ids that could leave the path are never requested.
+    for id in ["", "..", "7/../8", "7?x=1", "7%2F", "a b"] {
+        assert!(source.fetch_one(&entity, id).await.is_err(), "{id:?}");
+    }
+}
