@@ -35,7 +35,9 @@ pub use deletions::{Cascade, Deleted, Deletion};
 pub use lock::ConnectionLock;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
-pub use webhooks::{Delivery, DeliveryQuery, DeliveryState, NewDelivery, Received, WebhookSecret};
+pub use webhooks::{
+    Delivery, DeliveryQuery, DeliveryState, NewDelivery, Received, Settled, WebhookSecret,
+};
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
@@ -795,6 +797,34 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn receive_deliveries(&self, deliveries: &[NewDelivery]) -> Result<Vec<Received>>;
     /// Deliveries in the inbox, oldest first.
     async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>>;
+    /// The connections with deliveries due at `now` (pending, their next
+    /// attempt not later), paused connections left out.
+    async fn webhook_backlog(&self, now: Timestamp) -> Result<Vec<i64>>;
+    /// The connection's deliveries due at `now`, oldest first, at most
+    /// `limit` (none while it is paused).
+    async fn due_deliveries(
+        &self,
+        connection_id: i64,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Delivery>>;
+    /// Records attempts at deliveries, in ONE transaction: each counts an
+    /// attempt and becomes applied, pending again, or dead.
+    async fn settle_deliveries(&self, settled: &[(i64, Settled)], now: Timestamp) -> Result<()>;
+    /// Makes deliveries pending again, due at once, their attempts counted
+    /// from zero: the ones in `ids`, or (`ids` empty) every dead one
+    /// received at or after `since`. Returns how many.
+    async fn replay_deliveries(&self, ids: &[i64], since: Option<Timestamp>) -> Result<u64>;
+    /// Pauses or resumes applying a connection's deliveries (they are
+    /// still verified and stored).
+    async fn set_webhooks_paused(
+        &self,
+        connection_id: i64,
+        paused: bool,
+        now: Timestamp,
+    ) -> Result<()>;
+    /// The paused connections.
+    async fn webhook_pauses(&self) -> Result<Vec<i64>>;
 
     /// The connection's high-water marks, per entity: the time (the
     /// source's clock) up to which every change of the entity is stored,

@@ -37,7 +37,7 @@ use crate::{
     EntityState, Error, NewConnection, PageOutcome, PageWrite, Quarantined, RecordQuery, Result,
     Run, RunStart, SealedCredentials, Store, StoredRecord, missed_swap, quarantine_key,
 };
-use crate::{Delivery, DeliveryQuery, NewDelivery, Received, WebhookSecret};
+use crate::{Delivery, DeliveryQuery, NewDelivery, Received, Settled, WebhookSecret};
 
 /// Rows per multi-row statement, largest first: far below SQLite's
 /// bound-variable limit. A group's rows go out in chunks of these sizes
@@ -223,6 +223,11 @@ fn migrator() -> Migrator {
             10,
             "webhooks",
             include_str!("../migrations/sqlite/0010_webhooks.sql"),
+        ),
+        (
+            11,
+            "webhook_processing",
+            include_str!("../migrations/sqlite/0011_webhook_processing.sql"),
         ),
     ])
 }
@@ -1218,6 +1223,40 @@ impl Store for SqliteStore {
 
     async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>> {
         self.select_deliveries(query).await
+    }
+
+    async fn webhook_backlog(&self, now: Timestamp) -> Result<Vec<i64>> {
+        self.select_backlog(now).await
+    }
+
+    async fn due_deliveries(
+        &self,
+        connection_id: i64,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        self.select_due(connection_id, now, limit).await
+    }
+
+    async fn settle_deliveries(&self, settled: &[(i64, Settled)], now: Timestamp) -> Result<()> {
+        self.update_settled(settled, now).await
+    }
+
+    async fn replay_deliveries(&self, ids: &[i64], since: Option<Timestamp>) -> Result<u64> {
+        self.update_replayed(ids, since).await
+    }
+
+    async fn set_webhooks_paused(
+        &self,
+        connection_id: i64,
+        paused: bool,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.update_paused(connection_id, paused, now).await
+    }
+
+    async fn webhook_pauses(&self) -> Result<Vec<i64>> {
+        self.select_pauses().await
     }
 
     async fn marks(&self, connection_id: i64) -> Result<Vec<(String, Timestamp)>> {

@@ -11,7 +11,7 @@ pub(crate) const SECRET_COLUMNS: &str = "id, connection_id, event, sealed, creat
 
 /// The columns of a [`Delivery`].
 pub(crate) const DELIVERY_COLUMNS: &str = "id, connection_id, delivery_id, event, sent_at, \
-     received_at, payload, state, attempts, next_attempt_at, error, applied_at";
+     received_at, payload, state, attempts, next_attempt_at, error, applied_at, run_id";
 
 /// One of a connection's webhook secrets, sealed (only the holder of the
 /// secret key opens it).
@@ -105,6 +105,20 @@ pub struct Delivery {
     pub next_attempt_at: Option<Timestamp>,
     pub error: Option<String>,
     pub applied_at: Option<Timestamp>,
+    /// The webhook run that applied it.
+    pub run_id: Option<i64>,
+}
+
+/// What became of an attempt at a delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settled {
+    /// Applied by run `run_id` (`note`: e.g. an event no entity maps,
+    /// kept and not applied).
+    Applied { run_id: i64, note: Option<String> },
+    /// Failed; tried again from `at`.
+    Retry { error: String, at: Timestamp },
+    /// Failed for good: a dead letter, until replayed.
+    Dead { error: String },
 }
 
 /// Which deliveries [`crate::Store::deliveries`] lists, oldest first.
@@ -155,5 +169,19 @@ pub(crate) fn delivery_row(row: &impl Columns) -> Result<Delivery> {
         next_attempt_at: row.opt_ts("next_attempt_at")?,
         error: row.value("error")?,
         applied_at: row.opt_ts("applied_at")?,
+        run_id: row.value("run_id")?,
     })
+}
+
+impl Settled {
+    /// The row's new state, error, next attempt and run.
+    pub(crate) fn columns(&self) -> (DeliveryState, Option<&str>, Option<Timestamp>, Option<i64>) {
+        match self {
+            Settled::Applied { run_id, note } => {
+                (DeliveryState::Applied, note.as_deref(), None, Some(*run_id))
+            }
+            Settled::Retry { error, at } => (DeliveryState::Pending, Some(error), Some(*at), None),
+            Settled::Dead { error } => (DeliveryState::Dead, Some(error), None, None),
+        }
+    }
 }

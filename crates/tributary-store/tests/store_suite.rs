@@ -13,7 +13,7 @@ use tributary_core::{
 use tributary_store::{
     Cascade, ConnectionStatus, Deletion, DeliveryQuery, DeliveryState, EntityState, Error,
     NewConnection, NewDelivery, PageOutcome, PageWrite, Received, RecordQuery, RunStart, Schedule,
-    Store,
+    Settled, Store,
 };
 
 struct TestDb {
@@ -134,6 +134,7 @@ store_suite!(
     webhook_secrets_are_kept_sealed_listed_and_removed,
     deliveries_are_kept_once_per_sender_id,
     duplicates_arriving_at_once_are_kept_once,
+    deliveries_are_due_settled_replayed_and_paused,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -2068,4 +2069,115 @@ async fn duplicates_arriving_at_once_are_kept_once(store: Arc<dyn Store>) {
             .len(),
         1
     );
+}
+
+async fn deliveries_are_due_settled_replayed_and_paused(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    let ids: Vec<i64> = store
+        .receive_deliveries(&[
+            delivery(conn, "a", "{}"),
+            delivery(conn, "b", "{}"),
+            delivery(conn, "c", "{}"),
+        ])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| match r {
+            Received::Stored(id) => id,
+            Received::Duplicate => panic!("a duplicate"),
+        })
+        .collect();
+    let due = |at| {
+        let store = store.clone();
+        async move {
+            store
+                .due_deliveries(conn, at, 10)
+                .await
+                .unwrap()
+                .iter()
+                .map(|d| d.delivery_id.clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(due(t0()).await, ["a", "b", "c"]);
+    assert_eq!(store.webhook_backlog(t0()).await.unwrap(), vec![conn]);
+    assert_eq!(store.due_deliveries(conn, t0(), 2).await.unwrap().len(), 2);
+
+    store
+        .settle_deliveries(
+            &[
+                (
+                    ids[0],
+                    Settled::Applied {
+                        run_id: run,
+                        note: None,
+                    },
+                ),
+                (
+                    ids[1],
+                    Settled::Retry {
+                        error: "503 from the API".into(),
+                        at: t0() + Duration::seconds(30),
+                    },
+                ),
+                (
+                    ids[2],
+                    Settled::Dead {
+                        error: "no `id` in the payload".into(),
+                    },
+                ),
+            ],
+            t0(),
+        )
+        .await
+        .unwrap();
+    let all = store.deliveries(&DeliveryQuery::default()).await.unwrap();
+    let a = &all[0];
+    assert_eq!(
+        (a.state, a.attempts, a.run_id, a.applied_at),
+        (DeliveryState::Applied, 1, Some(run), Some(t0()))
+    );
+    let b = &all[1];
+    assert_eq!(
+        (b.state, b.attempts, b.error.as_deref(), b.next_attempt_at),
+        (
+            DeliveryState::Pending,
+            1,
+            Some("503 from the API"),
+            Some(t0() + Duration::seconds(30))
+        )
+    );
+    assert_eq!((all[2].state, all[2].attempts), (DeliveryState::Dead, 1));
+    // b waits for its next attempt; c is dead.
+    assert!(due(t0()).await.is_empty());
+    assert!(store.webhook_backlog(t0()).await.unwrap().is_empty());
+    assert_eq!(due(t0() + Duration::seconds(30)).await, ["b"]);
+
+    // Replay: the dead ones received since a time, or named ones.
+    assert_eq!(
+        store
+            .replay_deliveries(&[], Some(t0() + Duration::seconds(1)))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.replay_deliveries(&[], Some(t0())).await.unwrap(), 1);
+    let c = &store.deliveries(&DeliveryQuery::default()).await.unwrap()[2];
+    assert_eq!(
+        (c.state, c.attempts, c.next_attempt_at),
+        (DeliveryState::Pending, 0, None)
+    );
+    assert_eq!(due(t0()).await, ["c"]);
+    assert_eq!(store.replay_deliveries(&[ids[0]], None).await.unwrap(), 1);
+    assert_eq!(due(t0()).await, ["a", "c"]);
+
+    // Paused: nothing due, still listed; resumed: due again.
+    store.set_webhooks_paused(conn, true, t0()).await.unwrap();
+    store.set_webhooks_paused(conn, true, t0()).await.unwrap();
+    assert_eq!(store.webhook_pauses().await.unwrap(), vec![conn]);
+    assert!(due(t0()).await.is_empty());
+    assert!(store.webhook_backlog(t0()).await.unwrap().is_empty());
+    store.set_webhooks_paused(conn, false, t0()).await.unwrap();
+    assert!(store.webhook_pauses().await.unwrap().is_empty());
+    assert_eq!(due(t0()).await, ["a", "c"]);
 }

@@ -5,8 +5,8 @@ use tributary_core::Timestamp;
 use super::PgStore;
 use crate::Result;
 use crate::webhooks::{
-    DELIVERY_COLUMNS, Delivery, DeliveryQuery, NewDelivery, Received, SECRET_COLUMNS,
-    WebhookSecret, delivery_row, secret_row,
+    DELIVERY_COLUMNS, Delivery, DeliveryQuery, DeliveryState, NewDelivery, Received,
+    SECRET_COLUMNS, Settled, WebhookSecret, delivery_row, secret_row,
 };
 
 impl PgStore {
@@ -90,5 +90,125 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(delivery_row).collect()
+    }
+
+    pub(super) async fn select_backlog(&self, now: Timestamp) -> Result<Vec<i64>> {
+        let ids = sqlx::query_scalar(
+            "SELECT DISTINCT connection_id FROM webhook_deliveries \
+             WHERE state = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $1) \
+             AND connection_id NOT IN (SELECT connection_id FROM webhook_pauses) \
+             ORDER BY connection_id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
+    pub(super) async fn select_due(
+        &self,
+        connection_id: i64,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries \
+             WHERE connection_id = $1 AND state = 'pending' \
+             AND (next_attempt_at IS NULL OR next_attempt_at <= $2) \
+             AND NOT EXISTS (SELECT 1 FROM webhook_pauses p WHERE p.connection_id = $1) \
+             ORDER BY id LIMIT $3"
+        )))
+        .bind(connection_id)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(delivery_row).collect()
+    }
+
+    pub(super) async fn update_settled(
+        &self,
+        settled: &[(i64, Settled)],
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (id, outcome) in settled {
+            let (state, error, next, run) = outcome.columns();
+            sqlx::query(
+                "UPDATE webhook_deliveries SET state = $1, error = $2, next_attempt_at = $3, \
+                 run_id = COALESCE($4, run_id), attempts = attempts + 1, \
+                 applied_at = CASE WHEN $1 = 'applied' THEN $5 ELSE applied_at END WHERE id = $6",
+            )
+            .bind(state.as_str())
+            .bind(error)
+            .bind(next)
+            .bind(run)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn update_replayed(
+        &self,
+        ids: &[i64],
+        since: Option<Timestamp>,
+    ) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut n = 0;
+        if ids.is_empty() {
+            n = sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = NULL \
+                 WHERE state = $1 AND ($2::TIMESTAMPTZ IS NULL OR received_at >= $2)",
+            )
+            .bind(DeliveryState::Dead.as_str())
+            .bind(since)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        for id in ids {
+            n += sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = NULL \
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    pub(super) async fn update_paused(
+        &self,
+        connection_id: i64,
+        paused: bool,
+        now: Timestamp,
+    ) -> Result<()> {
+        let query = match paused {
+            true => sqlx::query(
+                "INSERT INTO webhook_pauses (connection_id, paused_at) VALUES ($1, $2) \
+                 ON CONFLICT (connection_id) DO NOTHING",
+            )
+            .bind(connection_id)
+            .bind(now),
+            false => sqlx::query("DELETE FROM webhook_pauses WHERE connection_id = $1")
+                .bind(connection_id),
+        };
+        query.execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(super) async fn select_pauses(&self) -> Result<Vec<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT connection_id FROM webhook_pauses ORDER BY connection_id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 }

@@ -6,8 +6,8 @@ use super::SqliteStore;
 use crate::Result;
 use crate::plan::sqlite_ts;
 use crate::webhooks::{
-    DELIVERY_COLUMNS, Delivery, DeliveryQuery, NewDelivery, Received, SECRET_COLUMNS,
-    WebhookSecret, delivery_row, secret_row,
+    DELIVERY_COLUMNS, Delivery, DeliveryQuery, DeliveryState, NewDelivery, Received,
+    SECRET_COLUMNS, Settled, WebhookSecret, delivery_row, secret_row,
 };
 
 impl SqliteStore {
@@ -94,5 +94,133 @@ impl SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(delivery_row).collect()
+    }
+
+    pub(super) async fn select_backlog(&self, now: Timestamp) -> Result<Vec<i64>> {
+        let ids = sqlx::query_scalar(
+            "SELECT DISTINCT connection_id FROM webhook_deliveries \
+             WHERE state = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?) \
+             AND connection_id NOT IN (SELECT connection_id FROM webhook_pauses) \
+             ORDER BY connection_id",
+        )
+        .bind(sqlite_ts(&now))
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(ids)
+    }
+
+    pub(super) async fn select_due(
+        &self,
+        connection_id: i64,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries \
+             WHERE connection_id = ?1 AND state = 'pending' \
+             AND (next_attempt_at IS NULL OR next_attempt_at <= ?2) \
+             AND NOT EXISTS (SELECT 1 FROM webhook_pauses p WHERE p.connection_id = ?1) \
+             ORDER BY id LIMIT ?3"
+        )))
+        .bind(connection_id)
+        .bind(sqlite_ts(&now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(delivery_row).collect()
+    }
+
+    pub(super) async fn update_settled(
+        &self,
+        settled: &[(i64, Settled)],
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for (id, outcome) in settled {
+            let (state, error, next, run) = outcome.columns();
+            sqlx::query(
+                "UPDATE webhook_deliveries SET state = ?, error = ?, next_attempt_at = ?, \
+                 run_id = COALESCE(?, run_id), attempts = attempts + 1, \
+                 applied_at = CASE WHEN ? = 'applied' THEN ? ELSE applied_at END WHERE id = ?",
+            )
+            .bind(state.as_str())
+            .bind(error)
+            .bind(next.as_ref().map(sqlite_ts))
+            .bind(run)
+            .bind(state.as_str())
+            .bind(sqlite_ts(&now))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.write_error(e.into()))?;
+        }
+        tx.commit().await.map_err(|e| self.write_error(e))?;
+        Ok(())
+    }
+
+    pub(super) async fn update_replayed(
+        &self,
+        ids: &[i64],
+        since: Option<Timestamp>,
+    ) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let mut n = 0;
+        if ids.is_empty() {
+            n = sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = NULL \
+                 WHERE state = ? AND (? IS NULL OR received_at >= ?)",
+            )
+            .bind(DeliveryState::Dead.as_str())
+            .bind(since.as_ref().map(sqlite_ts))
+            .bind(since.as_ref().map(sqlite_ts))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.write_error(e.into()))?
+            .rows_affected();
+        }
+        for id in ids {
+            n += sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = NULL \
+                 WHERE id = ?",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.write_error(e.into()))?
+            .rows_affected();
+        }
+        tx.commit().await.map_err(|e| self.write_error(e))?;
+        Ok(n)
+    }
+
+    pub(super) async fn update_paused(
+        &self,
+        connection_id: i64,
+        paused: bool,
+        now: Timestamp,
+    ) -> Result<()> {
+        let query = match paused {
+            true => sqlx::query(
+                "INSERT INTO webhook_pauses (connection_id, paused_at) VALUES (?, ?) \
+                 ON CONFLICT (connection_id) DO NOTHING",
+            )
+            .bind(connection_id)
+            .bind(sqlite_ts(&now)),
+            false => sqlx::query("DELETE FROM webhook_pauses WHERE connection_id = ?")
+                .bind(connection_id),
+        };
+        query
+            .execute(&self.writer)
+            .await
+            .map_err(|e| self.write_error(e.into()))?;
+        Ok(())
+    }
+
+    pub(super) async fn select_pauses(&self) -> Result<Vec<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT connection_id FROM webhook_pauses ORDER BY connection_id")
+                .fetch_all(&self.reader)
+                .await?,
+        )
     }
 }
