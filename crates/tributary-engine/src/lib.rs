@@ -28,6 +28,7 @@ mod run;
 pub mod schedule;
 mod service;
 mod spool;
+mod webhook;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub use request::{RequestError, RunRequest};
 pub use run::{EntityReport, RunReport};
 pub use service::{Resolver, Service, ServiceHandle, ServiceOptions};
 pub use spool::Spool;
+pub use webhook::{DELIVERIES_PER_RUN, MAX_DELIVERY_ATTEMPTS};
 
 /// Engine errors: what stops a run as a whole (entity failures are recorded
 /// in the run instead).

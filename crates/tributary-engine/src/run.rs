@@ -233,6 +233,9 @@ impl Engine {
                 }
             }
         );
+        if kind == RunKind::Webhook {
+            return self.apply_webhooks(connection, source, started).await;
+        }
         if !matches!(kind, RunKind::Full | RunKind::Delta | RunKind::Reconcile) {
             return Err(Error::UnsupportedKind(kind.as_str()));
         }

@@ -1,5 +1,8 @@
 //! The engine as a long-running service: it fires the schedules' due
-//! slots and runs requested syncs, each through [`Engine::run_request`],
+//! slots, applies the webhook deliveries that wait (a `webhook` run per
+//! connection with deliveries due, at once when [`ServiceHandle::wake`] is
+//! called, else at the next poll) and runs requested syncs, each through
+//! [`Engine::run_request`],
 //! never two runs of one connection at once in this process (and, through
 //! the connection's lock, not across processes either). Built from its
 //! options, it owns its loop; callers reach it through a cheap
@@ -54,6 +57,7 @@ pub struct ServiceHandle {
     engine: Engine,
     requests: mpsc::Sender<(RunRequest, Reply)>,
     done: Arc<tokio::sync::watch::Sender<bool>>,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl ServiceHandle {
@@ -67,6 +71,12 @@ impl ServiceHandle {
         answer
             .await
             .unwrap_or(Err(RequestError::Engine(crate::Error::Stopping)))
+    }
+
+    /// Webhook deliveries were stored: apply them now rather than at the
+    /// next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Whether the service is shutting down.
@@ -108,19 +118,25 @@ impl Service {
     pub fn start(self) -> ServiceHandle {
         let (requests, inbox) = mpsc::channel(64);
         let done = Arc::new(tokio::sync::watch::Sender::new(false));
+        let wake = Arc::new(tokio::sync::Notify::new());
         let handle = ServiceHandle {
             engine: self.engine.clone(),
             requests,
             done: done.clone(),
+            wake: wake.clone(),
         };
         tokio::spawn(async move {
-            self.run(inbox).await;
+            self.run(inbox, wake).await;
             done.send_replace(true);
         });
         handle
     }
 
-    async fn run(self, mut inbox: mpsc::Receiver<(RunRequest, Reply)>) {
+    async fn run(
+        self,
+        mut inbox: mpsc::Receiver<(RunRequest, Reply)>,
+        wake: Arc<tokio::sync::Notify>,
+    ) {
         let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
         let mut running: JoinSet<()> = JoinSet::new();
         let mut stop = self.engine.stop.subscribe();
@@ -132,7 +148,11 @@ impl Service {
                 Some((request, reply)) = inbox.recv() => {
                     self.spawn(&mut running, &busy, request, Some(reply));
                 }
-                _ = tick.tick() => self.fire_due(&mut running, &busy).await,
+                _ = tick.tick() => {
+                    self.fire_due(&mut running, &busy).await;
+                    self.apply_webhooks(&mut running, &busy).await;
+                }
+                _ = wake.notified() => self.apply_webhooks(&mut running, &busy).await,
                 Some(_) = running.join_next(), if !running.is_empty() => {}
             }
         }
@@ -158,6 +178,17 @@ impl Service {
         }
     }
 
+    /// The stored connections (`None`, said in the log: the store failed).
+    async fn connections(&self) -> Option<Vec<Connection>> {
+        match self.engine.store.connections().await {
+            Ok(connections) => Some(connections),
+            Err(error) => {
+                tracing::error!(%error, "cannot read the connections");
+                None
+            }
+        }
+    }
+
     /// Fires the schedules' due slots.
     async fn fire_due(&self, running: &mut JoinSet<()>, busy: &Arc<Mutex<HashSet<String>>>) {
         let due = match self.scheduler.tick().await {
@@ -170,12 +201,8 @@ impl Service {
         if due.is_empty() {
             return;
         }
-        let connections = match self.engine.store.connections().await {
-            Ok(connections) => connections,
-            Err(error) => {
-                tracing::error!(%error, "cannot read the connections");
-                return;
-            }
+        let Some(connections) = self.connections().await else {
+            return;
         };
         for slot in due {
             let Some(connection) = connections.iter().find(|c| c.id == slot.connection_id) else {
@@ -192,6 +219,44 @@ impl Service {
                 }
                 Err(error) => {
                     tracing::error!(connection = %connection.name, kind = slot.kind.as_str(), %error, "cannot run the scheduled sync");
+                }
+            }
+        }
+    }
+
+    /// Starts a `webhook` run for each connection with deliveries due that
+    /// this process is not running now (a busy one's wait: they are kept).
+    async fn apply_webhooks(&self, running: &mut JoinSet<()>, busy: &Arc<Mutex<HashSet<String>>>) {
+        let backlog = match self
+            .engine
+            .store
+            .webhook_backlog(self.engine.clock.now())
+            .await
+        {
+            Ok(backlog) => backlog,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the webhook inbox");
+                return;
+            }
+        };
+        if backlog.is_empty() {
+            return;
+        }
+        let Some(connections) = self.connections().await else {
+            return;
+        };
+        for connection in connections.iter().filter(|c| backlog.contains(&c.id)) {
+            let running_here = busy
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .contains(&connection.name);
+            if running_here {
+                continue;
+            }
+            match self.resolver.request(connection, RunKind::Webhook) {
+                Ok(request) => self.spawn(running, busy, request, None),
+                Err(error) => {
+                    tracing::error!(connection = %connection.name, %error, "cannot apply the webhook deliveries");
                 }
             }
         }
@@ -242,6 +307,8 @@ impl Service {
                     error = report.run.error.as_deref(),
                     "run ended"
                 ),
+                // Deliveries wait while another process runs the connection.
+                Err(error) if kind == RunKind::Webhook => tracing::debug!(connection = %name, %error, "webhook deliveries not applied yet"),
                 Err(error) => tracing::warn!(connection = %name, kind = kind.as_str(), %error, "run not started"),
             }
             if let Some(reply) = reply {

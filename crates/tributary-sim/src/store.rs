@@ -50,11 +50,15 @@ pub(crate) struct State {
     /// The timestamp of the last mutation, in ms.
     last_ms: i64,
     mutations: u64,
+    /// What the mutation under way wrote and removed, in order (what its
+    /// webhooks announce).
+    touched: Vec<(ResourceKind, u64, Action)>,
 }
 
 impl State {
     fn new() -> Self {
         State {
+            touched: Vec::new(),
             kinds: Default::default(),
             by_person: HashMap::new(),
             by_household: HashMap::new(),
@@ -118,6 +122,15 @@ impl State {
     /// Stores a live resource in the overlay.
     pub(crate) fn put(&mut self, rec: Record, created: bool) {
         let kind = rec.kind;
+        self.touched.push((
+            kind,
+            rec.id,
+            if created {
+                Action::Created
+            } else {
+                Action::Updated
+            },
+        ));
         if let Some(old) = self.ks_mut(kind).overlay.remove(&rec.id) {
             self.unindex(&old);
         }
@@ -131,6 +144,7 @@ impl State {
 
     /// Deletes a resource (which must exist).
     pub(crate) fn remove(&mut self, data: &Dataset, kind: ResourceKind, id: u64) {
+        self.touched.push((kind, id, Action::Destroyed));
         if let Some(old) = self.ks_mut(kind).overlay.remove(&id) {
             self.unindex(&old);
         }
@@ -775,10 +789,29 @@ impl Store {
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
         let now = self.clock.now().timestamp_millis();
         let ts = now.max(st.last_ms + 1);
-        let out = f(&self.data, &mut st, ts)?;
+        st.touched.clear();
+        let out = f(&self.data, &mut st, ts);
+        let touched = std::mem::take(&mut st.touched);
+        let out = out?;
         st.last_ms = ts;
         st.version += 1;
         st.mutations += 1;
+        // Each resource once, in the order first touched: gone if it was
+        // removed, created if it was new, else updated.
+        let mut seen: Vec<(ResourceKind, u64, Action)> = Vec::new();
+        for (kind, id, action) in touched {
+            match seen.iter_mut().find(|(k, i, _)| *k == kind && *i == id) {
+                Some(entry) => {
+                    if action == Action::Destroyed || entry.2 == Action::Updated {
+                        entry.2 = action;
+                    }
+                }
+                None => seen.push((kind, id, action)),
+            }
+        }
+        for (kind, id, action) in seen {
+            self.tell(kind, id, action);
+        }
         Ok(out)
     }
 
@@ -796,9 +829,7 @@ impl Store {
     pub(crate) fn create(&self, kind: ResourceKind, body: &Value) -> Result<Record, SimError> {
         let m = Mutation::from_json(body)?;
         check_rel_names(kind, &m)?;
-        let rec = self.mutate(|data, st, ts| create(data, st, ts, kind, m))?;
-        self.tell(kind, rec.id, Action::Created);
-        Ok(rec)
+        self.mutate(|data, st, ts| create(data, st, ts, kind, m))
     }
 
     pub(crate) fn update(
@@ -809,15 +840,11 @@ impl Store {
     ) -> Result<Record, SimError> {
         let m = Mutation::from_json(body)?;
         check_rel_names(kind, &m)?;
-        let rec = self.mutate(|data, st, ts| update(data, st, ts, kind, id, m))?;
-        self.tell(kind, id, Action::Updated);
-        Ok(rec)
+        self.mutate(|data, st, ts| update(data, st, ts, kind, id, m))
     }
 
     pub(crate) fn delete(&self, kind: ResourceKind, id: u64) -> Result<(), SimError> {
-        self.mutate(|data, st, ts| delete(data, st, ts, kind, id))?;
-        self.tell(kind, id, Action::Destroyed);
-        Ok(())
+        self.mutate(|data, st, ts| delete(data, st, ts, kind, id))
     }
 }
 

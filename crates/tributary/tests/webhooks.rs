@@ -13,7 +13,7 @@ use serde_json::Value;
 use sha2::Sha256;
 
 mod common;
-use common::{BIN, http};
+use common::{BIN, assert_same, http};
 
 const PERSON_SECRET: &str = "person-updated-secret-0123456789";
 const ANY_SECRET: &str = "any-event-secret-abcdef";
@@ -34,6 +34,11 @@ struct Setup {
 
 impl Setup {
     fn new() -> Self {
+        Self::new_for("http://127.0.0.1:9")
+    }
+
+    /// A database with connection `pco` (a bearer token) to `base_url`.
+    fn new_for(base_url: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("t.db").display().to_string();
         let key = common::keygen();
@@ -46,9 +51,9 @@ impl Setup {
                 "--auth",
                 "bearer",
                 "--base-url",
-                "http://127.0.0.1:9",
+                base_url,
             ],
-            &[("TRIBUTARY_TOKEN", "t")],
+            &[("TRIBUTARY_TOKEN", "sim-token")],
             None,
         );
         assert!(add.status.success(), "{}", text(&add));
@@ -62,6 +67,7 @@ impl Setup {
             .args(args)
             .args(["--db", &self.db])
             .env("TRIBUTARY_SECRET_KEY", &self.key)
+            .env("TRIBUTARY_TOKEN", "sim-token")
             .env_remove("TRIBUTARY_WEBHOOK_SECRET")
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
@@ -386,4 +392,210 @@ fn webhook_commands_refuse_bad_input_with_the_fix() {
         serde_json::from_slice::<Value>(&secrets.stdout).unwrap(),
         Value::Array(vec![])
     );
+}
+
+/// A simulated account, and a database with connection `pco` to it after
+/// a full sync (equal to the source).
+async fn synced(seed: u64, people: usize) -> (tributary_sim::SimHandle, Setup) {
+    let handle = common::seeded(seed, people).await;
+    let setup = Setup::new_for(&handle.base_url());
+    let full = setup.run(
+        &["sync", "--connection", "pco", "--rate-limit", "off"],
+        &[],
+        None,
+    );
+    assert!(full.status.success(), "{}", text(&full));
+    assert_same(&setup.db, &handle.simulator());
+    (handle, setup)
+}
+
+/// Subscribes `url` to `event` at the simulator and stores the
+/// subscription's secret for connection `pco` (from stdin).
+fn subscribe(sim: &tributary_sim::Simulator, setup: &Setup, event: &str, url: &str) {
+    let subscription = sim.subscribe(event, url);
+    let add = setup.run(
+        &["webhooks", "secrets", "add", "pco", "--event", event],
+        &[],
+        Some(&subscription.authenticity_secret),
+    );
+    assert!(add.status.success(), "{}", text(&add));
+}
+
+/// Waits (bounded) until `done` holds.
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulator_changes_reach_the_database_through_webhooks_alone() {
+    let (handle, setup) = synced(21, 40).await;
+    let sim = handle.simulator();
+
+    // `serve` takes the simulator's deliveries: one subscription per event
+    // the adapter maps, each with its own secret, stored through the CLI.
+    let serve = setup.serve();
+    let url = format!("http://{}/webhooks/pco", serve.address);
+    let events: Vec<String> = [
+        "campus",
+        "person",
+        "household",
+        "email",
+        "phone_number",
+        "address",
+    ]
+    .iter()
+    .flat_map(|t| ["created", "updated", "destroyed"].map(|a| format!("people.v2.events.{t}.{a}")))
+    .collect();
+    for event in &events {
+        subscribe(&sim, &setup, event, &url);
+    }
+
+    // Changes of every kind, some to one record in a burst.
+    let person = |n| sim.ids(tributary_sim::ResourceKind::Person, n, 1)[0];
+    let kind = tributary_sim::ResourceKind::Person;
+    for round in 0..3 {
+        sim.update(
+            kind,
+            person(0),
+            &serde_json::json!({"attributes": {"first_name": format!("Burst {round}")}}),
+        )
+        .unwrap();
+    }
+    let created = sim
+        .create(
+            kind,
+            &serde_json::json!({"attributes": {"first_name": "Via", "last_name": "Webhook"}}),
+        )
+        .unwrap();
+    sim.create(
+        tributary_sim::ResourceKind::Email,
+        &serde_json::json!({"attributes": {"address": "via@example.com", "location": "Home"},
+            "relationships": {"person": created["id"]}}),
+    )
+    .unwrap();
+    let email = sim.ids(tributary_sim::ResourceKind::Email, 3, 1)[0];
+    sim.update(
+        tributary_sim::ResourceKind::Email,
+        email,
+        &serde_json::json!({"attributes": {"address": "changed@example.com"}}),
+    )
+    .unwrap();
+    let phone = sim.ids(tributary_sim::ResourceKind::PhoneNumber, 0, 1)[0];
+    sim.delete(tributary_sim::ResourceKind::PhoneNumber, phone)
+        .unwrap();
+    let household = sim.ids(tributary_sim::ResourceKind::Household, 0, 1)[0];
+    sim.update(
+        tributary_sim::ResourceKind::Household,
+        household,
+        &serde_json::json!({"attributes": {"name": "Renamed Household"}}),
+    )
+    .unwrap();
+    // A person leaves with everything that is theirs.
+    sim.delete(kind, person(5)).unwrap();
+    let expected = 3 + 1 + 1 + 1 + 1 + 1 + 1;
+
+    eventually("every delivery acknowledged", async || {
+        sim.webhook_stats().acknowledged >= expected
+    })
+    .await;
+    eventually("every delivery applied", async || {
+        let list = setup.deliveries();
+        list.len() as u64 >= expected && list.iter().all(|d| d["state"] == "applied")
+    })
+    .await;
+    // No delta, no reconciliation: the webhooks alone made it equal.
+    assert_same(&setup.db, &sim);
+    let runs = setup.run(&["runs", "list", "--json"], &[], None);
+    let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    let kinds: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"webhook") && !kinds.contains(&"delta") && !kinds.contains(&"reconcile"),
+        "{kinds:?}"
+    );
+    drop(serve);
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_connection_keeps_its_deliveries_until_resumed_and_dead_letters_replay() {
+    let (handle, setup) = synced(22, 10).await;
+    let sim = handle.simulator();
+    let paused = setup.run(&["webhooks", "pause", "pco"], &[], None);
+    assert!(
+        text(&paused).contains("webhooks of `pco` paused"),
+        "{}",
+        text(&paused)
+    );
+    let serve = setup.serve();
+    let url = format!("http://{}/webhooks/pco", serve.address);
+    let event = "people.v2.events.person.updated";
+    subscribe(&sim, &setup, event, &url);
+    let person = sim.ids(tributary_sim::ResourceKind::Person, 0, 1)[0];
+    sim.update(
+        tributary_sim::ResourceKind::Person,
+        person,
+        &serde_json::json!({"attributes": {"first_name": "Paused"}}),
+    )
+    .unwrap();
+    eventually("the delivery acknowledged", async || {
+        sim.webhook_stats().acknowledged >= 1
+    })
+    .await;
+    // Stored, not applied, while paused (several polls).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(setup.deliveries()[0]["state"], "pending");
+    let resumed = setup.run(&["webhooks", "resume", "pco"], &[], None);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    eventually("applied once resumed", async || {
+        setup.deliveries()[0]["state"] == "applied"
+    })
+    .await;
+    assert_same(&setup.db, &sim);
+
+    // Replay: by id (applied again: the record is unchanged), and refusals.
+    let replay = setup.run(&["webhooks", "replay", "1"], &[], None);
+    assert!(
+        text(&replay).contains("1 deliveries pending again"),
+        "{}",
+        text(&replay)
+    );
+    eventually("applied again", async || {
+        setup.deliveries()[0]["state"] == "applied"
+    })
+    .await;
+    let none = setup.run(&["webhooks", "replay"], &[], None);
+    assert_eq!(none.status.code(), Some(2), "{}", text(&none));
+    let missing = setup.run(&["webhooks", "replay", "99"], &[], None);
+    assert!(
+        text(&missing).contains("no delivery 99"),
+        "{}",
+        text(&missing)
+    );
+    let dead = setup.run(
+        &["webhooks", "replay", "--dead", "--since", "yesterday"],
+        &[],
+        None,
+    );
+    assert!(
+        text(&dead).contains("is not an RFC 3339 time"),
+        "{}",
+        text(&dead)
+    );
+    let dead = setup.run(&["webhooks", "replay", "--dead"], &[], None);
+    assert!(
+        text(&dead).contains("0 deliveries pending again"),
+        "{}",
+        text(&dead)
+    );
+    drop(serve);
+    handle.shutdown().await;
 }

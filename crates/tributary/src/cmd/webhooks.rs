@@ -24,6 +24,44 @@ pub enum Command {
     List(ListArgs),
     /// One delivery, with its payload.
     Show(ShowArgs),
+    /// Applies deliveries again: the ones named, or every dead letter
+    /// (`--dead`, optionally only those received since a time). `serve`
+    /// applies them at its next poll.
+    Replay(ReplayArgs),
+    /// Stops applying a connection's deliveries: they are still verified
+    /// and stored, and applied once resumed.
+    Pause(PauseArgs),
+    /// Applies a paused connection's deliveries again.
+    Resume(PauseArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// Inbox ids (`webhooks list`).
+    ids: Vec<i64>,
+    #[arg(long, env = "TRIBUTARY_DB")]
+    db: String,
+    /// Every dead letter.
+    #[arg(long, conflicts_with = "ids")]
+    dead: bool,
+    /// With --dead: only those received at or after this time (RFC 3339,
+    /// e.g. 2026-12-07T10:00:00Z).
+    #[arg(long, requires = "dead", value_parser = timestamp)]
+    since: Option<tributary_core::Timestamp>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PauseArgs {
+    /// The connection.
+    connection: String,
+    #[arg(long, env = "TRIBUTARY_DB")]
+    db: String,
+}
+
+fn timestamp(text: &str) -> Result<tributary_core::Timestamp, String> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.to_utc())
+        .map_err(|_| format!("`{text}` is not an RFC 3339 time such as 2026-12-07T10:00:00Z"))
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -114,6 +152,9 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Secrets(SecretsCommand::Remove(args)) => remove(args).await?,
         Command::List(args) => list(args).await?,
         Command::Show(args) => show(args).await?,
+        Command::Replay(args) => replay(args).await?,
+        Command::Pause(args) => pause(args, true).await?,
+        Command::Resume(args) => pause(args, false).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -371,5 +412,68 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
         crate::outln!("error: {error}")?;
     }
     crate::outln!("{}", serde_json::to_string_pretty(&value["payload"])?)?;
+    Ok(())
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    if args.ids.is_empty() && !args.dead {
+        bail!(
+            "name the deliveries to replay (ids from `tributary webhooks list`), or pass --dead for every dead letter"
+        );
+    }
+    let store = tributary_store::open(&args.db).await?;
+    let result = async {
+        if !args.ids.is_empty() {
+            // Every id must exist: a typo says so and replays nothing.
+            for id in &args.ids {
+                let found = store
+                    .deliveries(&DeliveryQuery {
+                        after_id: id - 1,
+                        limit: 1,
+                        ..DeliveryQuery::default()
+                    })
+                    .await?;
+                if found.first().is_none_or(|d| d.id != *id) {
+                    bail!("no delivery {id} (see `tributary webhooks list`); nothing replayed");
+                }
+            }
+        }
+        let ids = if args.dead {
+            Vec::new()
+        } else {
+            args.ids.clone()
+        };
+        Ok(store.replay_deliveries(&ids, args.since).await?)
+    }
+    .await;
+    store.close().await;
+    let n = result?;
+    crate::output::note(&format!(
+        "{n} deliveries pending again; `tributary serve` applies them"
+    ));
+    Ok(())
+}
+
+async fn pause(args: PauseArgs, paused: bool) -> anyhow::Result<()> {
+    let store = tributary_store::open(&args.db).await?;
+    let result = async {
+        let connection = store
+            .connection(&args.connection)
+            .await?
+            .with_context(|| format!("no connection named `{}`", args.connection))?;
+        store
+            .set_webhooks_paused(connection.id, paused, SystemClock.now())
+            .await?;
+        anyhow::Ok(connection.name)
+    }
+    .await;
+    store.close().await;
+    let name = result?;
+    crate::output::note(&match paused {
+        true => format!(
+            "webhooks of `{name}` paused: deliveries are still verified and stored, and applied once resumed (`tributary webhooks resume {name}`)"
+        ),
+        false => format!("webhooks of `{name}` resumed: `tributary serve` applies what waits"),
+    });
     Ok(())
 }

@@ -336,5 +336,10 @@ pub async fn receive(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    state.webhooks.receive(&connection, &headers, body).await
+    let response = state.webhooks.receive(&connection, &headers, body).await;
+    if response.status() == StatusCode::OK {
+        // Stored: the service applies them now, not at its next poll.
+        state.service.wake();
+    }
+    response
 }

@@ -1,0 +1,389 @@
+//! Applying a connection's webhook deliveries: a run of kind `webhook`
+//! (through [`Engine::run_request`], like every sync), over the deliveries
+//! due now, oldest first.
+//!
+//! Each delivery says which record changed or went ([`read_notice`]).
+//! Notices of one record are coalesced: the record is read ONCE from the
+//! API as it is now (fetch-on-notify, [`Source::fetch_one`]) and stored —
+//! or, on a 404, deleted with the manifest's cascades. So order does not
+//! matter: a late `updated` after a `destroyed` finds the record gone and
+//! never brings it back, and an old event never overwrites newer data (the
+//! API's answer is the newest there is). A person merger deletes the
+//! merged person and reads the kept one again; the children that moved
+//! arrive by their own events or the next delta.
+//!
+//! The records commit with their change-feed rows in one transaction
+//! (the run names them: `changes.run_id`), and each applied delivery names
+//! the run. A delivery whose record could not be read is tried again
+//! later (backoff), and after [`MAX_DELIVERY_ATTEMPTS`] it is a dead
+//! letter, until replayed. One that cannot be read at all is dead at once;
+//! one of an event no entity maps is kept, marked applied with a note.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use tributary_core::{Cursor, PreparedRecord, QuarantinedRecord, RunKind, RunState};
+use tributary_manifest::Entity;
+use tributary_source::Source;
+use tributary_store::{Connection, Deletion, Delivery, EntityState, PageWrite, RunStart, Settled};
+
+use crate::notice::{Notice, PERSON_MERGER, read_notice};
+use crate::reconcile::cascade;
+use crate::retry::{Failure, RunControl, retrying};
+use crate::{Engine, EntityReport, NoProgress, Result, RunReport};
+
+/// Deliveries one run applies at most.
+pub const DELIVERIES_PER_RUN: u32 = 500;
+
+/// Attempts at a delivery before it becomes a dead letter.
+pub const MAX_DELIVERY_ATTEMPTS: i64 = 8;
+
+/// The wait before a failed delivery's next attempt: 5 s, doubling, at
+/// most an hour.
+fn backoff(attempts: i64) -> Duration {
+    Duration::from_secs(
+        5u64.saturating_mul(1 << attempts.clamp(0, 10) as u64)
+            .min(3_600),
+    )
+}
+
+/// What the source says of one record now.
+enum Found {
+    Live(Vec<PreparedRecord>, Vec<QuarantinedRecord>),
+    Gone,
+    /// Its entity has no single-record path: the next delta reads it.
+    NoPath,
+}
+
+impl Engine {
+    /// Applies the connection's due deliveries in a run of kind `webhook`
+    /// (called by [`Engine::sync_keyed`] for that kind, under the
+    /// connection's lock).
+    pub(crate) async fn apply_webhooks(
+        &self,
+        connection: &Connection,
+        source: &Source,
+        started: Instant,
+    ) -> Result<RunReport> {
+        let store = &self.store;
+        let now = self.clock.now();
+        let deliveries = store
+            .due_deliveries(connection.id, now, DELIVERIES_PER_RUN)
+            .await?;
+        let scope = format!("{} webhooks", source.base_url());
+        let (run, resumed) = match store
+            .start_run(connection.id, RunKind::Webhook, Some(&scope), None, now)
+            .await?
+        {
+            RunStart::New(run) => (run, false),
+            RunStart::Resumed(run) | RunStart::Finished(run) => (run, true),
+        };
+        let manifest = source.manifest().clone();
+        let mut settled: Vec<(i64, Settled)> = Vec::new();
+        // Each record noticed, and the deliveries that noticed it.
+        let mut noticed: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
+        // The records a delivery said were deleted.
+        let mut said_deleted: HashSet<(String, String)> = HashSet::new();
+        for delivery in &deliveries {
+            let notice = read_notice(&manifest, &delivery.event, &delivery.payload);
+            let entity_of_event = |event: &str| {
+                manifest
+                    .entities
+                    .values()
+                    .find(|e| e.webhooks.iter().any(|w| w == event))
+                    .map_or("Person".to_owned(), |e| e.name.clone())
+            };
+            match notice {
+                Ok(Notice::Changed { entity, id }) => {
+                    noticed.entry((entity, id)).or_default().push(delivery.id);
+                }
+                Ok(Notice::Deleted { entity, id }) => {
+                    said_deleted.insert((entity.clone(), id.clone()));
+                    noticed.entry((entity, id)).or_default().push(delivery.id);
+                }
+                Ok(Notice::Merged { keep, removed }) => {
+                    let entity = entity_of_event(PERSON_MERGER);
+                    for id in [removed, keep] {
+                        noticed
+                            .entry((entity.clone(), id))
+                            .or_default()
+                            .push(delivery.id);
+                    }
+                }
+                Ok(Notice::Unmapped) => settled.push((
+                    delivery.id,
+                    Settled::Applied {
+                        run_id: run.id,
+                        note: Some(format!(
+                            "event `{}` is not mapped to an entity: kept, not applied",
+                            delivery.event
+                        )),
+                    },
+                )),
+                Err(why) => settled.push((delivery.id, Settled::Dead { error: why })),
+            }
+        }
+        tracing::info!(run = run.id, connection = %connection.name, deliveries = deliveries.len(), records = noticed.len(), "applying webhook deliveries");
+
+        // Read each record once, several at once.
+        let control = RunControl::new(self.options.retry_budget, self.stop.subscribe());
+        let requests = AtomicU64::new(0);
+        let policy = self.retry_policy();
+        let concurrency = manifest
+            .entities
+            .values()
+            .map(|e| e.concurrency)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let found: Vec<((String, String), Result<Found, Failure>)> =
+            stream::iter(noticed.keys().cloned())
+                .map(|(entity, id)| {
+                    let (control, requests, source) = (&control, &requests, source);
+                    let definition = manifest.entities.get(&entity).cloned();
+                    let deleted = said_deleted.contains(&(entity.clone(), id.clone()));
+                    async move {
+                        let result = match definition {
+                            None => Err(Failure::other(format!("no entity `{entity}`"))),
+                            // Nothing to read it by: a deletion is applied
+                            // as said; a change waits for the next delta.
+                            Some(definition) if definition.get.is_none() => Ok(match deleted {
+                                true => Found::Gone,
+                                false => Found::NoPath,
+                            }),
+                            Some(definition) => {
+                                read_record(source, &definition, &id, control, requests, policy)
+                                    .await
+                            }
+                        };
+                        ((entity, id), result)
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+
+        // Commit: the live records, then the deletions.
+        let mut live: BTreeMap<String, (Vec<PreparedRecord>, Vec<QuarantinedRecord>)> =
+            BTreeMap::new();
+        let mut gone: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut failed: BTreeMap<(String, String), Failure> = BTreeMap::new();
+        let mut unreadable: HashSet<(String, String)> = HashSet::new();
+        for (key, result) in found {
+            match result {
+                Ok(Found::NoPath) => {
+                    unreadable.insert(key);
+                }
+                Ok(Found::Live(records, quarantined)) => {
+                    let entry = live.entry(key.0.clone()).or_default();
+                    entry.0.extend(records);
+                    entry.1.extend(quarantined);
+                }
+                Ok(Found::Gone) => gone.entry(key.0.clone()).or_default().push(key.1.clone()),
+                Err(failure) => {
+                    failed.insert(key, failure);
+                }
+            }
+        }
+        let commit = self
+            .commit_webhook_records(connection.id, run.id, &manifest, &live, &gone)
+            .await;
+        let mut reports = Vec::new();
+        let commit_error = match commit {
+            Ok(deleted) => {
+                for entity in live.keys().chain(gone.keys()).collect::<HashSet<_>>() {
+                    let records = live.get(entity).map_or(0, |(r, _)| r.len() as i64);
+                    reports.push(EntityReport {
+                        entity: entity.clone(),
+                        state: EntityState::Done,
+                        records,
+                        pages: i64::from(records > 0),
+                        requests: 0,
+                        deleted: deleted.get(entity).copied().unwrap_or(0),
+                        error: None,
+                    });
+                }
+                reports.sort_by(|a, b| a.entity.cmp(&b.entity));
+                None
+            }
+            Err(error) => Some(error.to_string()),
+        };
+
+        // Settle each delivery: applied once all its records are; else
+        // tried again later, or dead after the last attempt.
+        let attempts: BTreeMap<i64, &Delivery> = deliveries.iter().map(|d| (d.id, d)).collect();
+        let mut outcome: BTreeMap<i64, Option<String>> = BTreeMap::new();
+        let mut notes: BTreeMap<i64, String> = BTreeMap::new();
+        for (key, ids) in &noticed {
+            if unreadable.contains(key) {
+                for id in ids {
+                    notes.insert(
+                        *id,
+                        format!(
+                            "entity {} has no single-record path: the next delta sync reads {}",
+                            key.0, key.1
+                        ),
+                    );
+                }
+            }
+            let error = match (&commit_error, failed.get(key)) {
+                (Some(error), _) => Some(format!("the commit failed: {error}")),
+                (None, Some(failure)) => Some(format!(
+                    "reading {} {} failed: {}",
+                    key.0, key.1, failure.message
+                )),
+                (None, None) => None,
+            };
+            for id in ids {
+                let slot = outcome.entry(*id).or_default();
+                if slot.is_none() {
+                    *slot = error.clone();
+                }
+            }
+        }
+        let now = self.clock.now();
+        let mut retried = 0usize;
+        for (id, error) in outcome {
+            let tried = attempts.get(&id).map_or(0, |d| d.attempts) + 1;
+            settled.push((
+                id,
+                match error {
+                    None => Settled::Applied {
+                        run_id: run.id,
+                        note: notes.remove(&id),
+                    },
+                    Some(error) if tried >= MAX_DELIVERY_ATTEMPTS => Settled::Dead {
+                        error: format!("{error} (after {tried} attempts)"),
+                    },
+                    Some(error) => {
+                        retried += 1;
+                        Settled::Retry {
+                            error,
+                            at: now
+                                + chrono::Duration::from_std(backoff(tried))
+                                    .unwrap_or_else(|_| chrono::Duration::hours(1)),
+                        }
+                    }
+                },
+            ));
+        }
+        store.settle_deliveries(&settled, now).await?;
+        let requests = requests.load(Ordering::Relaxed);
+        store
+            .add_run_usage(run.id, requests, control.retries())
+            .await?;
+        let dead = settled
+            .iter()
+            .filter(|(_, s)| matches!(s, Settled::Dead { .. }))
+            .count();
+        let error = match (&commit_error, retried, dead) {
+            (Some(error), _, _) => Some(format!("the commit failed: {error}")),
+            (None, 0, 0) => None,
+            (None, retried, dead) => Some(format!(
+                "{retried} deliveries will be tried again, {dead} are dead letters (`tributary webhooks list --state dead`)"
+            )),
+        };
+        let state = match error {
+            None => RunState::Succeeded,
+            Some(_) => RunState::Failed,
+        };
+        store
+            .finish_run(run.id, state, error.as_deref(), false, self.clock.now())
+            .await?;
+        let run = store.run(run.id).await?.unwrap_or(run);
+        Ok(RunReport {
+            run,
+            resumed,
+            full_instead_of_delta: false,
+            deletions: None,
+            entities: reports,
+            elapsed: started.elapsed(),
+            needs_reauth: control.stopped(),
+            retries: control.retries(),
+            spooled: 0,
+        })
+    }
+
+    /// Stores the live records (one page per entity) and deletes the gone
+    /// ones with their cascades, in two transactions; the deleted per
+    /// entity.
+    async fn commit_webhook_records(
+        &self,
+        connection_id: i64,
+        run_id: i64,
+        manifest: &tributary_manifest::Manifest,
+        live: &BTreeMap<String, (Vec<PreparedRecord>, Vec<QuarantinedRecord>)>,
+        gone: &BTreeMap<String, Vec<String>>,
+    ) -> Result<BTreeMap<String, i64>> {
+        let now = self.clock.now();
+        let cursor = Cursor::start();
+        let writes: Vec<PageWrite<'_>> = live
+            .iter()
+            .filter_map(|(entity, (records, quarantined))| {
+                let definition = manifest.entities.get(entity)?;
+                Some(PageWrite {
+                    connection_id,
+                    run_id,
+                    entity,
+                    canonical_entity: &definition.canonical,
+                    records,
+                    quarantined,
+                    cursor: &cursor,
+                    finished: true,
+                    total: None,
+                    mark: None,
+                    now,
+                })
+            })
+            .collect();
+        if !writes.is_empty() {
+            self.store.apply_pages(&writes).await?;
+        }
+        let cascade = cascade(manifest, &HashSet::new());
+        let mut deleted = BTreeMap::new();
+        for (entity, ids) in gone {
+            let counts = self
+                .store
+                .delete_records(Deletion {
+                    connection_id,
+                    run_id,
+                    entity,
+                    external_ids: ids,
+                    cascade: &cascade,
+                    now,
+                })
+                .await?;
+            for (entity, n) in counts {
+                *deleted.entry(entity).or_insert(0) += n;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// Record `id` of `entity` (which has a single-record path) as the source
+/// has it now.
+async fn read_record(
+    source: &Source,
+    entity: &Entity,
+    id: &str,
+    control: &RunControl,
+    requests: &AtomicU64,
+    policy: crate::retry::RetryPolicy,
+) -> Result<Found, Failure> {
+    let page = control
+        .unless_stopping(retrying(policy, control, &entity.name, &NoProgress, || {
+            requests.fetch_add(1, Ordering::Relaxed);
+            source.fetch_one(entity, id)
+        }))
+        .await?;
+    Ok(match page {
+        None => Found::Gone,
+        Some(page) => Found::Live(
+            page.records.into_iter().map(PreparedRecord::new).collect(),
+            page.quarantined,
+        ),
+    })
+}
