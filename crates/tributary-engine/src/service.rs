@@ -38,6 +38,10 @@ pub struct ServiceOptions {
     pub poll: Duration,
     /// How long runs get to stop when the service shuts down.
     pub grace: Duration,
+    /// How long after a delivery arrives its connection's deliveries are
+    /// applied: the ones that arrive meanwhile (a burst of one record's
+    /// events) are applied with it, the record read once.
+    pub webhook_window: Duration,
 }
 
 impl Default for ServiceOptions {
@@ -45,6 +49,7 @@ impl Default for ServiceOptions {
         Self {
             poll: Duration::from_secs(1),
             grace: Duration::from_secs(8),
+            webhook_window: Duration::from_millis(200),
         }
     }
 }
@@ -142,6 +147,8 @@ impl Service {
         let mut stop = self.engine.stop.subscribe();
         let mut tick = tokio::time::interval(self.options.poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // When the deliveries that woke the service are applied.
+        let mut webhooks_at: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = async { let _ = stop.wait_for(|stop| *stop).await; } => break,
@@ -152,7 +159,13 @@ impl Service {
                     self.fire_due(&mut running, &busy).await;
                     self.apply_webhooks(&mut running, &busy).await;
                 }
-                _ = wake.notified() => self.apply_webhooks(&mut running, &busy).await,
+                _ = wake.notified() => {
+                    webhooks_at.get_or_insert_with(|| tokio::time::Instant::now() + self.options.webhook_window);
+                }
+                _ = async { tokio::time::sleep_until(webhooks_at.unwrap_or_else(tokio::time::Instant::now)).await }, if webhooks_at.is_some() => {
+                    webhooks_at = None;
+                    self.apply_webhooks(&mut running, &busy).await;
+                }
                 Some(_) = running.join_next(), if !running.is_empty() => {}
             }
         }

@@ -147,6 +147,10 @@ fn webhooks_bench_acknowledges_every_delivery_and_finds_each_in_the_inbox_once()
         "8",
         "--duplicates",
         "0.1",
+        "--apply",
+        "5",
+        "--apply-rate",
+        "50",
     ]);
     let row: Vec<&str> = stdout
         .lines()
@@ -162,4 +166,19 @@ fn webhooks_bench_acknowledges_every_delivery_and_finds_each_in_the_inbox_once()
     assert_eq!((number(row[10]), number(row[11])), (0.0, 0.0), "{stdout}");
     let (p50, p99) = (number(row[5]), number(row[6]));
     assert!(p50 > 0.0 && p50 <= p99, "{stdout}");
+    // Five changes at the simulator, each applied through its webhook.
+    let applied: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| SQLite"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no apply row: {stdout}"))
+        .trim_matches('|')
+        .split('|')
+        .collect();
+    assert_eq!(
+        (number(applied[1]), number(applied[2])),
+        (5.0, 5.0),
+        "{stdout}"
+    );
+    assert!(number(applied[3]) <= number(applied[4]), "{stdout}");
 }

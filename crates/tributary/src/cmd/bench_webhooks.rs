@@ -38,6 +38,15 @@ pub struct WebhooksArgs {
     /// with the `throwaway-pg` feature).
     #[arg(long)]
     pg_url: Option<String>,
+    /// Then this many changes at a simulated PCO account (`--apply-rate`
+    /// a second), each announced by the simulator's webhook and applied by
+    /// `serve` (fetch-on-notify, within PCO's request budget): delivery
+    /// received → change committed, p50/p99.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    apply: u64,
+    /// Changes a second with --apply (PCO's budget is 5 requests a second).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    apply_rate: u64,
 }
 
 const SECRET: &str = "bench-webhook-secret";
@@ -89,6 +98,7 @@ pub async fn webhooks(args: WebhooksArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let mut applied: Vec<(Backend, Vec<Duration>)> = Vec::new();
     crate::outln!(
         "| backend | deliveries sent | concurrency | seconds | deliveries/s | ack p50 (ms) | ack p99 (ms) | ack max (ms) | stored | duplicates answered | failed | lost |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
@@ -136,8 +146,175 @@ pub async fn webhooks(args: WebhooksArgs) -> anyhow::Result<ExitCode> {
                 unique.saturating_sub(f.stored)
             );
         }
+        if args.apply > 0 {
+            applied.push((
+                backend,
+                apply_latency(&exe, &db, args.apply, args.apply_rate).await?,
+            ));
+        }
+    }
+    if !applied.is_empty() {
+        crate::outln!(
+            "\n| backend | changes | applied | delivery → committed p50 (ms) | p99 (ms) | max (ms) |\n|---|---:|---:|---:|---:|---:|"
+        )?;
+        for (backend, mut latencies) in applied {
+            latencies.sort();
+            let at = |q: f64| {
+                latencies
+                    .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
+                    .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+            };
+            crate::outln!(
+                "| {} | {} | {} | {:.0} | {:.0} | {:.0} |",
+                match backend {
+                    Backend::Sqlite => "SQLite",
+                    _ => "PostgreSQL",
+                },
+                args.apply,
+                latencies.len(),
+                at(0.5),
+                at(0.99),
+                at(1.0)
+            )?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `changes` updates of simulated people, `rate` a second, each delivered by
+/// the simulator's webhook to a `serve` of `db` and applied there; the
+/// time from each delivery's receipt to its commit.
+async fn apply_latency(
+    exe: &std::path::Path,
+    db: &str,
+    changes: u64,
+    rate: u64,
+) -> anyhow::Result<Vec<Duration>> {
+    let people = 1_000usize;
+    let sim = tributary_sim::serve(
+        tributary_sim::SimConfig {
+            people,
+            ..tributary_sim::SimConfig::default()
+        },
+        "127.0.0.1:0".parse()?,
+    )
+    .await?;
+    let name = format!("bench-apply-{}", SystemClock.now().timestamp_micros());
+    let key = SecretKey::generate();
+    let store = tributary_store::open(db).await?;
+    let connection = store
+        .ensure_connection(
+            NewConnection {
+                name: &name,
+                adapter: "pco",
+                base_url: &sim.base_url(),
+            },
+            SystemClock.now(),
+        )
+        .await?;
+    let credentials = tributary_core::Credentials::bearer("sim-token");
+    store
+        .set_credentials(
+            connection.id,
+            "bearer",
+            &tributary_secrets::seal_credentials(&key, &credentials, &name),
+            None,
+            SystemClock.now(),
+        )
+        .await?;
+    let (serve, base) = start_serve(exe, db, &key).await?;
+    let event = "people.v2.events.person.updated";
+    let simulator = sim.simulator();
+    let subscription = simulator.subscribe(event, &format!("{base}/webhooks/{name}"));
+    store
+        .add_webhook_secret(
+            connection.id,
+            Some(event),
+            &seal_webhook_secret(&key, &subscription.authenticity_secret, &name),
+            SystemClock.now(),
+        )
+        .await?;
+    let ids = simulator.ids(tributary_sim::ResourceKind::Person, 0, people);
+    let mut pace = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    for n in 0..changes {
+        pace.tick().await;
+        let id = ids[(n as usize * 7919) % ids.len()];
+        simulator.update(
+            tributary_sim::ResourceKind::Person,
+            id,
+            &serde_json::json!({"attributes": {"nickname": format!("change {n}")}}),
+        )?;
+    }
+    // Every delivery applied (bounded).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let latencies = loop {
+        let query = DeliveryQuery {
+            connection_id: Some(connection.id),
+            limit: 100_000,
+            ..DeliveryQuery::default()
+        };
+        let applied: Vec<Duration> = store
+            .deliveries(&query)
+            .await?
+            .iter()
+            .filter_map(|d| (d.applied_at? - d.received_at).to_std().ok())
+            .collect();
+        if applied.len() as u64 >= changes {
+            break applied;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} of {changes} changes applied after two minutes",
+                applied.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop(serve);
+    store.close().await;
+    sim.shutdown().await;
+    Ok(latencies)
+}
+
+/// Starts `tributary serve` of `db` on a free loopback port with `key`;
+/// returns it (killed when dropped) and its base URL once it is ready.
+async fn start_serve(
+    exe: &std::path::Path,
+    db: &str,
+    key: &SecretKey,
+) -> anyhow::Result<(Serve, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let serve = Serve(
+        Process::new(exe)
+            .args([
+                "serve",
+                "--db",
+                db,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env("TRIBUTARY_SECRET_KEY", key.to_base64().as_str())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start `tributary serve`")?,
+    );
+    let client = reqwest::Client::new();
+    let ready = Instant::now();
+    loop {
+        if let Ok(answer) = client.get(format!("{base}/readyz")).send().await
+            && answer.status().is_success()
+        {
+            return Ok((serve, base));
+        }
+        if ready.elapsed() > Duration::from_secs(30) {
+            bail!("`tributary serve` did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn run_one(exe: &std::path::Path, db: &str, args: &WebhooksArgs) -> anyhow::Result<Figures> {
@@ -165,40 +342,10 @@ async fn run_one(exe: &std::path::Path, db: &str, args: &WebhooksArgs) -> anyhow
         )
         .await?;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _serve = Serve(
-        Process::new(exe)
-            .args([
-                "serve",
-                "--db",
-                db,
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .env("TRIBUTARY_SECRET_KEY", key.to_base64().as_str())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start `tributary serve`")?,
-    );
+    let (_serve, base) = start_serve(exe, db, &key).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency as usize)
         .build()?;
-    let ready = Instant::now();
-    loop {
-        if let Ok(answer) = client.get(format!("{base}/readyz")).send().await
-            && answer.status().is_success()
-        {
-            break;
-        }
-        if ready.elapsed() > Duration::from_secs(30) {
-            bail!("`tributary serve` did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     // Signed beforehand (the sender's work); the retries are sent after
     // their first copy, spread through the run.
