@@ -83,6 +83,11 @@ impl Setup {
     }
 
     fn serve(&self) -> Serve {
+        self.serve_with(&[])
+    }
+
+    /// `serve` with `extra` flags.
+    fn serve_with(&self, extra: &[&str]) -> Serve {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -91,6 +96,7 @@ impl Setup {
         let address = format!("127.0.0.1:{port}");
         let child = Command::new(BIN)
             .args(["serve", "--db", &self.db, "--listen", &address])
+            .args(extra)
             .env("TRIBUTARY_SECRET_KEY", &self.key)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -598,4 +604,192 @@ async fn a_paused_connection_keeps_its_deliveries_until_resumed_and_dead_letters
     );
     drop(serve);
     handle.shutdown().await;
+}
+
+/// Signs `body` as a Standard Webhooks sender does (`v1,` base64).
+fn sign_standard(secret: &str, id: &str, timestamp: i64, body: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.decode(secret.trim_start_matches("whsec_")).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+    format!("v1,{}", b64.encode(mac.finalize().into_bytes()))
+}
+
+#[test]
+fn an_adapter_signed_by_standard_webhooks_takes_svix_and_webhook_headers() {
+    let setup = Setup::new();
+    // A manifest of its own: the PCO adapter renamed, signed the Svix way.
+    let manifest = setup._dir.path().join("hooked.toml");
+    let shown = Command::new(BIN)
+        .args(["manifest", "show", "pco"])
+        .output()
+        .unwrap();
+    let text_of = String::from_utf8(shown.stdout)
+        .unwrap()
+        .replacen("name = \"pco\"", "name = \"hooked\"", 1)
+        .replacen("scheme = \"pco\"", "scheme = \"standard_webhooks\"", 1);
+    std::fs::write(&manifest, text_of).unwrap();
+    let manifest = manifest.display().to_string();
+    let add = setup.run(
+        &[
+            "connections",
+            "add",
+            "hooked",
+            "--adapter",
+            "hooked",
+            "--manifest",
+            &manifest,
+            "--auth",
+            "bearer",
+            "--base-url",
+            "http://127.0.0.1:9",
+        ],
+        &[],
+        None,
+    );
+    assert!(add.status.success(), "{}", text(&add));
+    let bad = setup.run(
+        &[
+            "webhooks",
+            "secrets",
+            "add",
+            "hooked",
+            "--manifest",
+            &manifest,
+        ],
+        &[("TRIBUTARY_WEBHOOK_SECRET", "whsec_not base64!")],
+        None,
+    );
+    assert!(
+        text(&bad).contains("not a standard_webhooks secret"),
+        "{}",
+        text(&bad)
+    );
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let add = setup.run(
+        &[
+            "webhooks",
+            "secrets",
+            "add",
+            "hooked",
+            "--manifest",
+            &manifest,
+        ],
+        &[("TRIBUTARY_WEBHOOK_SECRET", secret)],
+        None,
+    );
+    assert!(add.status.success(), "{}", text(&add));
+
+    let serve = setup.serve_with(&["--manifest", &manifest]);
+    let now = tributary_core::Clock::now(&tributary_core::SystemClock).timestamp();
+    let body = r#"{"type":"people.v2.events.person.updated","data":{"type":"Person","id":"1"}}"#;
+    let post = |prefix: &str, id: &str, timestamp: i64, signature: &str| {
+        let (id_h, ts_h, sig_h) = (
+            format!("{prefix}-id"),
+            format!("{prefix}-timestamp"),
+            format!("{prefix}-signature"),
+        );
+        http(
+            &serve.address,
+            "POST",
+            "/webhooks/hooked",
+            &[
+                (id_h.as_str(), id),
+                (ts_h.as_str(), &timestamp.to_string()),
+                (sig_h.as_str(), signature),
+            ],
+            body.as_bytes(),
+        )
+        .0
+    };
+    assert_eq!(
+        post(
+            "svix",
+            "msg_1",
+            now,
+            &sign_standard(secret, "msg_1", now, body)
+        ),
+        200
+    );
+    assert_eq!(
+        post(
+            "webhook",
+            "msg_2",
+            now,
+            &sign_standard(secret, "msg_2", now, body)
+        ),
+        200
+    );
+    // The sender retries msg_1: acknowledged, kept once.
+    assert_eq!(
+        post(
+            "svix",
+            "msg_1",
+            now,
+            &sign_standard(secret, "msg_1", now, body)
+        ),
+        200
+    );
+    // Ten minutes old, or signed for another id: refused.
+    let old = now - 600;
+    assert_eq!(
+        post(
+            "svix",
+            "msg_3",
+            old,
+            &sign_standard(secret, "msg_3", old, body)
+        ),
+        401
+    );
+    assert_eq!(
+        post(
+            "svix",
+            "msg_4",
+            now,
+            &sign_standard(secret, "msg_1", now, body)
+        ),
+        401
+    );
+    let ids: Vec<String> = setup
+        .deliveries()
+        .iter()
+        .map(|d| d["delivery_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["msg_1", "msg_2"]);
+}
+
+#[test]
+fn one_delivery_sent_twice_at_the_same_moment_is_stored_once() {
+    let setup = Setup::new();
+    let add = setup.run(
+        &["webhooks", "secrets", "add", "pco"],
+        &[("TRIBUTARY_WEBHOOK_SECRET", ANY_SECRET)],
+        None,
+    );
+    assert!(add.status.success(), "{}", text(&add));
+    let serve = setup.serve();
+    let body = delivery("same", UPDATED, "42");
+    let signature = sign(ANY_SECRET, &body);
+    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| post(&serve, "/webhooks/pco", Some(&signature), &body)))
+            .collect();
+        senders.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    assert!(
+        answers.iter().all(|(status, _)| *status == 200),
+        "{answers:?}"
+    );
+    let stored: usize = answers
+        .iter()
+        .map(|(_, body)| {
+            serde_json::from_str::<Value>(body).unwrap()["stored"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert_eq!(stored, 1, "{answers:?}");
+    assert_eq!(setup.deliveries().len(), 1);
 }
