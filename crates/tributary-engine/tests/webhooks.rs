@@ -321,3 +321,93 @@ async fn an_unreadable_record_is_retried_then_dead_then_replayed() {
         "Later"
     );
 }
+
+/// One step of a sender and a source: a change to one of three people (its
+/// delivery joins the sender's queue), the sender sending one queued
+/// delivery (any of them: out of order), or a webhook run.
+#[derive(Debug, Clone)]
+enum Step {
+    Rename(usize),
+    Delete(usize),
+    Send(usize),
+    Apply,
+}
+
+fn steps() -> impl proptest::strategy::Strategy<Value = Vec<Step>> {
+    use proptest::prelude::*;
+    proptest::collection::vec(
+        prop_oneof![
+            4 => (0..3usize).prop_map(Step::Rename),
+            1 => (0..3usize).prop_map(Step::Delete),
+            4 => (0..8usize).prop_map(Step::Send),
+            2 => Just(Step::Apply),
+        ],
+        1..24,
+    )
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 12, ..Default::default() })]
+
+    /// Changes and deletions, their deliveries sent in any order, applied
+    /// in runs at any moment: once every delivery is in and applied, each
+    /// person is as the source has it — a deleted one never comes back.
+    #[test]
+    fn deliveries_in_any_order_converge_and_deletions_stay(steps in steps()) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let h = harness(6, pco(), 25, Duration::from_secs(5)).await;
+            h.sync(RunKind::Full).await;
+            let sim = h.sim.simulator();
+            let people: Vec<u64> = (0..3).map(|n| h.id(ResourceKind::Person, n)).collect();
+            let mut queue: Vec<(String, u64)> = Vec::new();
+            let mut sent = 0;
+            let mut send = async |h: &common::Harness, event: String, id: u64| {
+                sent += 1;
+                deliver(h, &format!("p{sent}"), &event, about(ResourceKind::Person, id)).await;
+            };
+            for (n, step) in steps.into_iter().enumerate() {
+                match step {
+                    Step::Rename(i) => {
+                        let renamed = sim.update(
+                            ResourceKind::Person,
+                            people[i],
+                            &json!({"attributes": {"first_name": format!("Step {n}")}}),
+                        );
+                        if renamed.is_ok() {
+                            queue.push(("people.v2.events.person.updated".into(), people[i]));
+                        }
+                    }
+                    Step::Delete(i) => {
+                        if sim.delete(ResourceKind::Person, people[i]).is_ok() {
+                            queue.push(("people.v2.events.person.destroyed".into(), people[i]));
+                        }
+                    }
+                    Step::Send(j) if !queue.is_empty() => {
+                        let (event, id) = queue.remove(j % queue.len());
+                        send(&h, event, id).await;
+                    }
+                    Step::Send(_) => {}
+                    Step::Apply => {
+                        apply(&h.engine, &h).await;
+                    }
+                }
+            }
+            for (event, id) in std::mem::take(&mut queue) {
+                send(&h, event, id).await;
+            }
+            apply(&h.engine, &h).await;
+            let stored = h.stored().await;
+            let source = h.source();
+            for id in &people {
+                let key = ("Person".to_owned(), id.to_string());
+                assert_eq!(stored.get(&key), source.get(&key), "person {id}");
+            }
+            assert!(states(&h).await.iter().all(|(_, s)| *s == DeliveryState::Applied));
+        });
+    }
+}
