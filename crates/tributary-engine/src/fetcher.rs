@@ -122,8 +122,11 @@ impl Fetcher {
         let me = &self;
         let fetch = |at: Cursor| async move { me.page(&at).await };
         let mut window = Window::new(self.entity.concurrency);
-        // The fetches under way, in list order, and their cursors.
+        // The fetches under way, in list order; the ones already answered
+        // while a page waited for room in the queue; and the cursors of
+        // both, answered first.
         let mut fetches = FuturesOrdered::new();
+        let mut ready = VecDeque::new();
         let mut ahead: VecDeque<Cursor> = VecDeque::new();
         // The previous page's ids: an API that serves the same page at ever
         // higher offsets (no `total_count` to notice it by) would otherwise
@@ -134,9 +137,12 @@ impl Fetcher {
                 ahead.push_back(cursor.clone());
                 fetches.push_back(fetch(cursor.clone()));
             }
-            let fetched = match fetches.next().await {
+            let fetched = match ready.pop_front() {
                 Some(fetched) => fetched,
-                None => Err(Failure::other("the page fetcher lost a fetch")),
+                None => match fetches.next().await {
+                    Some(fetched) => fetched,
+                    None => Err(Failure::other("the page fetcher lost a fetch")),
+                },
             };
             ahead.pop_front();
             let (page, key) = match fetched {
@@ -155,6 +161,7 @@ impl Fetcher {
             // The fetches under way must be the pages that follow this one.
             if ahead.len() > following.len() || ahead.iter().zip(&following).any(|(a, f)| a != f) {
                 fetches = FuturesOrdered::new();
+                ready.clear();
                 self.drop_ahead(&mut ahead);
             }
             for next in following.into_iter().skip(ahead.len()) {
@@ -182,7 +189,22 @@ impl Fetcher {
             }
             previous = page.records.iter().map(|r| r.external_id.clone()).collect();
             let (next, finished) = (page.cursor_after.clone(), page.finished);
-            if pages.send(Ok(page)).await.is_err() || finished {
+            // Waiting for room in the queue, the fetches ahead go on (their
+            // answers wait in `ready`): a request is never left half-read.
+            let room = loop {
+                tokio::select! {
+                    room = pages.reserve() => break room,
+                    Some(done) = fetches.next(), if !fetches.is_empty() => ready.push_back(done),
+                }
+            };
+            match room {
+                Ok(room) => room.send(Ok(page)),
+                Err(_) => {
+                    self.drop_ahead(&mut ahead);
+                    return;
+                }
+            }
+            if finished {
                 self.drop_ahead(&mut ahead);
                 return;
             }

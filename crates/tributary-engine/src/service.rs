@@ -321,7 +321,11 @@ impl Service {
                     "run ended"
                 ),
                 // Deliveries wait while another process runs the connection.
-                Err(error) if kind == RunKind::Webhook => tracing::debug!(connection = %name, %error, "webhook deliveries not applied yet"),
+                Err(error @ RequestError::Engine(crate::Error::Store(tributary_store::Error::Busy(_))))
+                    if kind == RunKind::Webhook =>
+                {
+                    tracing::debug!(connection = %name, %error, "webhook deliveries wait: the connection is busy")
+                }
                 Err(error) => tracing::warn!(connection = %name, kind = kind.as_str(), %error, "run not started"),
             }
             if let Some(reply) = reply {

@@ -9,15 +9,20 @@
 //! matter: a late `updated` after a `destroyed` finds the record gone and
 //! never brings it back, and an old event never overwrites newer data (the
 //! API's answer is the newest there is). A person merger deletes the
-//! merged person and reads the kept one again; the children that moved
-//! arrive by their own events or the next delta.
+//! merged person WITHOUT its cascade — its children moved to the kept
+//! person at the source, so none is lost here; they point at the merged
+//! person until their own events, the next delta or the nightly
+//! reconciliation read them again — and reads the kept person again.
 //!
 //! The records commit with their change-feed rows in one transaction
 //! (the run names them: `changes.run_id`), and each applied delivery names
 //! the run. A delivery whose record could not be read is tried again
-//! later (backoff), and after [`MAX_DELIVERY_ATTEMPTS`] it is a dead
-//! letter, until replayed. One that cannot be read at all is dead at once;
-//! one of an event no entity maps is kept, marked applied with a note.
+//! later (5 s, doubling, at most an hour apart); once it has failed
+//! [`MAX_DELIVERY_ATTEMPTS`] times and for [`RETRY_FOR`] since it arrived
+//! (the senders' own retry horizon), it is a dead letter, until replayed.
+//! An attempt cut short by the service shutting down does not count. One
+//! that cannot be read at all is dead at once; one of an event no entity
+//! maps is kept, marked applied with a note.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,16 +42,17 @@ use crate::{Engine, EntityReport, NoProgress, Result, RunReport};
 /// Deliveries one run applies at most.
 pub const DELIVERIES_PER_RUN: u32 = 500;
 
-/// Attempts at a delivery before it becomes a dead letter.
+/// Failed attempts before a delivery may become a dead letter...
 pub const MAX_DELIVERY_ATTEMPTS: i64 = 8;
 
-/// The wait before a failed delivery's next attempt: 5 s, doubling, at
-/// most an hour.
-fn backoff(attempts: i64) -> Duration {
-    Duration::from_secs(
-        5u64.saturating_mul(1 << attempts.clamp(0, 10) as u64)
-            .min(3_600),
-    )
+/// ...and how long since it arrived (senders retry for about a day).
+pub const RETRY_FOR: Duration = Duration::from_secs(24 * 3_600);
+
+/// The wait after a delivery's `tried`-th failed attempt: 5 s, doubling,
+/// at most an hour.
+fn backoff(tried: i64) -> Duration {
+    let doublings = (tried - 1).clamp(0, 20) as u32;
+    Duration::from_secs(5u64.saturating_mul(1 << doublings).min(3_600))
 }
 
 /// What the source says of one record now.
@@ -86,6 +92,8 @@ impl Engine {
         let mut noticed: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
         // The records a delivery said were deleted.
         let mut said_deleted: HashSet<(String, String)> = HashSet::new();
+        // The people merged into others: deleted without their cascade.
+        let mut merged_away: HashSet<(String, String)> = HashSet::new();
         for delivery in &deliveries {
             let notice = read_notice(&manifest, &delivery.event, &delivery.payload);
             let entity_of_event = |event: &str| {
@@ -105,6 +113,7 @@ impl Engine {
                 }
                 Ok(Notice::Merged { keep, removed }) => {
                     let entity = entity_of_event(PERSON_MERGER);
+                    merged_away.insert((entity.clone(), removed.clone()));
                     for id in [removed, keep] {
                         noticed
                             .entry((entity.clone(), id))
@@ -169,6 +178,7 @@ impl Engine {
         let mut live: BTreeMap<String, (Vec<PreparedRecord>, Vec<QuarantinedRecord>)> =
             BTreeMap::new();
         let mut gone: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut gone_merged: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut failed: BTreeMap<(String, String), Failure> = BTreeMap::new();
         let mut unreadable: HashSet<(String, String)> = HashSet::new();
         for (key, result) in found {
@@ -181,6 +191,10 @@ impl Engine {
                     entry.0.extend(records);
                     entry.1.extend(quarantined);
                 }
+                Ok(Found::Gone) if merged_away.contains(&key) => gone_merged
+                    .entry(key.0.clone())
+                    .or_default()
+                    .push(key.1.clone()),
                 Ok(Found::Gone) => gone.entry(key.0.clone()).or_default().push(key.1.clone()),
                 Err(failure) => {
                     failed.insert(key, failure);
@@ -188,12 +202,17 @@ impl Engine {
             }
         }
         let commit = self
-            .commit_webhook_records(connection.id, run.id, &manifest, &live, &gone)
+            .commit_webhook_records(connection.id, run.id, &manifest, &live, &gone, &gone_merged)
             .await;
         let mut reports = Vec::new();
         let commit_error = match commit {
             Ok(deleted) => {
-                for entity in live.keys().chain(gone.keys()).collect::<HashSet<_>>() {
+                for entity in live
+                    .keys()
+                    .chain(gone.keys())
+                    .chain(gone_merged.keys())
+                    .collect::<HashSet<_>>()
+                {
                     let records = live.get(entity).map_or(0, |(r, _)| r.len() as i64);
                     reports.push(EntityReport {
                         entity: entity.clone(),
@@ -244,9 +263,14 @@ impl Engine {
             }
         }
         let now = self.clock.now();
+        let stopping = self.is_stopping();
         let mut retried = 0usize;
         for (id, error) in outcome {
-            let tried = attempts.get(&id).map_or(0, |d| d.attempts) + 1;
+            let Some(delivery) = attempts.get(&id) else {
+                continue;
+            };
+            let tried = delivery.attempts + 1;
+            let failing_for = (now - delivery.received_at).to_std().unwrap_or_default();
             settled.push((
                 id,
                 match error {
@@ -254,9 +278,14 @@ impl Engine {
                         run_id: run.id,
                         note: notes.remove(&id),
                     },
-                    Some(error) if tried >= MAX_DELIVERY_ATTEMPTS => Settled::Dead {
-                        error: format!("{error} (after {tried} attempts)"),
-                    },
+                    // Cut short by the shutdown: left as it was, due at
+                    // once for the next process.
+                    Some(_) if stopping => continue,
+                    Some(error) if tried >= MAX_DELIVERY_ATTEMPTS && failing_for >= RETRY_FOR => {
+                        Settled::Dead {
+                            error: format!("{error} (after {tried} attempts)"),
+                        }
+                    }
                     Some(error) => {
                         retried += 1;
                         Settled::Retry {
@@ -269,6 +298,15 @@ impl Engine {
                 },
             ));
         }
+        // Each settled from the attempts it was read with: one replayed
+        // meanwhile keeps its new start.
+        let settled: Vec<(i64, i64, Settled)> = settled
+            .into_iter()
+            .map(|(id, outcome)| {
+                let seen = attempts.get(&id).map_or(0, |d| d.attempts);
+                (id, seen, outcome)
+            })
+            .collect();
         store.settle_deliveries(&settled, now).await?;
         let requests = requests.load(Ordering::Relaxed);
         store
@@ -276,7 +314,7 @@ impl Engine {
             .await?;
         let dead = settled
             .iter()
-            .filter(|(_, s)| matches!(s, Settled::Dead { .. }))
+            .filter(|(_, _, s)| matches!(s, Settled::Dead { .. }))
             .count();
         let error = match (&commit_error, retried, dead) {
             (Some(error), _, _) => Some(format!("the commit failed: {error}")),
@@ -316,6 +354,7 @@ impl Engine {
         manifest: &tributary_manifest::Manifest,
         live: &BTreeMap<String, (Vec<PreparedRecord>, Vec<QuarantinedRecord>)>,
         gone: &BTreeMap<String, Vec<String>>,
+        gone_merged: &BTreeMap<String, Vec<String>>,
     ) -> Result<BTreeMap<String, i64>> {
         let now = self.clock.now();
         let cursor = Cursor::start();
@@ -343,7 +382,15 @@ impl Engine {
         }
         let cascade = cascade(manifest, &HashSet::new());
         let mut deleted = BTreeMap::new();
-        for (entity, ids) in gone {
+        let deletions = gone
+            .iter()
+            .map(|(entity, ids)| (entity, ids, cascade.as_slice()))
+            .chain(
+                gone_merged
+                    .iter()
+                    .map(|(entity, ids)| (entity, ids, &[][..])),
+            );
+        for (entity, ids, cascade) in deletions {
             let counts = self
                 .store
                 .delete_records(Deletion {
@@ -351,7 +398,7 @@ impl Engine {
                     run_id,
                     entity,
                     external_ids: ids,
-                    cascade: &cascade,
+                    cascade,
                     now,
                 })
                 .await?;

@@ -132,6 +132,19 @@ async fn count_in_run_sqlite(
     deleted: &Deleted,
     now: &str,
 ) -> Result<()> {
+    for (entity, n) in deleted {
+        sqlx::query(
+            "INSERT INTO checkpoints (run_id, entity, cursor, state, deleted, updated_at) \
+             VALUES (?, ?, 'null', 'done', ?, ?) \
+             ON CONFLICT (run_id, entity) DO UPDATE SET deleted = deleted + excluded.deleted",
+        )
+        .bind(d.run_id)
+        .bind(entity)
+        .bind(n)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
     let updated = sqlx::query(
         "UPDATE runs SET records_deleted = records_deleted + ?, updated_at = ? \
          WHERE id = ? AND state = 'running'",
@@ -207,6 +220,19 @@ pub(crate) async fn postgres(tx: &mut sqlx::PgConnection, d: &Deletion<'_>) -> R
                 frontier.push((c.entity.clone(), children));
             }
         }
+    }
+    for (entity, n) in &deleted {
+        sqlx::query(
+            "INSERT INTO checkpoints (run_id, entity, cursor, state, deleted, updated_at) \
+             VALUES ($1, $2, 'null', 'done', $3, $4) \
+             ON CONFLICT (run_id, entity) DO UPDATE SET deleted = checkpoints.deleted + excluded.deleted",
+        )
+        .bind(d.run_id)
+        .bind(entity)
+        .bind(n)
+        .bind(d.now)
+        .execute(&mut *tx)
+        .await?;
     }
     let updated = sqlx::query(
         "UPDATE runs SET records_deleted = records_deleted + $1, updated_at = $2 \

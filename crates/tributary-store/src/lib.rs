@@ -389,10 +389,24 @@ pub struct Checkpoint {
     pub records: i64,
     /// The source's own count of the collection, when it reports one.
     pub total: Option<i64>,
+    /// What its pages and deletions did.
+    pub counts: EntityCounts,
     /// Why it failed.
     pub error: Option<String>,
     /// Last commit.
     pub updated_at: Timestamp,
+}
+
+/// Per run and entity: records created (of them, `restored`: brought back
+/// from deleted), updated, unchanged, quarantined, and deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EntityCounts {
+    pub created: i64,
+    pub updated: i64,
+    pub unchanged: i64,
+    pub quarantined: i64,
+    pub restored: i64,
+    pub deleted: i64,
 }
 
 /// One page to commit.
@@ -808,12 +822,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: Timestamp,
         limit: u32,
     ) -> Result<Vec<Delivery>>;
-    /// Records attempts at deliveries, in ONE transaction: each counts an
-    /// attempt and becomes applied, pending again, or dead.
-    async fn settle_deliveries(&self, settled: &[(i64, Settled)], now: Timestamp) -> Result<()>;
+    /// Records attempts at deliveries, in ONE transaction: each of
+    /// `(id, attempts, outcome)` counts an attempt and becomes applied,
+    /// pending again, or dead — if it is still pending with the `attempts`
+    /// its attempt started from (a delivery replayed or settled meanwhile
+    /// is left as it is). Returns how many were settled.
+    async fn settle_deliveries(
+        &self,
+        settled: &[(i64, i64, Settled)],
+        now: Timestamp,
+    ) -> Result<u64>;
     /// Makes deliveries pending again, due at once, their attempts counted
-    /// from zero: the ones in `ids`, or (`ids` empty) every dead one
-    /// received at or after `since`. Returns how many.
+    /// from zero and their last outcome (error, applied time, run)
+    /// cleared: the ones in `ids`, or (`ids` empty) every dead one received
+    /// at or after `since`. Returns how many.
     async fn replay_deliveries(&self, ids: &[i64], since: Option<Timestamp>) -> Result<u64>;
     /// Pauses or resumes applying a connection's deliveries (they are
     /// still verified and stored).

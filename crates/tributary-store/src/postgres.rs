@@ -109,6 +109,11 @@ fn migrator() -> Migrator {
             "webhook_processing",
             include_str!("../migrations/postgres/0012_webhook_processing.sql"),
         ),
+        (
+            13,
+            "entity_counts",
+            include_str!("../migrations/postgres/0013_entity_counts.sql"),
+        ),
     ])
 }
 
@@ -431,6 +436,9 @@ impl Store for PgStore {
         for sql in [
             "DELETE FROM changes WHERE connection_id = $1",
             "DELETE FROM marks WHERE connection_id = $1",
+            "DELETE FROM webhook_deliveries WHERE connection_id = $1",
+            "DELETE FROM webhook_secrets WHERE connection_id = $1",
+            "DELETE FROM webhook_pauses WHERE connection_id = $1",
             "DELETE FROM schedules WHERE connection_id = $1",
             "DELETE FROM quarantine WHERE connection_id = $1",
             "DELETE FROM edges WHERE connection_id = $1",
@@ -932,7 +940,11 @@ impl Store for PgStore {
         self.select_due(connection_id, now, limit).await
     }
 
-    async fn settle_deliveries(&self, settled: &[(i64, Settled)], now: Timestamp) -> Result<()> {
+    async fn settle_deliveries(
+        &self,
+        settled: &[(i64, i64, Settled)],
+        now: Timestamp,
+    ) -> Result<u64> {
         self.update_settled(settled, now).await
     }
 
@@ -1362,11 +1374,17 @@ async fn write_page(
         EntityState::Running
     };
     sqlx::query(
-        "INSERT INTO checkpoints (run_id, entity, cursor, state, pages, records, total, updated_at) \
-         VALUES ($1, $2, $3, $4, 1, $5, $6, $7) \
+        "INSERT INTO checkpoints (run_id, entity, cursor, state, pages, records, total, updated_at, \
+         created, updated, unchanged, quarantined, restored) \
+         VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9, $10, $11, $12) \
          ON CONFLICT (run_id, entity) DO UPDATE SET cursor = excluded.cursor, state = excluded.state, \
          pages = checkpoints.pages + 1, records = checkpoints.records + excluded.records, \
-         total = coalesce(excluded.total, checkpoints.total), error = NULL, updated_at = excluded.updated_at",
+         total = coalesce(excluded.total, checkpoints.total), \
+         created = checkpoints.created + excluded.created, updated = checkpoints.updated + excluded.updated, \
+         unchanged = checkpoints.unchanged + excluded.unchanged, \
+         quarantined = checkpoints.quarantined + excluded.quarantined, \
+         restored = checkpoints.restored + excluded.restored, \
+         error = NULL, updated_at = excluded.updated_at",
     )
     .bind(page.run_id)
     .bind(page.entity)
@@ -1375,6 +1393,11 @@ async fn write_page(
     .bind(seen)
     .bind(page.total)
     .bind(page.now)
+    .bind(outcome.created as i64)
+    .bind(outcome.updated as i64)
+    .bind(outcome.unchanged as i64)
+    .bind(outcome.quarantined as i64)
+    .bind(outcome.restored as i64)
     .execute(&mut *tx)
     .await?;
     // The entity's high-water mark, in the same transaction.

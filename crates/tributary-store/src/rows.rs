@@ -11,8 +11,8 @@ use tributary_core::{ChangeKind, Cursor, EdgeRef, RunKind, RunState, Timestamp};
 
 use crate::plan::Existing;
 use crate::{
-    Change, Checkpoint, Connection, ConnectionStatus, EntityCount, EntityState, Error, Quarantined,
-    Result, Run, RunCounts, SealedCredentials, StoredRecord,
+    Change, Checkpoint, Connection, ConnectionStatus, EntityCount, EntityCounts, EntityState,
+    Error, Quarantined, Result, Run, RunCounts, SealedCredentials, StoredRecord,
 };
 
 /// The columns of a [`Connection`]: never the sealed credentials.
@@ -140,6 +140,14 @@ pub(crate) fn checkpoint_row(row: &impl Columns) -> Result<Checkpoint> {
         pages: row.value("pages")?,
         records: row.value("records")?,
         total: row.value("total")?,
+        counts: EntityCounts {
+            created: row.value("created")?,
+            updated: row.value("updated")?,
+            unchanged: row.value("unchanged")?,
+            quarantined: row.value("quarantined")?,
+            restored: row.value("restored")?,
+            deleted: row.value("deleted")?,
+        },
         error: row.value("error")?,
         updated_at: row.ts("updated_at")?,
     })

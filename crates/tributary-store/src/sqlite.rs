@@ -229,6 +229,11 @@ fn migrator() -> Migrator {
             "webhook_processing",
             include_str!("../migrations/sqlite/0011_webhook_processing.sql"),
         ),
+        (
+            12,
+            "entity_counts",
+            include_str!("../migrations/sqlite/0012_entity_counts.sql"),
+        ),
     ])
 }
 
@@ -801,6 +806,9 @@ impl Store for SqliteStore {
         for sql in [
             "DELETE FROM changes WHERE connection_id = ?",
             "DELETE FROM marks WHERE connection_id = ?",
+            "DELETE FROM webhook_deliveries WHERE connection_id = ?",
+            "DELETE FROM webhook_secrets WHERE connection_id = ?",
+            "DELETE FROM webhook_pauses WHERE connection_id = ?",
             "DELETE FROM schedules WHERE connection_id = ?",
             "DELETE FROM quarantine WHERE connection_id = ?",
             "DELETE FROM edges WHERE connection_id = ?",
@@ -1238,7 +1246,11 @@ impl Store for SqliteStore {
         self.select_due(connection_id, now, limit).await
     }
 
-    async fn settle_deliveries(&self, settled: &[(i64, Settled)], now: Timestamp) -> Result<()> {
+    async fn settle_deliveries(
+        &self,
+        settled: &[(i64, i64, Settled)],
+        now: Timestamp,
+    ) -> Result<u64> {
         self.update_settled(settled, now).await
     }
 
@@ -1589,11 +1601,16 @@ async fn write_group(
     };
     // Each page's total replaces the last one it reports.
     let total = pages.iter().rev().find_map(|p| p.total);
+    let sum = |f: fn(&PageOutcome) -> u64| outcomes.iter().map(f).sum::<u64>() as i64;
     sqlx::query(
-        "INSERT INTO checkpoints (run_id, entity, cursor, state, pages, records, total, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+        "INSERT INTO checkpoints (run_id, entity, cursor, state, pages, records, total, updated_at, \
+         created, updated, unchanged, quarantined, restored) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (run_id, entity) DO UPDATE SET cursor = excluded.cursor, state = excluded.state, \
          pages = pages + excluded.pages, records = records + excluded.records, total = coalesce(excluded.total, total), \
+         created = created + excluded.created, updated = updated + excluded.updated, \
+         unchanged = unchanged + excluded.unchanged, quarantined = quarantined + excluded.quarantined, \
+         restored = restored + excluded.restored, \
          error = NULL, updated_at = excluded.updated_at",
     )
     .bind(first.run_id)
@@ -1604,6 +1621,11 @@ async fn write_group(
     .bind(seen as i64)
     .bind(total)
     .bind(sqlite_ts(&last.now))
+    .bind(sum(|o| o.created))
+    .bind(sum(|o| o.updated))
+    .bind(sum(|o| o.unchanged))
+    .bind(sum(|o| o.quarantined))
+    .bind(sum(|o| o.restored))
     .execute(&mut *tx)
     .await?;
     // 7. The entity's high-water mark, in the same transaction.

@@ -1221,6 +1221,16 @@ async fn remove_connection_deletes_everything_of_it_and_nothing_else(store: Arc<
             .set_entity_state(run, "Email", EntityState::Failed, Some("x"), t0())
             .await
             .unwrap();
+        // Webhook secrets, deliveries and a pause of its own.
+        store
+            .add_webhook_secret(conn, None, b"sealed", t0())
+            .await
+            .unwrap();
+        store
+            .receive_deliveries(&[delivery(conn, "d", "{}")])
+            .await
+            .unwrap();
+        store.set_webhooks_paused(conn, true, t0()).await.unwrap();
         ids.push((conn, run));
     }
     let [(doomed, doomed_run), (kept, kept_run)] = ids[..] else {
@@ -1250,6 +1260,14 @@ async fn remove_connection_deletes_everything_of_it_and_nothing_else(store: Arc<
             .is_empty()
     );
     assert!(store.entity_counts(doomed).await.unwrap().is_empty());
+    assert!(store.webhook_secrets(doomed).await.unwrap().is_empty());
+    assert_eq!(store.webhook_pauses().await.unwrap(), vec![kept]);
+    let inbox = store.deliveries(&DeliveryQuery::default()).await.unwrap();
+    assert_eq!(
+        inbox.iter().map(|d| d.connection_id).collect::<Vec<_>>(),
+        vec![kept]
+    );
+    assert_eq!(store.webhook_secrets(kept).await.unwrap().len(), 1);
 
     // The other connection is untouched.
     let names: Vec<String> = store
@@ -2103,11 +2121,12 @@ async fn deliveries_are_due_settled_replayed_and_paused(store: Arc<dyn Store>) {
     assert_eq!(store.webhook_backlog(t0()).await.unwrap(), vec![conn]);
     assert_eq!(store.due_deliveries(conn, t0(), 2).await.unwrap().len(), 2);
 
-    store
+    let settled = store
         .settle_deliveries(
             &[
                 (
                     ids[0],
+                    0,
                     Settled::Applied {
                         run_id: run,
                         note: None,
@@ -2115,6 +2134,7 @@ async fn deliveries_are_due_settled_replayed_and_paused(store: Arc<dyn Store>) {
                 ),
                 (
                     ids[1],
+                    0,
                     Settled::Retry {
                         error: "503 from the API".into(),
                         at: t0() + Duration::seconds(30),
@@ -2122,6 +2142,7 @@ async fn deliveries_are_due_settled_replayed_and_paused(store: Arc<dyn Store>) {
                 ),
                 (
                     ids[2],
+                    0,
                     Settled::Dead {
                         error: "no `id` in the payload".into(),
                     },
@@ -2131,6 +2152,37 @@ async fn deliveries_are_due_settled_replayed_and_paused(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
+    assert_eq!(settled, 3);
+    // An attempt that started from another count (the delivery was
+    // replayed or settled meanwhile) changes nothing.
+    let stale = store
+        .settle_deliveries(
+            &[(
+                ids[1],
+                0,
+                Settled::Dead {
+                    error: "late".into(),
+                },
+            )],
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stale, 0);
+    let stale = store
+        .settle_deliveries(
+            &[(
+                ids[0],
+                1,
+                Settled::Dead {
+                    error: "not pending".into(),
+                },
+            )],
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stale, 0);
     let all = store.deliveries(&DeliveryQuery::default()).await.unwrap();
     let a = &all[0];
     assert_eq!(
@@ -2164,11 +2216,16 @@ async fn deliveries_are_due_settled_replayed_and_paused(store: Arc<dyn Store>) {
     assert_eq!(store.replay_deliveries(&[], Some(t0())).await.unwrap(), 1);
     let c = &store.deliveries(&DeliveryQuery::default()).await.unwrap()[2];
     assert_eq!(
-        (c.state, c.attempts, c.next_attempt_at),
-        (DeliveryState::Pending, 0, None)
+        (c.state, c.attempts, c.next_attempt_at, c.error.as_deref()),
+        (DeliveryState::Pending, 0, None, None)
     );
     assert_eq!(due(t0()).await, ["c"]);
     assert_eq!(store.replay_deliveries(&[ids[0]], None).await.unwrap(), 1);
+    let a = &store.deliveries(&DeliveryQuery::default()).await.unwrap()[0];
+    assert_eq!(
+        (a.state, a.run_id, a.applied_at),
+        (DeliveryState::Pending, None, None)
+    );
     assert_eq!(due(t0()).await, ["a", "c"]);
 
     // Paused: nothing due, still listed; resumed: due again.

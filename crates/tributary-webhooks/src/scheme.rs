@@ -174,13 +174,14 @@ fn verify_standard(
         .trim()
         .parse()
         .map_err(|_| Rejection::Malformed("webhook-timestamp is not whole seconds".to_owned()))?;
-    let age = now.timestamp() - seconds;
-    let tolerance = tolerance.as_secs() as i64;
-    if age > tolerance {
-        return Err(Rejection::Stale(age));
-    }
-    if -age > tolerance {
-        return Err(Rejection::Future(-age));
+    // Any timestamp a header can carry, however far off, without overflow.
+    let tolerance = i64::try_from(tolerance.as_secs()).unwrap_or(i64::MAX);
+    match now.timestamp().checked_sub(seconds) {
+        Some(age) if age > tolerance => return Err(Rejection::Stale(age)),
+        Some(age) if age < -tolerance => return Err(Rejection::Future(age.saturating_neg())),
+        Some(_) => {}
+        None if seconds < 0 => return Err(Rejection::Stale(i64::MAX)),
+        None => return Err(Rejection::Future(i64::MAX)),
     }
     if secrets.is_empty() {
         return Err(Rejection::NoSecret);

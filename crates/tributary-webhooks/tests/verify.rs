@@ -165,6 +165,16 @@ fn timestamps_past_the_tolerance_either_way_are_refused() {
     ]);
     let refused = check(&bad, USER_CREATED, &secrets, at(ts)).unwrap_err();
     assert_eq!((refused.status(), refused.reason()), (400, "malformed"));
+    // Timestamps at the ends of the range: refused, never an overflow.
+    for (extreme, reason) in [(i64::MIN, "stale"), (i64::MAX, "future"), (-ts, "stale")] {
+        let h = headers(&[
+            ("webhook-id", "msg_1"),
+            ("webhook-timestamp", &extreme.to_string()),
+            ("webhook-signature", "v1,AAAA"),
+        ]);
+        let refused = check(&h, USER_CREATED, &secrets, at(ts)).unwrap_err();
+        assert_eq!(refused.reason(), reason, "{extreme}");
+    }
 }
 
 #[test]

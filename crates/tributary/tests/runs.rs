@@ -87,7 +87,9 @@ async fn runs_are_listed_and_shown_as_stored() {
         "{text}"
     );
     assert!(
-        text.contains("    Person                 failed   0 records in 0 pages: GET "),
+        text.contains(
+            "    Person                 failed   0 records in 0 pages: 0 created (0 restored), 0 updated, 0 unchanged, 0 deleted, 0 quarantined: GET "
+        ),
         "{text}"
     );
     let out = tributary(&["runs", "show", "1", "--db", &db, "--json"]);
@@ -95,6 +97,19 @@ async fn runs_are_listed_and_shown_as_stored() {
     let entities = run["entities"].as_array().unwrap();
     assert_eq!(entities.len(), 11, "People and Groups entities");
     assert!(entities.iter().all(|e| e["state"] == "done"), "{run}");
+    // Per entity, what its pages did: a first sync creates every record.
+    let people = entities.iter().find(|e| e["entity"] == "Person").unwrap();
+    assert_eq!(people["created"], 120, "{people}");
+    assert_eq!(people["records"], 120, "{people}");
+    assert_eq!(
+        (people["updated"].as_i64(), people["deleted"].as_i64()),
+        (Some(0), Some(0))
+    );
+    let created: i64 = entities
+        .iter()
+        .map(|e| e["created"].as_i64().unwrap())
+        .sum();
+    assert_eq!(created, run["counts"]["created"].as_i64().unwrap(), "{run}");
 
     let out = tributary(&["runs", "show", "99", "--db", &db]);
     assert_eq!(out.status.code(), Some(2));

@@ -56,8 +56,13 @@ impl PgStore {
         deliveries: &[NewDelivery],
     ) -> Result<Vec<Received>> {
         let mut tx = self.pool.begin().await?;
-        let mut received = Vec::with_capacity(deliveries.len());
-        for d in deliveries {
+        // In one order (by sender id) whatever the batch's: two batches
+        // with ids in common never wait on each other's rows crosswise.
+        let mut order: Vec<usize> = (0..deliveries.len()).collect();
+        order.sort_by(|&a, &b| deliveries[a].delivery_id.cmp(&deliveries[b].delivery_id));
+        let mut received = vec![Received::Duplicate; deliveries.len()];
+        for i in order {
+            let d = &deliveries[i];
             let id: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO webhook_deliveries (connection_id, delivery_id, event, sent_at, \
                  received_at, payload) VALUES ($1, $2, $3, $4, $5, $6) \
@@ -71,7 +76,7 @@ impl PgStore {
             .bind(&d.payload)
             .fetch_optional(&mut *tx)
             .await?;
-            received.push(id.map_or(Received::Duplicate, Received::Stored));
+            received[i] = id.map_or(Received::Duplicate, Received::Stored);
         }
         tx.commit().await?;
         Ok(received)
@@ -128,16 +133,18 @@ impl PgStore {
 
     pub(super) async fn update_settled(
         &self,
-        settled: &[(i64, Settled)],
+        settled: &[(i64, i64, Settled)],
         now: Timestamp,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
-        for (id, outcome) in settled {
+        let mut n = 0;
+        for (id, attempts, outcome) in settled {
             let (state, error, next, run) = outcome.columns();
-            sqlx::query(
+            n += sqlx::query(
                 "UPDATE webhook_deliveries SET state = $1, error = $2, next_attempt_at = $3, \
                  run_id = COALESCE($4, run_id), attempts = attempts + 1, \
-                 applied_at = CASE WHEN $1 = 'applied' THEN $5 ELSE applied_at END WHERE id = $6",
+                 applied_at = CASE WHEN $1 = 'applied' THEN $5 ELSE applied_at END \
+                 WHERE id = $6 AND state = 'pending' AND attempts = $7",
             )
             .bind(state.as_str())
             .bind(error)
@@ -145,11 +152,13 @@ impl PgStore {
             .bind(run)
             .bind(now)
             .bind(id)
+            .bind(attempts)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
         }
         tx.commit().await?;
-        Ok(())
+        Ok(n)
     }
 
     pub(super) async fn update_replayed(
@@ -161,7 +170,8 @@ impl PgStore {
         let mut n = 0;
         if ids.is_empty() {
             n = sqlx::query(
-                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = NULL \
+                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = NULL, \
+                 error = NULL, applied_at = NULL, run_id = NULL \
                  WHERE state = $1 AND ($2::TIMESTAMPTZ IS NULL OR received_at >= $2)",
             )
             .bind(DeliveryState::Dead.as_str())
@@ -172,7 +182,8 @@ impl PgStore {
         }
         for id in ids {
             n += sqlx::query(
-                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = NULL \
+                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = NULL, \
+                 error = NULL, applied_at = NULL, run_id = NULL \
                  WHERE id = $1",
             )
             .bind(id)

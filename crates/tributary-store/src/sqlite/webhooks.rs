@@ -132,16 +132,18 @@ impl SqliteStore {
 
     pub(super) async fn update_settled(
         &self,
-        settled: &[(i64, Settled)],
+        settled: &[(i64, i64, Settled)],
         now: Timestamp,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let mut tx = self.begin().await?;
-        for (id, outcome) in settled {
+        let mut n = 0;
+        for (id, attempts, outcome) in settled {
             let (state, error, next, run) = outcome.columns();
-            sqlx::query(
+            n += sqlx::query(
                 "UPDATE webhook_deliveries SET state = ?, error = ?, next_attempt_at = ?, \
                  run_id = COALESCE(?, run_id), attempts = attempts + 1, \
-                 applied_at = CASE WHEN ? = 'applied' THEN ? ELSE applied_at END WHERE id = ?",
+                 applied_at = CASE WHEN ? = 'applied' THEN ? ELSE applied_at END \
+                 WHERE id = ? AND state = 'pending' AND attempts = ?",
             )
             .bind(state.as_str())
             .bind(error)
@@ -150,12 +152,14 @@ impl SqliteStore {
             .bind(state.as_str())
             .bind(sqlite_ts(&now))
             .bind(id)
+            .bind(attempts)
             .execute(&mut *tx)
             .await
-            .map_err(|e| self.write_error(e.into()))?;
+            .map_err(|e| self.write_error(e.into()))?
+            .rows_affected();
         }
         tx.commit().await.map_err(|e| self.write_error(e))?;
-        Ok(())
+        Ok(n)
     }
 
     pub(super) async fn update_replayed(
@@ -167,7 +171,8 @@ impl SqliteStore {
         let mut n = 0;
         if ids.is_empty() {
             n = sqlx::query(
-                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = NULL \
+                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = NULL, \
+                 error = NULL, applied_at = NULL, run_id = NULL \
                  WHERE state = ? AND (? IS NULL OR received_at >= ?)",
             )
             .bind(DeliveryState::Dead.as_str())
@@ -180,7 +185,8 @@ impl SqliteStore {
         }
         for id in ids {
             n += sqlx::query(
-                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = NULL \
+                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = NULL, \
+                 error = NULL, applied_at = NULL, run_id = NULL \
                  WHERE id = ?",
             )
             .bind(id)

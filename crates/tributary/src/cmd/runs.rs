@@ -255,12 +255,19 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
         let total = cp
             .total
             .map_or(String::new(), |t| format!(" of {}", thousands(t)));
+        let c = cp.counts;
         crate::outln!(
-            "    {:<22} {:<8} {} records{total} in {} pages{}",
+            "    {:<22} {:<8} {} records{total} in {} pages: {} created ({} restored), {} updated, {} unchanged, {} deleted, {} quarantined{}",
             cp.entity,
             cp.state.as_str(),
             thousands(cp.records),
             thousands(cp.pages),
+            thousands(c.created),
+            thousands(c.restored),
+            thousands(c.updated),
+            thousands(c.unchanged),
+            thousands(c.deleted),
+            thousands(c.quarantined),
             cp.error
                 .as_deref()
                 .map_or(String::new(), |e| format!(": {e}"))
@@ -316,17 +323,25 @@ fn run_json(run: &Run, names: &[(i64, String)]) -> Value {
 /// person or program asking.
 fn trigger(run: &Run) -> &'static str {
     match &run.idempotency_key {
+        _ if run.kind == tributary_core::RunKind::Webhook => "webhook",
         Some(key) if key.starts_with("schedule ") => "schedule",
         _ => "manual",
     }
 }
 
 fn checkpoint_json(cp: &Checkpoint) -> Value {
+    let c = cp.counts;
     json!({
         "entity": cp.entity,
         "state": cp.state.as_str(),
         "records": cp.records,
         "pages": cp.pages,
+        "created": c.created,
+        "updated": c.updated,
+        "unchanged": c.unchanged,
+        "deleted": c.deleted,
+        "restored": c.restored,
+        "quarantined": c.quarantined,
         "total": cp.total,
         "cursor": cp.cursor.0,
         "error": cp.error,

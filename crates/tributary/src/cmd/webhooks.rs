@@ -299,8 +299,9 @@ async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
         );
     }
     crate::output::note(&format!(
-        "webhook secret {} removed: deliveries signed with it are refused from now on",
-        args.id
+        "webhook secret {} removed: deliveries signed with it are refused from now on (by a running `tributary serve` within {} s)",
+        args.id,
+        crate::server::webhooks::SECRETS_FRESH_FOR.as_secs()
     ));
     Ok(())
 }

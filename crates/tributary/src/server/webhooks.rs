@@ -31,10 +31,12 @@ use tributary_webhooks::{DEFAULT_TOLERANCE, Rejection, Scheme, verify};
 /// A connection's adapter manifest (`Err`: why there is none).
 pub type Manifests = dyn Fn(&Connection) -> Result<Arc<Manifest>, String> + Send + Sync;
 
-/// How long a connection's secrets are used before they are read again;
-/// a request no secret matches reads them again at once (one indexed
-/// query), so a secret just added works on its first delivery.
-const SECRETS_FRESH_FOR: Duration = Duration::from_secs(30);
+/// How long a connection's secrets are used before they are read again
+/// (so a removed secret stops working within this time); a request no
+/// secret matches looks at the stored secrets' ids at once (one indexed
+/// query, nothing opened unless they changed), so a secret just added
+/// works on its first delivery.
+pub const SECRETS_FRESH_FOR: Duration = Duration::from_secs(10);
 
 /// Options of [`Ingest`].
 pub struct IngestOptions {
@@ -163,10 +165,22 @@ impl Ingest {
             .get(name)
             .cloned();
         if let Some(endpoint) = &cached
-            && !again
             && endpoint.loaded_at.elapsed() < SECRETS_FRESH_FOR
         {
-            return Ok(endpoint.clone());
+            if !again {
+                return Ok(endpoint.clone());
+            }
+            // Asked again (no secret matched): reopen only if the stored
+            // secrets are not the ones held.
+            let stored = self
+                .store
+                .webhook_secrets(endpoint.connection_id)
+                .await
+                .map_err(|e| Unusable::Unavailable(e.to_string()))?;
+            let held: Vec<i64> = endpoint.secrets.iter().map(|s| s.id).collect();
+            if stored.iter().map(|s| s.id).eq(held.iter().copied()) {
+                return Ok(endpoint.clone());
+            }
         }
         let endpoint = Arc::new(self.load(name).await?);
         self.endpoints
@@ -184,7 +198,9 @@ impl Ingest {
             .await
             .map_err(unavailable)?
             .ok_or_else(|| Unusable::NotFound(format!("no connection named `{name}`")))?;
-        let manifest = (self.manifests)(&connection).map_err(Unusable::NotFound)?;
+        // This process's configuration, not the sender's mistake: 503, so
+        // the sender retries once serve is started right.
+        let manifest = (self.manifests)(&connection).map_err(Unusable::Unavailable)?;
         let scheme = manifest.webhook_scheme.ok_or_else(|| {
             Unusable::NotFound(format!(
                 "adapter `{}` sends no webhooks (its manifest has no [webhooks] section)",
@@ -256,7 +272,13 @@ impl Ingest {
             Ok(endpoint) => endpoint,
             Err(Unusable::NotFound(why)) => return refuse(StatusCode::NOT_FOUND, "not_found", why),
             Err(Unusable::Unavailable(why)) => {
-                return refuse(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why);
+                // The detail is the operator's (logged), not the caller's.
+                tracing::error!(connection, %why, "webhook endpoint unavailable");
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "unavailable for now; try again later".to_owned(),
+                );
             }
         };
         let now = self.clock.now();
@@ -320,11 +342,14 @@ impl Ingest {
                 );
                 Json(json!({ "stored": stored, "duplicates": duplicates })).into_response()
             }
-            Err(error) => refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store",
-                format!("the delivery could not be stored: {error}"),
-            ),
+            Err(error) => {
+                tracing::error!(connection, %error, "a verified delivery could not be stored");
+                refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store",
+                    "the delivery could not be stored; try again later".to_owned(),
+                )
+            }
         }
     }
 }
