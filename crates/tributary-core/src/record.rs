@@ -122,6 +122,9 @@ impl RunKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
+    /// Asked for while its connection was busy: it starts when the run
+    /// before it ends (a `serve` restarted meanwhile starts it then).
+    Queued,
     /// Started and not finished; a run left in this state by a crash is
     /// resumed by the next request for the same kind of run.
     Running,
@@ -140,6 +143,7 @@ impl RunState {
     /// The name used in tables, the CLI and the API.
     pub fn as_str(self) -> &'static str {
         match self {
+            RunState::Queued => "queued",
             RunState::Running => "running",
             RunState::Succeeded => "succeeded",
             RunState::Failed => "failed",
@@ -148,7 +152,7 @@ impl RunState {
         }
     }
 
-    /// Whether a run in this state has ended (`running` and
+    /// Whether a run in this state has ended (`queued`, `running` and
     /// `waiting_approval` have not).
     pub fn is_final(self) -> bool {
         matches!(
@@ -160,6 +164,7 @@ impl RunState {
     /// Parses [`RunState::as_str`]'s output.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
+            "queued" => RunState::Queued,
             "running" => RunState::Running,
             "succeeded" => RunState::Succeeded,
             "failed" => RunState::Failed,

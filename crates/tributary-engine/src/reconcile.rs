@@ -418,17 +418,19 @@ impl Engine {
             .run(run_id)
             .await?
             .ok_or(Error::RunNotFound(run_id))?;
-        if !matches!(run.state, RunState::Running | RunState::WaitingApproval)
-            || !self
-                .store
-                .transition_run(
-                    run_id,
-                    run.state,
-                    RunState::Cancelled,
-                    Some("cancelled by a person"),
-                    self.clock.now(),
-                )
-                .await?
+        if !matches!(
+            run.state,
+            RunState::Queued | RunState::Running | RunState::WaitingApproval
+        ) || !self
+            .store
+            .transition_run(
+                run_id,
+                run.state,
+                RunState::Cancelled,
+                Some("cancelled by a person"),
+                self.clock.now(),
+            )
+            .await?
         {
             let state = self.store.run(run_id).await?.map_or(run.state, |r| r.state);
             return Err(Error::NotCancellable(run_id, state.as_str()));

@@ -12,7 +12,7 @@
 //! the engine to stop (in-flight pages commit; each run ends failed and
 //! resumable) and waits for the runs to end, at most `grace`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,6 +55,25 @@ impl Default for ServiceOptions {
 }
 
 type Reply = oneshot::Sender<Result<RunReport, RequestError>>;
+
+/// The service's runs: those under way (each task ends with its
+/// connection's name), the connections they hold, and the requests that
+/// wait for one of those connections, in order.
+#[derive(Default)]
+struct Runs {
+    running: JoinSet<String>,
+    busy: Arc<Mutex<HashSet<String>>>,
+    waiting: HashMap<String, VecDeque<(RunRequest, Option<Reply>)>>,
+}
+
+impl Runs {
+    fn is_busy(&self, connection: &str) -> bool {
+        self.busy
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(connection)
+    }
+}
 
 /// A cheap handle on a running [`Service`].
 #[derive(Debug, Clone)]
@@ -142,8 +161,9 @@ impl Service {
         mut inbox: mpsc::Receiver<(RunRequest, Reply)>,
         wake: Arc<tokio::sync::Notify>,
     ) {
-        let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let mut running: JoinSet<()> = JoinSet::new();
+        let mut runs = Runs::default();
+        // Runs queued before a restart start (in turn) now.
+        self.start_queued(&mut runs).await;
         let mut stop = self.engine.stop.subscribe();
         let mut tick = tokio::time::interval(self.options.poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -153,26 +173,42 @@ impl Service {
             tokio::select! {
                 _ = async { let _ = stop.wait_for(|stop| *stop).await; } => break,
                 Some((request, reply)) = inbox.recv() => {
-                    self.spawn(&mut running, &busy, request, Some(reply));
+                    self.spawn(&mut runs, request, Some(reply));
                 }
                 _ = tick.tick() => {
-                    self.fire_due(&mut running, &busy).await;
-                    self.apply_webhooks(&mut running, &busy).await;
+                    self.fire_due(&mut runs).await;
+                    self.apply_webhooks(&mut runs).await;
                 }
                 _ = wake.notified() => {
                     webhooks_at.get_or_insert_with(|| tokio::time::Instant::now() + self.options.webhook_window);
                 }
                 _ = async { tokio::time::sleep_until(webhooks_at.unwrap_or_else(tokio::time::Instant::now)).await }, if webhooks_at.is_some() => {
                     webhooks_at = None;
-                    self.apply_webhooks(&mut running, &busy).await;
+                    self.apply_webhooks(&mut runs).await;
                 }
-                Some(_) = running.join_next(), if !running.is_empty() => {}
+                Some(ended) = runs.running.join_next(), if !runs.running.is_empty() => {
+                    // The next request waiting for that connection starts.
+                    if let Ok(name) = ended
+                        && let Some((request, reply)) =
+                            runs.waiting.get_mut(&name).and_then(VecDeque::pop_front)
+                    {
+                        self.spawn(&mut runs, request, reply);
+                    }
+                }
             }
         }
         tracing::info!(
-            runs = running.len(),
+            runs = runs.running.len(),
             "shutting down: runs stop after their pages in flight commit"
         );
+        // Waiting requests are not started; a queued run stays queued in
+        // the store, and the next service starts it.
+        for (_, reply) in runs.waiting.drain().flat_map(|(_, waiting)| waiting) {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(RequestError::Engine(crate::Error::Stopping)));
+            }
+        }
+        let running = &mut runs.running;
         let drained = tokio::time::timeout(self.options.grace, async {
             while running.join_next().await.is_some() {}
         })
@@ -203,7 +239,7 @@ impl Service {
     }
 
     /// Fires the schedules' due slots.
-    async fn fire_due(&self, running: &mut JoinSet<()>, busy: &Arc<Mutex<HashSet<String>>>) {
+    async fn fire_due(&self, runs: &mut Runs) {
         let due = match self.scheduler.tick().await {
             Ok(due) => due,
             Err(error) => {
@@ -228,7 +264,7 @@ impl Service {
                         idempotency_key: Some(slot.key),
                         ..request
                     };
-                    self.spawn(running, busy, request, None);
+                    self.spawn(runs, request, None);
                 }
                 Err(error) => {
                     tracing::error!(connection = %connection.name, kind = slot.kind.as_str(), %error, "cannot run the scheduled sync");
@@ -239,7 +275,7 @@ impl Service {
 
     /// Starts a `webhook` run for each connection with deliveries due that
     /// this process is not running now (a busy one's wait: they are kept).
-    async fn apply_webhooks(&self, running: &mut JoinSet<()>, busy: &Arc<Mutex<HashSet<String>>>) {
+    async fn apply_webhooks(&self, runs: &mut Runs) {
         let backlog = match self
             .engine
             .store
@@ -259,15 +295,11 @@ impl Service {
             return;
         };
         for connection in connections.iter().filter(|c| backlog.contains(&c.id)) {
-            let running_here = busy
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .contains(&connection.name);
-            if running_here {
+            if runs.is_busy(&connection.name) {
                 continue;
             }
             match self.resolver.request(connection, RunKind::Webhook) {
-                Ok(request) => self.spawn(running, busy, request, None),
+                Ok(request) => self.spawn(runs, request, None),
                 Err(error) => {
                     tracing::error!(connection = %connection.name, %error, "cannot apply the webhook deliveries");
                 }
@@ -275,34 +307,88 @@ impl Service {
         }
     }
 
-    /// Runs `request` on a task of its own, unless this process is already
-    /// running its connection.
-    fn spawn(
-        &self,
-        running: &mut JoinSet<()>,
-        busy: &Arc<Mutex<HashSet<String>>>,
-        request: RunRequest,
-        reply: Option<Reply>,
-    ) {
+    /// Starts the runs a previous service queued and did not start.
+    async fn start_queued(&self, runs: &mut Runs) {
+        let queued = match self.engine.store.queued_runs().await {
+            Ok(queued) => queued,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the queued runs");
+                return;
+            }
+        };
+        if queued.is_empty() {
+            return;
+        }
+        let Some(connections) = self.connections().await else {
+            return;
+        };
+        for run in queued {
+            let Some(connection) = connections.iter().find(|c| c.id == run.connection_id) else {
+                continue;
+            };
+            match self.resolver.request(connection, run.kind) {
+                Ok(request) => {
+                    tracing::info!(connection = %connection.name, run = run.id, kind = run.kind.as_str(), "starting a run queued before the restart");
+                    let request = RunRequest {
+                        idempotency_key: run.idempotency_key.clone(),
+                        ..request
+                    };
+                    self.spawn(runs, request, None);
+                }
+                Err(error) => {
+                    tracing::error!(connection = %connection.name, run = run.id, %error, "cannot start a queued run");
+                }
+            }
+        }
+    }
+
+    /// Runs `request` on a task of its own — or, while this process runs
+    /// its connection, queues it to start when that run ends (a run with
+    /// an idempotency key, such as a schedule's slot, is recorded as
+    /// `queued`). Webhook runs are not queued: the next poll asks again.
+    fn spawn(&self, runs: &mut Runs, request: RunRequest, reply: Option<Reply>) {
         let name = request.connection.clone();
-        let taken = busy
+        let taken = runs
+            .busy
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(name.clone());
         if !taken {
-            tracing::info!(connection = %name, kind = request.kind.as_str(), "a run of this connection is in progress here: not started");
-            if let Some(reply) = reply {
-                let _ = reply.send(Err(RequestError::Engine(crate::Error::Store(
-                    tributary_store::Error::Busy(format!(
-                        "connection `{name}` is busy: this process is running its sync"
-                    )),
-                ))));
+            if request.kind == RunKind::Webhook {
+                return;
             }
+            tracing::info!(connection = %name, kind = request.kind.as_str(), "a run of this connection is in progress here: queued after it");
+            if let Some(key) = request.idempotency_key.clone() {
+                let (store, clock, kind) = (
+                    self.engine.store.clone(),
+                    self.engine.clock.clone(),
+                    request.kind,
+                );
+                let connection = name.clone();
+                tokio::spawn(async move {
+                    let queued = async {
+                        let Some(found) = store.connection(&connection).await? else {
+                            return Ok(());
+                        };
+                        store
+                            .queue_run(found.id, kind, &key, clock.now())
+                            .await
+                            .map(|_| ())
+                    };
+                    if let Err(error) = queued.await {
+                        tracing::warn!(%connection, %error, "cannot record the queued run");
+                    }
+                });
+            }
+            runs.waiting
+                .entry(name)
+                .or_default()
+                .push_back((request, reply));
             return;
         }
         let engine = self.engine.clone();
-        let busy = busy.clone();
-        running.spawn(async move {
+        let busy = runs.busy.clone();
+        runs.running.spawn(async move {
             let kind = request.kind;
             let result = engine.run_request(request, Arc::new(NoProgress)).await;
             busy.lock()
@@ -331,6 +417,7 @@ impl Service {
             if let Some(reply) = reply {
                 let _ = reply.send(result);
             }
+            name
         });
     }
 }

@@ -699,6 +699,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         idempotency_key: Option<&str>,
         now: Timestamp,
     ) -> Result<RunStart>;
+    /// Records a run asked for while its connection was busy: state
+    /// `queued`, named by its idempotency key (the run that key already
+    /// names, if any). [`Store::start_run`] with the key starts it.
+    async fn queue_run(
+        &self,
+        connection_id: i64,
+        kind: RunKind,
+        idempotency_key: &str,
+        now: Timestamp,
+    ) -> Result<Run>;
+    /// The queued runs, oldest first.
+    async fn queued_runs(&self) -> Result<Vec<Run>>;
     /// Adds to a run's figures the requests it made and the retries it
     /// spent (an invocation's worth; a resumed run adds up).
     async fn add_run_usage(&self, run_id: i64, requests: u64, retries: u64) -> Result<()>;

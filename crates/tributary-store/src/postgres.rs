@@ -606,6 +606,21 @@ impl Store for PgStore {
                     .await?;
             if let Some(row) = row {
                 let run = run_row(&row)?;
+                if run.state == RunState::Queued {
+                    // Its turn: it starts now.
+                    let row = sqlx::query(
+                        "UPDATE runs SET state = 'running', scope = $1, started_at = $2, updated_at = $2 \
+                         WHERE id = $3 RETURNING *",
+                    )
+                    .bind(scope)
+                    .bind(now)
+                    .bind(run.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let run = run_row(&row)?;
+                    tx.commit().await?;
+                    return Ok(RunStart::New(run));
+                }
                 tx.commit().await?;
                 return Ok(if run.state == RunState::Running {
                     RunStart::Resumed(run)
@@ -695,6 +710,39 @@ impl Store for PgStore {
             return Err(Error::NotFound(format!("run {run_id}")));
         }
         Ok(())
+    }
+
+    async fn queue_run(
+        &self,
+        connection_id: i64,
+        kind: RunKind,
+        idempotency_key: &str,
+        now: Timestamp,
+    ) -> Result<Run> {
+        sqlx::query(
+            "INSERT INTO runs (connection_id, kind, state, idempotency_key, started_at, updated_at) \
+             VALUES ($1, $2, 'queued', $3, $4, $4) ON CONFLICT (connection_id, idempotency_key) DO NOTHING",
+        )
+        .bind(connection_id)
+        .bind(kind.as_str())
+        .bind(idempotency_key)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let row =
+            sqlx::query("SELECT * FROM runs WHERE connection_id = $1 AND idempotency_key = $2")
+                .bind(connection_id)
+                .bind(idempotency_key)
+                .fetch_one(&self.pool)
+                .await?;
+        run_row(&row)
+    }
+
+    async fn queued_runs(&self) -> Result<Vec<Run>> {
+        let rows = sqlx::query("SELECT * FROM runs WHERE state = 'queued' ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_row).collect()
     }
 
     async fn add_run_usage(&self, run_id: i64, requests: u64, retries: u64) -> Result<()> {

@@ -421,6 +421,22 @@ impl SqliteStore {
                     .await?;
             if let Some(row) = row {
                 let run = run_row(&row)?;
+                if run.state == RunState::Queued {
+                    // Its turn: it starts now.
+                    let row = sqlx::query(
+                        "UPDATE runs SET state = 'running', scope = ?, started_at = ?, updated_at = ? \
+                         WHERE id = ? RETURNING *",
+                    )
+                    .bind(scope)
+                    .bind(&now)
+                    .bind(&now)
+                    .bind(run.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let run = run_row(&row)?;
+                    tx.commit().await?;
+                    return Ok(RunStart::New(run));
+                }
                 tx.commit().await?;
                 return Ok(if run.state == RunState::Running {
                     RunStart::Resumed(run)
@@ -991,6 +1007,41 @@ impl Store for SqliteStore {
             return Err(Error::NotFound(format!("run {run_id}")));
         }
         Ok(())
+    }
+
+    async fn queue_run(
+        &self,
+        connection_id: i64,
+        kind: RunKind,
+        idempotency_key: &str,
+        now: Timestamp,
+    ) -> Result<Run> {
+        let now = sqlite_ts(&now);
+        sqlx::query(
+            "INSERT INTO runs (connection_id, kind, state, idempotency_key, started_at, updated_at) \
+             VALUES (?, ?, 'queued', ?, ?, ?) ON CONFLICT (connection_id, idempotency_key) DO NOTHING",
+        )
+        .bind(connection_id)
+        .bind(kind.as_str())
+        .bind(idempotency_key)
+        .bind(&now)
+        .bind(&now)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| self.write_error(e.into()))?;
+        let row = sqlx::query("SELECT * FROM runs WHERE connection_id = ? AND idempotency_key = ?")
+            .bind(connection_id)
+            .bind(idempotency_key)
+            .fetch_one(&self.writer)
+            .await?;
+        run_row(&row)
+    }
+
+    async fn queued_runs(&self) -> Result<Vec<Run>> {
+        let rows = sqlx::query("SELECT * FROM runs WHERE state = 'queued' ORDER BY id")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(run_row).collect()
     }
 
     async fn add_run_usage(&self, run_id: i64, requests: u64, retries: u64) -> Result<()> {

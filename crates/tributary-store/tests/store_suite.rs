@@ -135,6 +135,7 @@ store_suite!(
     deliveries_are_kept_once_per_sender_id,
     duplicates_arriving_at_once_are_kept_once,
     deliveries_are_due_settled_replayed_and_paused,
+    a_queued_run_starts_by_its_key,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -2237,4 +2238,75 @@ async fn deliveries_are_due_settled_replayed_and_paused(store: Arc<dyn Store>) {
     store.set_webhooks_paused(conn, false, t0()).await.unwrap();
     assert!(store.webhook_pauses().await.unwrap().is_empty());
     assert_eq!(due(t0()).await, ["a", "c"]);
+}
+
+async fn a_queued_run_starts_by_its_key(store: Arc<dyn Store>) {
+    let (conn, _) = setup(&store).await;
+    let key = "schedule delta 2026-03-04T05:00:00Z";
+    let queued = store
+        .queue_run(conn, RunKind::Delta, key, t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        (queued.state, queued.kind),
+        (RunState::Queued, RunKind::Delta)
+    );
+    // Queued again under the same key: the same run.
+    let again = store
+        .queue_run(conn, RunKind::Delta, key, t0())
+        .await
+        .unwrap();
+    assert_eq!(again.id, queued.id);
+    assert_eq!(
+        store
+            .queued_runs()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>(),
+        vec![queued.id]
+    );
+    // Its turn: started by its key, as a new run, with its scope.
+    let later = t0() + Duration::seconds(60);
+    let started = store
+        .start_run(conn, RunKind::Delta, Some("scope"), Some(key), later)
+        .await
+        .unwrap();
+    let RunStart::New(run) = started else {
+        panic!("{started:?}")
+    };
+    assert_eq!(
+        (run.id, run.state, run.started_at),
+        (queued.id, RunState::Running, later)
+    );
+    assert!(store.queued_runs().await.unwrap().is_empty());
+    // A queued run cancelled before its turn never starts.
+    let other = store
+        .queue_run(conn, RunKind::Reconcile, "schedule reconcile x", t0())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .transition_run(
+                other.id,
+                RunState::Queued,
+                RunState::Cancelled,
+                Some("no"),
+                t0()
+            )
+            .await
+            .unwrap()
+    );
+    let start = store
+        .start_run(
+            conn,
+            RunKind::Reconcile,
+            None,
+            Some("schedule reconcile x"),
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(start, RunStart::Finished(_)), "{start:?}");
 }

@@ -1,0 +1,166 @@
+//! The service's queue: a run asked for while its connection is running
+//! here waits (`queued`, when it has an idempotency key) and starts when
+//! the run before it ends; a run left queued by a service that stopped is
+//! started by the next one.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Harness, harness_of, pco};
+use tributary_core::{RunKind, RunState};
+use tributary_engine::{EngineOptions, Resolver, RunRequest, Service, ServiceOptions};
+use tributary_sim::{Faults, SimConfig};
+use tributary_store::Connection;
+
+/// Runs against the harness's simulator with its token, no budget.
+struct ToSim {
+    url: String,
+}
+
+impl Resolver for ToSim {
+    fn request(&self, connection: &Connection, kind: RunKind) -> Result<RunRequest, String> {
+        Ok(RunRequest {
+            base_url: Some(self.url.clone()),
+            credentials: Some(tributary_core::Credentials::bearer("sim-token")),
+            rate_limiter: Some(Arc::new(tributary_source::Unlimited::default())),
+            ..RunRequest::new(&connection.name, kind, Arc::new(pco()))
+        })
+    }
+}
+
+/// An account whose every answer takes a few milliseconds (a full sync
+/// lasts long enough to ask for another run meanwhile).
+async fn slow_account() -> Harness {
+    let config = SimConfig {
+        seed: 5,
+        people: 60,
+        faults: Faults {
+            latency: Duration::from_millis(15),
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    };
+    harness_of(config, pco(), 10, EngineOptions::default()).await
+}
+
+fn service(h: &Harness) -> tributary_engine::ServiceHandle {
+    Service::new(
+        h.engine.clone(),
+        Arc::new(ToSim {
+            url: h.sim.base_url(),
+        }),
+        ServiceOptions {
+            poll: Duration::from_millis(50),
+            ..ServiceOptions::default()
+        },
+    )
+    .start()
+}
+
+async fn wait_for_state(h: &Harness, run: i64, state: RunState) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = h.store.run(run).await.unwrap().map(|r| r.state);
+        if now == Some(state) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run} is {now:?}, not {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_asked_for_while_its_connection_runs_is_queued_then_runs() {
+    let h = slow_account().await;
+    let handle = service(&h);
+    let resolver = ToSim {
+        url: h.sim.base_url(),
+    };
+    let full = resolver.request(&h.connection, RunKind::Full).unwrap();
+    let first = {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.run(full).await })
+    };
+    // Once the full sync runs, a reconciliation is asked for by key.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while h.store.runs(None, 10).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the full sync never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = RunRequest {
+        idempotency_key: Some("operator reconcile 1".into()),
+        ..resolver.request(&h.connection, RunKind::Reconcile).unwrap()
+    };
+    let waiting = {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.run(second).await })
+    };
+    // It is a `queued` run while the full sync runs...
+    let queued = loop {
+        let runs = h.store.runs(None, 10).await.unwrap();
+        if let Some(run) = runs
+            .iter()
+            .find(|r| r.idempotency_key.as_deref() == Some("operator reconcile 1"))
+        {
+            break run.clone();
+        }
+        assert!(Instant::now() < deadline, "never queued: {runs:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(queued.state, RunState::Queued, "{queued:?}");
+    assert_eq!(queued.kind, RunKind::Reconcile);
+    // ...then runs after it, as the same run.
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.run.state, RunState::Succeeded);
+    let second = waiting.await.unwrap().unwrap();
+    assert_eq!(second.run.id, queued.id);
+    assert_eq!(second.run.state, RunState::Succeeded, "{:?}", second.run);
+    assert!(second.run.started_at >= first.run.finished_at.unwrap());
+    h.assert_current(&[]).await;
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_left_queued_by_a_stopped_service_is_started_by_the_next() {
+    let h = slow_account().await;
+    let queued = h
+        .store
+        .queue_run(
+            h.connection.id,
+            RunKind::Full,
+            "schedule full 2026-12-07T03:00:00Z",
+            tributary_core::Clock::now(&tributary_core::SystemClock),
+        )
+        .await
+        .unwrap();
+    assert_eq!(queued.state, RunState::Queued);
+    let handle = service(&h);
+    wait_for_state(&h, queued.id, RunState::Succeeded).await;
+    h.assert_current(&[]).await;
+    // A queued run cancelled before its turn never runs.
+    let cancelled = h
+        .store
+        .queue_run(
+            h.connection.id,
+            RunKind::Delta,
+            "schedule delta later",
+            tributary_core::Clock::now(&tributary_core::SystemClock),
+        )
+        .await
+        .unwrap();
+    let run = h.engine.cancel(cancelled.id).await.unwrap();
+    assert_eq!(run.state, RunState::Cancelled);
+    handle.shutdown().await;
+    let handle = service(&h);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        h.store.run(cancelled.id).await.unwrap().unwrap().state,
+        RunState::Cancelled
+    );
+    handle.shutdown().await;
+}
