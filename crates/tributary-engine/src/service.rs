@@ -42,6 +42,10 @@ pub struct ServiceOptions {
     /// applied: the ones that arrive meanwhile (a burst of one record's
     /// events) are applied with it, the record read once.
     pub webhook_window: Duration,
+    /// How long applied deliveries are kept (so a sender's late retry is
+    /// still known as a duplicate; senders retry for about a day); older
+    /// ones are forgotten once an hour. Pending and dead ones are kept.
+    pub inbox_retention: Duration,
 }
 
 impl Default for ServiceOptions {
@@ -50,6 +54,7 @@ impl Default for ServiceOptions {
             poll: Duration::from_secs(1),
             grace: Duration::from_secs(8),
             webhook_window: Duration::from_millis(200),
+            inbox_retention: Duration::from_secs(7 * 24 * 3_600),
         }
     }
 }
@@ -64,6 +69,9 @@ struct Runs {
     running: JoinSet<String>,
     busy: Arc<Mutex<HashSet<String>>>,
     waiting: HashMap<String, VecDeque<(RunRequest, Option<Reply>)>>,
+    /// Per connection, why its last webhook run could not start: said
+    /// once (a warning), not at every poll.
+    webhook_errors: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Runs {
@@ -169,6 +177,9 @@ impl Service {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // When the deliveries that woke the service are applied.
         let mut webhooks_at: Option<tokio::time::Instant> = None;
+        // Applied deliveries past their retention are forgotten hourly.
+        let mut expiry = tokio::time::interval(Duration::from_secs(3_600));
+        expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = async { let _ = stop.wait_for(|stop| *stop).await; } => break,
@@ -179,6 +190,7 @@ impl Service {
                     self.fire_due(&mut runs).await;
                     self.apply_webhooks(&mut runs).await;
                 }
+                _ = expiry.tick() => self.expire_deliveries().await,
                 _ = wake.notified() => {
                     webhooks_at.get_or_insert_with(|| tokio::time::Instant::now() + self.options.webhook_window);
                 }
@@ -224,6 +236,23 @@ impl Service {
         inbox.close();
         while let Some((_, reply)) = inbox.recv().await {
             let _ = reply.send(Err(RequestError::Engine(crate::Error::Stopping)));
+        }
+    }
+
+    /// Forgets applied deliveries older than the retention.
+    async fn expire_deliveries(&self) {
+        let retention = chrono::Duration::from_std(self.options.inbox_retention)
+            .unwrap_or(chrono::Duration::MAX);
+        let Some(before) = self.engine.clock.now().checked_sub_signed(retention) else {
+            return;
+        };
+        match self.engine.store.expire_deliveries(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                deliveries = n,
+                "forgot applied webhook deliveries past their retention"
+            ),
+            Err(error) => tracing::warn!(%error, "cannot expire webhook deliveries"),
         }
     }
 
@@ -388,12 +417,19 @@ impl Service {
         }
         let engine = self.engine.clone();
         let busy = runs.busy.clone();
+        let webhook_errors = runs.webhook_errors.clone();
         runs.running.spawn(async move {
             let kind = request.kind;
             let result = engine.run_request(request, Arc::new(NoProgress)).await;
             busy.lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .remove(&name);
+            if result.is_ok() && kind == RunKind::Webhook {
+                webhook_errors
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .remove(&name);
+            }
             match &result {
                 Ok(report) => tracing::info!(
                     connection = %name,
@@ -411,6 +447,17 @@ impl Service {
                     if kind == RunKind::Webhook =>
                 {
                     tracing::debug!(connection = %name, %error, "webhook deliveries wait: the connection is busy")
+                }
+                Err(error) if kind == RunKind::Webhook => {
+                    let said = webhook_errors
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .insert(name.clone(), error.to_string());
+                    if said.as_deref() == Some(error.to_string().as_str()) {
+                        tracing::debug!(connection = %name, %error, "webhook deliveries still not applied");
+                    } else {
+                        tracing::warn!(connection = %name, %error, "webhook deliveries cannot be applied (said once; they wait in the inbox)");
+                    }
                 }
                 Err(error) => tracing::warn!(connection = %name, kind = kind.as_str(), %error, "run not started"),
             }

@@ -164,3 +164,68 @@ async fn a_run_left_queued_by_a_stopped_service_is_started_by_the_next() {
     );
     handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_deliveries_past_their_retention_are_forgotten() {
+    let h = slow_account().await;
+    let now = tributary_core::Clock::now(&tributary_core::SystemClock);
+    let delivery = |id: &str, days: i64| tributary_store::NewDelivery {
+        connection_id: h.connection.id,
+        delivery_id: id.into(),
+        event: "people.v2.events.list.updated".into(),
+        sent_at: None,
+        received_at: now - chrono::Duration::days(days),
+        payload: "{}".into(),
+    };
+    let stored = h
+        .store
+        .receive_deliveries(&[
+            delivery("old", 8),
+            delivery("recent", 1),
+            delivery("old pending", 8),
+        ])
+        .await
+        .unwrap();
+    let ids: Vec<i64> = stored
+        .iter()
+        .map(|r| match r {
+            tributary_store::Received::Stored(id) => *id,
+            tributary_store::Received::Duplicate => unreachable!(),
+        })
+        .collect();
+    let applied = tributary_store::Settled::Applied {
+        run_id: 1,
+        note: None,
+    };
+    h.store
+        .settle_deliveries(&[(ids[0], 0, applied.clone()), (ids[1], 0, applied)], now)
+        .await
+        .unwrap();
+    // Paused: the pending one stays pending while the service runs.
+    h.store
+        .set_webhooks_paused(h.connection.id, true, now)
+        .await
+        .unwrap();
+    let handle = service(&h);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let left = loop {
+        let left: Vec<String> = h
+            .store
+            .deliveries(&tributary_store::DeliveryQuery::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.delivery_id)
+            .collect();
+        if left.len() < 3 || Instant::now() > deadline {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The week-old applied one is forgotten; the recent one and the one
+    // still pending are kept.
+    assert!(!left.contains(&"old".to_owned()), "{left:?}");
+    assert!(left.contains(&"recent".to_owned()), "{left:?}");
+    assert!(left.contains(&"old pending".to_owned()), "{left:?}");
+    handle.shutdown().await;
+}

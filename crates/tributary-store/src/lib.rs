@@ -859,6 +859,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<()>;
     /// The paused connections.
     async fn webhook_pauses(&self) -> Result<Vec<i64>>;
+    /// Forgets applied deliveries received before `before` (pending and
+    /// dead ones are kept); returns how many. A sender's retry of one
+    /// received earlier would be stored again, so `before` must lie past
+    /// the senders' retry horizon.
+    async fn expire_deliveries(&self, before: Timestamp) -> Result<u64>;
 
     /// The connection's high-water marks, per entity: the time (the
     /// source's clock) up to which every change of the entity is stored,

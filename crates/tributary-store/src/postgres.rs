@@ -1013,6 +1013,10 @@ impl Store for PgStore {
         self.select_pauses().await
     }
 
+    async fn expire_deliveries(&self, before: Timestamp) -> Result<u64> {
+        self.delete_expired(before).await
+    }
+
     async fn marks(&self, connection_id: i64) -> Result<Vec<(String, Timestamp)>> {
         let rows = sqlx::query(
             "SELECT entity, high_water FROM marks WHERE connection_id = $1 ORDER BY entity",

@@ -1322,6 +1322,10 @@ impl Store for SqliteStore {
         self.select_pauses().await
     }
 
+    async fn expire_deliveries(&self, before: Timestamp) -> Result<u64> {
+        self.delete_expired(before).await
+    }
+
     async fn marks(&self, connection_id: i64) -> Result<Vec<(String, Timestamp)>> {
         let rows = sqlx::query(
             "SELECT entity, high_water FROM marks WHERE connection_id = ? ORDER BY entity",

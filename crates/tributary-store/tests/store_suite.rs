@@ -2238,6 +2238,38 @@ async fn deliveries_are_due_settled_replayed_and_paused(store: Arc<dyn Store>) {
     store.set_webhooks_paused(conn, false, t0()).await.unwrap();
     assert!(store.webhook_pauses().await.unwrap().is_empty());
     assert_eq!(due(t0()).await, ["a", "c"]);
+
+    // Expiry forgets applied deliveries received before a time, only.
+    store
+        .settle_deliveries(
+            &[(
+                ids[0],
+                0,
+                Settled::Applied {
+                    run_id: run,
+                    note: None,
+                },
+            )],
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.expire_deliveries(t0()).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .expire_deliveries(t0() + Duration::seconds(1))
+            .await
+            .unwrap(),
+        1
+    );
+    let left: Vec<String> = store
+        .deliveries(&DeliveryQuery::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.delivery_id)
+        .collect();
+    assert_eq!(left, ["b", "c"]);
 }
 
 async fn a_queued_run_starts_by_its_key(store: Arc<dyn Store>) {

@@ -215,6 +215,16 @@ impl PgStore {
         Ok(())
     }
 
+    pub(super) async fn delete_expired(&self, before: Timestamp) -> Result<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE state = 'applied' AND received_at < $1",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
     pub(super) async fn select_pauses(&self) -> Result<Vec<i64>> {
         Ok(
             sqlx::query_scalar("SELECT connection_id FROM webhook_pauses ORDER BY connection_id")

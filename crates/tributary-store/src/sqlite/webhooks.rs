@@ -222,6 +222,17 @@ impl SqliteStore {
         Ok(())
     }
 
+    pub(super) async fn delete_expired(&self, before: Timestamp) -> Result<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE state = 'applied' AND received_at < ?",
+        )
+        .bind(sqlite_ts(&before))
+        .execute(&self.writer)
+        .await
+        .map_err(|e| self.write_error(e.into()))?
+        .rows_affected())
+    }
+
     pub(super) async fn select_pauses(&self) -> Result<Vec<i64>> {
         Ok(
             sqlx::query_scalar("SELECT connection_id FROM webhook_pauses ORDER BY connection_id")
