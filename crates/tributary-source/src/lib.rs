@@ -949,13 +949,26 @@ fn error_detail(body: &str) -> String {
     if let Ok(doc) = serde_json::from_str::<Value>(body)
         && let Some(first) = doc.get("errors").and_then(|e| e.get(0))
     {
-        let title = first.get("title").and_then(Value::as_str).unwrap_or("");
-        let detail = first.get("detail").and_then(Value::as_str).unwrap_or("");
-        return match (title.is_empty(), detail.is_empty()) {
-            (false, false) => format!("{title}: {detail}"),
-            (false, true) => title.to_owned(),
+        let text = |key: &str| first.get(key).and_then(Value::as_str).unwrap_or("");
+        // JSON:API `title`/`detail`, or Clerk's `message`/`long_message`
+        // and `code`.
+        let (title, detail) = match (text("title"), text("detail")) {
+            ("", "") => (text("message"), text("long_message")),
+            pair => pair,
+        };
+        let code = text("code");
+        let said = match (title.is_empty(), detail.is_empty()) {
+            (false, false) if title != detail => format!("{title}: {detail}"),
+            (false, _) => title.to_owned(),
             _ => detail.to_owned(),
         };
+        if !said.is_empty() || !code.is_empty() {
+            return match code {
+                "" => said,
+                code if said.is_empty() => code.to_owned(),
+                code => format!("{said} ({code})"),
+            };
+        }
     }
     if let Some(title) = html_title(body) {
         return format!("an HTML page titled `{title}`");
@@ -1045,6 +1058,17 @@ mod tests {
             "an HTML page titled `502 Bad Gateway`"
         );
         assert_eq!(error_detail("<html>oops</html>"), "an HTML page");
+        // Clerk's error shape.
+        assert_eq!(
+            error_detail(
+                r#"{"errors":[{"message":"Unauthorized request","long_message":"The Authorization header is missing","code":"authentication_invalid"}]}"#
+            ),
+            "Unauthorized request: The Authorization header is missing (authentication_invalid)"
+        );
+        assert_eq!(
+            error_detail(r#"{"errors":[{"code":"form_param_missing"}]}"#),
+            "form_param_missing"
+        );
         assert_eq!(error_detail(""), "(empty body)");
     }
 

@@ -138,9 +138,16 @@ fn build(
                 Some(Borrowed::Str(s)) => Some(parse_instant(s).ok_or_else(|| {
                     format!("`{attr}` is `{s}`, which is not an RFC 3339 timestamp")
                 })?),
+                // Epoch milliseconds (Clerk's timestamps).
+                Some(number @ Borrowed::Number(_)) => {
+                    let value = Value::from(number);
+                    Some(value.as_i64().and_then(instant_of_millis).ok_or_else(|| {
+                        format!("`{attr}` is {value}, not a timestamp in epoch milliseconds")
+                    })?)
+                }
                 Some(other) => {
                     return Err(format!(
-                        "`{attr}` is {}, not a timestamp string",
+                        "`{attr}` is {}, not a timestamp",
                         Value::from(other)
                     ));
                 }
@@ -220,6 +227,11 @@ fn lookup(id: &str, attributes: Option<&ObjectAsVec<'_>>, path: &[String]) -> Op
         current = get(current, segment)?;
     }
     Some(Value::from(current))
+}
+
+/// A time given in milliseconds since the Unix epoch.
+fn instant_of_millis(ms: i64) -> Option<Timestamp> {
+    chrono::DateTime::from_timestamp_millis(ms)
 }
 
 fn parse_instant(s: &str) -> Option<Timestamp> {
@@ -302,7 +314,14 @@ pub fn coerce(field: &Field, value: Option<Value>) -> Result<Value, String> {
                 )),
                 None => fail("an RFC 3339 timestamp"),
             },
-            _ => fail("an RFC 3339 timestamp"),
+            // Epoch milliseconds (Clerk's timestamps), written as RFC 3339.
+            Value::Number(n) => match n.as_i64().and_then(instant_of_millis) {
+                Some(t) => Ok(Value::String(
+                    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                )),
+                None => fail("an RFC 3339 timestamp or epoch milliseconds"),
+            },
+            _ => fail("an RFC 3339 timestamp or epoch milliseconds"),
         },
     }
 }
@@ -422,6 +441,29 @@ mod tests {
             bad.error,
             "field `address` (from `address`) is required but missing or null"
         );
+    }
+
+    #[test]
+    fn epoch_milliseconds_are_timestamps_too() {
+        let m = manifest();
+        let entity = m.entity("Person").unwrap();
+        // Clerk writes times as milliseconds since the epoch.
+        let record = transform_json(
+            entity,
+            person(
+                json!({"first_name": "Zoë", "last_name": "Ŝ", "created_at": 1_700_000_000_123i64,
+                "updated_at": 1_700_000_100_000i64}),
+            ),
+            None,
+        )
+        .unwrap();
+        assert_eq!(record.canonical["created_at"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            record.source_updated_at.unwrap().timestamp_millis(),
+            1_700_000_100_000
+        );
+        let bad = transform_json(entity, person(json!({"updated_at": 1.5})), None).unwrap_err();
+        assert!(bad.error.contains("epoch milliseconds"), "{}", bad.error);
     }
 
     #[test]
