@@ -70,6 +70,8 @@ pub struct Pagination {
     pub offset_param: String,
     /// Plain JSON: the field holding the records.
     pub records_field: Option<String>,
+    /// Query parameter carrying an entity's `order`.
+    pub order_param: String,
 }
 
 /// The request budget.
@@ -104,6 +106,9 @@ pub struct Entity {
     pub parent: Option<String>,
     /// Order for full scans.
     pub order: Option<String>,
+    /// Plain JSON: the field holding this entity's records (`None`: the
+    /// body is the array) — the entity's own, else the pagination's.
+    pub records_field: Option<String>,
     /// Attribute holding the source's last-modified time.
     pub updated_at: Option<String>,
     /// Includes: include name → entity.
@@ -502,6 +507,11 @@ pub(crate) fn build(file: &str, text: &str, spec: ManifestSpec) -> Result<Manife
                 get: e.get.as_ref().map(|g| g.get_ref().clone()),
                 parent: e.parent.as_ref().map(|p| p.get_ref().clone()),
                 order: e.order.clone(),
+                records_field: match &e.records_field {
+                    Some(field) if field.is_empty() => None,
+                    Some(field) => Some(field.clone()),
+                    None => spec.pagination.records_field.clone(),
+                },
                 updated_at: e.updated_at.as_ref().map(|u| u.get_ref().clone()),
                 include,
                 delta,
@@ -550,7 +560,12 @@ pub(crate) fn build(file: &str, text: &str, spec: ManifestSpec) -> Result<Manife
             max_page_size: max.map_or(page_size, |m| m as u32).max(page_size),
             page_size_param: spec.pagination.page_size_param,
             offset_param: spec.pagination.offset_param,
-            records_field: spec.pagination.records_field,
+            records_field: spec.pagination.records_field.clone(),
+            order_param: spec
+                .pagination
+                .order_param
+                .clone()
+                .unwrap_or_else(|| "order".to_owned()),
         },
         rate_limit: spec.rate_limit.map(|rl| RateLimit {
             requests: *rl.requests.get_ref(),

@@ -118,6 +118,9 @@ pub struct PaginationSpec {
     /// the array).
     #[serde(default)]
     pub records_field: Option<String>,
+    /// Query parameter carrying an entity's `order` (default `order`).
+    #[serde(default)]
+    pub order_param: Option<String>,
 }
 
 /// The paging styles.
@@ -171,6 +174,11 @@ pub struct EntitySpec {
     /// `order` value for full scans (a stable order such as `created_at`).
     #[serde(default)]
     pub order: Option<String>,
+    /// For plain JSON lists: the field holding this entity's array,
+    /// instead of `[pagination] records_field` (`""`: the body is the
+    /// array).
+    #[serde(default)]
+    pub records_field: Option<String>,
     /// Attribute holding the source's last-modified time.
     #[serde(default)]
     pub updated_at: Option<Spanned<String>>,

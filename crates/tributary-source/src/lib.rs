@@ -25,7 +25,7 @@ use tributary_manifest::{Entity, Format, Manifest, PaginationStyle};
 
 pub use auth::CredentialStore;
 pub use ratelimit::{LocalRateLimiter, Observation, Permit, RateLimiter, RateStatus, Unlimited};
-pub use transform::{coerce, transform};
+pub use transform::{Shape, coerce, transform, transform_shaped};
 use transform::{get, member};
 
 /// How an error should be handled.
@@ -533,24 +533,18 @@ impl Source {
                 Some(data @ Borrowed::Object(_)) => data.clone(),
                 _ => return Err(malformed(url, "`data` is not an object")),
             },
-            (Format::Json, item @ Borrowed::Object(_)) => {
-                let id = get(&item, "id").cloned().unwrap_or(Borrowed::Null);
-                Borrowed::Object(
-                    vec![
-                        ("type", Borrowed::Str(entity.name.as_str().into())),
-                        ("id", id),
-                        ("attributes", item),
-                    ]
-                    .into(),
-                )
-            }
+            (Format::Json, item @ Borrowed::Object(_)) => item,
             _ => return Err(malformed(url, "the document is not a JSON object")),
         };
         let mut page = Page {
             finished: true,
             ..Page::default()
         };
-        match transform(entity, &object, None) {
+        let shape = match self.inner.manifest.format {
+            Format::Jsonapi => Shape::JsonApi,
+            Format::Json => Shape::Plain,
+        };
+        match transform_shaped(entity, &object, None, shape) {
             Ok(record) => page.records.push(record),
             Err(bad) => page.quarantined.push(bad),
         }
@@ -618,8 +612,11 @@ impl Source {
             p.page_size_param, self.inner.page_size, p.offset_param, offset
         ));
         if let Some(order) = order {
-            url.push_str("&order=");
-            url.push_str(order);
+            url.push('&');
+            url.push_str(&p.order_param);
+            url.push('=');
+            // `+created_at` keeps its `+` (a bare one reads as a space).
+            url.extend(form_urlencoded::byte_serialize(order.as_bytes()));
         }
         url
     }
@@ -721,7 +718,7 @@ impl Source {
         parent_id: Option<&str>,
     ) -> Result<Page> {
         let p = &self.inner.manifest.pagination;
-        let (items, total) = match (&p.records_field, body) {
+        let (items, total) = match (&entity.records_field, body) {
             (None, Borrowed::Array(items)) => (items, None),
             (Some(field), Borrowed::Object(doc)) => {
                 let total = member(&doc, "total_count").and_then(Borrowed::as_i64);
@@ -746,17 +743,9 @@ impl Source {
             ..Page::default()
         };
         for item in items {
-            // Plain JSON objects carry their attributes at the top level.
-            let id = get(&item, "id").cloned().unwrap_or(Borrowed::Null);
-            let object = Borrowed::Object(
-                vec![
-                    ("type", Borrowed::Str(entity.name.as_str().into())),
-                    ("id", id),
-                    ("attributes", item),
-                ]
-                .into(),
-            );
-            match transform(entity, &object, parent_id) {
+            // Plain JSON objects carry their attributes at the top level,
+            // and are kept as sent.
+            match transform_shaped(entity, &item, parent_id, Shape::Plain) {
                 Ok(record) => page.records.push(record),
                 Err(bad) => page.quarantined.push(bad),
             }

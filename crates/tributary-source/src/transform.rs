@@ -17,12 +17,33 @@ use tributary_manifest::{Entity, Field, FieldType, RelationshipSource};
 /// (URLs, request metadata): left out of the raw text and its hash.
 const VOLATILE: [&str; 2] = ["links", "meta"];
 
+/// How a source object is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A JSON:API resource object: `type`, `id`, `attributes`,
+    /// `relationships`; `links` and `meta` are left out of the raw text.
+    JsonApi,
+    /// A plain JSON object: its members are the attributes, `id` among
+    /// them; the raw text is the object as the API sent it.
+    Plain,
+}
+
 /// Transforms one JSON:API resource object of `entity`. `parent_id` is the
 /// parent the object was listed under, if any.
 pub fn transform(
     entity: &Entity,
     object: &Borrowed<'_>,
     parent_id: Option<&str>,
+) -> Result<SourceRecord, QuarantinedRecord> {
+    transform_shaped(entity, object, parent_id, Shape::JsonApi)
+}
+
+/// Transforms one object of `entity` laid out as `shape`.
+pub fn transform_shaped(
+    entity: &Entity,
+    object: &Borrowed<'_>,
+    parent_id: Option<&str>,
+    shape: Shape,
 ) -> Result<SourceRecord, QuarantinedRecord> {
     let Borrowed::Object(members) = object else {
         return Err(quarantine(
@@ -32,7 +53,11 @@ pub fn transform(
             "the object is not a JSON object".into(),
         ));
     };
-    let kept = || members.iter().filter(|(key, _)| !VOLATILE.contains(key));
+    let kept = || {
+        members
+            .iter()
+            .filter(move |(key, _)| shape == Shape::Plain || !VOLATILE.contains(key))
+    };
     let owned = || {
         Value::Object(
             kept()
@@ -52,13 +77,24 @@ pub fn transform(
             ));
         }
     };
-    if let Some(Borrowed::Str(ty)) = member(members, "type")
+    if shape == Shape::JsonApi
+        && let Some(Borrowed::Str(ty)) = member(members, "type")
         && *ty != entity.name
     {
         let message = format!("the object's type is `{ty}`, expected `{}`", entity.name);
         return Err(quarantine(entity, Some(id), owned(), message));
     }
-    match build(entity, &id, members, parent_id) {
+    let attributes = match shape {
+        Shape::Plain => Ok(Some(members)),
+        Shape::JsonApi => match member(members, "attributes") {
+            Some(Borrowed::Object(a)) => Ok(Some(a)),
+            None | Some(Borrowed::Null) => Ok(None),
+            Some(_) => Err("`attributes` is not an object".to_owned()),
+        },
+    };
+    let built =
+        attributes.and_then(|attributes| build(entity, &id, members, attributes, parent_id));
+    match built {
         Ok((canonical, edges, source_updated_at)) => Ok(SourceRecord {
             entity: entity.name.clone(),
             external_id: id,
@@ -115,14 +151,20 @@ fn build(
     entity: &Entity,
     id: &str,
     object: &ObjectAsVec<'_>,
+    attributes: Option<&ObjectAsVec<'_>>,
     parent_id: Option<&str>,
 ) -> Result<Built, String> {
-    let attributes = match member(object, "attributes") {
-        Some(Borrowed::Object(a)) => Some(a),
-        None | Some(Borrowed::Null) => None,
-        Some(_) => return Err("`attributes` is not an object".into()),
+    // An attribute by name, or by a dotted path into nested objects
+    // (`organization.id`).
+    let attribute = |name: &str| {
+        let mut parts = name.split('.');
+        let first = parts.next()?;
+        let mut current = attributes.and_then(|a| member(a, first))?;
+        for part in parts {
+            current = step(current, part)?;
+        }
+        Some(current)
     };
-    let attribute = |name: &str| attributes.and_then(|a| member(a, name));
 
     let mut canonical = Map::new();
     for field in &entity.fields {
@@ -224,9 +266,18 @@ fn lookup(id: &str, attributes: Option<&ObjectAsVec<'_>>, path: &[String]) -> Op
     }
     let mut current = member(attributes?, &path[0])?;
     for segment in &path[1..] {
-        current = get(current, segment)?;
+        current = step(current, segment)?;
     }
     Some(Value::from(current))
+}
+
+/// One step down a path: an object's member, or an array's item by its
+/// index (`email_addresses.0.email_address`).
+fn step<'v, 'a>(value: &'v Borrowed<'a>, segment: &str) -> Option<&'v Borrowed<'a>> {
+    match value {
+        Borrowed::Array(items) => items.get(segment.parse::<usize>().ok()?),
+        other => get(other, segment),
+    }
 }
 
 /// A time given in milliseconds since the Unix epoch.

@@ -722,3 +722,157 @@ async fn fetch_one_reads_a_record_as_the_source_has_it_now() {
         assert!(source.fetch_one(&entity, id).await.is_err(), "{id:?}");
     }
 }
+
+/// An adapter of plain JSON lists the way Clerk serves them: users as a
+/// bare array, organizations as `{data, total_count}`, `limit`/`offset`
+/// paging ordered by `order_by`, times in epoch milliseconds.
+const PLAIN: &str = r#"
+[adapter]
+name = "plainish"
+base_url = "https://api.example.com/v1"
+format = "json"
+
+[auth]
+kinds = ["bearer"]
+
+[pagination]
+style = "limit_offset"
+page_size = 2
+max_page_size = 500
+page_size_param = "limit"
+offset_param = "offset"
+order_param = "order_by"
+
+[entity.User]
+list = "/users"
+get = "/users/{id}"
+order = "+created_at"
+updated_at = "updated_at"
+
+[entity.User.fields]
+first_name = { from = "first_name", type = "string", required = true }
+email = "email_addresses.0.email_address"
+updated_at = { from = "updated_at", type = "datetime" }
+
+[entity.Organization]
+list = "/organizations"
+records_field = "data"
+order = "+created_at"
+
+[entity.Organization.fields]
+name = { from = "name", type = "string", required = true }
+
+[entity.Membership]
+list = "/organization_memberships"
+records_field = "data"
+
+[entity.Membership.relationships]
+organization = { to = "Organization", kind = "hard", source = "attribute", attribute = "organization.id" }
+user = { to = "User", kind = "hard", source = "attribute", attribute = "public_user_data.user_id" }
+
+[entity.Membership.fields]
+role = "role"
+"#;
+
+fn user(n: u64) -> Value {
+    json!({"id": format!("user_{n}"), "object": "user", "first_name": format!("Zoë {n}"),
+        "email_addresses": [{"email_address": format!("z{n}@example.com")}],
+        "updated_at": 1_700_000_000_000u64 + n, "links": {"x": 1}})
+}
+
+#[tokio::test]
+async fn plain_json_lists_keep_each_object_as_sent() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let server = server(move |req| {
+        log.lock().unwrap().push(req.path_and_query.clone());
+        let (path, query) = req
+            .path_and_query
+            .split_once('?')
+            .unwrap_or((&req.path_and_query, ""));
+        let offset: usize = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("offset="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        match path {
+            "/v1/users" => {
+                let all: Vec<Value> = (1..=3).map(user).collect();
+                let page: Vec<Value> = all.into_iter().skip(offset).take(2).collect();
+                jsonapi(Value::Array(page))
+            }
+            "/v1/users/user_9" => jsonapi(user(9)),
+            "/v1/organizations" => {
+                jsonapi(json!({"data": [{"id": "org_1", "object": "organization",
+                "name": "Ørsted"}], "total_count": 1}))
+            }
+            "/v1/organization_memberships" => jsonapi(json!({"data": [{"id": "orgmem_1",
+                "role": "org:admin", "organization": {"id": "org_1", "name": "Ørsted"},
+                "public_user_data": {"user_id": "user_1"}}], "total_count": 1})),
+            _ => respond(
+                404,
+                "application/json",
+                r#"{"errors":[{"message":"not found","code":"resource_not_found"}]}"#,
+            ),
+        }
+    })
+    .await;
+    let manifest = Arc::new(tributary_manifest::parse("plain.toml", PLAIN).unwrap());
+    let source = Source::new(
+        manifest.clone(),
+        Credentials::bearer("sk_test"),
+        SourceOptions {
+            base_url: Some(format!("{}/v1", server.url)),
+            ..SourceOptions::default()
+        },
+    )
+    .unwrap();
+    let users = &manifest.entities["User"];
+    let first = source.fetch_page(users, &Cursor::start()).await.unwrap();
+    assert_eq!(first.records.len(), 2);
+    assert!(!first.finished);
+    let second = source.fetch_page(users, &first.next).await.unwrap();
+    assert_eq!(second.records.len(), 1);
+    assert!(second.finished);
+    // The order parameter is named by the manifest, its `+` kept.
+    assert!(
+        seen.lock().unwrap()[0].contains("limit=2&offset=0&order_by=%2Bcreated_at"),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    // The raw object is the one sent — `links` too, nothing wrapped.
+    let zoe = &first.records[0];
+    let raw: Value = serde_json::from_str(zoe.raw.as_str()).unwrap();
+    assert_eq!(raw, user(1));
+    assert_eq!(zoe.canonical["email"], "z1@example.com");
+    assert_eq!(zoe.canonical["updated_at"], "2023-11-14T22:13:20.001Z");
+    assert_eq!(
+        zoe.source_updated_at.unwrap().timestamp_millis(),
+        1_700_000_000_001
+    );
+
+    // `{data, total_count}` lists, and ids inside nested objects.
+    let orgs = source
+        .fetch_page(&manifest.entities["Organization"], &Cursor::start())
+        .await
+        .unwrap();
+    assert_eq!((orgs.records.len(), orgs.total), (1, Some(1)));
+    let members = source
+        .fetch_page(&manifest.entities["Membership"], &Cursor::start())
+        .await
+        .unwrap();
+    let edges: Vec<(&str, &str)> = members.records[0]
+        .edges
+        .iter()
+        .map(|e| (e.rel.as_str(), e.to_external_id.as_str()))
+        .collect();
+    assert_eq!(edges, [("organization", "org_1"), ("user", "user_1")]);
+
+    // One record by its path; a 404 in Clerk's error shape is "gone".
+    let one = source.fetch_one(users, "user_9").await.unwrap().unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(one.records[0].raw.as_str()).unwrap(),
+        user(9)
+    );
+    assert!(source.fetch_one(users, "user_0").await.unwrap().is_none());
+}
