@@ -30,14 +30,13 @@ impl Resolver for ToSim {
     }
 }
 
-/// An account whose every answer takes a few milliseconds (a full sync
-/// lasts long enough to ask for another run meanwhile).
-async fn slow_account() -> Harness {
+/// An account whose every answer takes `latency`.
+async fn slow_account(latency: Duration) -> Harness {
     let config = SimConfig {
         seed: 5,
         people: 60,
         faults: Faults {
-            latency: Duration::from_millis(15),
+            latency,
             ..Faults::default()
         },
         ..SimConfig::default()
@@ -76,7 +75,9 @@ async fn wait_for_state(h: &Harness, run: i64, state: RunState) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_asked_for_while_its_connection_runs_is_queued_then_runs() {
-    let h = slow_account().await;
+    // Every request takes 150 ms: the full sync outlasts the moment the
+    // second run is asked for.
+    let h = slow_account(Duration::from_millis(150)).await;
     let handle = service(&h);
     let resolver = ToSim {
         url: h.sim.base_url(),
@@ -127,7 +128,7 @@ async fn a_run_asked_for_while_its_connection_runs_is_queued_then_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_left_queued_by_a_stopped_service_is_started_by_the_next() {
-    let h = slow_account().await;
+    let h = slow_account(Duration::from_millis(5)).await;
     let queued = h
         .store
         .queue_run(
@@ -167,7 +168,7 @@ async fn a_run_left_queued_by_a_stopped_service_is_started_by_the_next() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applied_deliveries_past_their_retention_are_forgotten() {
-    let h = slow_account().await;
+    let h = slow_account(Duration::from_millis(5)).await;
     let now = tributary_core::Clock::now(&tributary_core::SystemClock);
     let delivery = |id: &str, days: i64| tributary_store::NewDelivery {
         connection_id: h.connection.id,
