@@ -939,13 +939,12 @@ fn error_detail(body: &str) -> String {
         && let Some(first) = doc.get("errors").and_then(|e| e.get(0))
     {
         let text = |key: &str| first.get(key).and_then(Value::as_str).unwrap_or("");
-        // JSON:API `title`/`detail`, or Clerk's `message`/`long_message`
-        // and `code`.
-        let (title, detail) = match (text("title"), text("detail")) {
-            ("", "") => (text("message"), text("long_message")),
-            pair => pair,
+        // JSON:API `title`/`detail`; else Clerk's `message`/`long_message`
+        // and its `code`.
+        let (title, detail, code) = match (text("title"), text("detail")) {
+            ("", "") => (text("message"), text("long_message"), text("code")),
+            (title, detail) => (title, detail, ""),
         };
-        let code = text("code");
         let said = match (title.is_empty(), detail.is_empty()) {
             (false, false) if title != detail => format!("{title}: {detail}"),
             (false, _) => title.to_owned(),
@@ -1047,6 +1046,13 @@ mod tests {
             "an HTML page titled `502 Bad Gateway`"
         );
         assert_eq!(error_detail("<html>oops</html>"), "an HTML page");
+        // A JSON:API error's own `code` is not part of its message.
+        assert_eq!(
+            error_detail(
+                r#"{"errors":[{"status":"503","title":"Service Unavailable","detail":"down","code":"server_error"}]}"#
+            ),
+            "Service Unavailable: down"
+        );
         // Clerk's error shape.
         assert_eq!(
             error_detail(
