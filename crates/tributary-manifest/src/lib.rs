@@ -26,7 +26,10 @@ pub use spec::{
 use std::path::Path;
 
 /// The built-in manifests: (name, TOML text).
-const BUILTINS: &[(&str, &str)] = &[("pco", include_str!("../manifests/pco.toml"))];
+const BUILTINS: &[(&str, &str)] = &[
+    ("pco", include_str!("../manifests/pco.toml")),
+    ("clerk", include_str!("../manifests/clerk.toml")),
+];
 
 /// Names of the manifests built into the binary.
 pub fn builtin_names() -> impl Iterator<Item = &'static str> {

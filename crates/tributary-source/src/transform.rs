@@ -264,11 +264,32 @@ fn lookup(id: &str, attributes: Option<&ObjectAsVec<'_>>, path: &[String]) -> Op
     if path.len() == 1 && path[0] == "$id" {
         return Some(Value::String(id.to_owned()));
     }
-    let mut current = member(attributes?, &path[0])?;
+    let attributes = attributes?;
+    let mut current = member(attributes, &path[0])?;
     for segment in &path[1..] {
-        current = step(current, segment)?;
+        current = match select(segment) {
+            // `[id=$primary_email_address_id]`: the array's item whose
+            // `id` equals that attribute of the object.
+            Some((key, attribute)) => {
+                let wanted = Value::from(member(attributes, attribute)?);
+                match current {
+                    Borrowed::Array(items) => items
+                        .iter()
+                        .find(|item| get(item, key).map(Value::from).as_ref() == Some(&wanted))?,
+                    _ => return None,
+                }
+            }
+            None => step(current, segment)?,
+        };
     }
     Some(Value::from(current))
+}
+
+/// A path segment `[KEY=$ATTRIBUTE]`: (KEY, ATTRIBUTE).
+fn select(segment: &str) -> Option<(&str, &str)> {
+    let inner = segment.strip_prefix('[')?.strip_suffix(']')?;
+    let (key, attribute) = inner.split_once("=$")?;
+    Some((key, attribute))
 }
 
 /// One step down a path: an object's member, or an array's item by its
