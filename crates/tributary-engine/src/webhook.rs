@@ -94,15 +94,14 @@ impl Engine {
         let mut said_deleted: HashSet<(String, String)> = HashSet::new();
         // The people merged into others: deleted without their cascade.
         let mut merged_away: HashSet<(String, String)> = HashSet::new();
+        // The entity a person merger is about: the one that lists the event.
+        let merger_entity = manifest
+            .entities
+            .values()
+            .find(|e| e.webhooks.iter().any(|w| w == PERSON_MERGER))
+            .map_or("Person".to_owned(), |e| e.name.clone());
         for delivery in &deliveries {
             let notice = read_notice(&manifest, &delivery.event, &delivery.payload);
-            let entity_of_event = |event: &str| {
-                manifest
-                    .entities
-                    .values()
-                    .find(|e| e.webhooks.iter().any(|w| w == event))
-                    .map_or("Person".to_owned(), |e| e.name.clone())
-            };
             match notice {
                 Ok(Notice::Changed { entity, id }) => {
                     noticed.entry((entity, id)).or_default().push(delivery.id);
@@ -112,7 +111,7 @@ impl Engine {
                     noticed.entry((entity, id)).or_default().push(delivery.id);
                 }
                 Ok(Notice::Merged { keep, removed }) => {
-                    let entity = entity_of_event(PERSON_MERGER);
+                    let entity = merger_entity.clone();
                     merged_away.insert((entity.clone(), removed.clone()));
                     for id in [removed, keep] {
                         noticed

@@ -115,11 +115,7 @@ pub async fn webhooks(args: WebhooksArgs) -> anyhow::Result<ExitCode> {
         let f = run_one(&exe, &db, &args).await?;
         let mut sorted = f.latencies.clone();
         sorted.sort();
-        let at = |q: f64| {
-            sorted
-                .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
-                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-        };
+        let at = |q| millis_at(&sorted, q);
         let unique = f.acknowledged - f.duplicates_answered as usize;
         crate::outln!(
             "| {} | {} | {} | {:.2} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |",
@@ -159,11 +155,7 @@ pub async fn webhooks(args: WebhooksArgs) -> anyhow::Result<ExitCode> {
         )?;
         for (backend, mut latencies) in applied {
             latencies.sort();
-            let at = |q: f64| {
-                latencies
-                    .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
-                    .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-            };
+            let at = |q| millis_at(&latencies, q);
             crate::outln!(
                 "| {} | {} | {} | {:.0} | {:.0} | {:.0} |",
                 match backend {
@@ -179,6 +171,14 @@ pub async fn webhooks(args: WebhooksArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `q` quantile (0–1) of `sorted` durations, in milliseconds (0 if
+/// there are none).
+fn millis_at(sorted: &[Duration], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 /// `changes` updates of simulated people, `rate` a second, each delivered by
