@@ -20,6 +20,7 @@ mod fetcher;
 mod holder;
 pub mod notice;
 mod page;
+mod payload;
 mod progress;
 mod reconcile;
 mod request;

@@ -5,6 +5,7 @@
 //! for PCO: the record is read again from the API).
 
 use serde_json::Value;
+use tributary_core::Timestamp;
 use tributary_manifest::Manifest;
 
 /// PCO's event for a person merged into another.
@@ -37,21 +38,57 @@ impl Notice {
     }
 }
 
+/// A delivery read whole: what it announces, the object it carries (its
+/// `data`) and when its event happened, if it says (a Standard Webhooks
+/// body's `timestamp`, epoch milliseconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Announcement {
+    /// What it announces.
+    pub notice: Notice,
+    /// The object it carries: the record as the API serves it, for an
+    /// event that carries it whole (Clerk), or its id alone.
+    pub object: Value,
+    /// When the event happened, by the sender's word.
+    pub at: Option<Timestamp>,
+}
+
 /// Reads a delivery of `event` whose JSON is `delivery` (a PCO
 /// `EventDelivery` object, whose `attributes.payload` is the resource's
 /// JSON:API document, as a string or an object; or a Standard Webhooks
 /// body, `{"type", "data": {...}}`). `Err` says why it cannot be read.
 pub fn read_notice(manifest: &Manifest, event: &str, delivery: &str) -> Result<Notice, String> {
+    read_announcement(manifest, event, delivery).map(|a| a.notice)
+}
+
+/// Reads a delivery like [`read_notice`], keeping its object and time.
+pub fn read_announcement(
+    manifest: &Manifest,
+    event: &str,
+    delivery: &str,
+) -> Result<Announcement, String> {
     let doc: Value =
         serde_json::from_str(delivery).map_err(|e| format!("the delivery is not JSON: {e}"))?;
+    let at = doc
+        .get("timestamp")
+        .and_then(Value::as_i64)
+        .and_then(Timestamp::from_timestamp_millis);
     // PCO: the resource document is inside, often as a string.
-    let resource = match doc.pointer("/attributes/payload") {
+    let mut resource = match doc.pointer("/attributes/payload") {
         Some(Value::String(text)) => serde_json::from_str(text)
             .map_err(|e| format!("the delivery's payload is not JSON: {e}"))?,
         Some(other) => other.clone(),
         None => doc,
     };
-    let data = resource.get("data").ok_or("the payload has no `data`")?;
+    let object = resource
+        .get_mut("data")
+        .map(Value::take)
+        .ok_or("the payload has no `data`")?;
+    let notice = notice_of(manifest, event, &object)?;
+    Ok(Announcement { notice, object, at })
+}
+
+/// What the event `event` about `data` announces.
+fn notice_of(manifest: &Manifest, event: &str, data: &Value) -> Result<Notice, String> {
     let text = |v: Option<&Value>| match v {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),

@@ -13,8 +13,10 @@ use std::time::Duration;
 use tributary_core::{Credentials, RunKind};
 use tributary_manifest::Manifest;
 use tributary_secrets::SecretKey;
-use tributary_source::{CredentialStore, RateLimiter, Source, SourceOptions};
-use tributary_store::{ConnectionStatus, NewConnection};
+use tributary_source::{
+    CredentialStore, LocalRateLimiter, RateLimiter, Source, SourceOptions, Unlimited,
+};
+use tributary_store::{ConnectionStatus, NewConnection, RateBudget};
 
 use crate::{Engine, Progress, RunReport, SealedCredentialStore};
 
@@ -63,7 +65,8 @@ pub struct RunRequest {
     pub secret_key: Result<Arc<SecretKey>, String>,
     /// Records per request; `None`: the manifest's.
     pub page_size: Option<u32>,
-    /// The request budget; `None`: the manifest's.
+    /// The request budget; `None`: the connection's own (see
+    /// `Store::set_rate_limit`), else the manifest's.
     pub rate_limiter: Option<Arc<dyn RateLimiter>>,
     /// Time one request may take.
     pub request_timeout: Duration,
@@ -164,7 +167,14 @@ impl Engine {
                 base_url,
                 page_size: request.page_size,
                 timeout: request.request_timeout,
-                rate_limiter: request.rate_limiter,
+                // The request's, else the connection's own, else the
+                // manifest's.
+                rate_limiter: request.rate_limiter.or_else(|| {
+                    existing
+                        .as_ref()
+                        .and_then(|c| c.rate_limit)
+                        .map(budget_limiter)
+                }),
                 clock: self.clock.clone(),
                 credential_store,
             },
@@ -192,5 +202,13 @@ impl Engine {
             )
             .await?;
         Ok(report)
+    }
+}
+
+/// The limiter of a connection's own budget.
+fn budget_limiter(budget: RateBudget) -> Arc<dyn RateLimiter> {
+    match budget.requests {
+        0 => Arc::new(Unlimited::default()),
+        n => Arc::new(LocalRateLimiter::new(n, budget.period)),
     }
 }

@@ -431,7 +431,9 @@ impl Engine {
                 let scan = match (kind, &entity.delta, marks.get(name)) {
                     (
                         RunKind::Delta,
-                        Delta::Filter { .. } | Delta::ParentInclude { .. },
+                        Delta::Filter { .. }
+                        | Delta::ParentInclude { .. }
+                        | Delta::NewestFirst { .. },
                         Some(mark),
                     ) => Scan::Since(*mark - overlap),
                     (RunKind::Delta, Delta::Parent, Some(_)) if entity.parent.is_some() => {

@@ -3,7 +3,9 @@
 //! due now, oldest first.
 //!
 //! Each delivery says which record changed or went ([`read_notice`]).
-//! Notices of one record are coalesced: the record is read ONCE from the
+//! A manifest whose events carry the whole object (`apply = "payload"`)
+//! has them applied as sent, the newest winning: see [`crate::payload`].
+//! Otherwise notices of one record are coalesced: the record is read ONCE from the
 //! API as it is now (fetch-on-notify, [`Source::fetch_one`]) and stored —
 //! or, on a 404, deleted with the manifest's cascades. So order does not
 //! matter: a late `updated` after a `destroyed` finds the record gone and
@@ -29,12 +31,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
-use tributary_core::{Cursor, PreparedRecord, QuarantinedRecord, RunKind, RunState};
-use tributary_manifest::Entity;
+use tributary_core::{Cursor, PreparedRecord, QuarantinedRecord, RunKind, RunState, Timestamp};
+use tributary_manifest::{Entity, WebhookApply};
 use tributary_source::Source;
 use tributary_store::{Connection, Deletion, Delivery, EntityState, PageWrite, RunStart, Settled};
 
-use crate::notice::{Notice, PERSON_MERGER, read_notice};
+use crate::notice::{Notice, PERSON_MERGER, read_announcement};
+use crate::payload::Word;
 use crate::reconcile::cascade;
 use crate::retry::{Failure, RunControl, retrying};
 use crate::{Engine, EntityReport, NoProgress, Result, RunReport};
@@ -55,12 +58,19 @@ fn backoff(tried: i64) -> Duration {
     Duration::from_secs(5u64.saturating_mul(1 << doublings).min(3_600))
 }
 
-/// What the source says of one record now.
-enum Found {
+/// A record: its entity and id.
+pub(crate) type Key = (String, String);
+
+/// What to do with one record a delivery spoke of.
+pub(crate) enum Found {
+    /// Store it (or its quarantine entry).
     Live(Vec<PreparedRecord>, Vec<QuarantinedRecord>),
+    /// Delete it.
     Gone,
-    /// Its entity has no single-record path: the next delta reads it.
-    NoPath,
+    /// Leave it, for the reason given (noted on its deliveries): its
+    /// entity has no single-record path, or the delivery is older than
+    /// what is stored.
+    Skipped(String),
 }
 
 impl Engine {
@@ -100,17 +110,36 @@ impl Engine {
             .values()
             .find(|e| e.webhooks.iter().any(|w| w == PERSON_MERGER))
             .map_or("Person".to_owned(), |e| e.name.clone());
+        // Payload-applied: each record's words, the newest to win.
+        let payload = manifest.webhook_apply == WebhookApply::Payload;
+        let mut words: BTreeMap<Key, Vec<Word>> = BTreeMap::new();
         for delivery in &deliveries {
-            let notice = read_notice(&manifest, &delivery.event, &delivery.payload);
-            match notice {
-                Ok(Notice::Changed { entity, id }) => {
+            let read = read_announcement(&manifest, &delivery.event, &delivery.payload);
+            let sent =
+                |at: Option<Timestamp>| at.or(delivery.sent_at).unwrap_or(delivery.received_at);
+            match read.map(|a| (a.notice, a.object, a.at)) {
+                Ok((Notice::Changed { entity, id }, object, at)) => {
+                    if let Some(definition) = manifest.entities.get(&entity).filter(|_| payload) {
+                        let word = Word::live(source, definition, &object, sent(at));
+                        words
+                            .entry((entity.clone(), id.clone()))
+                            .or_default()
+                            .push(word);
+                    }
                     noticed.entry((entity, id)).or_default().push(delivery.id);
                 }
-                Ok(Notice::Deleted { entity, id }) => {
+                Ok((Notice::Deleted { entity, id }, _, at)) => {
+                    if payload {
+                        let word = Word::gone(sent(at));
+                        words
+                            .entry((entity.clone(), id.clone()))
+                            .or_default()
+                            .push(word);
+                    }
                     said_deleted.insert((entity.clone(), id.clone()));
                     noticed.entry((entity, id)).or_default().push(delivery.id);
                 }
-                Ok(Notice::Merged { keep, removed }) => {
+                Ok((Notice::Merged { keep, removed }, _, _)) => {
                     let entity = merger_entity.clone();
                     merged_away.insert((entity.clone(), removed.clone()));
                     for id in [removed, keep] {
@@ -120,7 +149,7 @@ impl Engine {
                             .push(delivery.id);
                     }
                 }
-                Ok(Notice::Unmapped) => settled.push((
+                Ok((Notice::Unmapped, _, _)) => settled.push((
                     delivery.id,
                     Settled::Applied {
                         run_id: run.id,
@@ -146,7 +175,10 @@ impl Engine {
             .max()
             .unwrap_or(1)
             .max(1);
-        let found: Vec<((String, String), Result<Found, Failure>)> =
+        let found: Vec<(Key, Result<Found, Failure>)> = if payload {
+            self.resolve_payloads(connection.id, source, words, &control, &requests, policy)
+                .await?
+        } else {
             stream::iter(noticed.keys().cloned())
                 .map(|(entity, id)| {
                     let (control, requests, source) = (&control, &requests, source);
@@ -159,7 +191,9 @@ impl Engine {
                             // as said; a change waits for the next delta.
                             Some(definition) if definition.get.is_none() => Ok(match deleted {
                                 true => Found::Gone,
-                                false => Found::NoPath,
+                                false => Found::Skipped(format!(
+                                    "entity {entity} has no single-record path: the next delta sync reads {id}"
+                                )),
                             }),
                             Some(definition) => {
                                 read_record(source, &definition, &id, control, requests, policy)
@@ -171,7 +205,8 @@ impl Engine {
                 })
                 .buffer_unordered(concurrency)
                 .collect()
-                .await;
+                .await
+        };
 
         // Commit: the live records, then the deletions.
         let mut live: BTreeMap<String, (Vec<PreparedRecord>, Vec<QuarantinedRecord>)> =
@@ -179,11 +214,11 @@ impl Engine {
         let mut gone: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut gone_merged: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut failed: BTreeMap<(String, String), Failure> = BTreeMap::new();
-        let mut unreadable: HashSet<(String, String)> = HashSet::new();
+        let mut skipped: BTreeMap<Key, String> = BTreeMap::new();
         for (key, result) in found {
             match result {
-                Ok(Found::NoPath) => {
-                    unreadable.insert(key);
+                Ok(Found::Skipped(why)) => {
+                    skipped.insert(key, why);
                 }
                 Ok(Found::Live(records, quarantined)) => {
                     let entry = live.entry(key.0.clone()).or_default();
@@ -235,15 +270,9 @@ impl Engine {
         let mut outcome: BTreeMap<i64, Option<String>> = BTreeMap::new();
         let mut notes: BTreeMap<i64, String> = BTreeMap::new();
         for (key, ids) in &noticed {
-            if unreadable.contains(key) {
+            if let Some(why) = skipped.get(key) {
                 for id in ids {
-                    notes.insert(
-                        *id,
-                        format!(
-                            "entity {} has no single-record path: the next delta sync reads {}",
-                            key.0, key.1
-                        ),
-                    );
+                    notes.insert(*id, why.clone());
                 }
             }
             let error = match (&commit_error, failed.get(key)) {
@@ -411,7 +440,7 @@ impl Engine {
 
 /// Record `id` of `entity` (which has a single-record path) as the source
 /// has it now.
-async fn read_record(
+pub(crate) async fn read_record(
     source: &Source,
     entity: &Entity,
     id: &str,

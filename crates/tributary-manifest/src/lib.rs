@@ -20,7 +20,7 @@ pub use graph::{CycleError, Dependency, DependencyGraph, DependencyKind};
 pub use model::{Auth, Entity, Field, Manifest, Pagination, RateLimit, Relationship};
 pub use spec::{
     AuthKind, DeltaSpec as Delta, FieldType, Format, PaginationStyle, RelationshipSource,
-    WebhookScheme,
+    WebhookApply, WebhookScheme,
 };
 
 use std::path::Path;

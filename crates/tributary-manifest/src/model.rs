@@ -8,7 +8,7 @@ use crate::error::{
 use crate::graph::{Dependency, DependencyGraph};
 use crate::spec::{
     AuthKind, DeltaSpec, DependencyKind, FieldType, Format, ManifestSpec, PaginationStyle,
-    RelationshipSource, WebhookScheme,
+    RelationshipSource, WebhookApply, WebhookScheme,
 };
 
 /// A validated adapter manifest.
@@ -32,6 +32,8 @@ pub struct Manifest {
     pub rate_limit: Option<RateLimit>,
     /// How the API signs the webhooks it sends (`None`: it sends none).
     pub webhook_scheme: Option<WebhookScheme>,
+    /// How a webhook delivery's record is applied.
+    pub webhook_apply: WebhookApply,
     /// Entities by name.
     pub entities: BTreeMap<String, Entity>,
     /// Their dependency graph.
@@ -388,6 +390,16 @@ pub(crate) fn build(file: &str, text: &str, spec: ManifestSpec) -> Result<Manife
                         "a delta filter needs the entity's updated_at attribute",
                         "add updated_at = \"updated_at\" (the attribute the filter compares)",
                     ),
+                    DeltaSpec::NewestFirst { .. } if e.updated_at.is_none() => r.error(
+                        Some(delta.span()),
+                        "strategy \"newest_first\" needs the entity's updated_at attribute",
+                        "add updated_at = \"...\" (the attribute the order sorts by) to the entity",
+                    ),
+                    DeltaSpec::NewestFirst { .. } if e.parent.is_some() => r.error(
+                        Some(delta.span()),
+                        "strategy \"newest_first\" walks a top-level list, not one under a parent",
+                        "use strategy = \"parent\" or \"full_scan\" for an entity listed under a parent",
+                    ),
                     DeltaSpec::Parent if e.parent.is_none() => r.error(
                         Some(delta.span()),
                         "delta strategy \"parent\" needs a parent",
@@ -575,7 +587,8 @@ pub(crate) fn build(file: &str, text: &str, spec: ManifestSpec) -> Result<Manife
             period_header: rl.period_header,
             retry_after_header: rl.retry_after_header,
         }),
-        webhook_scheme: spec.webhooks.map(|w| w.scheme),
+        webhook_scheme: spec.webhooks.as_ref().map(|w| w.scheme),
+        webhook_apply: spec.webhooks.as_ref().map(|w| w.apply).unwrap_or_default(),
         entities,
         graph: graph.expect("graph is built when there are no errors"),
     })

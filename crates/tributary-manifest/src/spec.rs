@@ -34,6 +34,22 @@ pub struct ManifestSpec {
 pub struct WebhooksSpec {
     /// The signature scheme of the deliveries.
     pub scheme: WebhookScheme,
+    /// How a delivery's record is applied (default `fetch`).
+    #[serde(default)]
+    pub apply: WebhookApply,
+}
+
+/// How a webhook delivery's record is applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookApply {
+    /// The delivery only says which record changed: it is read again from
+    /// the API (fetch-on-notify; PCO).
+    #[default]
+    Fetch,
+    /// The delivery carries the whole object: it is applied as sent, the
+    /// newest by its `updated_at` winning (Clerk).
+    Payload,
 }
 
 /// How webhook deliveries are signed.
@@ -220,6 +236,13 @@ pub enum DeltaSpec {
         parent: String,
         /// The parent's include name that carries this entity.
         include: String,
+    },
+    /// Walk the list newest first (`order`, e.g. `-updated_at`, for an API
+    /// that can sort by change time but not filter on it) and stop at the
+    /// first record older than the mark, less the overlap.
+    NewestFirst {
+        /// The order parameter's value that lists the newest change first.
+        order: String,
     },
     /// Scan everything and compare content hashes.
     FullScan,

@@ -6,6 +6,10 @@
 //! that tests use to mutate the data and to read back exactly what the API serves. It backs
 //! Tributary's demo, its integration tests and its benchmarks.
 //!
+//! The [`clerk`] module is a second simulator, of Clerk's Backend API (users, organizations,
+//! memberships) and its Svix-signed webhooks; it shares this crate's clock, randomness, name
+//! lists and rate limiter, and nothing else.
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use tributary_sim::{SimConfig, serve};
@@ -238,6 +242,7 @@
 //!   one sequence of requests, and never reused.
 
 mod api;
+pub mod clerk;
 mod clock;
 mod control;
 mod error;

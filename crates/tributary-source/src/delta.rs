@@ -102,9 +102,13 @@ pub(crate) struct DeltaRequest<'a> {
 
 impl Source {
     /// The cursor that starts a delta read of `entity`: the records changed
-    /// at or after `since`. An entity without a way to ask for changes
-    /// since a time (`full_scan`, `parent`) has none: it is read whole.
+    /// at or after `since` (a newest-first walk down to `since`, for
+    /// `newest_first`). An entity without a way to ask for changes since a
+    /// time (`full_scan`, `parent`) has none: it is read whole.
     pub fn delta_cursor(&self, entity: &Entity, since: Timestamp) -> Option<Cursor> {
+        if let Delta::NewestFirst { .. } = entity.delta {
+            return Some(Source::newest_cursor(since));
+        }
         matches!(
             entity.delta,
             Delta::Filter { .. } | Delta::ParentInclude { .. }

@@ -10,6 +10,7 @@
 
 mod auth;
 mod delta;
+mod newest;
 mod ratelimit;
 mod transform;
 
@@ -24,6 +25,7 @@ pub use tributary_core::{Credentials, OAuth2Credentials};
 use tributary_manifest::{Entity, Format, Manifest, PaginationStyle};
 
 pub use auth::CredentialStore;
+pub use newest::PAGE_OVERLAP;
 pub use ratelimit::{LocalRateLimiter, Observation, Permit, RateLimiter, RateStatus, Unlimited};
 pub use transform::{Shape, coerce, transform, transform_shaped};
 use transform::{get, member};
@@ -350,6 +352,9 @@ impl Source {
     /// Fetches the page of a top-level entity that `cursor` points at.
     /// Cursors are `null` (the start) or `{"offset": N}`.
     pub async fn fetch_page(&self, entity: &Entity, cursor: &Cursor) -> Result<Page> {
+        if let Some(at) = newest::NewestCursor::parse(cursor)? {
+            return self.fetch_newest(entity, at).await;
+        }
         if let Some(at) = delta::DeltaCursor::parse(cursor)? {
             let request = self.delta_request(entity, at)?;
             let body = self.get_json(&request.url).await?;
@@ -521,6 +526,22 @@ impl Source {
         let mut page = self.parse_one(entity, &url, &body)?;
         page.bodies = vec![body];
         Ok(Some(page))
+    }
+
+    /// One object of `entity` as the API would serve it (a webhook's
+    /// payload: a JSON:API resource object or a plain object, by the
+    /// manifest's format), transformed like a listed one: the record, or
+    /// its quarantine entry saying why it cannot be stored.
+    pub fn transform_object(
+        &self,
+        entity: &Entity,
+        object: &Value,
+    ) -> std::result::Result<SourceRecord, QuarantinedRecord> {
+        let shape = match self.inner.manifest.format {
+            Format::Jsonapi => Shape::JsonApi,
+            Format::Json => Shape::Plain,
+        };
+        transform_shaped(entity, &Borrowed::from(object), None, shape)
     }
 
     /// The page of one record from a single-record body: JSON:API

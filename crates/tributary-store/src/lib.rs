@@ -23,6 +23,7 @@ mod rows;
 mod sqlite;
 mod webhooks;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -226,6 +227,18 @@ pub struct Connection {
     pub created_at: Timestamp,
     /// When it was last changed.
     pub updated_at: Timestamp,
+    /// Its own request budget, over the manifest's policy.
+    pub rate_limit: Option<RateBudget>,
+}
+
+/// A connection's own request budget: `requests` per `period` (0
+/// requests: no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateBudget {
+    /// Requests per period (0: no limit).
+    pub requests: u32,
+    /// The period.
+    pub period: std::time::Duration,
 }
 
 /// A connection's credentials as stored: sealed bytes only the holder of
@@ -555,6 +568,19 @@ pub struct Change {
     pub run_id: Option<i64>,
     /// Commit time.
     pub changed_at: Timestamp,
+    /// For an update, the canonical fields whose values changed (added,
+    /// changed or removed), sorted; `None` for other kinds.
+    pub fields: Option<Vec<String>>,
+}
+
+/// What the store knows of a record's age: the source's `updated_at` it
+/// was stored with, and when it was deleted (a tombstone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The source's `updated_at` of the stored version.
+    pub source_updated_at: Option<Timestamp>,
+    /// When it was deleted, if it is.
+    pub deleted_at: Option<Timestamp>,
 }
 
 /// A quarantined record as stored.
@@ -670,6 +696,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         connection_id: i64,
         status: ConnectionStatus,
         reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()>;
+
+    /// Sets (or, with `None`, clears) a connection's own request budget.
+    async fn set_rate_limit(
+        &self,
+        connection_id: i64,
+        budget: Option<RateBudget>,
         now: Timestamp,
     ) -> Result<()>;
 
@@ -900,6 +934,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         entity: &str,
         external_id: &str,
     ) -> Result<Option<StoredRecord>>;
+    /// When each of these records of `entity` last changed at the source,
+    /// and whether it is deleted (records never stored are absent) — what
+    /// a payload-applied webhook is compared with (last writer wins).
+    async fn stamps(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        external_ids: &[String],
+    ) -> Result<HashMap<String, Stamp>>;
     /// The edges leaving a record.
     async fn edges_from(
         &self,

@@ -29,8 +29,9 @@ use crate::rows::{
 use crate::run_totals;
 use crate::{
     Backend, Change, Checkpoint, Connection, ConnectionStatus, Deleted, Deletion, EntityCount,
-    EntityState, Error, NewConnection, PageOutcome, PageWrite, Quarantined, RecordQuery, Result,
-    Run, RunStart, SealedCredentials, Store, StoredRecord, missed_swap, quarantine_key,
+    EntityState, Error, NewConnection, PageOutcome, PageWrite, Quarantined, RateBudget,
+    RecordQuery, Result, Run, RunStart, SealedCredentials, Stamp, Store, StoredRecord, missed_swap,
+    quarantine_key,
 };
 use crate::{Delivery, DeliveryQuery, NewDelivery, Received, Settled, WebhookSecret};
 
@@ -113,6 +114,16 @@ fn migrator() -> Migrator {
             13,
             "entity_counts",
             include_str!("../migrations/postgres/0013_entity_counts.sql"),
+        ),
+        (
+            14,
+            "changed_fields",
+            include_str!("../migrations/postgres/0014_changed_fields.sql"),
+        ),
+        (
+            15,
+            "connection_rate_limit",
+            include_str!("../migrations/postgres/0015_connection_rate_limit.sql"),
         ),
     ])
 }
@@ -516,6 +527,27 @@ impl Store for PgStore {
         )
         .bind(status.as_str())
         .bind(reason)
+        .bind(now)
+        .bind(connection_id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("connection {connection_id}")));
+        }
+        Ok(())
+    }
+
+    async fn set_rate_limit(
+        &self,
+        connection_id: i64,
+        budget: Option<RateBudget>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE connections SET rate_limit_requests = $1, rate_limit_period_ms = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(budget.map(|b| i64::from(b.requests)))
+        .bind(budget.map(|b| i64::try_from(b.period.as_millis()).unwrap_or(i64::MAX)))
         .bind(now)
         .bind(connection_id)
         .execute(&self.pool)
@@ -1111,6 +1143,37 @@ impl Store for PgStore {
         row.as_ref().map(record_row).transpose()
     }
 
+    async fn stamps(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        external_ids: &[String],
+    ) -> Result<HashMap<String, Stamp>> {
+        let mut stamps = HashMap::new();
+        if external_ids.is_empty() {
+            return Ok(stamps);
+        }
+        let rows = sqlx::query(
+            "SELECT external_id, source_updated_at, deleted_at FROM records \
+             WHERE connection_id = $1 AND entity = $2 AND external_id = ANY($3::text[])",
+        )
+        .bind(connection_id)
+        .bind(entity)
+        .bind(external_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &rows {
+            stamps.insert(
+                row.try_get::<String, _>("external_id")?,
+                Stamp {
+                    source_updated_at: row.opt_ts("source_updated_at")?,
+                    deleted_at: row.opt_ts("deleted_at")?,
+                },
+            );
+        }
+        Ok(stamps)
+    }
+
     async fn edges_from(
         &self,
         connection_id: i64,
@@ -1177,37 +1240,50 @@ fn is_unique_violation(error: &Error) -> bool {
     matches!(error, Error::Database(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505"))
 }
 
-/// The statement that writes records and their change-feed rows, with
-/// what follows the insert (`ON CONFLICT ...`, or nothing).
-macro_rules! write_records_sql {
-    ($on_conflict:literal) => {
-        concat!(
-            "WITH t AS ( \
-               SELECT * FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[]) \
-                 WITH ORDINALITY AS t(ext, raw, canonical, hash, updated_at, kind, ord) \
-             ), up AS ( \
-               INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
-                 content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) \
-               SELECT $1, $2, t.ext, $3, t.raw::json, t.canonical::jsonb, t.hash, t.updated_at, $4, $4, NULL, $5 FROM t ",
-            $on_conflict,
-            " RETURNING id, external_id \
-             ) \
-             INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at) \
-             SELECT $1, up.id, $2, t.ext, t.kind, t.hash, $5, $4 FROM up JOIN t ON t.ext = up.external_id \
-             ORDER BY t.ord"
-        )
-    };
-}
-
-/// New records: plain inserts.
-const INSERT_RECORDS: &str = write_records_sql!("");
-/// Records stored before: upserts (locking their rows).
-const UPSERT_RECORDS: &str = write_records_sql!(
-    "ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET \
-       canonical_entity = excluded.canonical_entity, raw = excluded.raw, canonical = excluded.canonical, \
-       content_hash = excluded.content_hash, source_updated_at = excluded.source_updated_at, \
-       last_modified_at = excluded.last_modified_at, deleted_at = NULL, last_run_id = excluded.last_run_id"
-);
+/// New records: plain inserts, and their change-feed rows in page order.
+const INSERT_RECORDS: &str = "WITH t AS ( \
+       SELECT * FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[]) \
+         WITH ORDINALITY AS t(ext, raw, canonical, hash, updated_at, kind, ord) \
+     ), up AS ( \
+       INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
+         content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) \
+       SELECT $1, $2, t.ext, $3, t.raw::json, t.canonical::jsonb, t.hash, t.updated_at, $4, $4, NULL, $5 FROM t \
+       RETURNING id, external_id \
+     ) \
+     INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at) \
+     SELECT $1, up.id, $2, t.ext, t.kind, t.hash, $5, $4 FROM up JOIN t ON t.ext = up.external_id \
+     ORDER BY t.ord";
+/// Records stored before: upserts (locking their rows). An update's feed
+/// row names the canonical fields it changed, compared with the version
+/// the statement replaces (`old`: every part of one statement reads the
+/// rows as they were before it).
+const UPSERT_RECORDS: &str = "WITH t AS ( \
+       SELECT * FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[]) \
+         WITH ORDINALITY AS t(ext, raw, canonical, hash, updated_at, kind, ord) \
+     ), old AS ( \
+       SELECT r.external_id, r.canonical FROM records r \
+        WHERE r.connection_id = $1 AND r.entity = $2 AND r.external_id = ANY($6::text[]) AND r.deleted_at IS NULL \
+     ), up AS ( \
+       INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
+         content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) \
+       SELECT $1, $2, t.ext, $3, t.raw::json, t.canonical::jsonb, t.hash, t.updated_at, $4, $4, NULL, $5 FROM t \
+       ON CONFLICT (connection_id, entity, external_id) DO UPDATE SET \
+         canonical_entity = excluded.canonical_entity, raw = excluded.raw, canonical = excluded.canonical, \
+         content_hash = excluded.content_hash, source_updated_at = excluded.source_updated_at, \
+         last_modified_at = excluded.last_modified_at, deleted_at = NULL, last_run_id = excluded.last_run_id \
+       RETURNING id, external_id \
+     ) \
+     INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at, fields) \
+     SELECT $1, up.id, $2, t.ext, t.kind, t.hash, $5, $4, \
+       CASE WHEN t.kind = 'updated' AND old.canonical IS NOT NULL THEN ( \
+         SELECT coalesce(jsonb_agg(f.k ORDER BY f.k), '[]'::jsonb)::text FROM ( \
+           SELECT n.key AS k FROM jsonb_each(t.canonical::jsonb) n \
+            WHERE (old.canonical -> n.key) IS DISTINCT FROM n.value \
+           UNION \
+           SELECT o.key FROM jsonb_each(old.canonical) o WHERE NOT (t.canonical::jsonb ? o.key) \
+         ) f) END \
+     FROM up JOIN t ON t.ext = up.external_id LEFT JOIN old ON old.external_id = t.ext \
+     ORDER BY t.ord";
 
 /// Writes records of a page and their change-feed rows in one statement:
 /// plain inserts of new records, or (`upsert`) records stored before. The

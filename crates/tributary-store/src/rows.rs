@@ -17,7 +17,7 @@ use crate::{
 
 /// The columns of a [`Connection`]: never the sealed credentials.
 pub(crate) const CONNECTION_COLUMNS: &str = "id, name, adapter, base_url, status, status_reason, \
-     credentials_kind, created_at, updated_at";
+     credentials_kind, created_at, updated_at, rate_limit_requests, rate_limit_period_ms";
 
 /// The columns of a [`StoredRecord`], from `records r JOIN connections c`.
 pub(crate) const RECORD_COLUMNS: &str = "r.id, r.connection_id, c.name AS connection, r.entity, r.external_id, \
@@ -79,6 +79,18 @@ pub(crate) fn connection_row(row: &impl Columns) -> Result<Connection> {
         credentials_kind: row.value("credentials_kind")?,
         created_at: row.ts("created_at")?,
         updated_at: row.ts("updated_at")?,
+        rate_limit: rate_budget(
+            row.value("rate_limit_requests")?,
+            row.value("rate_limit_period_ms")?,
+        ),
+    })
+}
+
+/// A connection's budget from its two columns.
+fn rate_budget(requests: Option<i64>, period_ms: Option<i64>) -> Option<crate::RateBudget> {
+    Some(crate::RateBudget {
+        requests: u32::try_from(requests?).ok()?,
+        period: std::time::Duration::from_millis(u64::try_from(period_ms?).ok()?),
     })
 }
 
@@ -197,6 +209,7 @@ pub(crate) fn edge_row(row: &impl Columns) -> Result<EdgeRef> {
 /// A row of `changes`.
 pub(crate) fn change_row(row: &impl Columns) -> Result<Change> {
     let kind: String = row.value("kind")?;
+    let fields: Option<String> = row.value("fields")?;
     Ok(Change {
         seq: row.value("seq")?,
         connection_id: row.value("connection_id")?,
@@ -208,6 +221,12 @@ pub(crate) fn change_row(row: &impl Columns) -> Result<Change> {
         content_hash: row.value("content_hash")?,
         run_id: row.value("run_id")?,
         changed_at: row.ts("changed_at")?,
+        fields: fields
+            .map(|text| {
+                serde_json::from_str(&text)
+                    .map_err(|e| Error::Corrupt(format!("changed fields `{text}`: {e}")))
+            })
+            .transpose()?,
     })
 }
 

@@ -34,8 +34,9 @@ use crate::rows::{
 use crate::run_totals;
 use crate::{
     Backend, Change, Checkpoint, Connection, ConnectionStatus, Deleted, Deletion, EntityCount,
-    EntityState, Error, NewConnection, PageOutcome, PageWrite, Quarantined, RecordQuery, Result,
-    Run, RunStart, SealedCredentials, Store, StoredRecord, missed_swap, quarantine_key,
+    EntityState, Error, NewConnection, PageOutcome, PageWrite, Quarantined, RateBudget,
+    RecordQuery, Result, Run, RunStart, SealedCredentials, Stamp, Store, StoredRecord, missed_swap,
+    quarantine_key,
 };
 use crate::{Delivery, DeliveryQuery, NewDelivery, Received, Settled, WebhookSecret};
 
@@ -233,6 +234,16 @@ fn migrator() -> Migrator {
             12,
             "entity_counts",
             include_str!("../migrations/sqlite/0012_entity_counts.sql"),
+        ),
+        (
+            13,
+            "changed_fields",
+            include_str!("../migrations/sqlite/0013_changed_fields.sql"),
+        ),
+        (
+            14,
+            "connection_rate_limit",
+            include_str!("../migrations/sqlite/0014_connection_rate_limit.sql"),
         ),
     ])
 }
@@ -911,6 +922,27 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn set_rate_limit(
+        &self,
+        connection_id: i64,
+        budget: Option<RateBudget>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE connections SET rate_limit_requests = ?, rate_limit_period_ms = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(budget.map(|b| i64::from(b.requests)))
+        .bind(budget.map(|b| i64::try_from(b.period.as_millis()).unwrap_or(i64::MAX)))
+        .bind(sqlite_ts(&now))
+        .bind(connection_id)
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("connection {connection_id}")));
+        }
+        Ok(())
+    }
+
     async fn lock_connection(&self, connection: &str, holder: &str) -> Result<ConnectionLock> {
         let dir = PathBuf::from(format!("{}.locks", self.path.absolute.display()));
         let file = dir.join(lock::file_name(connection));
@@ -1416,6 +1448,37 @@ impl Store for SqliteStore {
             .fetch_optional(&self.reader)
             .await?;
         row.as_ref().map(record_row).transpose()
+    }
+
+    async fn stamps(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        external_ids: &[String],
+    ) -> Result<HashMap<String, Stamp>> {
+        let mut stamps = HashMap::new();
+        if external_ids.is_empty() {
+            return Ok(stamps);
+        }
+        let rows = sqlx::query(
+            "SELECT external_id, source_updated_at, deleted_at FROM records \
+             WHERE connection_id = ? AND entity = ? AND external_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(connection_id)
+        .bind(entity)
+        .bind(serde_json::to_string(external_ids).map_err(|e| Error::Corrupt(e.to_string()))?)
+        .fetch_all(&self.reader)
+        .await?;
+        for row in &rows {
+            stamps.insert(
+                row.try_get::<String, _>("external_id")?,
+                Stamp {
+                    source_updated_at: row.opt_ts("source_updated_at")?,
+                    deleted_at: row.opt_ts("deleted_at")?,
+                },
+            );
+        }
+        Ok(stamps)
     }
 
     async fn edges_from(

@@ -12,8 +12,8 @@ use tributary_core::{
 };
 use tributary_store::{
     Cascade, ConnectionStatus, Deletion, DeliveryQuery, DeliveryState, EntityState, Error,
-    NewConnection, NewDelivery, PageOutcome, PageWrite, Received, RecordQuery, RunStart, Schedule,
-    Settled, Store,
+    NewConnection, NewDelivery, PageOutcome, PageWrite, RateBudget, Received, RecordQuery,
+    RunStart, Schedule, Settled, Stamp, Store,
 };
 
 struct TestDb {
@@ -136,6 +136,9 @@ store_suite!(
     duplicates_arriving_at_once_are_kept_once,
     deliveries_are_due_settled_replayed_and_paused,
     a_queued_run_starts_by_its_key,
+    an_update_names_the_fields_it_changed,
+    stamps_tell_each_records_age_and_tombstone,
+    a_connection_keeps_its_own_request_budget,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -2341,4 +2344,137 @@ async fn a_queued_run_starts_by_its_key(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(matches!(start, RunStart::Finished(_)), "{start:?}");
+}
+
+/// A person whose canonical form is `canonical`.
+fn person_with(id: &str, canonical: serde_json::Value) -> PreparedRecord {
+    PreparedRecord::new(SourceRecord {
+        entity: "Person".into(),
+        external_id: id.into(),
+        source_updated_at: Some(t0()),
+        raw: json!({"id": id, "canonical": canonical.clone()}).into(),
+        canonical,
+        edges: vec![],
+    })
+}
+
+async fn an_update_names_the_fields_it_changed(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    let cursor = Cursor::start();
+    let write = |records: Vec<PreparedRecord>| {
+        let store = store.clone();
+        let cursor = cursor.clone();
+        async move {
+            store
+                .apply_page(page(conn, run, &records, &[], &cursor, false))
+                .await
+                .unwrap();
+        }
+    };
+    write(vec![
+        person_with(
+            "1",
+            json!({"name": "Zoë", "email": "z@x", "tags": [1, 2], "age": 30, "vip": true}),
+        ),
+        person_with("2", json!({"name": "Ann"})),
+    ])
+    .await;
+    // A changed value, a changed array, a value turned null, a field
+    // removed and one added; the unchanged fields are not named.
+    write(vec![
+        person_with("1", json!({"name": "Zoë", "email": "zoe@x", "tags": [1, 2, 3], "age": null, "nick": "Z", "vip": true})),
+        person_with("2", json!({"name": "Ann"})),
+    ])
+    .await;
+    // A boolean flip, and a number that only changes its type.
+    write(vec![person_with("1", json!({"name": "Zoë", "email": "zoe@x", "tags": [1, 2, 3], "age": "30", "nick": "Z", "vip": false}))]).await;
+    store
+        .delete_records(Deletion {
+            connection_id: conn,
+            run_id: run,
+            entity: "Person",
+            external_ids: &["2".to_owned()],
+            cascade: &[],
+            now: t0(),
+        })
+        .await
+        .unwrap();
+    let feed: Vec<(String, ChangeKind, Option<Vec<String>>)> = store
+        .changes(Some(conn), 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.external_id, c.kind, c.fields))
+        .collect();
+    let names = |n: &[&str]| Some(n.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        feed,
+        [
+            ("1".into(), ChangeKind::Created, None),
+            ("2".into(), ChangeKind::Created, None),
+            (
+                "1".into(),
+                ChangeKind::Updated,
+                names(&["age", "email", "nick", "tags"])
+            ),
+            ("1".into(), ChangeKind::Updated, names(&["age", "vip"])),
+            ("2".into(), ChangeKind::Deleted, None),
+        ]
+    );
+}
+
+async fn stamps_tell_each_records_age_and_tombstone(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    let cursor = Cursor::start();
+    let records = [person("1", "Ann", None), person("2", "Bob", None)];
+    store
+        .apply_page(page(conn, run, &records, &[], &cursor, false))
+        .await
+        .unwrap();
+    store
+        .delete_records(Deletion {
+            connection_id: conn,
+            run_id: run,
+            entity: "Person",
+            external_ids: &["2".to_owned()],
+            cascade: &[],
+            now: t0() + Duration::minutes(1),
+        })
+        .await
+        .unwrap();
+    let ids: Vec<String> = ["1", "2", "3"].iter().map(|s| s.to_string()).collect();
+    let stamps = store.stamps(conn, "Person", &ids).await.unwrap();
+    assert_eq!(stamps.len(), 2, "a record never stored has no stamp");
+    assert_eq!(
+        stamps["1"],
+        Stamp {
+            source_updated_at: Some(t0() - Duration::days(1)),
+            deleted_at: None
+        }
+    );
+    assert_eq!(stamps["2"].deleted_at, Some(t0() + Duration::minutes(1)));
+    assert!(store.stamps(conn, "Person", &[]).await.unwrap().is_empty());
+    assert!(store.stamps(conn, "Email", &ids).await.unwrap().is_empty());
+}
+
+async fn a_connection_keeps_its_own_request_budget(store: Arc<dyn Store>) {
+    let (conn, _) = setup(&store).await;
+    let main = || async { store.connection("main").await.unwrap().unwrap() };
+    assert_eq!(main().await.rate_limit, None);
+    let budget = RateBudget {
+        requests: 1_000,
+        period: std::time::Duration::from_secs(10),
+    };
+    store
+        .set_rate_limit(conn, Some(budget), t0())
+        .await
+        .unwrap();
+    assert_eq!(main().await.rate_limit, Some(budget));
+    assert_eq!(
+        store.connections().await.unwrap()[0].rate_limit,
+        Some(budget)
+    );
+    store.set_rate_limit(conn, None, t0()).await.unwrap();
+    assert_eq!(main().await.rate_limit, None);
+    assert!(store.set_rate_limit(conn + 99, None, t0()).await.is_err());
 }

@@ -464,3 +464,97 @@ fn remove_needs_yes_and_then_deletes() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_connection_keeps_its_own_request_budget() {
+    let env = Env::new();
+    let key = env.key_file("key");
+    let out = env.run(
+        &[
+            "connections",
+            "add",
+            "clerk",
+            "--adapter",
+            "clerk",
+            "--db",
+            &env.db,
+            "--auth",
+            "bearer",
+            "--rate-limit",
+            "1000/10s",
+        ],
+        &[
+            ("TRIBUTARY_SECRET_KEY_FILE", key.to_str().unwrap()),
+            ("TRIBUTARY_TOKEN", TOKEN),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let budget = || {
+        let out = env.run(&["connections", "list", "--db", &env.db, "--json"], &[]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        list[0]["rate_limit"].clone()
+    };
+    assert_eq!(budget(), "1000/10s");
+    for (setting, listed, said) in [
+        (
+            "off",
+            serde_json::json!("off"),
+            "its own request budget, off",
+        ),
+        ("250/1s", serde_json::json!("250/1s"), "250/1s"),
+        (
+            "auto",
+            serde_json::Value::Null,
+            "the manifest's request budget",
+        ),
+    ] {
+        let out = env.run(
+            &[
+                "connections",
+                "rate-limit",
+                "clerk",
+                setting,
+                "--db",
+                &env.db,
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).contains(said), "{}", stdout(&out));
+        assert_eq!(budget(), listed);
+    }
+    let out = env.run(
+        &[
+            "connections",
+            "rate-limit",
+            "clerk",
+            "lots",
+            "--db",
+            &env.db,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("is not a rate limit"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.run(
+        &[
+            "connections",
+            "rate-limit",
+            "nobody",
+            "off",
+            "--db",
+            &env.db,
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no connection named `nobody`"),
+        "{}",
+        stderr(&out)
+    );
+}

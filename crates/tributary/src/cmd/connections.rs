@@ -16,7 +16,9 @@ use serde_json::json;
 use tributary_core::{Clock, Credentials, OAuth2Credentials, SystemClock};
 use tributary_manifest::AuthKind;
 use tributary_secrets::{SecretKey, Zeroizing, open_credentials, seal_credentials};
-use tributary_store::{Connection, ConnectionStatus, NewConnection};
+use tributary_store::{Connection, ConnectionStatus, NewConnection, RateBudget};
+
+use super::sync::RateLimitSetting;
 
 const TOKEN: &str = "TRIBUTARY_TOKEN";
 const PASSWORD: &str = "TRIBUTARY_PASSWORD";
@@ -40,6 +42,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Delete a connection with its credentials, records, runs and change feed.
     Remove(RemoveArgs),
+    /// Set a connection's own request budget, over the manifest's policy (e.g. a Clerk
+    /// production instance: 1000/10s); `auto` goes back to the manifest's.
+    RateLimit(RateLimitArgs),
     /// Print a fresh random secret key (base64) to use as TRIBUTARY_SECRET_KEY or in a key file.
     Keygen,
 }
@@ -101,6 +106,11 @@ pub struct AddArgs {
     /// be wrapped in single or double quotes.
     #[arg(long)]
     secrets_stdin: bool,
+    /// The connection's own request budget: `auto` (the manifest's policy), `off`, or
+    /// `N/Ss` (e.g. 1000/10s for a Clerk production instance). Every sync, schedule and
+    /// webhook run of the connection uses it unless `sync --rate-limit` says otherwise.
+    #[arg(long)]
+    rate_limit: Option<RateLimitSetting>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -111,6 +121,17 @@ pub struct ListArgs {
     /// Print a JSON array instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RateLimitArgs {
+    /// The connection's name.
+    name: String,
+    /// `auto` (the manifest's policy), `off`, or `N/Ss` (N requests per S seconds).
+    budget: RateLimitSetting,
+    /// The store: a SQLite file path or a postgres:// URL.
+    #[arg(long, env = "TRIBUTARY_DB")]
+    db: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -142,6 +163,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::List(args) => list(args).await?,
         Command::Check(args) => return check(args).await,
         Command::Remove(args) => remove(args).await?,
+        Command::RateLimit(args) => rate_limit(args).await?,
         Command::Keygen => keygen()?,
     }
     Ok(ExitCode::SUCCESS)
@@ -284,7 +306,8 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
     if args.name.trim().is_empty() {
         bail!("the connection name is empty");
     }
-    let manifest = args.target.load_manifest()?;
+    let stored = args.target.stored_connection(&args.name).await;
+    let manifest = args.target.load_manifest(stored.as_ref())?;
     if !manifest.auth.kinds.contains(&args.auth.manifest_kind()) {
         let accepted: Vec<&str> = [Auth::Bearer, Auth::Basic, Auth::Oauth2]
             .into_iter()
@@ -340,6 +363,11 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
         .set_credentials(connection.id, credentials.kind(), &sealed, None, now)
         .await
         .with_context(|| format!("cannot store the credentials of `{}`", args.name))?;
+    if let Some(setting) = args.rate_limit {
+        store
+            .set_rate_limit(connection.id, setting.budget(), now)
+            .await?;
+    }
     crate::outln!(
         "connection `{}` {}: adapter {}, {}, {} credentials sealed (version {version})",
         connection.name,
@@ -379,6 +407,7 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
                     "auth": c.credentials_kind,
                     "status": c.status.as_str(),
                     "status_reason": c.status_reason,
+                    "rate_limit": c.rate_limit.map(budget_text),
                     "last_run": last.as_ref().map(|r| json!({
                         "id": r.id,
                         "kind": r.kind.as_str(),
@@ -490,6 +519,34 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         status_text(&connection),
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A budget for humans: `1000/10s`, or `off`.
+pub fn budget_text(budget: RateBudget) -> String {
+    match budget.requests {
+        0 => "off".into(),
+        n => format!("{n}/{}s", budget.period.as_secs_f64()),
+    }
+}
+
+async fn rate_limit(args: RateLimitArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.db).await?;
+    let Some(connection) = store.connection(&args.name).await? else {
+        bail!("no connection named `{}`", args.name);
+    };
+    let budget = args.budget.budget();
+    store
+        .set_rate_limit(connection.id, budget, SystemClock.now())
+        .await?;
+    crate::outln!(
+        "connection `{}`: {}",
+        connection.name,
+        match budget {
+            None => "the manifest's request budget".to_owned(),
+            Some(budget) => format!("its own request budget, {}", budget_text(budget)),
+        }
+    )?;
+    Ok(())
 }
 
 async fn remove(args: RemoveArgs) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! `tributary demo`: the main job on the embedded default — a simulated
-//! Planning Center account synced into a SQLite file, with progress bars.
+//! Planning Center account synced into a SQLite file, with progress bars
+//! (`--adapter clerk`: Clerk end to end, see `demo_clerk`).
 
 use std::process::ExitCode;
 
@@ -11,8 +12,28 @@ use tributary_source::Credentials;
 use super::sync::{FullSync, RateLimitSetting, full_sync};
 use super::{load_manifest, thousands};
 
+/// The APIs the demo can simulate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoAdapter {
+    /// Planning Center People: a full sync.
+    Pco,
+    /// Clerk: a full sync, then a stream of Svix-signed webhooks applied as they arrive, then
+    /// a reconciliation.
+    Clerk,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The simulated API.
+    #[arg(long, value_enum, default_value = "pco")]
+    adapter: DemoAdapter,
+    /// Clerk: users in the simulated instance (with a tenth as many organizations).
+    #[arg(long, default_value_t = 2_000, value_parser = super::people(1))]
+    users: usize,
+    /// Clerk: changes the instance makes after the full sync (each one or more webhook
+    /// events).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    events: u32,
     /// People in the simulated account (with about a third as many households,
     /// and their emails, phone numbers and addresses).
     #[arg(long, default_value_t = 10_000, value_parser = super::people(1))]
@@ -23,12 +44,21 @@ pub struct Args {
     /// The SQLite file to sync into.
     #[arg(long, default_value = "./tributary.db")]
     db: String,
-    /// Stop after the sync instead of keeping the simulator up.
+    /// Stop after the sync instead of keeping the simulator up (the Clerk demo always stops).
     #[arg(long)]
     exit: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.adapter == DemoAdapter::Clerk {
+        return super::demo_clerk::run(super::demo_clerk::ClerkDemo {
+            users: args.users,
+            events: args.events as usize,
+            seed: args.seed,
+            db: &args.db,
+        })
+        .await;
+    }
     let config = SimConfig {
         seed: args.seed,
         people: args.people,

@@ -6,6 +6,7 @@ mod bench_current;
 mod bench_webhooks;
 pub mod connections;
 pub mod demo;
+mod demo_clerk;
 pub mod manifest;
 pub mod records;
 pub mod runs;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tributary_manifest::Manifest;
+use tributary_store::Connection;
 
 /// Where a connection's data lives and which API it talks to: the flags
 /// `sync` and `connections add` share.
@@ -28,9 +30,9 @@ pub struct Target {
     /// The store: a SQLite file path (created if missing) or a postgres:// URL.
     #[arg(long, env = "TRIBUTARY_DB")]
     pub db: String,
-    /// Built-in adapter name.
-    #[arg(long, default_value = "pco")]
-    pub adapter: String,
+    /// Built-in adapter name (default: a stored connection's own, else pco).
+    #[arg(long)]
+    pub adapter: Option<String>,
     /// Load the adapter from this manifest file instead of a built-in one.
     #[arg(long)]
     pub manifest: Option<std::path::PathBuf>,
@@ -40,9 +42,30 @@ pub struct Target {
 }
 
 impl Target {
-    /// The adapter's manifest.
-    pub fn load_manifest(&self) -> anyhow::Result<Arc<Manifest>> {
-        load_manifest(&self.adapter, self.manifest.as_deref())
+    /// The adapter's manifest: `--manifest`, else `--adapter`, else the
+    /// adapter of the stored connection (`stored`), else pco. An adapter
+    /// other than the stored connection's is refused.
+    pub fn load_manifest(&self, stored: Option<&Connection>) -> anyhow::Result<Arc<Manifest>> {
+        let adapter = match (self.adapter.as_deref(), stored) {
+            (Some(given), Some(connection)) if given != connection.adapter => anyhow::bail!(
+                "connection `{}` uses adapter `{}`, not `{given}`: leave out --adapter, or name another connection",
+                connection.name,
+                connection.adapter
+            ),
+            (Some(given), _) => given,
+            (None, Some(connection)) => connection.adapter.as_str(),
+            (None, None) => "pco",
+        };
+        load_manifest(adapter, self.manifest.as_deref())
+    }
+
+    /// The stored connection `name`, if the store exists and has it (read
+    /// without creating or migrating anything).
+    pub async fn stored_connection(&self, name: &str) -> Option<Connection> {
+        let store = tributary_store::open_read_only(&self.db).await.ok()?;
+        let connection = store.connection(name).await.ok().flatten();
+        store.close().await;
+        connection
     }
 }
 

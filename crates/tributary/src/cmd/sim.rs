@@ -1,19 +1,115 @@
-//! `tributary sim pco`: the PCO simulator as a standalone server.
+//! `tributary sim pco` and `tributary sim clerk`: the simulators as standalone servers.
 //!
-//! Unlike the library default, the server rate-limits like PCO (100 requests per 20 s per
-//! principal, 75 for offsets above 30,000) unless told `--rate-limit off`. Faults and latency
-//! are off unless asked for.
+//! Unlike the library defaults, the servers rate-limit like the real APIs unless told
+//! `--rate-limit off`: PCO 100 requests per 20 s per principal (75 for offsets above 30,000),
+//! Clerk 100 requests per 10 s per secret key (a development instance). Faults, latency and
+//! webhook mischief are off unless asked for.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::bail;
+use tributary_sim::clerk::{ClerkConfig, ClerkSim, ClerkWebhookOptions};
 use tributary_sim::{Faults, RateLimit, SimConfig};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// A Planning Center People API with deterministic, realistic data.
     Pco(PcoArgs),
+    /// A Clerk Backend API (users, organizations, memberships) with Svix-signed webhooks.
+    Clerk(ClerkArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClerkArgs {
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    /// Port (0 picks a free one; the API's base URL is printed on stdout).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Seed of the generated data (and of ids, secrets and webhook mischief).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Number of users (at most 1,000,000: the instance lives in memory, about 4 KB a user).
+    #[arg(long, default_value_t = 1000, value_parser = clerk_count())]
+    users: usize,
+    /// Number of organizations (default: a tenth of the users).
+    #[arg(long, value_parser = clerk_count())]
+    organizations: Option<usize>,
+    /// Secret key accepted as `Authorization: Bearer`.
+    #[arg(
+        long,
+        env = "TRIBUTARY_SIM_SECRET_KEY",
+        default_value = "sk_test_sim",
+        hide_env_values = true
+    )]
+    secret_key: String,
+    /// Rate limit per secret key: `REQUESTS/PERIOD` with the period in `ms`, `s` or `m`
+    /// (Clerk's are 100/10s on development instances, 1000/10s on production ones), or `off`.
+    #[arg(long, default_value = "100/10s", value_parser = parse_rate_limit)]
+    rate_limit: Limit<(u32, Duration)>,
+    /// Adding or removing a member also bumps the organization and emits
+    /// organization.updated (Clerk does not: members_count is computed).
+    #[arg(long)]
+    organization_updated_on_membership_change: bool,
+    /// Webhooks: an endpoint that receives every event (Svix-signed).
+    #[arg(long, value_name = "URL")]
+    webhook_url: Option<String>,
+    /// Webhooks: the endpoint's signing secret (`whsec_` + base64); a new one is printed on
+    /// stderr when absent.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        requires = "webhook_url",
+        env = "TRIBUTARY_SIM_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    webhook_secret: Option<String>,
+    /// Webhooks: the share of deliveries sent again after they were acknowledged.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = super::probability)]
+    webhook_duplicate: f64,
+    /// Webhooks: the share of deliveries held back and sent after the next.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = super::probability)]
+    webhook_reorder: f64,
+    /// Webhooks: the share of deliveries preceded by a forged one (wrong secret, tampered body).
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = super::probability)]
+    webhook_forged: f64,
+    /// Webhooks: the share of deliveries preceded by a replay with a 10-minute-old timestamp.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = super::probability)]
+    webhook_stale: f64,
+}
+
+/// The most users (or organizations) a simulated Clerk instance may have.
+const MAX_CLERK_OBJECTS: u64 = 1_000_000;
+
+/// `--users`, `--organizations`: a count up to [`MAX_CLERK_OBJECTS`].
+fn clerk_count() -> impl clap::builder::TypedValueParser<Value = usize> {
+    use clap::builder::TypedValueParser as _;
+    clap::value_parser!(u64)
+        .range(0..=MAX_CLERK_OBJECTS)
+        .map(|n| n as usize)
+}
+
+impl ClerkArgs {
+    fn config(&self) -> ClerkConfig {
+        ClerkConfig {
+            seed: self.seed,
+            users: self.users,
+            organizations: self.organizations,
+            secret_key: self.secret_key.clone(),
+            rate_limit: self.rate_limit.0,
+            organization_updated_on_membership_change: self
+                .organization_updated_on_membership_change,
+            webhooks: ClerkWebhookOptions {
+                duplicate: self.webhook_duplicate,
+                reorder: self.webhook_reorder,
+                forged: self.webhook_forged,
+                stale: self.webhook_stale,
+                ..ClerkWebhookOptions::default()
+            },
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -249,7 +345,13 @@ fn percent(p: f64) -> String {
 }
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
-    let Command::Pco(args) = command;
+    match command {
+        Command::Pco(args) => run_pco(args).await,
+        Command::Clerk(args) => run_clerk(args).await,
+    }
+}
+
+async fn run_pco(args: PcoArgs) -> anyhow::Result<ExitCode> {
     let config = args.config()?;
     let active = describe(&config);
     let sim = tributary_sim::serve(config, std::net::SocketAddr::new(args.host, args.port)).await?;
@@ -268,6 +370,57 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn run_clerk(args: ClerkArgs) -> anyhow::Result<ExitCode> {
+    let config = args.config();
+    let sim = ClerkSim::new(config.clone());
+    let mut active = vec![
+        match config.rate_limit {
+            Some((limit, period)) => {
+                format!("rate limit: {limit} requests per {period:?} per secret key")
+            }
+            None => "rate limit: off".into(),
+        },
+        format!(
+            "control API: POST /control/users, /control/organizations, /control/memberships, \
+             /control/mutate {{\"count\": N, \"seed\": S}}, /control/webhook_endpoints; GET /control/dump, /control/stats"
+        ),
+    ];
+    if let Some(url) = &args.webhook_url {
+        match &args.webhook_secret {
+            Some(secret) => sim.add_endpoint_with_secret(url, secret)?,
+            None => {
+                let secret = sim.add_endpoint(url)?;
+                active.push(format!("webhook secret of {url}: {secret}"));
+            }
+        }
+        let w = &config.webhooks;
+        active.push(format!(
+            "webhooks to {url}: {} duplicated, {} reordered, {} forged, {} stale",
+            percent(w.duplicate),
+            percent(w.reorder),
+            percent(w.forged),
+            percent(w.stale)
+        ));
+    }
+    let handle =
+        tributary_sim::clerk::serve_clerk(sim, std::net::SocketAddr::new(args.host, args.port))
+            .await?;
+    // The first stdout line is the API's base URL, for scripts and the benchmark.
+    crate::outln!("{}", handle.base_url())?;
+    crate::output::note(&format!(
+        "Clerk simulator listening on {} with {} users and {} organizations; Ctrl-C stops it",
+        handle.base_url(),
+        config.users,
+        config.organization_count()
+    ));
+    for line in active {
+        crate::output::note(&format!("  {line}"));
+    }
+    tokio::signal::ctrl_c().await?;
+    handle.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +434,71 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<PcoArgs, clap::Error> {
         Cli::try_parse_from(std::iter::once("pco").chain(args.iter().copied())).map(|c| c.args)
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct ClerkCli {
+        #[command(flatten)]
+        args: ClerkArgs,
+    }
+
+    fn parse_clerk(args: &[&str]) -> Result<ClerkArgs, clap::Error> {
+        ClerkCli::try_parse_from(std::iter::once("clerk").chain(args.iter().copied()))
+            .map(|c| c.args)
+    }
+
+    #[test]
+    fn clerk_defaults_rate_limit_like_a_development_instance() {
+        let config = parse_clerk(&[]).unwrap().config();
+        assert_eq!(config.rate_limit, Some((100, Duration::from_secs(10))));
+        assert_eq!((config.users, config.organization_count()), (1000, 100));
+        assert_eq!(config.seed, 42);
+        assert!(!config.organization_updated_on_membership_change);
+        assert_eq!(config.webhooks, ClerkWebhookOptions::default());
+    }
+
+    #[test]
+    fn clerk_flags_configure_the_simulator() {
+        let args = parse_clerk(&[
+            "--users",
+            "50",
+            "--organizations",
+            "7",
+            "--secret-key",
+            "sk_test_x",
+            "--rate-limit",
+            "off",
+            "--webhook-url",
+            "http://127.0.0.1:9/hook",
+            "--webhook-secret",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "--webhook-duplicate",
+            "0.1",
+            "--webhook-reorder",
+            "0.2",
+            "--webhook-forged",
+            "0.3",
+            "--webhook-stale",
+            "0.4",
+            "--organization-updated-on-membership-change",
+        ])
+        .unwrap();
+        let config = args.config();
+        assert_eq!((config.users, config.organization_count()), (50, 7));
+        assert_eq!(config.secret_key, "sk_test_x");
+        assert_eq!(config.rate_limit, None);
+        assert!(config.organization_updated_on_membership_change);
+        let w = &config.webhooks;
+        assert_eq!(
+            (w.duplicate, w.reorder, w.forged, w.stale),
+            (0.1, 0.2, 0.3, 0.4)
+        );
+        assert_eq!(args.webhook_url.as_deref(), Some("http://127.0.0.1:9/hook"));
+        let err = parse_clerk(&["--webhook-secret", "whsec_x"]).unwrap_err();
+        assert!(err.to_string().contains("--webhook-url"), "{err}");
+        assert!(parse_clerk(&["--users", "1000001"]).is_err());
+        let err = parse_clerk(&["--webhook-forged", "2"]).unwrap_err();
+        assert!(err.to_string().contains("probability"), "{err}");
     }
 
     #[test]

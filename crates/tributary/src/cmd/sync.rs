@@ -12,6 +12,7 @@ use tributary_engine::{DeleteGuard, Engine, EngineOptions, Progress, RunReport, 
 use tributary_manifest::Manifest;
 use tributary_secrets::SecretKey;
 use tributary_source::{Credentials, LocalRateLimiter, RateLimiter, Unlimited};
+use tributary_store::RateBudget;
 
 use super::thousands;
 
@@ -165,6 +166,18 @@ impl std::str::FromStr for RateLimitSetting {
 }
 
 impl RateLimitSetting {
+    /// The setting as a connection's own budget (`None`: the manifest's).
+    pub fn budget(self) -> Option<RateBudget> {
+        match self {
+            Self::Auto => None,
+            Self::Off => Some(RateBudget {
+                requests: 0,
+                period: Duration::from_secs(1),
+            }),
+            Self::Fixed(requests, period) => Some(RateBudget { requests, period }),
+        }
+    }
+
     /// The limiter for a source; `None` leaves the choice to the manifest.
     pub fn limiter(self) -> Option<Arc<dyn RateLimiter>> {
         match self {
@@ -340,7 +353,11 @@ pub fn peak_rss_kib() -> Option<u64> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let manifest = args.target.load_manifest()?;
+    let stored = match &args.connection {
+        Some(name) => args.target.stored_connection(name).await,
+        None => None,
+    };
+    let manifest = args.target.load_manifest(stored.as_ref())?;
     let connection = args
         .connection
         .clone()

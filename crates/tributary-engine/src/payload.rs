@@ -1,0 +1,263 @@
+//! Payload-applied webhook deliveries (a manifest's `[webhooks] apply =
+//! "payload"`: Clerk). Each delivery carries the whole object, so no
+//! request is needed to apply it; what matters is which word is the last:
+//!
+//! - Of several deliveries for one record, the newest wins: by the
+//!   object's `updated_at`, then the event's own time; a deletion (which
+//!   carries only an id) is as new as its event, and wins a tie.
+//! - Against the stored row, an object older than the stored version is
+//!   not applied, and neither is one no newer than the record's deletion:
+//!   a deletion leaves a tombstone that no late, reordered update brings
+//!   back. A deletion deletes the record's dependants by the manifest's
+//!   hard relationships (a user's memberships).
+//! - A record whose hard parent is unknown here has the parent read by
+//!   its `get` path (through the connection's rate budget) and stored in
+//!   the same run; one whose parent is deleted — here, in the same burst,
+//!   or at the source (a 404) — is not applied.
+//! - Objects embedded in another's event (the organization and user in a
+//!   membership event) are never applied: their own events and reads are
+//!   the only writers of those records, so an old snapshot cannot
+//!   overwrite a newer row.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::AtomicU64;
+
+use futures_util::stream::{self, StreamExt};
+use tributary_core::{PreparedRecord, QuarantinedRecord, SourceRecord, Timestamp};
+use tributary_manifest::Manifest;
+use tributary_source::Source;
+use tributary_store::Stamp;
+
+use crate::Engine;
+use crate::retry::{Failure, RetryPolicy, RunControl};
+use crate::webhook::{Found, Key, read_record};
+
+/// One delivery's word on a record.
+pub(crate) struct Word {
+    /// How new the word is: the object's `updated_at` (a deletion: the
+    /// event's time).
+    at: Timestamp,
+    /// When the event happened (a tie-break).
+    sent: Timestamp,
+    what: What,
+}
+
+enum What {
+    Live(Box<SourceRecord>),
+    Bad(QuarantinedRecord),
+    Gone,
+}
+
+impl Word {
+    /// The record `object` of `entity` as a delivery sent it at `sent`.
+    pub(crate) fn live(
+        source: &Source,
+        entity: &tributary_manifest::Entity,
+        object: &serde_json::Value,
+        sent: Timestamp,
+    ) -> Self {
+        match source.transform_object(entity, object) {
+            Ok(record) => Word {
+                at: record.source_updated_at.unwrap_or(sent),
+                sent,
+                what: What::Live(Box::new(record)),
+            },
+            Err(bad) => Word {
+                at: sent,
+                sent,
+                what: What::Bad(bad),
+            },
+        }
+    }
+
+    /// The record's deletion, announced at `sent`.
+    pub(crate) fn gone(sent: Timestamp) -> Self {
+        Word {
+            at: sent,
+            sent,
+            what: What::Gone,
+        }
+    }
+
+    fn version(&self) -> (Timestamp, Timestamp, bool) {
+        (self.at, self.sent, matches!(self.what, What::Gone))
+    }
+}
+
+/// The records waiting for one unknown parent.
+type Waiting = Vec<(Key, Box<SourceRecord>)>;
+
+/// What became of each record some delivery spoke of (and of each parent
+/// read for them).
+pub(crate) type Resolved = Vec<(Key, Result<Found, Failure>)>;
+
+impl Engine {
+    /// Decides each record's newest word against the stored rows, reads
+    /// the unknown parents, and says what to store, delete or leave.
+    pub(crate) async fn resolve_payloads(
+        &self,
+        connection_id: i64,
+        source: &Source,
+        words: BTreeMap<Key, Vec<Word>>,
+        control: &RunControl,
+        requests: &AtomicU64,
+        policy: RetryPolicy,
+    ) -> crate::Result<Resolved> {
+        let manifest = source.manifest().clone();
+        let winners: BTreeMap<Key, Word> = words
+            .into_iter()
+            .filter_map(|(key, words)| {
+                let newest = words.into_iter().max_by_key(Word::version)?;
+                Some((key, newest))
+            })
+            .collect();
+        // The stored rows of the records and of their hard parents.
+        let mut asked: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for ((entity, id), word) in &winners {
+            asked.entry(entity.clone()).or_default().insert(id.clone());
+            if let What::Live(record) = &word.what {
+                for edge in record.edges.iter().filter(|e| e.hard) {
+                    asked
+                        .entry(edge.to_entity.clone())
+                        .or_default()
+                        .insert(edge.to_external_id.clone());
+                }
+            }
+        }
+        let mut stamps: HashMap<Key, Stamp> = HashMap::new();
+        for (entity, ids) in asked {
+            let ids: Vec<String> = ids.into_iter().collect();
+            for (id, stamp) in self.store.stamps(connection_id, &entity, &ids).await? {
+                stamps.insert((entity.clone(), id), stamp);
+            }
+        }
+
+        let mut resolved: Resolved = Vec::new();
+        // Records waiting for an unknown parent to be read.
+        let mut waiting: BTreeMap<Key, Waiting> = BTreeMap::new();
+        for (key, word) in winners.iter() {
+            let record = match &word.what {
+                What::Gone => {
+                    resolved.push((key.clone(), Ok(Found::Gone)));
+                    continue;
+                }
+                What::Bad(bad) => {
+                    resolved.push((key.clone(), Ok(Found::Live(vec![], vec![bad.clone()]))));
+                    continue;
+                }
+                What::Live(record) => record,
+            };
+            if let Some(why) = stale(stamps.get(key), word.at) {
+                resolved.push((key.clone(), Ok(Found::Skipped(why))));
+                continue;
+            }
+            let mut unknown = None;
+            let mut deleted_parent = None;
+            for edge in record.edges.iter().filter(|e| e.hard) {
+                let parent = (edge.to_entity.clone(), edge.to_external_id.clone());
+                match (winners.get(&parent).map(|w| &w.what), stamps.get(&parent)) {
+                    (Some(What::Gone), _) => deleted_parent = Some(parent),
+                    (Some(_), _) => {}
+                    (_, Some(stamp)) if stamp.deleted_at.is_some() => deleted_parent = Some(parent),
+                    (_, Some(_)) => {}
+                    (_, None) => unknown = Some(parent),
+                }
+            }
+            if let Some((entity, id)) = deleted_parent {
+                let why = format!("not applied: its {entity} {id} is deleted");
+                resolved.push((key.clone(), Ok(Found::Skipped(why))));
+            } else if let Some(parent) = unknown.filter(|(entity, _)| {
+                manifest
+                    .entities
+                    .get(entity)
+                    .is_some_and(|e| e.get.is_some())
+            }) {
+                waiting
+                    .entry(parent)
+                    .or_default()
+                    .push((key.clone(), record.clone()));
+            } else {
+                let prepared = PreparedRecord::new((**record).clone());
+                resolved.push((key.clone(), Ok(Found::Live(vec![prepared], vec![]))));
+            }
+        }
+        resolved.extend(read_parents(&manifest, source, waiting, control, requests, policy).await);
+        Ok(resolved)
+    }
+}
+
+/// Why a record's newest word, as new as `at`, is not applied over its
+/// stored row, if it is not.
+fn stale(stamp: Option<&Stamp>, at: Timestamp) -> Option<String> {
+    let stamp = stamp?;
+    match (stamp.deleted_at, stamp.source_updated_at) {
+        (Some(deleted), _) if at <= deleted => Some(format!(
+            "not applied: deleted at {}, and this version ({}) is no newer",
+            deleted.to_rfc3339(),
+            at.to_rfc3339()
+        )),
+        (None, Some(stored)) if at < stored => Some(format!(
+            "not applied: the stored version ({}) is newer than this one ({})",
+            stored.to_rfc3339(),
+            at.to_rfc3339()
+        )),
+        _ => None,
+    }
+}
+
+/// Reads each unknown parent once, several at once: a parent found is
+/// stored with the records that wait for it; one gone leaves them
+/// unapplied; a failed read fails them (their deliveries are tried again).
+async fn read_parents(
+    manifest: &Manifest,
+    source: &Source,
+    waiting: BTreeMap<Key, Waiting>,
+    control: &RunControl,
+    requests: &AtomicU64,
+    policy: RetryPolicy,
+) -> Resolved {
+    let concurrency = manifest
+        .entities
+        .values()
+        .map(|e| e.concurrency)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let read: Vec<(Key, Waiting, Result<Found, Failure>)> = stream::iter(waiting)
+        .map(|(parent, children)| async move {
+            let found = match manifest.entities.get(&parent.0) {
+                Some(definition) => {
+                    read_record(source, definition, &parent.1, control, requests, policy).await
+                }
+                None => Err(Failure::other(format!("no entity `{}`", parent.0))),
+            };
+            (parent, children, found)
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let mut resolved = Vec::new();
+    for (parent, children, found) in read {
+        let (entity, id) = &parent;
+        let child_outcome = |found: &Result<Found, Failure>| match found {
+            Ok(Found::Live(records, _)) if !records.is_empty() => None,
+            Ok(_) => Some(Ok(Found::Skipped(format!(
+                "not applied: its {entity} {id} does not exist at the source"
+            )))),
+            Err(failure) => Some(Err(Failure::other(format!(
+                "reading its {entity} {id} failed: {}",
+                failure.message
+            )))),
+        };
+        for (key, record) in children {
+            let outcome = child_outcome(&found)
+                .unwrap_or_else(|| Ok(Found::Live(vec![PreparedRecord::new(*record)], vec![])));
+            resolved.push((key, outcome));
+        }
+        // A parent not found is not deleted here: nothing said so.
+        if let Ok(Found::Live(records, quarantined)) = found {
+            resolved.push((parent, Ok(Found::Live(records, quarantined))));
+        }
+    }
+    resolved
+}
