@@ -84,8 +84,12 @@ impl Word {
     }
 }
 
-/// The records waiting for one unknown parent.
-type Waiting = Vec<(Key, Box<SourceRecord>)>;
+/// A record waiting for its unknown parents to be read.
+struct Waiting {
+    key: Key,
+    record: Box<SourceRecord>,
+    parents: Vec<Key>,
+}
 
 /// What became of each record some delivery spoke of (and of each parent
 /// read for them).
@@ -133,49 +137,72 @@ impl Engine {
         }
 
         let mut resolved: Resolved = Vec::new();
-        // Records waiting for an unknown parent to be read.
-        let mut waiting: BTreeMap<Key, Waiting> = BTreeMap::new();
+        // Records waiting for their unknown parents to be read.
+        let mut waiting: Vec<Waiting> = Vec::new();
         for (key, word) in winners.iter() {
+            let stamp = stamps.get(key);
             let record = match &word.what {
+                // A deletion of a record never stored is kept as a
+                // tombstone, so that its creation, if it comes later, does
+                // not bring it back.
+                What::Gone if stamp.is_none() => {
+                    resolved.push((key.clone(), Ok(Found::Bury)));
+                    continue;
+                }
                 What::Gone => {
                     resolved.push((key.clone(), Ok(Found::Gone)));
                     continue;
                 }
                 What::Bad(bad) => {
-                    resolved.push((key.clone(), Ok(Found::Live(vec![], vec![bad.clone()]))));
+                    let found = match stale(stamp, word.at) {
+                        Some(why) => Found::Skipped(why),
+                        None => Found::Live(vec![], vec![bad.clone()]),
+                    };
+                    resolved.push((key.clone(), Ok(found)));
                     continue;
                 }
                 What::Live(record) => record,
             };
-            if let Some(why) = stale(stamps.get(key), word.at) {
+            if let Some(why) = stale(stamp, word.at) {
                 resolved.push((key.clone(), Ok(Found::Skipped(why))));
                 continue;
             }
-            let mut unknown = None;
+            let mut unknown = Vec::new();
             let mut deleted_parent = None;
             for edge in record.edges.iter().filter(|e| e.hard) {
                 let parent = (edge.to_entity.clone(), edge.to_external_id.clone());
-                match (winners.get(&parent).map(|w| &w.what), stamps.get(&parent)) {
-                    (Some(What::Gone), _) => deleted_parent = Some(parent),
-                    (Some(_), _) => {}
-                    (_, Some(stamp)) if stamp.deleted_at.is_some() => deleted_parent = Some(parent),
-                    (_, Some(_)) => {}
-                    (_, None) => unknown = Some(parent),
+                let stored = stamps.get(&parent);
+                match winners.get(&parent) {
+                    Some(Word {
+                        what: What::Gone, ..
+                    }) => deleted_parent = Some(parent),
+                    // Stored by this run (a word that is applied).
+                    Some(
+                        w @ Word {
+                            what: What::Live(_),
+                            ..
+                        },
+                    ) if stale(stored, w.at).is_none() => {}
+                    // Otherwise what is stored decides.
+                    _ => match stored {
+                        Some(stamp) if stamp.deleted_at.is_some() => deleted_parent = Some(parent),
+                        Some(_) => {}
+                        None if readable(&manifest, &parent.0) => unknown.push(parent),
+                        // Nothing to read it by: the record is stored, its
+                        // parent comes with the next listing.
+                        None => {}
+                    },
                 }
             }
             if let Some((entity, id)) = deleted_parent {
                 let why = format!("not applied: its {entity} {id} is deleted");
                 resolved.push((key.clone(), Ok(Found::Skipped(why))));
-            } else if let Some(parent) = unknown.filter(|(entity, _)| {
-                manifest
-                    .entities
-                    .get(entity)
-                    .is_some_and(|e| e.get.is_some())
-            }) {
-                waiting
-                    .entry(parent)
-                    .or_default()
-                    .push((key.clone(), record.clone()));
+            } else if !unknown.is_empty() {
+                waiting.push(Waiting {
+                    key: key.clone(),
+                    record: record.clone(),
+                    parents: unknown,
+                });
             } else {
                 let prepared = PreparedRecord::new((**record).clone());
                 resolved.push((key.clone(), Ok(Found::Live(vec![prepared], vec![]))));
@@ -184,6 +211,14 @@ impl Engine {
         resolved.extend(read_parents(&manifest, source, waiting, control, requests, policy).await);
         Ok(resolved)
     }
+}
+
+/// Whether records of `entity` can be read one by one.
+fn readable(manifest: &Manifest, entity: &str) -> bool {
+    manifest
+        .entities
+        .get(entity)
+        .is_some_and(|e| e.get.is_some())
 }
 
 /// Why a record's newest word, as new as `at`, is not applied over its
@@ -205,13 +240,15 @@ fn stale(stamp: Option<&Stamp>, at: Timestamp) -> Option<String> {
     }
 }
 
-/// Reads each unknown parent once, several at once: a parent found is
-/// stored with the records that wait for it; one gone leaves them
-/// unapplied; a failed read fails them (their deliveries are tried again).
+/// Reads each unknown parent once, several at once. A record is stored
+/// once every parent it waits for is found (a parent found invalid is
+/// quarantined, and exists: the record is stored too); one whose parent
+/// is gone at the source (a 404) is not applied; a failed read fails it
+/// (its deliveries are tried again).
 async fn read_parents(
     manifest: &Manifest,
     source: &Source,
-    waiting: BTreeMap<Key, Waiting>,
+    waiting: Vec<Waiting>,
     control: &RunControl,
     requests: &AtomicU64,
     policy: RetryPolicy,
@@ -223,38 +260,52 @@ async fn read_parents(
         .max()
         .unwrap_or(1)
         .max(1);
-    let read: Vec<(Key, Waiting, Result<Found, Failure>)> = stream::iter(waiting)
-        .map(|(parent, children)| async move {
+    let parents: BTreeSet<Key> = waiting
+        .iter()
+        .flat_map(|w| w.parents.iter().cloned())
+        .collect();
+    let read: BTreeMap<Key, Result<Found, Failure>> = stream::iter(parents)
+        .map(|parent| async move {
             let found = match manifest.entities.get(&parent.0) {
                 Some(definition) => {
                     read_record(source, definition, &parent.1, control, requests, policy).await
                 }
                 None => Err(Failure::other(format!("no entity `{}`", parent.0))),
             };
-            (parent, children, found)
+            (parent, found)
         })
         .buffer_unordered(concurrency)
         .collect()
         .await;
     let mut resolved = Vec::new();
-    for (parent, children, found) in read {
-        let (entity, id) = &parent;
-        let child_outcome = |found: &Result<Found, Failure>| match found {
-            Ok(Found::Live(records, _)) if !records.is_empty() => None,
-            Ok(_) => Some(Ok(Found::Skipped(format!(
-                "not applied: its {entity} {id} does not exist at the source"
-            )))),
-            Err(failure) => Some(Err(Failure::other(format!(
-                "reading its {entity} {id} failed: {}",
-                failure.message
-            )))),
-        };
-        for (key, record) in children {
-            let outcome = child_outcome(&found)
-                .unwrap_or_else(|| Ok(Found::Live(vec![PreparedRecord::new(*record)], vec![])));
-            resolved.push((key, outcome));
+    for child in waiting {
+        let mut outcome = Ok(Found::Live(
+            vec![PreparedRecord::new(*child.record)],
+            vec![],
+        ));
+        for parent in &child.parents {
+            let (entity, id) = parent;
+            match read.get(parent) {
+                Some(Ok(Found::Live(..))) => {}
+                Some(Err(failure)) => {
+                    outcome = Err(Failure::other(format!(
+                        "reading its {entity} {id} failed: {}",
+                        failure.message
+                    )));
+                    break;
+                }
+                _ => {
+                    outcome = Ok(Found::Skipped(format!(
+                        "not applied: its {entity} {id} does not exist at the source"
+                    )));
+                }
+            }
         }
-        // A parent not found is not deleted here: nothing said so.
+        resolved.push((child.key, outcome));
+    }
+    // The parents found are stored (a parent not found is not deleted
+    // here: nothing said so).
+    for (parent, found) in read {
         if let Ok(Found::Live(records, quarantined)) = found {
             resolved.push((parent, Ok(Found::Live(records, quarantined))));
         }

@@ -38,6 +38,9 @@ pub enum RequestError {
     /// The connection's sealed credentials cannot be opened.
     #[error(transparent)]
     Sealed(#[from] crate::CredentialsError),
+    /// The request does not fit the stored connection (another adapter).
+    #[error("{0}")]
+    Mismatch(String),
 }
 
 impl From<tributary_store::Error> for RequestError {
@@ -115,6 +118,15 @@ impl Engine {
         // process syncs it.
         let lock = self.lock(&request.connection).await?;
         let existing = self.store.connection(&request.connection).await?;
+        if let Some(connection) = &existing
+            && connection.adapter != request.manifest.name
+        {
+            return Err(RequestError::Mismatch(format!(
+                "connection `{}` uses adapter `{}`, not `{}`: run it with its own adapter, or \
+                 name another connection",
+                connection.name, connection.adapter, request.manifest.name
+            )));
+        }
         // A stored connection keeps its base URL unless told otherwise.
         let base_url = request
             .base_url

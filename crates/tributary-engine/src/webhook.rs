@@ -34,7 +34,9 @@ use futures_util::stream::{self, StreamExt};
 use tributary_core::{Cursor, PreparedRecord, QuarantinedRecord, RunKind, RunState, Timestamp};
 use tributary_manifest::{Entity, WebhookApply};
 use tributary_source::Source;
-use tributary_store::{Connection, Deletion, Delivery, EntityState, PageWrite, RunStart, Settled};
+use tributary_store::{
+    Burial, Connection, Deletion, Delivery, EntityState, PageWrite, RunStart, Settled,
+};
 
 use crate::notice::{Notice, PERSON_MERGER, read_announcement};
 use crate::payload::Word;
@@ -61,12 +63,31 @@ fn backoff(tried: i64) -> Duration {
 /// A record: its entity and id.
 pub(crate) type Key = (String, String);
 
+/// What a webhook run writes.
+#[derive(Default)]
+struct Writes {
+    /// Records (and quarantine entries) to store, per entity.
+    live: BTreeMap<String, (Vec<PreparedRecord>, Vec<QuarantinedRecord>)>,
+    /// Records to delete with their cascades, per entity.
+    gone: BTreeMap<String, Vec<String>>,
+    /// Records merged into others: deleted without their cascades.
+    gone_merged: BTreeMap<String, Vec<String>>,
+    /// Records never stored whose deletion was heard: tombstones.
+    buried: BTreeMap<String, Vec<String>>,
+    /// When the deletions happened, by the source's clock when that is
+    /// later than this one's (so a tombstone is compared in the time the
+    /// source's `updated_at` is given in); `None`: now.
+    deleted_at: Option<Timestamp>,
+}
+
 /// What to do with one record a delivery spoke of.
 pub(crate) enum Found {
     /// Store it (or its quarantine entry).
     Live(Vec<PreparedRecord>, Vec<QuarantinedRecord>),
     /// Delete it.
     Gone,
+    /// Keep a tombstone of it: its deletion was heard, it was never stored.
+    Bury,
     /// Leave it, for the reason given (noted on its deliveries): its
     /// entity has no single-record path, or the delivery is older than
     /// what is stored.
@@ -113,6 +134,8 @@ impl Engine {
         // Payload-applied: each record's words, the newest to win.
         let payload = manifest.webhook_apply == WebhookApply::Payload;
         let mut words: BTreeMap<Key, Vec<Word>> = BTreeMap::new();
+        // The time of the latest deletion heard.
+        let mut latest_deletion: Option<Timestamp> = None;
         for delivery in &deliveries {
             let read = read_announcement(&manifest, &delivery.event, &delivery.payload);
             let sent =
@@ -130,6 +153,7 @@ impl Engine {
                 }
                 Ok((Notice::Deleted { entity, id }, _, at)) => {
                     if payload {
+                        latest_deletion = latest_deletion.max(Some(sent(at)));
                         let word = Word::gone(sent(at));
                         words
                             .entry((entity.clone(), id.clone()))
@@ -209,10 +233,10 @@ impl Engine {
         };
 
         // Commit: the live records, then the deletions.
-        let mut live: BTreeMap<String, (Vec<PreparedRecord>, Vec<QuarantinedRecord>)> =
-            BTreeMap::new();
-        let mut gone: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut gone_merged: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut writes = Writes {
+            deleted_at: latest_deletion.map(|at| at.max(self.clock.now())),
+            ..Writes::default()
+        };
         let mut failed: BTreeMap<(String, String), Failure> = BTreeMap::new();
         let mut skipped: BTreeMap<Key, String> = BTreeMap::new();
         for (key, result) in found {
@@ -221,33 +245,34 @@ impl Engine {
                     skipped.insert(key, why);
                 }
                 Ok(Found::Live(records, quarantined)) => {
-                    let entry = live.entry(key.0.clone()).or_default();
+                    let entry = writes.live.entry(key.0.clone()).or_default();
                     entry.0.extend(records);
                     entry.1.extend(quarantined);
                 }
-                Ok(Found::Gone) if merged_away.contains(&key) => gone_merged
-                    .entry(key.0.clone())
-                    .or_default()
-                    .push(key.1.clone()),
-                Ok(Found::Gone) => gone.entry(key.0.clone()).or_default().push(key.1.clone()),
+                Ok(Found::Gone) if merged_away.contains(&key) => {
+                    writes.gone_merged.entry(key.0).or_default().push(key.1)
+                }
+                Ok(Found::Gone) => writes.gone.entry(key.0).or_default().push(key.1),
+                Ok(Found::Bury) => writes.buried.entry(key.0).or_default().push(key.1),
                 Err(failure) => {
                     failed.insert(key, failure);
                 }
             }
         }
         let commit = self
-            .commit_webhook_records(connection.id, run.id, &manifest, &live, &gone, &gone_merged)
+            .commit_webhook_records(connection.id, run.id, &manifest, &writes)
             .await;
         let mut reports = Vec::new();
         let commit_error = match commit {
             Ok(deleted) => {
-                for entity in live
+                for entity in writes
+                    .live
                     .keys()
-                    .chain(gone.keys())
-                    .chain(gone_merged.keys())
+                    .chain(writes.gone.keys())
+                    .chain(writes.gone_merged.keys())
                     .collect::<HashSet<_>>()
                 {
-                    let records = live.get(entity).map_or(0, |(r, _)| r.len() as i64);
+                    let records = writes.live.get(entity).map_or(0, |(r, _)| r.len() as i64);
                     reports.push(EntityReport {
                         entity: entity.clone(),
                         state: EntityState::Done,
@@ -372,21 +397,21 @@ impl Engine {
         })
     }
 
-    /// Stores the live records (one page per entity) and deletes the gone
-    /// ones with their cascades, in two transactions; the deleted per
-    /// entity.
+    /// Stores the live records (one page per entity), deletes the gone
+    /// ones with their cascades and buries the never stored, in
+    /// transactions of their own; the deleted per entity.
     async fn commit_webhook_records(
         &self,
         connection_id: i64,
         run_id: i64,
         manifest: &tributary_manifest::Manifest,
-        live: &BTreeMap<String, (Vec<PreparedRecord>, Vec<QuarantinedRecord>)>,
-        gone: &BTreeMap<String, Vec<String>>,
-        gone_merged: &BTreeMap<String, Vec<String>>,
+        writes: &Writes,
     ) -> Result<BTreeMap<String, i64>> {
         let now = self.clock.now();
+        let deleted_at = writes.deleted_at.unwrap_or(now);
         let cursor = Cursor::start();
-        let writes: Vec<PageWrite<'_>> = live
+        let pages: Vec<PageWrite<'_>> = writes
+            .live
             .iter()
             .filter_map(|(entity, (records, quarantined))| {
                 let definition = manifest.entities.get(entity)?;
@@ -405,16 +430,18 @@ impl Engine {
                 })
             })
             .collect();
-        if !writes.is_empty() {
-            self.store.apply_pages(&writes).await?;
+        if !pages.is_empty() {
+            self.store.apply_pages(&pages).await?;
         }
         let cascade = cascade(manifest, &HashSet::new());
         let mut deleted = BTreeMap::new();
-        let deletions = gone
+        let deletions = writes
+            .gone
             .iter()
             .map(|(entity, ids)| (entity, ids, cascade.as_slice()))
             .chain(
-                gone_merged
+                writes
+                    .gone_merged
                     .iter()
                     .map(|(entity, ids)| (entity, ids, &[][..])),
             );
@@ -427,12 +454,27 @@ impl Engine {
                     entity,
                     external_ids: ids,
                     cascade,
-                    now,
+                    now: deleted_at,
                 })
                 .await?;
             for (entity, n) in counts {
                 *deleted.entry(entity).or_insert(0) += n;
             }
+        }
+        for (entity, ids) in &writes.buried {
+            let Some(definition) = manifest.entities.get(entity) else {
+                continue;
+            };
+            self.store
+                .bury(Burial {
+                    connection_id,
+                    run_id,
+                    entity,
+                    canonical_entity: &definition.canonical,
+                    external_ids: ids,
+                    now: deleted_at,
+                })
+                .await?;
         }
         Ok(deleted)
     }

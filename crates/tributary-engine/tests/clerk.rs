@@ -243,20 +243,29 @@ async fn events_in_any_order_with_duplicates_end_as_the_source() {
         }
         c.assert_equal_to_the_source().await;
         assert!(c.all_applied().await);
-        // The deleted users' memberships are gone with them.
-        for user in sim.deleted_ids(ClerkKind::User) {
-            let stamps = c
-                .store
-                .stamps(c.connection.id, "User", std::slice::from_ref(&user))
-                .await
-                .unwrap();
-            if let Some(stamp) = stamps.get(&user) {
-                assert!(
-                    stamp.deleted_at.is_some(),
-                    "user {user} is deleted here too"
-                );
-            }
+        // Every user deleted at the source is a tombstone here (stored
+        // before, or buried when its deletion was heard), and no live
+        // membership points at one.
+        let deleted = sim.deleted_ids(ClerkKind::User);
+        assert!(!deleted.is_empty());
+        let stamps = c
+            .store
+            .stamps(c.connection.id, "User", &deleted)
+            .await
+            .unwrap();
+        for user in &deleted {
+            assert!(
+                stamps.get(user).is_some_and(|s| s.deleted_at.is_some()),
+                "user {user} is a tombstone here"
+            );
         }
+        let memberships = c.stored("OrganizationMembership").await;
+        assert!(
+            !memberships
+                .values()
+                .any(|m| deleted.iter().any(|u| m["user_id"] == u.as_str())),
+            "no membership of a deleted user"
+        );
     }
 }
 
@@ -506,7 +515,7 @@ async fn a_delta_walks_users_newest_first_and_stops_past_the_mark() {
         .unwrap()
         .counts
         .requests;
-    // 1% of the users change; one is deleted (a delta does not see that).
+    // 1% of the users change.
     let users = sim.users();
     for (n, user) in users.iter().step_by(100).enumerate() {
         let id = user["id"].as_str().unwrap();
@@ -524,7 +533,7 @@ async fn a_delta_walks_users_newest_first_and_stops_past_the_mark() {
     assert!(report.run.error.is_none(), "{:?}", report.run.error);
     assert!(!report.full_instead_of_delta);
     let users_entity = report.entities.iter().find(|e| e.entity == "User").unwrap();
-    // 1,000 users are 10 pages of 100; the 10 changed ones are on the first.
+    // 1,000 users are 2 pages of 500; the 10 changed ones are on the first.
     assert!(
         users_entity.requests <= 2,
         "users read in {} requests",
@@ -552,4 +561,133 @@ async fn a_delta_walks_users_newest_first_and_stops_past_the_mark() {
     let users_again = again.entities.iter().find(|e| e.entity == "User").unwrap();
     assert_eq!(users_again.requests, 1);
     assert_eq!(again.run.counts.updated, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_update_of_a_deleted_organization_lets_no_membership_in() {
+    let mut c = Clerk::new(20).await;
+    let sim = c.sim.simulator();
+    let organization = sim.organizations()[0]["id"].as_str().unwrap().to_owned();
+    let user = sim
+        .create_user(NewUser {
+            email_address: vec!["late@example.com".into()],
+            ..NewUser::default()
+        })
+        .unwrap();
+    let user = user["id"].as_str().unwrap().to_owned();
+    sim.create_membership(NewMembership {
+        organization_id: organization.clone(),
+        user_id: user.clone(),
+        ..NewMembership::default()
+    })
+    .unwrap();
+    sim.update_organization(
+        &organization,
+        tributary_sim::clerk::OrganizationPatch {
+            name: Some("Zürich Ünited".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    sim.delete_organization(&organization).unwrap();
+    let events = c.new_events();
+    // The deletion first; then, in one burst, the user, the organization's
+    // older update and the membership.
+    let (deletion, rest): (Vec<_>, Vec<_>) = events
+        .into_iter()
+        .partition(|e| e.event_type == "organization.deleted");
+    c.deliver(&deletion).await;
+    c.run(RunKind::Webhook).await;
+    c.deliver(&rest).await;
+    let report = c.run(RunKind::Webhook).await;
+    assert!(report.run.error.is_none(), "{:?}", report.run.error);
+    assert!(!c.stored("Organization").await.contains_key(&organization));
+    assert!(
+        !c.stored("OrganizationMembership")
+            .await
+            .values()
+            .any(|m| m["organization_id"] == organization.as_str()),
+        "no membership of the deleted organization"
+    );
+    c.assert_equal_to_the_source().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_with_both_parents_unknown_reads_both() {
+    let mut c = Clerk::new(20).await;
+    let sim = c.sim.simulator();
+    let user = sim
+        .create_user(NewUser {
+            first_name: Some("Ōta".into()),
+            email_address: vec!["ota@example.com".into()],
+            ..NewUser::default()
+        })
+        .unwrap();
+    let user = user["id"].as_str().unwrap().to_owned();
+    let organization = sim
+        .create_organization(tributary_sim::clerk::NewOrganization {
+            name: Some("Nordlicht".into()),
+            created_by: Some(user.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+    let organization = organization["id"].as_str().unwrap().to_owned();
+    let only: Vec<ClerkEvent> = c
+        .new_events()
+        .into_iter()
+        .filter(|e| e.event_type == "organizationMembership.created")
+        .collect();
+    assert_eq!(only.len(), 1);
+    c.deliver(&only).await;
+    let report = c.run(RunKind::Webhook).await;
+    assert!(report.run.error.is_none(), "{:?}", report.run.error);
+    assert_eq!(
+        report.run.counts.requests, 2,
+        "the user and the organization"
+    );
+    assert!(c.stored("User").await.contains_key(&user));
+    assert_eq!(
+        c.stored("Organization").await[&organization]["name"],
+        "Nordlicht"
+    );
+    assert!(
+        c.stored("OrganizationMembership")
+            .await
+            .values()
+            .any(|m| m["organization_id"] == organization.as_str()
+                && m["user_id"] == user.as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_heard_before_the_creation_keeps_the_record_out() {
+    let mut c = Clerk::new(10).await;
+    let sim = c.sim.simulator();
+    let user = sim
+        .create_user(NewUser {
+            email_address: vec!["brief@example.com".into()],
+            ..NewUser::default()
+        })
+        .unwrap();
+    let user = user["id"].as_str().unwrap().to_owned();
+    sim.delete_user(&user).unwrap();
+    let events = c.new_events();
+    let (created, deleted): (Vec<_>, Vec<_>) = events
+        .into_iter()
+        .partition(|e| e.event_type == "user.created");
+    // The deletion in one run, the creation (a sender's late retry) in
+    // the next.
+    c.deliver(&deleted).await;
+    c.run(RunKind::Webhook).await;
+    let stamps = c
+        .store
+        .stamps(c.connection.id, "User", std::slice::from_ref(&user))
+        .await
+        .unwrap();
+    assert!(stamps[&user].deleted_at.is_some(), "a tombstone");
+    c.deliver(&created).await;
+    c.run(RunKind::Webhook).await;
+    assert!(!c.stored("User").await.contains_key(&user));
+    assert!(c.all_applied().await);
+    c.assert_equal_to_the_source().await;
 }

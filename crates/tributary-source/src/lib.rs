@@ -213,6 +213,7 @@ struct Inner {
     auth: auth::Authenticator,
     limiter: Arc<dyn RateLimiter>,
     page_size: u32,
+    clock: Arc<dyn Clock>,
 }
 
 /// Installs the process-wide TLS crypto provider (ring); idempotent.
@@ -303,7 +304,7 @@ impl Source {
             credentials,
             options.credential_store,
             token_url,
-            options.clock,
+            options.clock.clone(),
             http.clone(),
         );
         Ok(Self {
@@ -314,6 +315,7 @@ impl Source {
                 auth,
                 limiter,
                 page_size,
+                clock: options.clock,
             }),
         })
     }

@@ -16,7 +16,10 @@
 //! the walk leaves, so the next delta reads it); a deletion moves every
 //! later record one place up, which could pass one by. Each page therefore
 //! starts [`PAGE_OVERLAP`] records before the previous one ended: a record
-//! read twice changes nothing (same content hash).
+//! read twice changes nothing (same content hash). A walk that waited
+//! longer than [`RESTART_AFTER`] between two pages (a resumed one, after a
+//! crash) could have had any number of records deleted under it: it
+//! starts again from the newest, with the same bound and top.
 
 use chrono::SecondsFormat;
 use serde_json::{Value, json};
@@ -28,12 +31,17 @@ use crate::{Error, Page, Result, Source};
 /// Records each page re-reads of the one before.
 pub const PAGE_OVERLAP: u64 = 5;
 
+/// A walk idle this long between pages starts again from the newest.
+pub const RESTART_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
 /// Where a newest-first walk stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct NewestCursor {
     since: Timestamp,
     offset: u64,
     top: Option<Timestamp>,
+    /// When the page before was read.
+    read_at: Option<Timestamp>,
 }
 
 impl NewestCursor {
@@ -43,7 +51,18 @@ impl NewestCursor {
             "since": ts(self.since),
             "offset": self.offset,
             "top": self.top.map(ts),
+            "read_at": self.read_at.map(ts),
         }}))
+    }
+
+    /// Where to read at `now`: here, or — after a pause longer than
+    /// [`RESTART_AFTER`] — from the newest again, with the same bound and
+    /// top.
+    fn resumed(self, now: Timestamp) -> Self {
+        match self.read_at {
+            Some(before) if now - before > RESTART_AFTER => Self { offset: 0, ..self },
+            _ => self,
+        }
     }
 
     /// Reads a newest-first cursor: `None` for any other cursor.
@@ -59,11 +78,16 @@ impl NewestCursor {
         };
         let since = time(walk.get("since")).ok_or_else(bad)?;
         let offset = walk.get("offset").and_then(Value::as_u64).ok_or_else(bad)?;
-        let top = match walk.get("top") {
-            None | Some(Value::Null) => None,
-            some => Some(time(some).ok_or_else(bad)?),
+        let optional = |key: &str| match walk.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            some => time(some).map(Some).ok_or_else(bad),
         };
-        Ok(Some(Self { since, offset, top }))
+        Ok(Some(Self {
+            since,
+            offset,
+            top: optional("top")?,
+            read_at: optional("read_at")?,
+        }))
     }
 }
 
@@ -74,6 +98,7 @@ impl Source {
             since,
             offset: 0,
             top: None,
+            read_at: None,
         }
         .to_cursor()
     }
@@ -86,6 +111,8 @@ impl Source {
                 entity.name
             )));
         };
+        let now = self.inner.clock.now();
+        let at = at.resumed(now);
         let url = self.list_url(&entity.list, at.offset, Some(order));
         let body = self.get_json(&url).await?;
         let mut page = self.parse_body(entity, &url, &body, at.offset, None)?;
@@ -105,6 +132,7 @@ impl Source {
                 since: at.since,
                 offset: at.offset + read,
                 top,
+                read_at: Some(now),
             }
             .to_cursor();
             done.0["newest_first"]["done"] = Value::Bool(true);
@@ -115,6 +143,7 @@ impl Source {
                 since: at.since,
                 offset: at.offset + read.saturating_sub(PAGE_OVERLAP).max(1),
                 top,
+                read_at: Some(now),
             }
             .to_cursor();
         }
@@ -135,6 +164,7 @@ mod tests {
             since,
             offset: 95,
             top: Some(since + chrono::TimeDelta::hours(1)),
+            read_at: Some(since + chrono::TimeDelta::hours(2)),
         };
         assert_eq!(NewestCursor::parse(&at.to_cursor()).unwrap(), Some(at));
         let start = Source::newest_cursor(since);
@@ -143,11 +173,35 @@ mod tests {
             Some(NewestCursor {
                 since,
                 offset: 0,
-                top: None
+                top: None,
+                read_at: None
             })
         );
         assert_eq!(NewestCursor::parse(&Cursor::start()).unwrap(), None);
         let broken = Cursor(json!({"newest_first": {"since": "yesterday", "offset": 0}}));
         assert!(NewestCursor::parse(&broken).is_err());
+    }
+
+    #[test]
+    fn a_walk_paused_too_long_starts_again_from_the_newest() {
+        let since = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        let read_at = since + chrono::TimeDelta::minutes(5);
+        let at = NewestCursor {
+            since,
+            offset: 995,
+            top: Some(since + chrono::TimeDelta::minutes(4)),
+            read_at: Some(read_at),
+        };
+        assert_eq!(at.resumed(read_at + chrono::TimeDelta::seconds(1)), at);
+        assert_eq!(at.resumed(read_at + RESTART_AFTER), at);
+        let restarted = at.resumed(read_at + RESTART_AFTER + chrono::TimeDelta::seconds(1));
+        assert_eq!(restarted, NewestCursor { offset: 0, ..at });
+        let fresh = NewestCursor {
+            read_at: None,
+            ..at
+        };
+        assert_eq!(fresh.resumed(read_at + chrono::TimeDelta::days(1)), fresh);
     }
 }

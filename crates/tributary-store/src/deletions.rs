@@ -31,6 +31,85 @@ pub struct Deletion<'a> {
     pub now: Timestamp,
 }
 
+/// Records never stored, to keep as tombstones: a deletion heard before
+/// the record itself (a webhook's `deleted` overtaking its `created`), so
+/// that the creation, when it comes, does not bring it back.
+#[derive(Debug, Clone, Copy)]
+pub struct Burial<'a> {
+    /// The connection.
+    pub connection_id: i64,
+    /// The run that heard of the deletion.
+    pub run_id: i64,
+    /// Their entity.
+    pub entity: &'a str,
+    /// Its canonical name.
+    pub canonical_entity: &'a str,
+    /// Their ids; ids stored already are left as they are.
+    pub external_ids: &'a [String],
+    /// When they were deleted.
+    pub now: Timestamp,
+}
+
+/// The raw text of a tombstone: the id, marked deleted.
+fn tombstone(id: &str) -> String {
+    serde_json::json!({"deleted": true, "id": id}).to_string()
+}
+
+pub(crate) async fn bury_sqlite(tx: &mut sqlx::SqliteConnection, b: &Burial<'_>) -> Result<u64> {
+    let now = sqlite_ts(&b.now);
+    let mut buried = 0;
+    for id in b.external_ids {
+        // The insert trigger writes the `deleted` feed row.
+        buried += sqlx::query(
+            "INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
+               content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) \
+             VALUES (?, ?, ?, ?, ?, '{}', '', NULL, ?, ?, ?, ?) \
+             ON CONFLICT (connection_id, entity, external_id) DO NOTHING",
+        )
+        .bind(b.connection_id)
+        .bind(b.entity)
+        .bind(id)
+        .bind(b.canonical_entity)
+        .bind(tombstone(id))
+        .bind(&now)
+        .bind(&now)
+        .bind(&now)
+        .bind(b.run_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    Ok(buried)
+}
+
+pub(crate) async fn bury_postgres(tx: &mut sqlx::PgConnection, b: &Burial<'_>) -> Result<u64> {
+    let raw: Vec<String> = b.external_ids.iter().map(|id| tombstone(id)).collect();
+    let rows = sqlx::query(
+        "WITH t AS (SELECT * FROM UNNEST($5::text[], $6::text[]) AS t(ext, raw)), \
+         up AS ( \
+             INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
+               content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) \
+             SELECT $1, $2, t.ext, $3, t.raw::json, '{}'::jsonb, '', NULL, $4, $4, $4, $7 FROM t \
+             ON CONFLICT (connection_id, entity, external_id) DO NOTHING \
+             RETURNING id, external_id), \
+         fed AS ( \
+             INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at) \
+             SELECT $1, id, $2, external_id, 'deleted', '', $7, $4 FROM up ORDER BY id) \
+         SELECT count(*) FROM up",
+    )
+    .bind(b.connection_id)
+    .bind(b.entity)
+    .bind(b.canonical_entity)
+    .bind(b.now)
+    .bind(b.external_ids)
+    .bind(&raw)
+    .bind(b.run_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let buried: i64 = rows.try_get(0)?;
+    Ok(buried as u64)
+}
+
 /// A hard relationship along which deletion cascades: a record of
 /// `entity` whose `rel` points at a deleted record of `parent` is deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,7 +32,7 @@ use tributary_core::{
     ChangeKind, Cursor, PreparedRecord, QuarantinedRecord, RunKind, RunState, Timestamp,
 };
 
-pub use deletions::{Cascade, Deleted, Deletion};
+pub use deletions::{Burial, Cascade, Deleted, Deletion};
 pub use lock::ConnectionLock;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -799,6 +799,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// deleted per entity.
     async fn delete_records(&self, deletion: Deletion<'_>) -> Result<Deleted>;
 
+    /// Keeps tombstones of records never stored (see [`Burial`]), with a
+    /// `deleted` feed row each; ids stored already are left alone. The
+    /// number buried.
+    async fn bury(&self, burial: Burial<'_>) -> Result<u64>;
+
     /// Keeps deletions a run found but may not make without a person's
     /// approval (the mass-delete guard); read back by
     /// [`Store::staged_deletions`], dropped when [`Store::transition_run`]
@@ -995,6 +1000,12 @@ pub async fn open_read_only(url: &str) -> Result<Arc<dyn Store>> {
 
 fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Whether `url` names a SQLite file that does not exist yet (a store
+/// with nothing in it, which opening would create).
+pub fn is_new_sqlite(url: &str) -> bool {
+    !is_postgres(url) && sqlite_path(url).is_some_and(|path| !std::path::Path::new(path).exists())
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {

@@ -28,10 +28,10 @@ use crate::rows::{
 };
 use crate::run_totals;
 use crate::{
-    Backend, Change, Checkpoint, Connection, ConnectionStatus, Deleted, Deletion, EntityCount,
-    EntityState, Error, NewConnection, PageOutcome, PageWrite, Quarantined, RateBudget,
-    RecordQuery, Result, Run, RunStart, SealedCredentials, Stamp, Store, StoredRecord, missed_swap,
-    quarantine_key,
+    Backend, Burial, Change, Checkpoint, Connection, ConnectionStatus, Deleted, Deletion,
+    EntityCount, EntityState, Error, NewConnection, PageOutcome, PageWrite, Quarantined,
+    RateBudget, RecordQuery, Result, Run, RunStart, SealedCredentials, Stamp, Store, StoredRecord,
+    missed_swap, quarantine_key,
 };
 use crate::{Delivery, DeliveryQuery, NewDelivery, Received, Settled, WebhookSecret};
 
@@ -864,6 +864,13 @@ impl Store for PgStore {
         Ok(deleted)
     }
 
+    async fn bury(&self, burial: Burial<'_>) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let buried = crate::deletions::bury_postgres(&mut tx, &burial).await?;
+        tx.commit().await?;
+        Ok(buried)
+    }
+
     async fn stage_deletions(&self, run_id: i64, entity: &str, ids: &[String]) -> Result<()> {
         sqlx::query(
             "INSERT INTO staged_deletions (run_id, entity, external_id) \
@@ -1256,13 +1263,17 @@ const INSERT_RECORDS: &str = "WITH t AS ( \
 /// Records stored before: upserts (locking their rows). An update's feed
 /// row names the canonical fields it changed, compared with the version
 /// the statement replaces (`old`: every part of one statement reads the
-/// rows as they were before it).
+/// rows as they were before it; one unique-index probe per updated record,
+/// the LATERAL form of `write_page`'s lookup, for the same reason).
 const UPSERT_RECORDS: &str = "WITH t AS ( \
        SELECT * FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[]) \
          WITH ORDINALITY AS t(ext, raw, canonical, hash, updated_at, kind, ord) \
      ), old AS ( \
-       SELECT r.external_id, r.canonical FROM records r \
-        WHERE r.connection_id = $1 AND r.entity = $2 AND r.external_id = ANY($6::text[]) AND r.deleted_at IS NULL \
+       SELECT t.ext AS external_id, o.canonical FROM t \
+       CROSS JOIN LATERAL (SELECT r.canonical FROM records r \
+         WHERE r.connection_id = $1 AND r.entity = $2 AND r.external_id = t.ext AND r.deleted_at IS NULL \
+         LIMIT 1) AS o \
+       WHERE t.kind = 'updated' \
      ), up AS ( \
        INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
          content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) \

@@ -33,10 +33,10 @@ use crate::rows::{
 };
 use crate::run_totals;
 use crate::{
-    Backend, Change, Checkpoint, Connection, ConnectionStatus, Deleted, Deletion, EntityCount,
-    EntityState, Error, NewConnection, PageOutcome, PageWrite, Quarantined, RateBudget,
-    RecordQuery, Result, Run, RunStart, SealedCredentials, Stamp, Store, StoredRecord, missed_swap,
-    quarantine_key,
+    Backend, Burial, Change, Checkpoint, Connection, ConnectionStatus, Deleted, Deletion,
+    EntityCount, EntityState, Error, NewConnection, PageOutcome, PageWrite, Quarantined,
+    RateBudget, RecordQuery, Result, Run, RunStart, SealedCredentials, Stamp, Store, StoredRecord,
+    missed_swap, quarantine_key,
 };
 use crate::{Delivery, DeliveryQuery, NewDelivery, Received, Settled, WebhookSecret};
 
@@ -1150,6 +1150,17 @@ impl Store for SqliteStore {
             let deleted = crate::deletions::sqlite(&mut tx, &deletion).await?;
             tx.commit().await?;
             Ok(deleted)
+        }
+        .await;
+        result.map_err(|error| self.write_error(error))
+    }
+
+    async fn bury(&self, burial: Burial<'_>) -> Result<u64> {
+        let result = async {
+            let mut tx = self.begin().await?;
+            let buried = crate::deletions::bury_sqlite(&mut tx, &burial).await?;
+            tx.commit().await?;
+            Ok(buried)
         }
         .await;
         result.map_err(|error| self.write_error(error))

@@ -11,7 +11,7 @@ use tributary_core::{
     ChangeKind, Cursor, EdgeRef, PreparedRecord, QuarantinedRecord, RunKind, RunState, SourceRecord,
 };
 use tributary_store::{
-    Cascade, ConnectionStatus, Deletion, DeliveryQuery, DeliveryState, EntityState, Error,
+    Burial, Cascade, ConnectionStatus, Deletion, DeliveryQuery, DeliveryState, EntityState, Error,
     NewConnection, NewDelivery, PageOutcome, PageWrite, RateBudget, Received, RecordQuery,
     RunStart, Schedule, Settled, Stamp, Store,
 };
@@ -139,6 +139,7 @@ store_suite!(
     an_update_names_the_fields_it_changed,
     stamps_tell_each_records_age_and_tombstone,
     a_connection_keeps_its_own_request_budget,
+    a_deletion_heard_first_leaves_a_tombstone,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -2477,4 +2478,58 @@ async fn a_connection_keeps_its_own_request_budget(store: Arc<dyn Store>) {
     store.set_rate_limit(conn, None, t0()).await.unwrap();
     assert_eq!(main().await.rate_limit, None);
     assert!(store.set_rate_limit(conn + 99, None, t0()).await.is_err());
+}
+
+async fn a_deletion_heard_first_leaves_a_tombstone(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    let cursor = Cursor::start();
+    store
+        .apply_page(page(
+            conn,
+            run,
+            &[person("1", "Ann", None)],
+            &[],
+            &cursor,
+            false,
+        ))
+        .await
+        .unwrap();
+    let ids: Vec<String> = vec!["1".into(), "2".into()];
+    let burial = Burial {
+        connection_id: conn,
+        run_id: run,
+        entity: "Person",
+        canonical_entity: "Person",
+        external_ids: &ids,
+        now: t0() + Duration::minutes(3),
+    };
+    assert_eq!(
+        store.bury(burial).await.unwrap(),
+        1,
+        "the stored one is left alone"
+    );
+    assert_eq!(store.bury(burial).await.unwrap(), 0, "once");
+    let stamps = store.stamps(conn, "Person", &ids).await.unwrap();
+    assert_eq!(stamps["1"].deleted_at, None);
+    assert_eq!(stamps["2"].deleted_at, Some(t0() + Duration::minutes(3)));
+    assert_eq!(
+        change_kinds(&store, conn).await,
+        [
+            ("1".to_owned(), ChangeKind::Created),
+            ("2".to_owned(), ChangeKind::Deleted)
+        ]
+    );
+    // A later page that carries it brings it back, as any deleted record.
+    let outcome = store
+        .apply_page(page(
+            conn,
+            run,
+            &[person("2", "Bo", None)],
+            &[],
+            &cursor,
+            false,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(outcome.restored, 1);
 }

@@ -306,7 +306,7 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
     if args.name.trim().is_empty() {
         bail!("the connection name is empty");
     }
-    let stored = args.target.stored_connection(&args.name).await;
+    let stored = args.target.stored_connection(&args.name).await?;
     let manifest = args.target.load_manifest(stored.as_ref())?;
     if !manifest.auth.kinds.contains(&args.auth.manifest_kind()) {
         let accepted: Vec<&str> = [Auth::Bearer, Auth::Basic, Auth::Oauth2]

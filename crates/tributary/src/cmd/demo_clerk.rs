@@ -142,6 +142,23 @@ pub async fn run(demo: ClerkDemo<'_>) -> anyhow::Result<ExitCode> {
     let secret = instance
         .add_endpoint(&endpoint)
         .map_err(|e| anyhow::anyhow!("cannot add the webhook endpoint: {e}"))?;
+    // A demo run before this one left its own secret, sealed with a key
+    // gone with it, and its deliveries.
+    for old in store.webhook_secrets(connection.id).await? {
+        store.remove_webhook_secret(old.id).await?;
+    }
+    let seen = DeliveryQuery {
+        connection_id: Some(connection.id),
+        limit: 1_000_000,
+        ..DeliveryQuery::default()
+    };
+    let after_id = store
+        .deliveries(&seen)
+        .await?
+        .iter()
+        .map(|d| d.id)
+        .max()
+        .unwrap_or(0);
     store
         .add_webhook_secret(
             connection.id,
@@ -159,7 +176,7 @@ pub async fn run(demo: ClerkDemo<'_>) -> anyhow::Result<ExitCode> {
     let before = instance.events().len();
     instance.mutate(demo.events, demo.seed ^ 0x5eed);
     let events = instance.events().len() - before;
-    let applied = wait_applied(&*store, events).await;
+    let applied = wait_applied(&*store, connection.id, after_id, events).await;
     tokio::time::timeout(Duration::from_secs(60), instance.idle())
         .await
         .context("the simulator's sender did not finish within a minute")?;
@@ -230,9 +247,10 @@ pub async fn run(demo: ClerkDemo<'_>) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Waits (at most two minutes) until `events` deliveries are applied,
-/// showing how many are; the number applied.
-async fn wait_applied(store: &dyn Store, events: usize) -> usize {
+/// Waits (at most two minutes) until `events` deliveries of `connection`
+/// (inbox ids above `after_id`) are applied, showing how many are; the
+/// number applied.
+async fn wait_applied(store: &dyn Store, connection: i64, after_id: i64, events: usize) -> usize {
     let bar = indicatif::ProgressBar::new(events as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg:<24} {bar:40} {pos}/{len}")
@@ -242,9 +260,10 @@ async fn wait_applied(store: &dyn Store, events: usize) -> usize {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let applied = loop {
         let query = DeliveryQuery {
+            connection_id: Some(connection),
             state: Some(DeliveryState::Applied),
+            after_id,
             limit: 1_000_000,
-            ..DeliveryQuery::default()
         };
         let applied = store.deliveries(&query).await.map_or(0, |d| d.len());
         bar.set_position(applied as u64);

@@ -59,13 +59,18 @@ impl Target {
         load_manifest(adapter, self.manifest.as_deref())
     }
 
-    /// The stored connection `name`, if the store exists and has it (read
-    /// without creating or migrating anything).
-    pub async fn stored_connection(&self, name: &str) -> Option<Connection> {
-        let store = tributary_store::open_read_only(&self.db).await.ok()?;
-        let connection = store.connection(name).await.ok().flatten();
+    /// The stored connection `name`, if the store has it. The store is
+    /// opened as the command will open it (created and migrated if need
+    /// be), and a store that cannot be read is an error: guessing the
+    /// adapter of a connection that cannot be looked up is never right.
+    pub async fn stored_connection(&self, name: &str) -> anyhow::Result<Option<Connection>> {
+        if tributary_store::is_new_sqlite(&self.db) {
+            return Ok(None);
+        }
+        let store = tributary_store::open(&self.db).await?;
+        let connection = store.connection(name).await;
         store.close().await;
-        connection
+        Ok(connection?)
     }
 }
 

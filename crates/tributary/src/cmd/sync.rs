@@ -354,7 +354,7 @@ pub fn peak_rss_kib() -> Option<u64> {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let stored = match &args.connection {
-        Some(name) => args.target.stored_connection(name).await,
+        Some(name) => args.target.stored_connection(name).await?,
         None => None,
     };
     let manifest = args.target.load_manifest(stored.as_ref())?;
