@@ -3,8 +3,9 @@
 //! progress bars); then its Svix sender delivers a stream of changes —
 //! with duplicates, reordering, forged and stale deliveries — to this
 //! process's own webhook endpoint, which verifies, stores and applies them
-//! as `tributary serve` does; a reconciliation ends it, and every record is
-//! compared with what the instance serves.
+//! as `tributary serve` does; a reconciliation ends it, and the records
+//! are counted against the instance's. The simulated instance starts
+//! afresh each time, and so does the demo's connection (`clerk-demo`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -74,6 +75,13 @@ pub async fn run(demo: ClerkDemo<'_>) -> anyhow::Result<ExitCode> {
         thousands(instance.count(ClerkKind::Organization) as i64),
         sim.base_url()
     ));
+    // The simulated instance starts afresh each time (the same ids, the
+    // same event ids): so does the demo's connection.
+    {
+        let store = tributary_store::open(demo.db).await?;
+        store.remove_connection(CONNECTION).await?;
+        store.close().await;
+    }
     crate::output::note(&format!("Syncing into {} ...\n", demo.db));
     let manifest = load_manifest("clerk", None)?;
     let sync = |kind: RunKind| {
@@ -142,23 +150,6 @@ pub async fn run(demo: ClerkDemo<'_>) -> anyhow::Result<ExitCode> {
     let secret = instance
         .add_endpoint(&endpoint)
         .map_err(|e| anyhow::anyhow!("cannot add the webhook endpoint: {e}"))?;
-    // A demo run before this one left its own secret, sealed with a key
-    // gone with it, and its deliveries.
-    for old in store.webhook_secrets(connection.id).await? {
-        store.remove_webhook_secret(old.id).await?;
-    }
-    let seen = DeliveryQuery {
-        connection_id: Some(connection.id),
-        limit: 1_000_000,
-        ..DeliveryQuery::default()
-    };
-    let after_id = store
-        .deliveries(&seen)
-        .await?
-        .iter()
-        .map(|d| d.id)
-        .max()
-        .unwrap_or(0);
     store
         .add_webhook_secret(
             connection.id,
@@ -176,7 +167,7 @@ pub async fn run(demo: ClerkDemo<'_>) -> anyhow::Result<ExitCode> {
     let before = instance.events().len();
     instance.mutate(demo.events, demo.seed ^ 0x5eed);
     let events = instance.events().len() - before;
-    let applied = wait_applied(&*store, connection.id, after_id, events).await;
+    let applied = wait_applied(&*store, connection.id, events).await;
     tokio::time::timeout(Duration::from_secs(60), instance.idle())
         .await
         .context("the simulator's sender did not finish within a minute")?;
@@ -248,9 +239,8 @@ pub async fn run(demo: ClerkDemo<'_>) -> anyhow::Result<ExitCode> {
 }
 
 /// Waits (at most two minutes) until `events` deliveries of `connection`
-/// (inbox ids above `after_id`) are applied, showing how many are; the
-/// number applied.
-async fn wait_applied(store: &dyn Store, connection: i64, after_id: i64, events: usize) -> usize {
+/// are applied, showing how many are; the number applied.
+async fn wait_applied(store: &dyn Store, connection: i64, events: usize) -> usize {
     let bar = indicatif::ProgressBar::new(events as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg:<24} {bar:40} {pos}/{len}")
@@ -262,8 +252,8 @@ async fn wait_applied(store: &dyn Store, connection: i64, after_id: i64, events:
         let query = DeliveryQuery {
             connection_id: Some(connection),
             state: Some(DeliveryState::Applied),
-            after_id,
             limit: 1_000_000,
+            ..DeliveryQuery::default()
         };
         let applied = store.deliveries(&query).await.map_or(0, |d| d.len());
         bar.set_position(applied as u64);
