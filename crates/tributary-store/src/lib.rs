@@ -962,6 +962,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<Change>>;
+    /// Deletes the feed rows changed before `before` (every row up to the
+    /// newest of them, so the feed keeps no gap), raising the horizon to
+    /// the highest sequence number deleted; the rows deleted.
+    async fn expire_changes(&self, before: Timestamp) -> Result<u64>;
+    /// The newest change's sequence number (0: none yet).
+    async fn feed_head(&self) -> Result<i64>;
+    /// The highest sequence number the feed's retention deleted (0:
+    /// none): a reader after a lower one may have missed changes.
+    async fn feed_horizon(&self) -> Result<i64>;
     /// Quarantined records, oldest first.
     async fn quarantined(&self, connection_id: Option<i64>, limit: u32)
     -> Result<Vec<Quarantined>>;

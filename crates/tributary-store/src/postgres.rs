@@ -125,6 +125,11 @@ fn migrator() -> Migrator {
             "connection_rate_limit",
             include_str!("../migrations/postgres/0015_connection_rate_limit.sql"),
         ),
+        (
+            16,
+            "feed_horizon",
+            include_str!("../migrations/postgres/0016_feed_horizon.sql"),
+        ),
     ])
 }
 
@@ -1179,6 +1184,43 @@ impl Store for PgStore {
             );
         }
         Ok(stamps)
+    }
+
+    async fn expire_changes(&self, before: Timestamp) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let gone: Option<i64> =
+            sqlx::query_scalar("SELECT max(seq) FROM changes WHERE changed_at < $1")
+                .bind(before)
+                .fetch_one(&mut *tx)
+                .await?;
+        let Some(gone) = gone else {
+            return Ok(0);
+        };
+        let deleted = sqlx::query("DELETE FROM changes WHERE seq <= $1")
+            .bind(gone)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("UPDATE feed_horizon SET seq = greatest(seq, $1) WHERE id = 1")
+            .bind(gone)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn feed_head(&self) -> Result<i64> {
+        let seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM changes")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq)
+    }
+
+    async fn feed_horizon(&self) -> Result<i64> {
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM feed_horizon WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq)
     }
 
     async fn edges_from(

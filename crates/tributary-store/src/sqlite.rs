@@ -245,6 +245,11 @@ fn migrator() -> Migrator {
             "connection_rate_limit",
             include_str!("../migrations/sqlite/0014_connection_rate_limit.sql"),
         ),
+        (
+            15,
+            "feed_horizon",
+            include_str!("../migrations/sqlite/0015_feed_horizon.sql"),
+        ),
     ])
 }
 
@@ -1490,6 +1495,47 @@ impl Store for SqliteStore {
             );
         }
         Ok(stamps)
+    }
+
+    async fn expire_changes(&self, before: Timestamp) -> Result<u64> {
+        let result = async {
+            let mut tx = self.begin().await?;
+            let gone: Option<i64> =
+                sqlx::query_scalar("SELECT max(seq) FROM changes WHERE changed_at < ?")
+                    .bind(sqlite_ts(&before))
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let Some(gone) = gone else {
+                return Ok(0);
+            };
+            let deleted = sqlx::query("DELETE FROM changes WHERE seq <= ?")
+                .bind(gone)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query("UPDATE feed_horizon SET seq = max(seq, ?) WHERE id = 1")
+                .bind(gone)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(deleted)
+        }
+        .await;
+        result.map_err(|error| self.write_error(error))
+    }
+
+    async fn feed_head(&self) -> Result<i64> {
+        let seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM changes")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(seq)
+    }
+
+    async fn feed_horizon(&self) -> Result<i64> {
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM feed_horizon WHERE id = 1")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(seq)
     }
 
     async fn edges_from(

@@ -140,6 +140,7 @@ store_suite!(
     stamps_tell_each_records_age_and_tombstone,
     a_connection_keeps_its_own_request_budget,
     a_deletion_heard_first_leaves_a_tombstone,
+    the_feed_retention_keeps_a_horizon,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -2532,4 +2533,46 @@ async fn a_deletion_heard_first_leaves_a_tombstone(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(outcome.restored, 1);
+}
+
+async fn the_feed_retention_keeps_a_horizon(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    assert_eq!(store.feed_head().await.unwrap(), 0);
+    assert_eq!(store.feed_horizon().await.unwrap(), 0);
+    let cursor = Cursor::start();
+    let old = [person("1", "Ann", None), person("2", "Bob", None)];
+    store
+        .apply_page(page(conn, run, &old, &[], &cursor, false))
+        .await
+        .unwrap();
+    let newer = [person("3", "Cy", None)];
+    store
+        .apply_page(PageWrite {
+            now: t0() + Duration::days(40),
+            ..page(conn, run, &newer, &[], &cursor, false)
+        })
+        .await
+        .unwrap();
+    let head = store.feed_head().await.unwrap();
+    let all = store.changes(None, 0, 100).await.unwrap();
+    assert_eq!(all.last().unwrap().seq, head);
+    // Nothing before t0: nothing goes.
+    assert_eq!(store.expire_changes(t0()).await.unwrap(), 0);
+    assert_eq!(store.feed_horizon().await.unwrap(), 0);
+    // The two old rows go; the horizon is the newest of them.
+    assert_eq!(
+        store
+            .expire_changes(t0() + Duration::days(10))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.feed_horizon().await.unwrap(), all[1].seq);
+    let left = store.changes(None, 0, 100).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].external_id, "3");
+    assert_eq!(store.feed_head().await.unwrap(), head);
+    // The horizon never moves back.
+    assert_eq!(store.expire_changes(t0()).await.unwrap(), 0);
+    assert_eq!(store.feed_horizon().await.unwrap(), all[1].seq);
 }

@@ -2,8 +2,10 @@
 //! state. Health (`GET /healthz`: the process answers), readiness (`GET
 //! /readyz`: the database answers, its schema is current, and the process
 //! is not shutting down), counters (`GET /metrics`), and webhooks in (`POST /webhooks/{connection}`,
-//! [`webhooks`]). The change feed and the dashboard join this router.
+//! [`webhooks`]), and the change feed (`GET /v1/changes`, `GET
+//! /v1/changes/stream`, [`feed`]). The dashboard joins this router.
 
+pub mod feed;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -23,6 +25,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub service: ServiceHandle,
     pub webhooks: Arc<webhooks::Ingest>,
+    pub feed: tributary_feed::FeedHandle,
 }
 
 /// The routes of `tributary serve`.
@@ -32,6 +35,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/changes", get(feed::page))
+        .route("/v1/changes/stream", get(feed::stream))
         .route(
             "/webhooks/{connection}",
             post(webhooks::receive).layer(DefaultBodyLimit::max(max_body)),

@@ -367,3 +367,208 @@ async fn a_connections_own_budget_is_the_one_its_syncs_keep_to() {
         "no 429 within the connection's budget: {stats:?}"
     );
 }
+
+/// An SSE client of `/v1/changes/stream` that drops its connection after
+/// a pseudo-random number of events and comes back with `Last-Event-ID`,
+/// until it has seen `until`; the sequence numbers it received, in order.
+async fn follow_with_disconnects(
+    address: String,
+    until: Arc<std::sync::atomic::AtomicI64>,
+) -> Vec<i64> {
+    tributary_source::install_tls_provider();
+    let client = reqwest::Client::new();
+    let mut received: Vec<i64> = Vec::new();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut reconnects = 0;
+    loop {
+        let target = until.load(std::sync::atomic::Ordering::SeqCst);
+        if target > 0 && received.last().copied().unwrap_or(0) >= target {
+            assert!(reconnects > 3, "the client reconnected {reconnects} times");
+            return received;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream delivered {} changes",
+            received.len()
+        );
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let take = 1 + (x % 150) as usize;
+        let mut request = client.get(format!("http://{address}/v1/changes/stream"));
+        if let Some(last) = received.last() {
+            request = request.header("Last-Event-ID", last.to_string());
+        }
+        let Ok(mut response) = request.send().await else {
+            continue;
+        };
+        assert_eq!(response.status(), 200);
+        reconnects += 1;
+        let mut text = String::new();
+        let mut taken = 0;
+        'read: while let Ok(Ok(Some(chunk))) =
+            tokio::time::timeout(Duration::from_secs(2), response.chunk()).await
+        {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                let mut kind = "";
+                let mut id = None;
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        kind = if v.trim() == "change" {
+                            "change"
+                        } else {
+                            "other"
+                        };
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().parse::<i64>().ok();
+                    }
+                }
+                if kind == "change" {
+                    received.push(id.expect("a change event has an id"));
+                    taken += 1;
+                    if taken >= take {
+                        break 'read;
+                    }
+                }
+            }
+        }
+        drop(response);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_feed_resumes_exactly_across_disconnects_during_syncs() {
+    let handle = clerk(ClerkWebhookOptions::default(), 400).await;
+    let sim = handle.simulator();
+    let setup = Setup::new(&handle.base_url());
+    let serve = setup.serve();
+    let until = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let client = tokio::spawn(follow_with_disconnects(
+        serve.address.clone(),
+        until.clone(),
+    ));
+    // A full sync, changes at the source, and a reconciliation, while the
+    // client comes and goes.
+    let full = setup.run(
+        &["sync", "--connection", "clerk", "--rate-limit", "off"],
+        None,
+    );
+    assert!(full.status.success(), "{}", text(&full));
+    sim.mutate(150, 7);
+    let reconcile = setup.run(
+        &[
+            "sync",
+            "--connection",
+            "clerk",
+            "--kind",
+            "reconcile",
+            "--rate-limit",
+            "off",
+        ],
+        None,
+    );
+    assert!(reconcile.status.success(), "{}", text(&reconcile));
+
+    // Everything the feed has, read by pages of the long-poll endpoint.
+    let http = reqwest::Client::new();
+    let mut expected: Vec<i64> = Vec::new();
+    let mut after = 0;
+    loop {
+        let page: Value = http
+            .get(format!(
+                "http://{}/v1/changes?after={after}&limit=1000",
+                serve.address
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let changes = page["changes"].as_array().unwrap();
+        expected.extend(changes.iter().map(|c| c["seq"].as_i64().unwrap()));
+        after = page["next"].as_i64().unwrap();
+        if after >= page["head"].as_i64().unwrap() {
+            break;
+        }
+    }
+    assert!(expected.len() > 1_000, "{} changes", expected.len());
+    until.store(
+        *expected.last().unwrap(),
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    let received = client.await.unwrap();
+    assert_eq!(received, expected, "every change once, in order");
+
+    // A filtered page names the fields an update changed; a long poll
+    // waits for the next change.
+    let updates: Value = http
+        .get(format!(
+            "http://{}/v1/changes?connection=clerk&entity=User&limit=1000",
+            serve.address
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let updated = updates["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "updated")
+        .expect("the reconciliation updated users");
+    assert!(
+        updated["fields"].as_array().is_some_and(|f| !f.is_empty()),
+        "{updated}"
+    );
+    assert_eq!(updated["connection"], "clerk");
+    let head = *expected.last().unwrap();
+    let waiting = {
+        let (http, address) = (http.clone(), serve.address.clone());
+        tokio::spawn(async move {
+            http.get(format!("http://{address}/v1/changes?after={head}&wait=30"))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    sim.mutate(20, 8);
+    let delta = setup.run(
+        &[
+            "sync",
+            "--connection",
+            "clerk",
+            "--kind",
+            "reconcile",
+            "--rate-limit",
+            "off",
+        ],
+        None,
+    );
+    assert!(delta.status.success(), "{}", text(&delta));
+    let woke = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        woke["changes"].as_array().is_some_and(|c| !c.is_empty()),
+        "{woke}"
+    );
+    let unknown = http
+        .get(format!(
+            "http://{}/v1/changes?connection=nobody",
+            serve.address
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+}

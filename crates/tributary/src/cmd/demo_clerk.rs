@@ -140,10 +140,19 @@ pub async fn run(demo: ClerkDemo<'_>) -> anyhow::Result<ExitCode> {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
+    let feed = tributary_feed::Feed::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        tributary_feed::FeedOptions::default(),
+    )
+    .start()
+    .await
+    .context("cannot start the change feed")?;
     let app = router(AppState {
         store: store.clone(),
         service: service.clone(),
         webhooks: Arc::new(ingest),
+        feed: feed.clone(),
     });
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let endpoint = format!("http://{address}/webhooks/{CONNECTION}");
@@ -172,6 +181,7 @@ pub async fn run(demo: ClerkDemo<'_>) -> anyhow::Result<ExitCode> {
         .await
         .context("the simulator's sender did not finish within a minute")?;
     service.shutdown().await;
+    feed.shutdown();
     server.abort();
     let stats = instance.webhook_stats();
     crate::outln!(

@@ -117,7 +117,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let service = Service::new(engine, Arc::new(resolver), ServiceOptions::default()).start();
     let address = listener.local_addr()?;
     crate::output::note(&format!(
-        "serving on http://{address} (GET /healthz, /readyz; POST /webhooks/CONNECTION); {} scheduled connection(s); stop with Ctrl-C or SIGTERM",
+        "serving on http://{address} (GET /healthz, /readyz, /v1/changes, /v1/changes/stream; POST /webhooks/CONNECTION); {} scheduled connection(s); stop with Ctrl-C or SIGTERM",
         schedules.len()
     ));
     let ingest = Ingest::new(
@@ -127,10 +127,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Arc::new(move |connection: &Connection| manifest_for(manifest.as_ref(), connection)),
         IngestOptions::default(),
     );
+    let feed = tributary_feed::Feed::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        tributary_feed::FeedOptions::default(),
+    )
+    .start()
+    .await
+    .context("cannot start the change feed")?;
     let app = router(AppState {
         store: store.clone(),
         service: service.clone(),
         webhooks: Arc::new(ingest),
+        feed: feed.clone(),
     });
     let stopping = service.clone();
     axum::serve(listener, app)
@@ -143,6 +152,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await
         .context("the HTTP server failed")?;
     service.shutdown().await;
+    feed.shutdown();
     store.close().await;
     crate::output::note("stopped");
     Ok(ExitCode::SUCCESS)

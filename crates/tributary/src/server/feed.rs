@@ -1,0 +1,268 @@
+//! The change feed over HTTP.
+//!
+//! - `GET /v1/changes?after=SEQ&connection=&entity=&limit=&wait=`: the
+//!   changes after `after` (default 0) in order, at most `limit` (1–1,000,
+//!   default 100), and `next`, the cursor to ask after next (filtered-out
+//!   changes move it too), with the feed's `head`. With `wait` (seconds, at
+//!   most 60) an empty answer waits for the next change (long poll).
+//! - `GET /v1/changes/stream?after=&connection=&entity=`: Server-Sent
+//!   Events. The first event (`head`) tells the feed's head; then each
+//!   change is an event `change` whose id is its sequence number, so a
+//!   client that reconnects with `Last-Event-ID` (which takes precedence
+//!   over `after`) receives every change it missed, in order, once.
+//!
+//! A cursor older than the feed's retention is answered `410 Gone` (the
+//! stream: an `expired` event, then the end) saying to re-read the
+//! records: never a silent gap. Errors are JSON problem documents.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Json, Response};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tributary_feed::{FeedError, FeedHandle, Filter};
+use tributary_store::{Change, Store};
+
+use super::AppState;
+
+/// Changes one answer (or one stream step) carries at most.
+const MAX_LIMIT: usize = 1_000;
+
+/// The longest long poll.
+const MAX_WAIT: f64 = 60.0;
+
+#[derive(Debug, Deserialize)]
+pub struct FeedQuery {
+    after: Option<i64>,
+    connection: Option<String>,
+    entity: Option<String>,
+    limit: Option<usize>,
+    wait: Option<f64>,
+}
+
+/// A JSON problem document (RFC 9457).
+fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
+        Json(json!({"type": "about:blank", "title": title, "status": status.as_u16(), "detail": detail})),
+    )
+        .into_response()
+}
+
+fn expired(error: &FeedError) -> Response {
+    problem(StatusCode::GONE, "cursor expired", &error.to_string())
+}
+
+fn unavailable() -> Response {
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the feed is unavailable",
+        "the database did not answer; try again",
+    )
+}
+
+/// Connection names by id, and the filter the query asks for (a
+/// connection by name) — or the answer that refuses it.
+async fn filter(
+    state: &AppState,
+    query: &FeedQuery,
+) -> Result<(HashMap<i64, String>, Filter), Box<Response>> {
+    let names: HashMap<i64, String> = match state.store.connections().await {
+        Ok(list) => list.into_iter().map(|c| (c.id, c.name)).collect(),
+        Err(error) => {
+            tracing::warn!(%error, "the feed cannot list connections");
+            return Err(Box::new(unavailable()));
+        }
+    };
+    let connection_id = match &query.connection {
+        None => None,
+        Some(name) => match names.iter().find(|(_, n)| *n == name) {
+            Some((id, _)) => Some(*id),
+            None => {
+                return Err(Box::new(problem(
+                    StatusCode::NOT_FOUND,
+                    "no such connection",
+                    &format!("there is no connection named `{name}`"),
+                )));
+            }
+        },
+    };
+    let filter = Filter {
+        connection_id,
+        entity: query.entity.clone(),
+    };
+    Ok((names, filter))
+}
+
+/// One change as the feed shows it.
+fn change_json(change: &Change, names: &HashMap<i64, String>) -> Value {
+    json!({
+        "seq": change.seq,
+        "connection": names.get(&change.connection_id),
+        "entity": change.entity,
+        "external_id": change.external_id,
+        "kind": change.kind.as_str(),
+        "content_hash": change.content_hash,
+        "run_id": change.run_id,
+        "changed_at": change.changed_at,
+        "fields": change.fields,
+    })
+}
+
+/// `GET /v1/changes`.
+pub async fn page(State(state): State<AppState>, Query(query): Query<FeedQuery>) -> Response {
+    let (names, filter) = match filter(&state, &query).await {
+        Ok(found) => found,
+        Err(response) => return *response,
+    };
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
+    let wait = Duration::from_secs_f64(query.wait.unwrap_or(0.0).clamp(0.0, MAX_WAIT));
+    let feed = &state.feed;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut after = query.after.unwrap_or(0);
+    let read = loop {
+        let read = match feed.read(&filter, after, limit).await {
+            Ok(read) => read,
+            Err(error @ FeedError::Expired { .. }) => return expired(&error),
+            Err(FeedError::Store(error)) => {
+                tracing::warn!(%error, "the feed cannot read the store");
+                return unavailable();
+            }
+        };
+        let now = tokio::time::Instant::now();
+        if !read.changes.is_empty() || now >= deadline {
+            break read;
+        }
+        after = read.next;
+        feed.wait(after, deadline - now).await;
+    };
+    let changes: Vec<Value> = read
+        .changes
+        .iter()
+        .map(|c| change_json(c, &names))
+        .collect();
+    Json(json!({"changes": changes, "next": read.next, "head": read.head})).into_response()
+}
+
+/// Where a stream stands.
+struct Cursor {
+    feed: FeedHandle,
+    store: Arc<dyn Store>,
+    filter: Filter,
+    names: HashMap<i64, String>,
+    after: i64,
+    started: bool,
+    ended: bool,
+}
+
+/// `GET /v1/changes/stream`.
+pub async fn stream(
+    State(state): State<AppState>,
+    Query(query): Query<FeedQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let (names, filter) = match filter(&state, &query).await {
+        Ok(found) => found,
+        Err(response) => return *response,
+    };
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let after = resume.or(query.after).unwrap_or(0);
+    if after < state.feed.horizon() {
+        return expired(&FeedError::Expired {
+            after,
+            horizon: state.feed.horizon(),
+        });
+    }
+    let cursor = Cursor {
+        feed: state.feed.clone(),
+        store: state.store.clone(),
+        filter,
+        names,
+        after,
+        started: false,
+        ended: false,
+    };
+    Sse::new(events(cursor))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+/// The events of a stream: the head, then the changes as they come.
+fn events(cursor: Cursor) -> impl Stream<Item = Result<Event, Infallible>> {
+    stream::unfold(cursor, |mut cursor| async move {
+        if cursor.ended {
+            return None;
+        }
+        if !cursor.started {
+            cursor.started = true;
+            let head = Event::default()
+                .event("head")
+                .json_data(json!({"head": cursor.feed.head(), "after": cursor.after}))
+                .unwrap_or_default();
+            return Some((vec![head], cursor));
+        }
+        loop {
+            match cursor
+                .feed
+                .read(&cursor.filter, cursor.after, MAX_LIMIT)
+                .await
+            {
+                Ok(read) => {
+                    cursor.after = read.next;
+                    if read.changes.is_empty() {
+                        cursor
+                            .feed
+                            .wait(cursor.after, Duration::from_secs(15))
+                            .await;
+                        continue;
+                    }
+                    // A connection added since the stream began.
+                    if read
+                        .changes
+                        .iter()
+                        .any(|c| !cursor.names.contains_key(&c.connection_id))
+                        && let Ok(list) = cursor.store.connections().await
+                    {
+                        cursor.names = list.into_iter().map(|c| (c.id, c.name)).collect();
+                    }
+                    let events = read
+                        .changes
+                        .iter()
+                        .map(|change| {
+                            Event::default()
+                                .id(change.seq.to_string())
+                                .event("change")
+                                .json_data(change_json(change, &cursor.names))
+                                .unwrap_or_default()
+                        })
+                        .collect();
+                    return Some((events, cursor));
+                }
+                Err(error) => {
+                    cursor.ended = true;
+                    let (name, status) = match error {
+                        FeedError::Expired { .. } => ("expired", 410),
+                        FeedError::Store(_) => ("unavailable", 503),
+                    };
+                    let event = Event::default()
+                        .event(name)
+                        .json_data(json!({"status": status, "detail": error.to_string()}))
+                        .unwrap_or_default();
+                    return Some((vec![event], cursor));
+                }
+            }
+        }
+    })
+    .flat_map(|events| stream::iter(events.into_iter().map(Ok)))
+}
