@@ -244,7 +244,8 @@ impl FeedHandle {
     }
 
     /// Up to `limit` changes after `after` that pass `filter`, in order,
-    /// up to the head.
+    /// up to the head — more when the last one's transaction goes on: the
+    /// changes of one transaction arrive together.
     pub async fn read(&self, filter: &Filter, after: i64, limit: usize) -> Result<Read, FeedError> {
         let horizon = self.horizon();
         if after < horizon {
@@ -264,7 +265,8 @@ impl FeedHandle {
         }
         // From the store, a batch at a time, up to the head.
         let batch = self.shared.options.batch;
-        while read.changes.len() < limit && read.next < head {
+        let mut last = None;
+        while read.next < head {
             let page = self
                 .shared
                 .store
@@ -272,9 +274,10 @@ impl FeedHandle {
                 .await?;
             let short = (page.len() as u32) < batch;
             for change in page {
-                if change.seq > head || read.changes.len() >= limit {
+                if change.seq > head || full(&read, limit, last, &change) {
                     return Ok(read);
                 }
+                last = Some(transaction(&change));
                 read.next = change.seq;
                 if filter.admits(&change) {
                     read.changes.push(Arc::new(change));
@@ -302,10 +305,12 @@ impl FeedHandle {
             return false;
         }
         let start = recent.partition_point(|c| c.seq <= read.next);
+        let mut last = None;
         for change in recent.range(start..) {
-            if change.seq > read.head || read.changes.len() >= limit {
+            if change.seq > read.head || full(read, limit, last, change) {
                 return true;
             }
+            last = Some(transaction(change));
             read.next = change.seq;
             if filter.admits(change) {
                 read.changes.push(change.clone());
@@ -314,4 +319,19 @@ impl FeedHandle {
         read.next = read.head.max(read.next);
         true
     }
+}
+
+/// What the changes of one transaction share: their connection, run and
+/// commit time.
+type Transaction = (i64, Option<i64>, tributary_core::Timestamp);
+
+fn transaction(change: &Change) -> Transaction {
+    (change.connection_id, change.run_id, change.changed_at)
+}
+
+/// Whether a read holding `read` is done before `change`: it has `limit`
+/// changes, and `change` is not of the same transaction as the last one
+/// looked at (a transaction's changes arrive together).
+fn full(read: &Read, limit: usize, last: Option<Transaction>, change: &Change) -> bool {
+    read.changes.len() >= limit && last != Some(transaction(change))
 }

@@ -1,6 +1,7 @@
 //! The change feed over a real (SQLite) store: a reader that resumes from
 //! any cursor receives every change after it exactly once, in order, from
-//! memory or from the store; filters move the cursor too; a waiter wakes
+//! memory or from the store, a transaction's changes together; filters
+//! move the cursor too; a waiter wakes
 //! when a change is committed; a cursor below the retention's horizon is
 //! told it expired.
 
@@ -158,6 +159,14 @@ async fn a_reader_resuming_anywhere_gets_every_change_once_in_order() {
             assert_eq!(got, expected, "after {after}, {limit} at a time");
         }
     }
+    // The changes of one transaction arrive together, whatever the limit:
+    // the first commit was 40 records, each later one 20 or 5.
+    let first = feed.read(&Filter::default(), 0, 1).await.unwrap();
+    assert_eq!(first.changes.len(), 40);
+    let second = feed.read(&Filter::default(), first.next, 1).await.unwrap();
+    assert_eq!(second.changes.len(), 20);
+    let from_inside = feed.read(&Filter::default(), 5, 2).await.unwrap();
+    assert_eq!(from_inside.changes.len(), 35, "the rest of the transaction");
     // A filter keeps its own changes and moves past the others.
     let emails = Filter {
         entity: Some("Email".into()),

@@ -3,7 +3,8 @@
 //! /readyz`: the database answers, its schema is current, and the process
 //! is not shutting down), counters (`GET /metrics`), and webhooks in (`POST /webhooks/{connection}`,
 //! [`webhooks`]), and the change feed (`GET /v1/changes`, `GET
-//! /v1/changes/stream`, [`feed`]). The dashboard joins this router.
+//! /v1/changes/stream`, `GET /v1/changes/ws`, [`feed`]). The dashboard
+//! joins this router.
 
 pub mod feed;
 pub mod webhooks;
@@ -37,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/changes", get(feed::page))
         .route("/v1/changes/stream", get(feed::stream))
+        .route("/v1/changes/ws", get(feed::socket))
         .route(
             "/webhooks/{connection}",
             post(webhooks::receive).layer(DefaultBodyLimit::max(max_body)),

@@ -439,6 +439,78 @@ async fn follow_with_disconnects(
     }
 }
 
+/// A WebSocket client of `/v1/changes/ws` that closes its socket after a
+/// pseudo-random number of messages and subscribes again after the last
+/// sequence number it received, until it has seen `until`; the sequence
+/// numbers it received, in order, and whether each batch held whole
+/// transactions.
+async fn follow_socket_with_disconnects(
+    address: String,
+    until: Arc<std::sync::atomic::AtomicI64>,
+) -> Vec<i64> {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut received: Vec<i64> = Vec::new();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut reconnects = 0;
+    loop {
+        let target = until.load(std::sync::atomic::Ordering::SeqCst);
+        if target > 0 && received.last().copied().unwrap_or(0) >= target {
+            assert!(reconnects > 3, "the socket reconnected {reconnects} times");
+            return received;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the socket delivered {} changes",
+            received.len()
+        );
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let take = 1 + (x % 2) as usize;
+        let Ok((mut socket, _)) =
+            tokio_tungstenite::connect_async(format!("ws://{address}/v1/changes/ws")).await
+        else {
+            continue;
+        };
+        reconnects += 1;
+        let after = received.last().copied().unwrap_or(0);
+        let subscribe = serde_json::json!({"type": "subscribe", "after": after});
+        socket
+            .send(Message::Text(subscribe.to_string().into()))
+            .await
+            .unwrap();
+        let mut taken = 0;
+        while let Ok(Some(Ok(message))) =
+            tokio::time::timeout(Duration::from_secs(2), socket.next()).await
+        {
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let message: Value = serde_json::from_str(&text).unwrap();
+            match message["type"].as_str() {
+                Some("subscribed") => assert_eq!(message["after"], after),
+                Some("changes") => {
+                    received.extend(
+                        message["changes"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|c| c["seq"].as_i64().unwrap()),
+                    );
+                    taken += 1;
+                    if taken >= take {
+                        break;
+                    }
+                }
+                other => panic!("unexpected message {other:?}: {message}"),
+            }
+        }
+        let _ = socket.close(None).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_change_feed_resumes_exactly_across_disconnects_during_syncs() {
     let handle = clerk(ClerkWebhookOptions::default(), 400).await;
@@ -450,10 +522,22 @@ async fn the_change_feed_resumes_exactly_across_disconnects_during_syncs() {
         serve.address.clone(),
         until.clone(),
     ));
+    let socket_client = tokio::spawn(follow_socket_with_disconnects(
+        serve.address.clone(),
+        until.clone(),
+    ));
     // A full sync, changes at the source, and a reconciliation, while the
     // client comes and goes.
     let full = setup.run(
-        &["sync", "--connection", "clerk", "--rate-limit", "off"],
+        &[
+            "sync",
+            "--connection",
+            "clerk",
+            "--rate-limit",
+            "off",
+            "--page-size",
+            "50",
+        ],
         None,
     );
     assert!(full.status.success(), "{}", text(&full));
@@ -467,13 +551,35 @@ async fn the_change_feed_resumes_exactly_across_disconnects_during_syncs() {
             "reconcile",
             "--rate-limit",
             "off",
+            "--page-size",
+            "50",
         ],
         None,
     );
     assert!(reconcile.status.success(), "{}", text(&reconcile));
 
-    // Everything the feed has, read by pages of the long-poll endpoint.
+    // Everything the feed has, read by pages of the long-poll endpoint,
+    // once the feed has seen the last commit.
     let http = reqwest::Client::new();
+    let store = tributary_store::open_read_only(&setup.db).await.unwrap();
+    let last = store.feed_head().await.unwrap();
+    store.close().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page: Value = http
+            .get(format!("http://{}/v1/changes?after={last}", serve.address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if page["head"].as_i64().unwrap() >= last {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the feed follows the store");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut expected: Vec<i64> = Vec::new();
     let mut after = 0;
     loop {
@@ -501,7 +607,12 @@ async fn the_change_feed_resumes_exactly_across_disconnects_during_syncs() {
         std::sync::atomic::Ordering::SeqCst,
     );
     let received = client.await.unwrap();
-    assert_eq!(received, expected, "every change once, in order");
+    assert_eq!(received, expected, "every change once, in order (SSE)");
+    let received = socket_client.await.unwrap();
+    assert_eq!(
+        received, expected,
+        "every change once, in order (WebSocket)"
+    );
 
     // A filtered page names the fields an update changed; a long poll
     // waits for the next change.

@@ -11,8 +11,19 @@
 //!   client that reconnects with `Last-Event-ID` (which takes precedence
 //!   over `after`) receives every change it missed, in order, once.
 //!
-//! A cursor older than the feed's retention is answered `410 Gone` (the
-//! stream: an `expired` event, then the end) saying to re-read the
+//! - `GET /v1/changes/ws`: a WebSocket. The client's first message
+//!   subscribes — `{"type": "subscribe", "after": SEQ, "connection": ...,
+//!   "entity": ...}` (all optional) — and is answered `{"type":
+//!   "subscribed", "head": N, "after": SEQ}`; then `{"type": "changes",
+//!   "changes": [...], "next": SEQ}` messages follow as changes are
+//!   committed. A client that reconnects and subscribes after the last
+//!   sequence number it received misses nothing and receives nothing twice.
+//!
+//! In every form the changes of one transaction arrive together, and a
+//! reader pulls at its own pace (nothing is buffered for it: a slow one
+//! slows nothing else). A cursor older than the feed's retention is
+//! answered `410 Gone` (the stream: an `expired` event, then the end; the
+//! socket: an `expired` message, then the close) saying to re-read the
 //! records: never a silent gap. Errors are JSON problem documents.
 
 use std::collections::HashMap;
@@ -20,6 +31,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -265,4 +277,144 @@ fn events(cursor: Cursor) -> impl Stream<Item = Result<Event, Infallible>> {
         }
     })
     .flat_map(|events| stream::iter(events.into_iter().map(Ok)))
+}
+
+/// A WebSocket client's subscription.
+#[derive(Debug, Default, Deserialize)]
+struct Subscribe {
+    #[serde(rename = "type")]
+    kind: String,
+    after: Option<i64>,
+    connection: Option<String>,
+    entity: Option<String>,
+}
+
+/// `GET /v1/changes/ws`.
+pub async fn socket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(move |socket| session(socket, state))
+}
+
+/// Sends `value` as a text message; whether the client is still there.
+async fn send(socket: &mut WebSocket, value: Value) -> bool {
+    socket
+        .send(Message::Text(value.to_string().into()))
+        .await
+        .is_ok()
+}
+
+/// One WebSocket client: its subscription, then the changes.
+async fn session(mut socket: WebSocket, state: AppState) {
+    let refuse = |detail: String| json!({"type": "error", "detail": detail});
+    let first = tokio::time::timeout(Duration::from_secs(30), socket.recv()).await;
+    let subscribe = match first {
+        Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<Subscribe>(&text) {
+            Ok(subscribe) if subscribe.kind == "subscribe" => subscribe,
+            Ok(_) => {
+                send(
+                    &mut socket,
+                    refuse("the first message must be {\"type\": \"subscribe\", ...}".into()),
+                )
+                .await;
+                return;
+            }
+            Err(error) => {
+                send(&mut socket, refuse(format!("not a subscription: {error}"))).await;
+                return;
+            }
+        },
+        _ => return,
+    };
+    let query = FeedQuery {
+        after: subscribe.after,
+        connection: subscribe.connection,
+        entity: subscribe.entity,
+        limit: None,
+        wait: None,
+    };
+    let (mut names, filter) = match filter(&state, &query).await {
+        Ok(found) => found,
+        Err(_) => {
+            let detail = format!(
+                "there is no connection named `{}` (or the database did not answer)",
+                query.connection.as_deref().unwrap_or("")
+            );
+            send(&mut socket, refuse(detail)).await;
+            return;
+        }
+    };
+    let feed = state.feed.clone();
+    let mut after = query.after.unwrap_or(0);
+    if !send(
+        &mut socket,
+        json!({"type": "subscribed", "head": feed.head(), "after": after}),
+    )
+    .await
+    {
+        return;
+    }
+    loop {
+        let read = tokio::select! {
+            message = socket.recv() => match message {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                // Pings are answered by the socket itself; anything else
+                // the client says changes nothing.
+                Some(Ok(_)) => continue,
+            },
+            read = next_batch(&feed, &filter, after) => read,
+        };
+        let read = match read {
+            Ok(read) => read,
+            Err(error) => {
+                let kind = match error {
+                    FeedError::Expired { .. } => "expired",
+                    FeedError::Store(_) => "unavailable",
+                };
+                send(
+                    &mut socket,
+                    json!({"type": kind, "detail": error.to_string()}),
+                )
+                .await;
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+        };
+        after = read.next;
+        if read
+            .changes
+            .iter()
+            .any(|c| !names.contains_key(&c.connection_id))
+            && let Ok(list) = state.store.connections().await
+        {
+            names = list.into_iter().map(|c| (c.id, c.name)).collect();
+        }
+        let changes: Vec<Value> = read
+            .changes
+            .iter()
+            .map(|c| change_json(c, &names))
+            .collect();
+        if !send(
+            &mut socket,
+            json!({"type": "changes", "changes": changes, "next": read.next}),
+        )
+        .await
+        {
+            return;
+        }
+    }
+}
+
+/// The next changes after `after` that pass `filter`, waiting for them.
+async fn next_batch(
+    feed: &FeedHandle,
+    filter: &Filter,
+    mut after: i64,
+) -> Result<tributary_feed::Read, FeedError> {
+    loop {
+        let read = feed.read(filter, after, MAX_LIMIT).await?;
+        if !read.changes.is_empty() {
+            return Ok(read);
+        }
+        after = read.next;
+        feed.wait(after, Duration::from_secs(15)).await;
+    }
 }
