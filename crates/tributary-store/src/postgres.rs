@@ -130,6 +130,11 @@ fn migrator() -> Migrator {
             "feed_horizon",
             include_str!("../migrations/postgres/0016_feed_horizon.sql"),
         ),
+        (
+            17,
+            "feed_order",
+            include_str!("../migrations/postgres/0017_feed_order.sql"),
+        ),
     ])
 }
 
@@ -1188,15 +1193,16 @@ impl Store for PgStore {
 
     async fn expire_changes(&self, before: Timestamp) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
+        sequence_changes(&mut tx).await?;
         let gone: Option<i64> =
-            sqlx::query_scalar("SELECT max(seq) FROM changes WHERE changed_at < $1")
+            sqlx::query_scalar("SELECT max(pos) FROM changes WHERE changed_at < $1")
                 .bind(before)
                 .fetch_one(&mut *tx)
                 .await?;
         let Some(gone) = gone else {
             return Ok(0);
         };
-        let deleted = sqlx::query("DELETE FROM changes WHERE seq <= $1")
+        let deleted = sqlx::query("DELETE FROM changes WHERE pos <= $1")
             .bind(gone)
             .execute(&mut *tx)
             .await?
@@ -1210,10 +1216,15 @@ impl Store for PgStore {
     }
 
     async fn feed_head(&self) -> Result<i64> {
-        let seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM changes")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(seq)
+        let mut tx = self.pool.begin().await?;
+        sequence_changes(&mut tx).await?;
+        tx.commit().await?;
+        let pos: i64 = sqlx::query_scalar(
+            "SELECT greatest(coalesce(max(pos), 0), (SELECT seq FROM feed_horizon WHERE id = 1)) FROM changes",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(pos)
     }
 
     async fn feed_horizon(&self) -> Result<i64> {
@@ -1247,8 +1258,15 @@ impl Store for PgStore {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<Change>> {
+        // Committed rows get their feed positions first (see
+        // `sequence_changes`); the feed's `seq` is the position.
+        let mut tx = self.pool.begin().await?;
+        sequence_changes(&mut tx).await?;
+        tx.commit().await?;
         let rows = sqlx::query(
-            "SELECT * FROM changes WHERE seq > $1 AND ($2::bigint IS NULL OR connection_id = $2) ORDER BY seq LIMIT $3",
+            "SELECT pos AS seq, connection_id, record_id, entity, external_id, kind, content_hash, run_id, \
+             changed_at, fields FROM changes \
+             WHERE pos > $1 AND ($2::bigint IS NULL OR connection_id = $2) ORDER BY pos LIMIT $3",
         )
         .bind(after_seq)
         .bind(connection_id)
@@ -1282,6 +1300,49 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(entity_count_row).collect()
+    }
+}
+
+/// The advisory lock (class, id) of the feed's sequencer.
+const SEQUENCER_LOCK: (i32, i32) = (0x7472_6962, 1);
+
+/// Rows a sequencer numbers at once.
+const SEQUENCE_BATCH: i64 = 50_000;
+
+/// Gives the committed feed rows that have no position yet one, after
+/// every position given before, in `seq` order — inside the caller's
+/// transaction, holding the sequencer's lock until it ends, so sequencers
+/// (of any process) take turns and each sees the positions of the one
+/// before it (every statement of a READ COMMITTED transaction reads what
+/// was committed when it began). A row committed later can therefore only
+/// be numbered after every row a reader may already have passed: the
+/// feed's order is the order in which commits became visible, and the
+/// rows of one transaction are numbered together. The rows numbered.
+async fn sequence_changes(tx: &mut sqlx::PgConnection) -> Result<u64> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(SEQUENCER_LOCK.0)
+        .bind(SEQUENCER_LOCK.1)
+        .execute(&mut *tx)
+        .await?;
+    let mut numbered = 0;
+    loop {
+        let done = sqlx::query(
+            "WITH base AS ( \
+               SELECT greatest((SELECT coalesce(max(pos), 0) FROM changes), \
+                               (SELECT seq FROM feed_horizon WHERE id = 1)) AS b), \
+             todo AS ( \
+               SELECT seq, row_number() OVER (ORDER BY seq) AS r FROM changes \
+               WHERE pos IS NULL ORDER BY seq LIMIT $1) \
+             UPDATE changes c SET pos = base.b + todo.r FROM todo, base WHERE c.seq = todo.seq",
+        )
+        .bind(SEQUENCE_BATCH)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        numbered += done;
+        if done < SEQUENCE_BATCH as u64 {
+            return Ok(numbered);
+        }
     }
 }
 

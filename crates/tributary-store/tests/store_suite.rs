@@ -96,6 +96,7 @@ macro_rules! url_suite {
 }
 
 url_suite!(
+    a_change_committed_late_is_never_passed_by,
     connection_lock_is_held_by_one_store_at_a_time,
     read_only_open_reads_and_writes_nothing,
     opening_again_finds_the_migrations_applied,
@@ -2575,4 +2576,57 @@ async fn the_feed_retention_keeps_a_horizon(store: Arc<dyn Store>) {
     // The horizon never moves back.
     assert_eq!(store.expire_changes(t0()).await.unwrap(), 0);
     assert_eq!(store.feed_horizon().await.unwrap(), all[1].seq);
+}
+
+/// Two writers whose commits come in the other order than their feed rows
+/// were inserted: a reader that read the second writer's rows, and keeps
+/// its cursor, still receives the first writer's row once it commits.
+/// (SQLite has one writer at a time: nothing to race.)
+async fn a_change_committed_late_is_never_passed_by(store: Arc<dyn Store>, url: &str) {
+    use sqlx::Connection as _;
+    if !url.starts_with("postgres") {
+        return;
+    }
+    let (conn, run) = setup(&store).await;
+    let mut early = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut tx = early.begin().await.unwrap();
+    // Its feed row is inserted first (the lower `seq`) ...
+    sqlx::query(
+        "INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at) \
+         VALUES ($1, 0, 'Person', 'early', 'created', NULL, $2, now())",
+    )
+    .bind(conn)
+    .bind(run)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    // ... while a page commits after it.
+    let cursor = Cursor::start();
+    store
+        .apply_page(page(
+            conn,
+            run,
+            &[person("1", "Ann", None)],
+            &[],
+            &cursor,
+            false,
+        ))
+        .await
+        .unwrap();
+    let seen = store.changes(Some(conn), 0, 100).await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].external_id, "1");
+    let after = seen[0].seq;
+    // The first writer commits now: its row comes after the cursor.
+    tx.commit().await.unwrap();
+    let next = store.changes(Some(conn), after, 100).await.unwrap();
+    assert_eq!(
+        next.iter()
+            .map(|c| c.external_id.as_str())
+            .collect::<Vec<_>>(),
+        ["early"],
+        "the late commit is not passed by"
+    );
+    assert!(next[0].seq > after);
+    assert_eq!(store.feed_head().await.unwrap(), next[0].seq);
 }
