@@ -36,6 +36,10 @@ pub enum Command {
     /// loopback, many at once — deliveries/s, acknowledgement latency, and
     /// every acknowledged delivery found in the inbox.
     Webhooks(super::bench_webhooks::WebhooksArgs),
+    /// The change feed: a full sync with and without `serve` feeding many
+    /// SSE and WebSocket subscribers — the sync's records/s both ways,
+    /// changes delivered per second, commit → subscriber latency.
+    Feed(super::bench_feed::FeedArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -261,6 +265,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::RateLimit(args) => return super::bench_client::rate_limit(args).await,
         Command::KeepCurrent(args) => return super::bench_current::keep_current(args).await,
         Command::Webhooks(args) => return super::bench_webhooks::webhooks(args).await,
+        Command::Feed(args) => return super::bench_feed::feed(args).await,
     };
     let exe = std::env::current_exe()?;
     // The binaries to sync with: this one, and the one to run against.

@@ -67,7 +67,7 @@ fn signed(id: u64) -> (String, String) {
     (body, hex::encode(mac.finalize().into_bytes()))
 }
 
-struct Serve(std::process::Child);
+pub(super) struct Serve(std::process::Child);
 
 impl Drop for Serve {
     fn drop(&mut self) {
@@ -175,7 +175,7 @@ pub async fn webhooks(args: WebhooksArgs) -> anyhow::Result<ExitCode> {
 
 /// The `q` quantile (0–1) of `sorted` durations, in milliseconds (0 if
 /// there are none).
-fn millis_at(sorted: &[Duration], q: f64) -> f64 {
+pub(super) fn millis_at(sorted: &[Duration], q: f64) -> f64 {
     sorted
         .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
@@ -278,7 +278,7 @@ async fn apply_latency(
 
 /// Starts `tributary serve` of `db` on a free loopback port with `key`;
 /// returns it (killed when dropped) and its base URL once it is ready.
-async fn start_serve(
+pub(super) async fn start_serve(
     exe: &std::path::Path,
     db: &str,
     key: &SecretKey,

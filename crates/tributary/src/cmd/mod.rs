@@ -3,6 +3,7 @@
 pub mod bench;
 mod bench_client;
 mod bench_current;
+mod bench_feed;
 mod bench_webhooks;
 pub mod connections;
 pub mod demo;
