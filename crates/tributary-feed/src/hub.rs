@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
@@ -37,6 +37,45 @@ impl Default for FeedOptions {
     }
 }
 
+/// A change as the feed hands it out: the change, and the text it is
+/// shown as, rendered once however many readers show it (the recent
+/// changes are shared by every reader near the head).
+#[derive(Debug)]
+pub struct Entry {
+    change: Change,
+    text: OnceLock<Arc<str>>,
+}
+
+impl Entry {
+    fn new(change: Change) -> Self {
+        Self {
+            change,
+            text: OnceLock::new(),
+        }
+    }
+
+    /// The change's text: `render`'s, the first time it is asked for.
+    pub fn text(&self, render: impl FnOnce(&Change) -> String) -> Arc<str> {
+        self.text
+            .get_or_init(|| render(&self.change).into())
+            .clone()
+    }
+}
+
+impl std::ops::Deref for Entry {
+    type Target = Change;
+
+    fn deref(&self) -> &Change {
+        &self.change
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.change == other.change
+    }
+}
+
 /// Which changes a reader wants.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
@@ -58,7 +97,7 @@ impl Filter {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Read {
     /// The changes after the cursor that pass the filter, in order.
-    pub changes: Vec<Arc<Change>>,
+    pub changes: Vec<Arc<Entry>>,
     /// The cursor to read after next: the last sequence number looked at
     /// (changes the filter left out move it too).
     pub next: i64,
@@ -92,7 +131,7 @@ struct Shared {
     head: watch::Sender<i64>,
     horizon: AtomicI64,
     /// The newest changes, in order, at most `options.recent`.
-    recent: RwLock<VecDeque<Arc<Change>>>,
+    recent: RwLock<VecDeque<Arc<Entry>>>,
     wake: Notify,
     stop: watch::Sender<bool>,
 }
@@ -187,7 +226,7 @@ async fn follow(shared: &Shared) -> Result<(), FeedError> {
                 .recent
                 .write()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            recent.extend(page.into_iter().map(Arc::new));
+            recent.extend(page.into_iter().map(|c| Arc::new(Entry::new(c))));
             let excess = recent.len().saturating_sub(shared.options.recent);
             recent.drain(..excess);
         }
@@ -280,7 +319,7 @@ impl FeedHandle {
                 last = Some(transaction(&change));
                 read.next = change.seq;
                 if filter.admits(&change) {
-                    read.changes.push(Arc::new(change));
+                    read.changes.push(Arc::new(Entry::new(change)));
                 }
             }
             if short {

@@ -23,4 +23,4 @@
 
 mod hub;
 
-pub use hub::{Feed, FeedError, FeedHandle, FeedOptions, Filter, Read};
+pub use hub::{Entry, Feed, FeedError, FeedHandle, FeedOptions, Filter, Read};

@@ -39,7 +39,7 @@ use axum::response::{IntoResponse, Json, Response};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tributary_feed::{FeedError, FeedHandle, Filter};
+use tributary_feed::{Entry, FeedError, FeedHandle, Filter};
 use tributary_store::{Change, Store};
 
 use super::AppState;
@@ -129,6 +129,14 @@ fn change_json(change: &Change, names: &HashMap<i64, String>) -> Value {
     })
 }
 
+/// The changes' texts, each rendered once for every reader.
+fn texts(changes: &[Arc<Entry>], names: &HashMap<i64, String>) -> Vec<Arc<str>> {
+    changes
+        .iter()
+        .map(|entry| entry.text(|c| change_json(c, names).to_string()))
+        .collect()
+}
+
 /// `GET /v1/changes`.
 pub async fn page(State(state): State<AppState>, Query(query): Query<FeedQuery>) -> Response {
     let (names, filter) = match filter(&state, &query).await {
@@ -156,12 +164,13 @@ pub async fn page(State(state): State<AppState>, Query(query): Query<FeedQuery>)
         after = read.next;
         feed.wait(after, deadline - now).await;
     };
-    let changes: Vec<Value> = read
-        .changes
-        .iter()
-        .map(|c| change_json(c, &names))
-        .collect();
-    Json(json!({"changes": changes, "next": read.next, "head": read.head})).into_response()
+    let body = format!(
+        r#"{{"changes":[{}],"next":{},"head":{}}}"#,
+        texts(&read.changes, &names).join(","),
+        read.next,
+        read.head
+    );
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Where a stream stands.
@@ -251,12 +260,12 @@ fn events(cursor: Cursor) -> impl Stream<Item = Result<Event, Infallible>> {
                     let events = read
                         .changes
                         .iter()
-                        .map(|change| {
+                        .zip(texts(&read.changes, &cursor.names))
+                        .map(|(change, text)| {
                             Event::default()
                                 .id(change.seq.to_string())
                                 .event("change")
-                                .json_data(change_json(change, &cursor.names))
-                                .unwrap_or_default()
+                                .data(&*text)
                         })
                         .collect();
                     return Some((events, cursor));
@@ -387,17 +396,12 @@ async fn session(mut socket: WebSocket, state: AppState) {
         {
             names = list.into_iter().map(|c| (c.id, c.name)).collect();
         }
-        let changes: Vec<Value> = read
-            .changes
-            .iter()
-            .map(|c| change_json(c, &names))
-            .collect();
-        if !send(
-            &mut socket,
-            json!({"type": "changes", "changes": changes, "next": read.next}),
-        )
-        .await
-        {
+        let message = format!(
+            r#"{{"type":"changes","changes":[{}],"next":{}}}"#,
+            texts(&read.changes, &names).join(","),
+            read.next
+        );
+        if socket.send(Message::Text(message.into())).await.is_err() {
             return;
         }
     }
