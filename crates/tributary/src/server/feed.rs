@@ -170,7 +170,11 @@ pub async fn page(State(state): State<AppState>, Query(query): Query<FeedQuery>)
         read.next,
         read.head
     );
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// Where a stream stands.
