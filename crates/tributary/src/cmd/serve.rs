@@ -35,6 +35,11 @@ pub struct Args {
     /// file; for PostgreSQL, in the user's cache directory).
     #[arg(long)]
     spool_dir: Option<PathBuf>,
+    /// Days the change feed keeps its rows (deletions included); a reader
+    /// whose cursor is older is told to re-read the records. 0 keeps them
+    /// for ever.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    feed_retention_days: u32,
 }
 
 /// Stored connections' runs: their adapter's manifest, and the key that
@@ -130,7 +135,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let feed = tributary_feed::Feed::new(
         store.clone(),
         Arc::new(SystemClock),
-        tributary_feed::FeedOptions::default(),
+        tributary_feed::FeedOptions {
+            retention: (args.feed_retention_days > 0).then(|| {
+                std::time::Duration::from_secs(u64::from(args.feed_retention_days) * 24 * 3_600)
+            }),
+            ..tributary_feed::FeedOptions::default()
+        },
     )
     .start()
     .await
