@@ -30,7 +30,7 @@ use tributary_store::Stamp;
 
 use crate::Engine;
 use crate::retry::{Failure, RetryPolicy, RunControl};
-use crate::webhook::{Found, Key, read_record};
+use crate::webhook::{Found, Key, read_record, reads_at_once};
 
 /// One delivery's word on a record.
 pub(crate) struct Word {
@@ -253,13 +253,7 @@ async fn read_parents(
     requests: &AtomicU64,
     policy: RetryPolicy,
 ) -> Resolved {
-    let concurrency = manifest
-        .entities
-        .values()
-        .map(|e| e.concurrency)
-        .max()
-        .unwrap_or(1)
-        .max(1);
+    let concurrency = reads_at_once(manifest);
     let parents: BTreeSet<Key> = waiting
         .iter()
         .flat_map(|w| w.parents.iter().cloned())

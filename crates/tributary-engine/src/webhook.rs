@@ -192,13 +192,7 @@ impl Engine {
         let control = RunControl::new(self.options.retry_budget, self.stop.subscribe());
         let requests = AtomicU64::new(0);
         let policy = self.retry_policy();
-        let concurrency = manifest
-            .entities
-            .values()
-            .map(|e| e.concurrency)
-            .max()
-            .unwrap_or(1)
-            .max(1);
+        let concurrency = reads_at_once(&manifest);
         let found: Vec<(Key, Result<Found, Failure>)> = if payload {
             self.resolve_payloads(connection.id, source, words, &control, &requests, policy)
                 .await?
@@ -478,6 +472,18 @@ impl Engine {
         }
         Ok(deleted)
     }
+}
+
+/// Records a webhook run reads at once: the manifest's largest entity
+/// `concurrency`.
+pub(crate) fn reads_at_once(manifest: &tributary_manifest::Manifest) -> usize {
+    manifest
+        .entities
+        .values()
+        .map(|e| e.concurrency)
+        .max()
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Record `id` of `entity` (which has a single-record path) as the source

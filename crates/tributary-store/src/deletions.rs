@@ -58,26 +58,28 @@ fn tombstone(id: &str) -> String {
 pub(crate) async fn bury_sqlite(tx: &mut sqlx::SqliteConnection, b: &Burial<'_>) -> Result<u64> {
     let now = sqlite_ts(&b.now);
     let mut buried = 0;
-    for id in b.external_ids {
-        // The insert trigger writes the `deleted` feed row.
-        buried += sqlx::query(
+    for chunk in b.external_ids.chunks(CHUNK / 5) {
+        // The insert trigger writes the `deleted` feed rows.
+        let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO records (connection_id, entity, external_id, canonical_entity, raw, canonical, \
-               content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) \
-             VALUES (?, ?, ?, ?, ?, '{}', '', NULL, ?, ?, ?, ?) \
-             ON CONFLICT (connection_id, entity, external_id) DO NOTHING",
-        )
-        .bind(b.connection_id)
-        .bind(b.entity)
-        .bind(id)
-        .bind(b.canonical_entity)
-        .bind(tombstone(id))
-        .bind(&now)
-        .bind(&now)
-        .bind(&now)
-        .bind(b.run_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+               content_hash, source_updated_at, first_seen_at, last_modified_at, deleted_at, last_run_id) ",
+        );
+        q.push_values(chunk, |mut row, id| {
+            row.push_bind(b.connection_id)
+                .push_bind(b.entity)
+                .push_bind(id)
+                .push_bind(b.canonical_entity)
+                .push_bind(tombstone(id))
+                .push("'{}'")
+                .push("''")
+                .push("NULL")
+                .push_bind(&now)
+                .push_bind(&now)
+                .push_bind(&now)
+                .push_bind(b.run_id);
+        });
+        q.push(" ON CONFLICT (connection_id, entity, external_id) DO NOTHING");
+        buried += q.build().execute(&mut *tx).await?.rows_affected();
     }
     Ok(buried)
 }
