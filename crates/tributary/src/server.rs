@@ -7,6 +7,7 @@
 //! joins this router.
 
 pub mod feed;
+pub mod problem;
 pub mod webhooks;
 
 use std::sync::Arc;

@@ -31,11 +31,11 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Json, Response};
+use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -43,6 +43,7 @@ use tributary_feed::{Entry, FeedError, FeedHandle, Filter};
 use tributary_store::{Change, Store};
 
 use super::AppState;
+use super::problem::{Problem, Query};
 
 /// Changes one answer (or one stream step) carries at most.
 const MAX_LIMIT: usize = 1_000;
@@ -59,26 +60,12 @@ pub struct FeedQuery {
     wait: Option<f64>,
 }
 
-/// A JSON problem document (RFC 9457).
-fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
-    (
-        status,
-        [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
-        Json(json!({"type": "about:blank", "title": title, "status": status.as_u16(), "detail": detail})),
-    )
-        .into_response()
-}
-
 fn expired(error: &FeedError) -> Response {
-    problem(StatusCode::GONE, "cursor expired", &error.to_string())
+    Problem::new(StatusCode::GONE, "cursor expired", error.to_string()).into_response()
 }
 
-fn unavailable() -> Response {
-    problem(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the feed is unavailable",
-        "the database did not answer; try again",
-    )
+fn unavailable(error: &dyn std::fmt::Display) -> Response {
+    Problem::store("the change feed", error).into_response()
 }
 
 /// Connection names by id, and the filter the query asks for (a
@@ -90,8 +77,7 @@ async fn filter(
     let names: HashMap<i64, String> = match state.store.connections().await {
         Ok(list) => list.into_iter().map(|c| (c.id, c.name)).collect(),
         Err(error) => {
-            tracing::warn!(%error, "the feed cannot list connections");
-            return Err(Box::new(unavailable()));
+            return Err(Box::new(unavailable(&error)));
         }
     };
     let connection_id = match &query.connection {
@@ -99,11 +85,13 @@ async fn filter(
         Some(name) => match names.iter().find(|(_, n)| *n == name) {
             Some((id, _)) => Some(*id),
             None => {
-                return Err(Box::new(problem(
-                    StatusCode::NOT_FOUND,
-                    "no such connection",
-                    &format!("there is no connection named `{name}`"),
-                )));
+                return Err(Box::new(
+                    Problem::not_found(
+                        "no such connection",
+                        format!("there is no connection named `{name}`"),
+                    )
+                    .into_response(),
+                ));
             }
         },
     };
@@ -153,8 +141,7 @@ pub async fn page(State(state): State<AppState>, Query(query): Query<FeedQuery>)
             Ok(read) => read,
             Err(error @ FeedError::Expired { .. }) => return expired(&error),
             Err(FeedError::Store(error)) => {
-                tracing::warn!(%error, "the feed cannot read the store");
-                return unavailable();
+                return unavailable(&error);
             }
         };
         let now = tokio::time::Instant::now();
