@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tributary_core::RunKind;
-use tributary_store::Connection;
+use tributary_store::{Connection, Run};
 
 use crate::schedule::Scheduler;
 use crate::{Engine, NoProgress, RequestError, RunReport, RunRequest};
@@ -88,6 +88,7 @@ impl Runs {
 pub struct ServiceHandle {
     engine: Engine,
     requests: mpsc::Sender<(RunRequest, Reply)>,
+    queued: mpsc::Sender<(Connection, RunKind, String)>,
     done: Arc<tokio::sync::watch::Sender<bool>>,
     wake: Arc<tokio::sync::Notify>,
 }
@@ -103,6 +104,43 @@ impl ServiceHandle {
         answer
             .await
             .unwrap_or(Err(RequestError::Engine(crate::Error::Stopping)))
+    }
+
+    /// Asks for a run of `connection` without waiting for it: the run is
+    /// recorded `queued` under `idempotency_key` and starts as soon as
+    /// the connection is free. A key asked for before names the run it
+    /// made, and nothing new starts.
+    pub async fn request(
+        &self,
+        connection: &Connection,
+        kind: RunKind,
+        idempotency_key: &str,
+    ) -> Result<Run, RequestError> {
+        if self.is_stopping() {
+            return Err(RequestError::Engine(crate::Error::Stopping));
+        }
+        let store = &self.engine.store;
+        let run = store
+            .queue_run(
+                connection.id,
+                kind,
+                idempotency_key,
+                self.engine.clock.now(),
+            )
+            .await?;
+        if run.state == tributary_core::RunState::Queued && run.kind == kind {
+            self.queued
+                .send((connection.clone(), kind, idempotency_key.to_owned()))
+                .await
+                .map_err(|_| RequestError::Engine(crate::Error::Stopping))?;
+        }
+        Ok(run)
+    }
+
+    /// Cancels a run that is queued, running or waiting for approval (see
+    /// [`Engine::cancel`]).
+    pub async fn cancel(&self, run_id: i64) -> crate::Result<Run> {
+        self.engine.cancel(run_id).await
     }
 
     /// Webhook deliveries were stored: apply them now rather than at the
@@ -149,16 +187,18 @@ impl Service {
     /// Starts the service's loop on a task of its own.
     pub fn start(self) -> ServiceHandle {
         let (requests, inbox) = mpsc::channel(64);
+        let (queued, asked) = mpsc::channel(64);
         let done = Arc::new(tokio::sync::watch::Sender::new(false));
         let wake = Arc::new(tokio::sync::Notify::new());
         let handle = ServiceHandle {
             engine: self.engine.clone(),
             requests,
+            queued,
             done: done.clone(),
             wake: wake.clone(),
         };
         tokio::spawn(async move {
-            self.run(inbox, wake).await;
+            self.run(inbox, asked, wake).await;
             done.send_replace(true);
         });
         handle
@@ -167,6 +207,7 @@ impl Service {
     async fn run(
         self,
         mut inbox: mpsc::Receiver<(RunRequest, Reply)>,
+        mut asked: mpsc::Receiver<(Connection, RunKind, String)>,
         wake: Arc<tokio::sync::Notify>,
     ) {
         let mut runs = Runs::default();
@@ -185,6 +226,17 @@ impl Service {
                 _ = async { let _ = stop.wait_for(|stop| *stop).await; } => break,
                 Some((request, reply)) = inbox.recv() => {
                     self.spawn(&mut runs, request, Some(reply));
+                }
+                Some((connection, kind, key)) = asked.recv() => {
+                    match self.resolver.request(&connection, kind) {
+                        Ok(request) => {
+                            let request = RunRequest { idempotency_key: Some(key), ..request };
+                            self.spawn(&mut runs, request, None);
+                        }
+                        Err(error) => {
+                            tracing::error!(connection = %connection.name, kind = kind.as_str(), %error, "cannot start the requested run");
+                        }
+                    }
                 }
                 _ = tick.tick() => {
                     self.fire_due(&mut runs).await;

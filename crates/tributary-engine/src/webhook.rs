@@ -35,7 +35,7 @@ use tributary_core::{Cursor, PreparedRecord, QuarantinedRecord, RunKind, RunStat
 use tributary_manifest::{Entity, WebhookApply};
 use tributary_source::Source;
 use tributary_store::{
-    Burial, Connection, Deletion, Delivery, EntityState, PageWrite, RunStart, Settled,
+    Burial, Connection, Deletion, Delivery, EntityState, PageWrite, RunStart, Settled, Subject,
 };
 
 use crate::notice::{Notice, PERSON_MERGER, read_announcement};
@@ -354,6 +354,26 @@ impl Engine {
                 (id, seen, outcome)
             })
             .collect();
+        // The audit trail: which records each applied delivery named.
+        let applied: HashSet<i64> = settled
+            .iter()
+            .filter(|(_, _, s)| matches!(s, Settled::Applied { .. }))
+            .map(|(id, _, _)| *id)
+            .collect();
+        let subjects: Vec<Subject> = noticed
+            .iter()
+            .flat_map(|((entity, external_id), ids)| {
+                ids.iter()
+                    .filter(|id| applied.contains(id))
+                    .map(|id| Subject {
+                        connection_id: connection.id,
+                        entity: entity.clone(),
+                        external_id: external_id.clone(),
+                        delivery_id: *id,
+                    })
+            })
+            .collect();
+        store.add_webhook_subjects(&subjects).await?;
         store.settle_deliveries(&settled, now).await?;
         let requests = requests.load(Ordering::Relaxed);
         store

@@ -353,6 +353,31 @@ fn check_permissions(_path: &Path, _meta: &std::fs::Metadata) -> Result<()> {
     Ok(())
 }
 
+/// The prefix of every API token.
+pub const API_TOKEN_PREFIX: &str = "trb_";
+
+/// A new API token — `trb_` and 32 random bytes in unpadded base64url —
+/// and its SHA-256 in hex, the only form of it that is stored.
+///
+/// # Panics
+/// If the operating system's random number generator fails.
+pub fn new_api_token() -> (Zeroizing<String>, String) {
+    use base64::Engine as _;
+    let key = SecretKey::generate();
+    let token = Zeroizing::new(format!(
+        "{API_TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.bytes.as_slice())
+    ));
+    let hash = api_token_hash(&token);
+    (token, hash)
+}
+
+/// The SHA-256 (hex) of an API token, as stored and looked up.
+pub fn api_token_hash(token: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use tributary_core::OAuth2Credentials;
@@ -550,5 +575,21 @@ mod tests {
 
         let missing = SecretKey::from_file(&dir.path().join("nope")).unwrap_err();
         assert!(matches!(missing, Error::KeyFile { .. }), "{missing}");
+    }
+
+    #[test]
+    fn api_tokens_are_random_and_only_their_hash_is_kept() {
+        let (a, hash_a) = new_api_token();
+        let (b, hash_b) = new_api_token();
+        assert!(
+            a.starts_with(API_TOKEN_PREFIX) && a.len() == 4 + 43,
+            "{}",
+            a.len()
+        );
+        assert_ne!(*a, *b);
+        assert_ne!(hash_a, hash_b);
+        assert_eq!(hash_a, api_token_hash(&a));
+        assert_eq!(hash_a.len(), 64);
+        assert!(!hash_a.contains(&a[4..]));
     }
 }

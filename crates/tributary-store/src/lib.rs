@@ -15,6 +15,7 @@
 //! ([`SealedCredentials`], sealed by `tributary-secrets`); the store never
 //! sees a key or a plaintext secret, and [`Connection`] never carries them.
 
+mod access;
 mod deletions;
 mod lock;
 mod plan;
@@ -32,6 +33,7 @@ use tributary_core::{
     ChangeKind, Cursor, PreparedRecord, QuarantinedRecord, RunKind, RunState, Timestamp,
 };
 
+pub use access::{ApiToken, AuditEntry, Subject, TokenRole, audit};
 pub use deletions::{Burial, Cascade, Deleted, Deletion};
 pub use lock::ConnectionLock;
 pub use postgres::PgStore;
@@ -976,6 +978,41 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     -> Result<Vec<Quarantined>>;
     /// Record counts per entity of a connection.
     async fn entity_counts(&self, connection_id: i64) -> Result<Vec<EntityCount>>;
+
+    // --- The API's access and audit trail ---
+
+    /// Keeps a new API token: its name, role and SHA-256 (hex).
+    async fn create_token(
+        &self,
+        name: &str,
+        role: TokenRole,
+        hash: &str,
+        now: Timestamp,
+    ) -> Result<ApiToken>;
+    /// Every API token, oldest first, revoked ones too.
+    async fn tokens(&self) -> Result<Vec<ApiToken>>;
+    /// The token, not revoked, whose SHA-256 (hex) is `hash`.
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<ApiToken>>;
+    /// Revokes token `id`; false if there is no such token not yet revoked.
+    async fn revoke_token(&self, id: i64, now: Timestamp) -> Result<bool>;
+    /// Notes which records applied webhook deliveries named (a subject
+    /// noted before is left as it is).
+    async fn add_webhook_subjects(&self, subjects: &[Subject]) -> Result<()>;
+    /// A record's feed rows, newest first, at most `limit`.
+    async fn record_changes(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        external_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Change>>;
+    /// The webhook deliveries that named a record, oldest first.
+    async fn record_deliveries(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        external_id: &str,
+    ) -> Result<Vec<Delivery>>;
 }
 
 /// Opens (and migrates) the store a URL names: a `postgres://` or

@@ -4,6 +4,7 @@
 //! arrays (`UNNEST`), so a page costs the same handful of round trips
 //! whatever its size.
 
+mod access;
 mod webhooks;
 
 use std::collections::{HashMap, HashSet};
@@ -134,6 +135,11 @@ fn migrator() -> Migrator {
             17,
             "feed_order",
             include_str!("../migrations/postgres/0017_feed_order.sql"),
+        ),
+        (
+            20,
+            "access",
+            include_str!("../migrations/postgres/0020_access.sql"),
         ),
     ])
 }
@@ -1300,6 +1306,56 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(entity_count_row).collect()
+    }
+
+    async fn create_token(
+        &self,
+        name: &str,
+        role: crate::TokenRole,
+        hash: &str,
+        now: Timestamp,
+    ) -> Result<crate::ApiToken> {
+        self.insert_token(name, role, hash, now).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<crate::ApiToken>> {
+        self.select_tokens(None).await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<crate::ApiToken>> {
+        Ok(self.select_tokens(Some(hash)).await?.into_iter().next())
+    }
+
+    async fn revoke_token(&self, id: i64, now: Timestamp) -> Result<bool> {
+        self.update_token_revoked(id, now).await
+    }
+
+    async fn add_webhook_subjects(&self, subjects: &[crate::Subject]) -> Result<()> {
+        if subjects.is_empty() {
+            return Ok(());
+        }
+        self.insert_subjects(subjects).await
+    }
+
+    async fn record_changes(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        external_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Change>> {
+        self.select_record_changes(connection_id, entity, external_id, limit)
+            .await
+    }
+
+    async fn record_deliveries(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        external_id: &str,
+    ) -> Result<Vec<Delivery>> {
+        self.select_record_deliveries(connection_id, entity, external_id)
+            .await
     }
 }
 

@@ -4,6 +4,7 @@
 //! connection keeps the process's own writers from contending) and a few
 //! reader connections, in WAL mode so readers never block the writer.
 
+mod access;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -249,6 +250,11 @@ fn migrator() -> Migrator {
             15,
             "feed_horizon",
             include_str!("../migrations/sqlite/0015_feed_horizon.sql"),
+        ),
+        (
+            18,
+            "access",
+            include_str!("../migrations/sqlite/0018_access.sql"),
         ),
     ])
 }
@@ -1597,6 +1603,56 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(entity_count_row).collect()
+    }
+
+    async fn create_token(
+        &self,
+        name: &str,
+        role: crate::TokenRole,
+        hash: &str,
+        now: Timestamp,
+    ) -> Result<crate::ApiToken> {
+        self.insert_token(name, role, hash, now).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<crate::ApiToken>> {
+        self.select_tokens(None).await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<crate::ApiToken>> {
+        Ok(self.select_tokens(Some(hash)).await?.into_iter().next())
+    }
+
+    async fn revoke_token(&self, id: i64, now: Timestamp) -> Result<bool> {
+        self.update_token_revoked(id, now).await
+    }
+
+    async fn add_webhook_subjects(&self, subjects: &[crate::Subject]) -> Result<()> {
+        if subjects.is_empty() {
+            return Ok(());
+        }
+        self.insert_subjects(subjects).await
+    }
+
+    async fn record_changes(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        external_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Change>> {
+        self.select_record_changes(connection_id, entity, external_id, limit)
+            .await
+    }
+
+    async fn record_deliveries(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        external_id: &str,
+    ) -> Result<Vec<Delivery>> {
+        self.select_record_deliveries(connection_id, entity, external_id)
+            .await
     }
 }
 

@@ -13,7 +13,7 @@ use tributary_core::{
 use tributary_store::{
     Burial, Cascade, ConnectionStatus, Deletion, DeliveryQuery, DeliveryState, EntityState, Error,
     NewConnection, NewDelivery, PageOutcome, PageWrite, RateBudget, Received, RecordQuery,
-    RunStart, Schedule, Settled, Stamp, Store,
+    RunStart, Schedule, Settled, Stamp, Store, Subject, TokenRole,
 };
 
 struct TestDb {
@@ -142,6 +142,8 @@ store_suite!(
     a_connection_keeps_its_own_request_budget,
     a_deletion_heard_first_leaves_a_tombstone,
     the_feed_retention_keeps_a_horizon,
+    tokens_are_kept_hashed_looked_up_and_revoked,
+    the_audit_trail_names_each_change_its_run_and_deliveries,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -2629,4 +2631,132 @@ async fn a_change_committed_late_is_never_passed_by(store: Arc<dyn Store>, url: 
     );
     assert!(next[0].seq > after);
     assert_eq!(store.feed_head().await.unwrap(), next[0].seq);
+}
+
+async fn tokens_are_kept_hashed_looked_up_and_revoked(store: Arc<dyn Store>) {
+    let read = store
+        .create_token("dashboard", TokenRole::Read, &"a".repeat(64), t0())
+        .await
+        .unwrap();
+    let admin = store
+        .create_token("ops", TokenRole::Admin, &"b".repeat(64), t0())
+        .await
+        .unwrap();
+    assert_eq!((read.role, admin.role), (TokenRole::Read, TokenRole::Admin));
+    assert_eq!(
+        store.token_by_hash(&"a".repeat(64)).await.unwrap(),
+        Some(read.clone())
+    );
+    assert_eq!(store.token_by_hash(&"c".repeat(64)).await.unwrap(), None);
+    // A hash is kept once.
+    assert!(
+        store
+            .create_token("again", TokenRole::Admin, &"a".repeat(64), t0())
+            .await
+            .is_err()
+    );
+    assert!(store.revoke_token(read.id, t0()).await.unwrap());
+    assert!(!store.revoke_token(read.id, t0()).await.unwrap());
+    assert_eq!(store.token_by_hash(&"a".repeat(64)).await.unwrap(), None);
+    let listed = store.tokens().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].revoked_at, Some(t0()));
+    assert_eq!(listed[1], admin);
+}
+
+async fn the_audit_trail_names_each_change_its_run_and_deliveries(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    let cursor = Cursor::start();
+    for name in ["Ann", "Anne"] {
+        store
+            .apply_page(page(
+                conn,
+                run,
+                &[person_with("1", json!({ "name": name }))],
+                &[],
+                &cursor,
+                false,
+            ))
+            .await
+            .unwrap();
+    }
+    store
+        .apply_page(page(
+            conn,
+            run,
+            &[person_with("2", json!({"name": "Bo"}))],
+            &[],
+            &cursor,
+            false,
+        ))
+        .await
+        .unwrap();
+    // A delivery that named person 1, applied by the run.
+    let received = store
+        .receive_deliveries(&[delivery(conn, "d1", "{}"), delivery(conn, "d2", "{}")])
+        .await
+        .unwrap();
+    let [Received::Stored(d1), Received::Stored(d2)] = received[..] else {
+        panic!("{received:?}");
+    };
+    let subject = |external_id: &str, delivery_id: i64| Subject {
+        connection_id: conn,
+        entity: "Person".into(),
+        external_id: external_id.into(),
+        delivery_id,
+    };
+    store
+        .add_webhook_subjects(&[subject("1", d1), subject("2", d2), subject("1", d1)])
+        .await
+        .unwrap();
+    store
+        .settle_deliveries(
+            &[
+                (
+                    d1,
+                    0,
+                    Settled::Applied {
+                        run_id: run,
+                        note: None,
+                    },
+                ),
+                (
+                    d2,
+                    0,
+                    Settled::Applied {
+                        run_id: run,
+                        note: None,
+                    },
+                ),
+            ],
+            t0(),
+        )
+        .await
+        .unwrap();
+    let trail = tributary_store::audit(store.as_ref(), conn, "Person", "1", 10)
+        .await
+        .unwrap();
+    let kinds: Vec<_> = trail.iter().map(|e| e.change.kind).collect();
+    assert_eq!(kinds, [ChangeKind::Updated, ChangeKind::Created]);
+    assert!(trail[0].change.seq > trail[1].change.seq);
+    assert_eq!(trail[0].change.fields, Some(vec!["name".to_owned()]));
+    for entry in &trail {
+        assert_eq!(entry.run.as_ref().map(|r| r.id), Some(run));
+        let named: Vec<_> = entry
+            .deliveries
+            .iter()
+            .map(|d| d.delivery_id.as_str())
+            .collect();
+        assert_eq!(named, ["d1"]);
+    }
+    let limited = tributary_store::audit(store.as_ref(), conn, "Person", "1", 1)
+        .await
+        .unwrap();
+    assert_eq!(limited.len(), 1);
+    assert!(
+        tributary_store::audit(store.as_ref(), conn, "Person", "9", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

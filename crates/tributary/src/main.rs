@@ -93,6 +93,11 @@ enum Command {
     /// Read synced records.
     #[command(subcommand)]
     Records(cmd::records::Command),
+    /// A record's mutations: when, which fields, which run or webhook delivery.
+    Audit(cmd::audit::Args),
+    /// API tokens for the /v1 routes of `serve` (read or admin).
+    #[command(subcommand)]
+    Tokens(cmd::tokens::Command),
     /// Work with adapter manifests.
     #[command(subcommand)]
     Manifest(cmd::manifest::Command),
@@ -152,6 +157,8 @@ fn main() -> ExitCode {
             Command::Connections(command) => cmd::connections::run(command).await,
             Command::Runs(command) => cmd::runs::run(command).await,
             Command::Records(command) => cmd::records::run(command).await,
+            Command::Audit(args) => cmd::audit::run(args).await,
+            Command::Tokens(command) => cmd::tokens::run(command).await,
             Command::Manifest(command) => cmd::manifest::run(command),
             Command::Graph(args) => cmd::manifest::graph(args),
             Command::Sim(command) => cmd::sim::run(command).await,

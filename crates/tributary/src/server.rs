@@ -6,6 +6,8 @@
 //! /v1/changes/stream`, `GET /v1/changes/ws`, [`feed`]). The dashboard
 //! joins this router.
 
+pub mod api;
+pub mod auth;
 pub mod feed;
 pub mod problem;
 pub mod webhooks;
@@ -18,6 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::json;
+use tributary_core::Clock;
 use tributary_engine::ServiceHandle;
 use tributary_store::Store;
 
@@ -25,26 +28,73 @@ use tributary_store::Store;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
     pub service: ServiceHandle,
     pub webhooks: Arc<webhooks::Ingest>,
     pub feed: tributary_feed::FeedHandle,
+    pub access: Arc<auth::Access>,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        service: ServiceHandle,
+        webhooks: webhooks::Ingest,
+        feed: tributary_feed::FeedHandle,
+    ) -> Self {
+        Self {
+            access: Arc::new(auth::Access::new(store.clone(), clock.clone())),
+            store,
+            clock,
+            service,
+            webhooks: Arc::new(webhooks),
+            feed,
+        }
+    }
 }
 
 /// The routes of `tributary serve`.
 pub fn router(state: AppState) -> Router {
     let max_body = state.webhooks.max_body();
+    // Every /v1 route needs an API token (see [`auth`]).
+    let v1 = Router::new()
+        .route("/v1/changes", get(feed::page))
+        .route("/v1/changes/stream", get(feed::stream))
+        .route("/v1/changes/ws", get(feed::socket))
+        .route("/v1/connections", get(api::connections))
+        .route("/v1/runs", get(api::runs).post(api::request_run))
+        .route("/v1/runs/{id}", get(api::run))
+        .route("/v1/runs/{id}/cancel", post(api::cancel_run))
+        .route("/v1/audit", get(api::audit))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/v1/changes", get(feed::page))
-        .route("/v1/changes/stream", get(feed::stream))
-        .route("/v1/changes/ws", get(feed::socket))
+        .route("/v1/client.js", get(client_js))
+        .merge(v1)
         .route(
             "/webhooks/{connection}",
             post(webhooks::receive).layer(DefaultBodyLimit::max(max_body)),
         )
         .with_state(state)
+}
+
+/// The change-feed client (`assets/client.js`): a script tag or an
+/// `import` cannot send a token, so it is served to anyone.
+async fn client_js() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        include_str!("server/assets/client.js"),
+    )
+        .into_response()
 }
 
 async fn healthz() -> Response {

@@ -98,6 +98,9 @@ impl Setup {
             .unwrap()
             .port();
         let address = format!("127.0.0.1:{port}");
+        let created = self.run(&["tokens", "create", "--role", "read"], None);
+        assert!(created.status.success(), "{}", text(&created));
+        let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
         let child = Command::new(BIN)
             .args(["serve", "--db", &self.db, "--listen", &address])
             .env("TRIBUTARY_SECRET_KEY", &self.key)
@@ -110,7 +113,11 @@ impl Setup {
             assert!(Instant::now() < deadline, "serve never listened");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Serve { child, address }
+        Serve {
+            child,
+            address,
+            token,
+        }
     }
 
     /// `records export` as (entity, id) → (raw, canonical), live ones, and
@@ -145,6 +152,24 @@ impl Setup {
 struct Serve {
     child: Child,
     address: String,
+    /// A read token for its /v1 routes.
+    token: String,
+}
+
+impl Serve {
+    /// An HTTP client that sends the read token.
+    fn client(&self) -> reqwest::Client {
+        tributary_source::install_tls_provider();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", self.token).parse().unwrap(),
+        );
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    }
 }
 
 impl Drop for Serve {
@@ -323,6 +348,29 @@ async fn full_sync_then_2000_webhook_events_then_reconcile_equal_the_source() {
     assert_same(&setup, &handle, &["User", "OrganizationMembership"], false).await;
     drop(serve);
 
+    // The audit trail names the webhook delivery behind a user's update.
+    let sim = handle.simulator();
+    let updated = sim
+        .events()
+        .into_iter()
+        .rev()
+        .filter(|e| e.event_type == "user.updated")
+        .map(|e| e.data["id"].as_str().unwrap().to_owned())
+        .find(|id| sim.users().iter().any(|u| u["id"] == id.as_str()))
+        .expect("a user updated by an event still exists");
+    let audit = setup.run(&["audit", "clerk", "User", &updated, "--json"], None);
+    assert!(audit.status.success(), "{}", text(&audit));
+    let trail: Vec<Value> = serde_json::from_slice(&audit.stdout).unwrap();
+    let by_webhook = trail
+        .iter()
+        .find(|e| e["run"]["kind"] == "webhook")
+        .unwrap_or_else(|| panic!("no webhook run in the trail: {trail:?}"));
+    let deliveries = by_webhook["deliveries"].as_array().unwrap();
+    assert!(
+        deliveries.iter().any(|d| d["event"] == "user.updated"),
+        "{by_webhook}"
+    );
+
     let reconcile = setup.run(
         &[
             "sync",
@@ -373,10 +421,9 @@ async fn a_connections_own_budget_is_the_one_its_syncs_keep_to() {
 /// until it has seen `until`; the sequence numbers it received, in order.
 async fn follow_with_disconnects(
     address: String,
+    client: reqwest::Client,
     until: Arc<std::sync::atomic::AtomicI64>,
 ) -> Vec<i64> {
-    tributary_source::install_tls_provider();
-    let client = reqwest::Client::new();
     let mut received: Vec<i64> = Vec::new();
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -446,6 +493,7 @@ async fn follow_with_disconnects(
 /// transactions.
 async fn follow_socket_with_disconnects(
     address: String,
+    token: String,
     until: Arc<std::sync::atomic::AtomicI64>,
 ) -> Vec<i64> {
     use futures_util::{SinkExt as _, StreamExt as _};
@@ -469,8 +517,10 @@ async fn follow_socket_with_disconnects(
         x ^= x >> 7;
         x ^= x << 17;
         let take = 1 + (x % 2) as usize;
-        let Ok((mut socket, _)) =
-            tokio_tungstenite::connect_async(format!("ws://{address}/v1/changes/ws")).await
+        let Ok((mut socket, _)) = tokio_tungstenite::connect_async(format!(
+            "ws://{address}/v1/changes/ws?access_token={token}"
+        ))
+        .await
         else {
             continue;
         };
@@ -520,10 +570,12 @@ async fn the_change_feed_resumes_exactly_across_disconnects_during_syncs() {
     let until = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let client = tokio::spawn(follow_with_disconnects(
         serve.address.clone(),
+        serve.client(),
         until.clone(),
     ));
     let socket_client = tokio::spawn(follow_socket_with_disconnects(
         serve.address.clone(),
+        serve.token.clone(),
         until.clone(),
     ));
     // A full sync, changes at the source, and a reconciliation, while the
@@ -560,7 +612,7 @@ async fn the_change_feed_resumes_exactly_across_disconnects_during_syncs() {
 
     // Everything the feed has, read by pages of the long-poll endpoint,
     // once the feed has seen the last commit.
-    let http = reqwest::Client::new();
+    let http = serve.client();
     let store = tributary_store::open_read_only(&setup.db).await.unwrap();
     let last = store.feed_head().await.unwrap();
     store.close().await;

@@ -10,7 +10,9 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
 use tributary_core::RunState;
+use tributary_sim::ResourceKind;
 
 mod common;
 use common::{BIN, assert_same};
@@ -236,4 +238,210 @@ async fn serve_runs_the_schedule_stops_on_sigterm_and_the_run_resumes() {
     );
     assert_same(&db, &handle.simulator());
     handle.shutdown().await;
+}
+
+/// A token from `tributary tokens create`.
+fn token(db: &str, key: &str, role: &str) -> String {
+    let out = tributary(&["tokens", "create", "--role", role, "--db", db], key);
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// An HTTP request with a bearer token: status and JSON body.
+fn call(address: &str, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
+    let auth = format!("Bearer {token}");
+    let (status, body) = common::http(
+        address,
+        method,
+        path,
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    );
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// Waits for run `id` to end; its JSON.
+fn finished(address: &str, token: &str, id: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, run) = call(address, "GET", &format!("/v1/runs/{id}"), token, "");
+        assert_eq!(status, 200, "{run}");
+        if !matches!(run["state"].as_str(), Some("queued" | "running")) {
+            return run;
+        }
+        assert!(Instant::now() < deadline, "run {id} did not end: {run}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_needs_tokens_runs_on_request_and_traces_every_mutation() {
+    let handle = common::seeded(5, 300).await;
+    let sim = handle.simulator();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    let key = common::keygen();
+    let add = tributary(
+        &[
+            "connections",
+            "add",
+            "pco",
+            "--db",
+            &db,
+            "--auth",
+            "bearer",
+            "--base-url",
+            &handle.base_url(),
+        ],
+        &key,
+    );
+    assert!(add.status.success(), "{}", text(&add));
+    let read = token(&db, &key, "read");
+    let admin = token(&db, &key, "admin");
+    let unused = token(&db, &key, "read");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut serve = Command::new(BIN)
+        .args(["serve", "--db", &db, "--listen", &address])
+        .env("TRIBUTARY_SECRET_KEY", &key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&address).is_err() || get(&address, "/readyz").0 != 200 {
+        assert!(Instant::now() < deadline, "serve never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // No token, a tampered one, a revoked one: 401 with the scheme; a
+    // read token reads, and is refused (403) where things change.
+    let (status, body) = get(&address, "/v1/connections");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("tokens create"), "{body}");
+    let mut tampered = read.clone().into_bytes();
+    let last = tampered.len() - 1;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    assert_eq!(
+        call(&address, "GET", "/v1/connections", &tampered, "").0,
+        401
+    );
+    let revoke = tributary(&["tokens", "revoke", "3", "--db", &db], &key);
+    assert!(revoke.status.success(), "{}", text(&revoke));
+    assert_eq!(call(&address, "GET", "/v1/connections", &unused, "").0, 401);
+    let (status, connections) = call(&address, "GET", "/v1/connections", &read, "");
+    assert_eq!(status, 200, "{connections}");
+    assert_eq!(connections["connections"][0]["name"], "pco");
+    let full = r#"{"connection": "pco", "kind": "full", "idempotency_key": "first"}"#;
+    let (status, refused) = call(&address, "POST", "/v1/runs", &read, full);
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(refused["status"], 403);
+
+    // Bad requests are problems that name the fix; nothing starts.
+    let (status, bad) = call(
+        &address,
+        "POST",
+        "/v1/runs",
+        &admin,
+        r#"{"connection": "pco", "kind": "sideways"}"#,
+    );
+    assert_eq!(status, 400, "{bad}");
+    assert!(bad["detail"].as_str().unwrap().contains("`full`"), "{bad}");
+    let (status, bad) = call(
+        &address,
+        "POST",
+        "/v1/runs",
+        &admin,
+        r#"{"connection": "nobody", "kind": "full"}"#,
+    );
+    assert_eq!(status, 404, "{bad}");
+    let (status, bad) = call(&address, "POST", "/v1/runs", &admin, "{not json");
+    assert_eq!(status, 400, "{bad}");
+    let (_, runs) = call(&address, "GET", "/v1/runs", &read, "");
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 0, "{runs}");
+
+    // An admin asks for a full sync; the same key names the same run.
+    let (status, run) = call(&address, "POST", "/v1/runs", &admin, full);
+    assert_eq!(status, 202, "{run}");
+    let id = run["id"].as_i64().unwrap();
+    let (_, again) = call(&address, "POST", "/v1/runs", &admin, full);
+    assert_eq!(again["id"], id, "{again}");
+    let run = finished(&address, &read, id);
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert!(run["entities"].as_array().unwrap().len() >= 7, "{run}");
+    assert_same(&db, &sim);
+
+    // A person changes at the source; a delta brings it; the audit trail
+    // names both mutations, their runs and the field that changed.
+    let person = sim.ids(ResourceKind::Person, 3, 1)[0];
+    sim.update(
+        ResourceKind::Person,
+        person,
+        &json!({"attributes": {"last_name": "Audited"}}),
+    )
+    .unwrap();
+    let (status, delta) = call(
+        &address,
+        "POST",
+        "/v1/runs",
+        &admin,
+        r#"{"connection": "pco", "kind": "delta"}"#,
+    );
+    assert_eq!(status, 202, "{delta}");
+    let delta_id = delta["id"].as_i64().unwrap();
+    assert_eq!(finished(&address, &read, delta_id)["state"], "succeeded");
+    let path = format!("/v1/audit?connection=pco&entity=Person&external_id={person}");
+    let (status, trail) = call(&address, "GET", &path, &read, "");
+    assert_eq!(status, 200, "{trail}");
+    let entries = trail["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{trail}");
+    assert_eq!(entries[0]["kind"], "updated");
+    assert_eq!(entries[0]["run"]["id"], delta_id);
+    assert_eq!(entries[0]["run"]["kind"], "delta");
+    assert!(
+        entries[0]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f.as_str().unwrap().contains("last_name")),
+        "{trail}"
+    );
+    assert_eq!(entries[1]["kind"], "created");
+    assert_eq!(entries[1]["run"]["id"], id);
+    assert!(entries[0]["seq"].as_i64() > entries[1]["seq"].as_i64());
+    let missing = "/v1/audit?connection=pco&entity=Person&external_id=nope";
+    assert_eq!(call(&address, "GET", missing, &read, "").0, 404);
+    let (status, bad) = call(&address, "GET", "/v1/audit?connection=pco", &read, "");
+    assert_eq!(status, 400, "{bad}");
+    assert_eq!(bad["title"], "bad request");
+
+    // The same trail from the command line.
+    let cli = tributary(
+        &["audit", "pco", "Person", &person.to_string(), "--db", &db],
+        &key,
+    );
+    assert!(cli.status.success(), "{}", text(&cli));
+    let cli = text(&cli);
+    assert!(
+        cli.contains("updated") && cli.contains(&format!("run {delta_id} (delta sync)")),
+        "{cli}"
+    );
+
+    // Cancelling a finished run is a conflict; an unknown run is 404.
+    let cancel = format!("/v1/runs/{id}/cancel");
+    assert_eq!(call(&address, "POST", &cancel, &admin, "").0, 409);
+    assert_eq!(
+        call(&address, "POST", "/v1/runs/999/cancel", &admin, "").0,
+        404
+    );
+    let _ = serve.kill();
+    let _ = serve.wait();
 }

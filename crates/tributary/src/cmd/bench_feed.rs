@@ -66,7 +66,20 @@ pub async fn feed(args: FeedArgs) -> anyhow::Result<ExitCode> {
 
     // Watched: serve, its subscribers, then the same sync.
     let db = dir.path().join("watched.db").display().to_string();
-    drop(tributary_store::open(&db).await?);
+    let token = {
+        let store = tributary_store::open(&db).await?;
+        let (token, hash) = tributary_secrets::new_api_token();
+        store
+            .create_token(
+                "bench",
+                tributary_store::TokenRole::Read,
+                &hash,
+                SystemClock.now(),
+            )
+            .await?;
+        store.close().await;
+        token.to_string()
+    };
     let key = SecretKey::generate();
     let (_serve, base) = start_serve(&exe, &db, &key).await?;
     let address = base.trim_start_matches("http://").to_owned();
@@ -78,11 +91,12 @@ pub async fn feed(args: FeedArgs) -> anyhow::Result<ExitCode> {
         let websocket = n % 2 == 1;
         let task = {
             let (address, until, seen) = (address.clone(), until.clone(), seen.clone());
+            let token = token.clone();
             let (sample, connected) = (args.sample, connected.clone());
             tokio::spawn(async move {
                 match websocket {
-                    true => by_websocket(&address, until, seen, sample, connected).await,
-                    false => by_sse(&address, until, seen, sample, connected).await,
+                    true => by_websocket(&address, &token, until, seen, sample, connected).await,
+                    false => by_sse(&address, &token, until, seen, sample, connected).await,
                 }
             })
         };
@@ -190,6 +204,7 @@ fn latency(changed_at: &serde_json::Value) -> Option<Duration> {
 /// Follows the feed over Server-Sent Events until `until` is reached.
 async fn by_sse(
     address: &str,
+    token: &str,
     until: Arc<AtomicI64>,
     seen: Arc<Mutex<Seen>>,
     sample: u64,
@@ -197,6 +212,7 @@ async fn by_sse(
 ) -> anyhow::Result<()> {
     let mut response = reqwest::Client::new()
         .get(format!("http://{address}/v1/changes/stream"))
+        .bearer_auth(token)
         .send()
         .await?;
     connected.fetch_add(1, Ordering::SeqCst);
@@ -243,14 +259,17 @@ async fn by_sse(
 /// Follows the feed over a WebSocket until `until` is reached.
 async fn by_websocket(
     address: &str,
+    token: &str,
     until: Arc<AtomicI64>,
     seen: Arc<Mutex<Seen>>,
     sample: u64,
     connected: Arc<AtomicI64>,
 ) -> anyhow::Result<()> {
     use tokio_tungstenite::tungstenite::Message;
-    let (mut socket, _) =
-        tokio_tungstenite::connect_async(format!("ws://{address}/v1/changes/ws")).await?;
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{address}/v1/changes/ws?access_token={token}"
+    ))
+    .await?;
     socket
         .send(Message::Text(r#"{"type": "subscribe", "after": 0}"#.into()))
         .await?;

@@ -148,12 +148,13 @@ pub async fn run(demo: ClerkDemo<'_>) -> anyhow::Result<ExitCode> {
     .start()
     .await
     .context("cannot start the change feed")?;
-    let app = router(AppState {
-        store: store.clone(),
-        service: service.clone(),
-        webhooks: Arc::new(ingest),
-        feed: feed.clone(),
-    });
+    let app = router(AppState::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        service.clone(),
+        ingest,
+        feed.clone(),
+    ));
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let endpoint = format!("http://{address}/webhooks/{CONNECTION}");
     let secret = instance

@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub mod audit;
 pub mod bench;
 mod bench_client;
 mod bench_current;
@@ -16,6 +17,7 @@ pub mod serve;
 pub mod sim;
 pub mod status;
 pub mod sync;
+pub mod tokens;
 pub mod webhooks;
 
 use std::sync::Arc;

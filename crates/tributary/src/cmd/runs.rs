@@ -290,7 +290,7 @@ fn seconds(run: &Run) -> Option<f64> {
         .map(|f| (f - run.started_at).as_seconds_f64())
 }
 
-fn run_json(run: &Run, names: &[(i64, String)]) -> Value {
+pub(crate) fn run_json(run: &Run, names: &[(i64, String)]) -> Value {
     let c = run.counts;
     json!({
         "id": run.id,
@@ -329,7 +329,7 @@ fn trigger(run: &Run) -> &'static str {
     }
 }
 
-fn checkpoint_json(cp: &Checkpoint) -> Value {
+pub(crate) fn checkpoint_json(cp: &Checkpoint) -> Value {
     let c = cp.counts;
     json!({
         "entity": cp.entity,

@@ -145,12 +145,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     .start()
     .await
     .context("cannot start the change feed")?;
-    let app = router(AppState {
-        store: store.clone(),
-        service: service.clone(),
-        webhooks: Arc::new(ingest),
-        feed: feed.clone(),
-    });
+    let app = router(AppState::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        service.clone(),
+        ingest,
+        feed.clone(),
+    ));
     let stopping = service.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

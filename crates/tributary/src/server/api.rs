@@ -1,0 +1,285 @@
+//! The `/v1` routes over connections, runs and the audit trail:
+//!
+//! * `GET /v1/connections`: each connection, its state and its records
+//!   per entity;
+//! * `GET /v1/runs?connection=&limit=` and `GET /v1/runs/{id}` (with each
+//!   entity's checkpoint);
+//! * `POST /v1/runs` `{connection, kind, idempotency_key?}` (admin): asks
+//!   for a run — `202` with the run, `queued` until its connection is
+//!   free; a key asked for before answers with the run it made;
+//! * `POST /v1/runs/{id}/cancel` (admin);
+//! * `GET /v1/audit?connection=&entity=&external_id=&limit=`: a record's
+//!   mutations, newest first — the change, the run that made it and the
+//!   webhook deliveries behind it.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tributary_core::{RunKind, redact_url};
+use tributary_engine::RequestError;
+use tributary_store::{AuditEntry, Connection, Delivery};
+
+use super::AppState;
+use super::problem::{Problem, Query};
+use crate::cmd::runs::{checkpoint_json, run_json};
+
+/// The most runs or audit entries one answer holds.
+const MAX_LIMIT: u32 = 1_000;
+
+type Answer = Result<Response, Problem>;
+
+async fn names(state: &AppState) -> Result<Vec<Connection>, Problem> {
+    state
+        .store
+        .connections()
+        .await
+        .map_err(|error| Problem::store("listing connections", &error))
+}
+
+fn find<'a>(connections: &'a [Connection], name: &str) -> Result<&'a Connection, Problem> {
+    connections.iter().find(|c| c.name == name).ok_or_else(|| {
+        Problem::not_found(
+            "no such connection",
+            format!("there is no connection named `{name}` (GET /v1/connections lists them)"),
+        )
+    })
+}
+
+fn id_names(connections: &[Connection]) -> Vec<(i64, String)> {
+    connections.iter().map(|c| (c.id, c.name.clone())).collect()
+}
+
+fn limit(asked: Option<u32>, default: u32) -> Result<u32, Problem> {
+    match asked.unwrap_or(default) {
+        n @ 1..=MAX_LIMIT => Ok(n),
+        n => Err(Problem::bad_request(format!(
+            "limit {n} is out of range: ask for 1 to {MAX_LIMIT}"
+        ))),
+    }
+}
+
+/// Every connection: its adapter, where it reads from, its state, and its
+/// records per entity.
+pub async fn connections(State(state): State<AppState>) -> Answer {
+    let connections = names(&state).await?;
+    let mut list = Vec::with_capacity(connections.len());
+    for c in &connections {
+        let counts = state
+            .store
+            .entity_counts(c.id)
+            .await
+            .map_err(|error| Problem::store("counting records", &error))?;
+        list.push(json!({
+            "name": c.name,
+            "adapter": c.adapter,
+            "base_url": redact_url(&c.base_url),
+            "status": c.status.as_str(),
+            "status_reason": c.status_reason,
+            "created_at": c.created_at,
+            "updated_at": c.updated_at,
+            "entities": counts.iter().map(|e| json!({
+                "entity": e.entity, "live": e.live, "deleted": e.deleted,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(Json(json!({ "connections": list })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RunsQuery {
+    connection: Option<String>,
+    limit: Option<u32>,
+}
+
+/// The latest runs, newest first.
+pub async fn runs(State(state): State<AppState>, Query(query): Query<RunsQuery>) -> Answer {
+    let limit = limit(query.limit, 20)?;
+    let connections = names(&state).await?;
+    let connection_id = match &query.connection {
+        Some(name) => Some(find(&connections, name)?.id),
+        None => None,
+    };
+    let runs = state
+        .store
+        .runs(connection_id, limit)
+        .await
+        .map_err(|error| Problem::store("listing runs", &error))?;
+    let names = id_names(&connections);
+    let runs: Vec<Value> = runs.iter().map(|run| run_json(run, &names)).collect();
+    Ok(Json(json!({ "runs": runs })).into_response())
+}
+
+fn no_run(id: i64) -> Problem {
+    Problem::not_found(
+        "no such run",
+        format!("there is no run {id} (GET /v1/runs lists them)"),
+    )
+}
+
+/// One run, with where each of its entities stands.
+pub async fn run(State(state): State<AppState>, Path(id): Path<i64>) -> Answer {
+    let run = state
+        .store
+        .run(id)
+        .await
+        .map_err(|error| Problem::store("reading a run", &error))?
+        .ok_or_else(|| no_run(id))?;
+    let checkpoints = state
+        .store
+        .checkpoints(id)
+        .await
+        .map_err(|error| Problem::store("reading a run", &error))?;
+    let connections = names(&state).await?;
+    let mut value = run_json(&run, &id_names(&connections));
+    value["entities"] = checkpoints.iter().map(checkpoint_json).collect();
+    Ok(Json(value).into_response())
+}
+
+/// What `POST /v1/runs` asks for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRun {
+    connection: String,
+    kind: String,
+    idempotency_key: Option<String>,
+}
+
+/// Asks for a run of a connection; it starts as soon as the connection is
+/// free.
+pub async fn request_run(
+    State(state): State<AppState>,
+    body: Result<Json<NewRun>, JsonRejection>,
+) -> Answer {
+    let Json(asked) = body.map_err(|rejection| Problem::bad_request(rejection.body_text()))?;
+    let kind = match RunKind::parse(&asked.kind) {
+        Some(kind @ (RunKind::Full | RunKind::Delta | RunKind::Reconcile)) => kind,
+        _ => {
+            return Err(Problem::bad_request(format!(
+                "unknown kind `{}`: ask for `full`, `delta` or `reconcile`",
+                asked.kind
+            )));
+        }
+    };
+    let key = match asked.idempotency_key {
+        Some(key) if key.trim().is_empty() || key.len() > 200 => {
+            return Err(Problem::bad_request(
+                "idempotency_key must be 1 to 200 characters",
+            ));
+        }
+        Some(key) => format!("api {key}"),
+        None => format!("api {}", state.clock.now().timestamp_micros()),
+    };
+    let connections = names(&state).await?;
+    let connection = find(&connections, &asked.connection)?;
+    let run = state
+        .service
+        .request(connection, kind, &key)
+        .await
+        .map_err(|error| match error {
+            RequestError::Engine(tributary_engine::Error::Stopping) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting down",
+                "the server is stopping; ask again once it is back",
+            ),
+            error => Problem::store("requesting a run", &error),
+        })?;
+    let value = run_json(&run, &id_names(&connections));
+    Ok((StatusCode::ACCEPTED, Json(value)).into_response())
+}
+
+/// Cancels a run that is queued, running or waiting for approval.
+pub async fn cancel_run(State(state): State<AppState>, Path(id): Path<i64>) -> Answer {
+    let run = state.service.cancel(id).await.map_err(|error| match error {
+        tributary_engine::Error::RunNotFound(id) => no_run(id),
+        tributary_engine::Error::NotCancellable(id, run_state) => Problem::new(
+            StatusCode::CONFLICT,
+            "the run cannot be cancelled",
+            format!("run {id} is {run_state}: only a queued, running or waiting run can be cancelled"),
+        ),
+        error => Problem::store("cancelling a run", &error),
+    })?;
+    let connections = names(&state).await?;
+    Ok(Json(run_json(&run, &id_names(&connections))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    connection: String,
+    entity: String,
+    external_id: String,
+    limit: Option<u32>,
+}
+
+/// A record's mutations, newest first.
+pub async fn audit(State(state): State<AppState>, Query(query): Query<AuditQuery>) -> Answer {
+    let limit = limit(query.limit, 100)?;
+    let connections = names(&state).await?;
+    let connection = find(&connections, &query.connection)?;
+    let record = state
+        .store
+        .record(connection.id, &query.entity, &query.external_id)
+        .await
+        .map_err(|error| Problem::store("reading a record", &error))?;
+    if record.is_none() {
+        return Err(Problem::not_found(
+            "no such record",
+            format!(
+                "connection `{}` has no {} `{}`",
+                connection.name, query.entity, query.external_id
+            ),
+        ));
+    }
+    let entries = tributary_store::audit(
+        state.store.as_ref(),
+        connection.id,
+        &query.entity,
+        &query.external_id,
+        limit,
+    )
+    .await
+    .map_err(|error| Problem::store("reading the audit trail", &error))?;
+    let names = id_names(&connections);
+    Ok(Json(json!({
+        "connection": connection.name,
+        "entity": query.entity,
+        "external_id": query.external_id,
+        "entries": entries.iter().map(|e| audit_json(e, &names)).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+/// One audit entry as the API and `tributary audit --json` show it.
+pub fn audit_json(entry: &AuditEntry, names: &[(i64, String)]) -> Value {
+    let change = &entry.change;
+    json!({
+        "seq": change.seq,
+        "kind": change.kind.as_str(),
+        "changed_at": change.changed_at,
+        "fields": change.fields,
+        "content_hash": change.content_hash,
+        "run": entry.run.as_ref().map(|run| {
+            let value = run_json(run, names);
+            json!({
+                "id": run.id,
+                "kind": value["kind"],
+                "trigger": value["trigger"],
+                "state": value["state"],
+                "started_at": run.started_at,
+            })
+        }),
+        "deliveries": entry.deliveries.iter().map(delivery_json).collect::<Vec<_>>(),
+    })
+}
+
+fn delivery_json(delivery: &Delivery) -> Value {
+    json!({
+        "id": delivery.id,
+        "delivery_id": delivery.delivery_id,
+        "event": delivery.event,
+        "sent_at": delivery.sent_at,
+        "received_at": delivery.received_at,
+    })
+}
