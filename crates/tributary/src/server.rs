@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod feed;
+pub mod openapi;
 pub mod problem;
 pub mod webhooks;
 
@@ -33,6 +34,8 @@ pub struct AppState {
     pub webhooks: Arc<webhooks::Ingest>,
     pub feed: tributary_feed::FeedHandle,
     pub access: Arc<auth::Access>,
+    /// The longest long poll granted (`GET /v1/changes?wait=`).
+    pub max_wait: std::time::Duration,
 }
 
 impl AppState {
@@ -50,6 +53,7 @@ impl AppState {
             service,
             webhooks: Arc::new(webhooks),
             feed,
+            max_wait: feed::MAX_WAIT,
         }
     }
 }
@@ -76,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/client.js", get(client_js))
+        .route("/v1/openapi.json", get(openapi::document))
         .merge(v1)
         .route(
             "/webhooks/{connection}",

@@ -445,3 +445,156 @@ async fn the_api_needs_tokens_runs_on_request_and_traces_every_mutation() {
     let _ = serve.kill();
     let _ = serve.wait();
 }
+
+/// schemathesis (from PyPI, pinned), in a virtualenv under the target
+/// directory: made once, then reused.
+fn schemathesis() -> std::path::PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis-4.32.5");
+    let st = venv.join("bin").join("st");
+    if st.exists() {
+        return st;
+    }
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .output()
+        .expect("python3 runs");
+    assert!(made.status.success(), "{}", text(&made));
+    let pip = Command::new(venv.join("bin").join("pip"))
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "schemathesis==4.32.5",
+        ])
+        .output()
+        .unwrap();
+    assert!(pip.status.success(), "pip: {}", text(&pip));
+    st
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_what_the_server_answers() {
+    let handle = common::seeded(11, 150).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("spec.db").display().to_string();
+    let key = common::keygen();
+    let add = tributary(
+        &[
+            "connections",
+            "add",
+            "pco",
+            "--db",
+            &db,
+            "--auth",
+            "bearer",
+            "--base-url",
+            &handle.base_url(),
+        ],
+        &key,
+    );
+    assert!(add.status.success(), "{}", text(&add));
+    let sync = tributary(&["sync", "--db", &db, "--connection", "pco"], &key);
+    assert!(sync.status.success(), "{}", text(&sync));
+    let admin = token(&db, &key, "admin");
+    let st = schemathesis();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    // A short longest long poll: a generated `wait` is answered in time.
+    let mut serve = Command::new(BIN)
+        .args([
+            "serve",
+            "--db",
+            &db,
+            "--listen",
+            &address,
+            "--max-wait",
+            "2",
+        ])
+        .env("TRIBUTARY_SECRET_KEY", &key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&address).is_err() || get(&address, "/readyz").0 != 200 {
+        assert!(Instant::now() < deadline, "serve never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The document is served without a token, and names every route.
+    let (status, body) = get(&address, "/v1/openapi.json");
+    assert_eq!(status, 200);
+    let document: Value = serde_json::from_str(&body).unwrap();
+    for path in [
+        "/v1/changes",
+        "/v1/changes/stream",
+        "/v1/changes/ws",
+        "/v1/connections",
+        "/v1/runs",
+        "/v1/runs/{id}",
+        "/v1/runs/{id}/cancel",
+        "/v1/audit",
+    ] {
+        assert!(
+            document["paths"][path].is_object(),
+            "{path} is not documented"
+        );
+    }
+    let wait = document["paths"]["/v1/changes"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "wait")
+        .unwrap();
+    assert_eq!(wait["schema"]["maximum"], 2.0);
+
+    // Every check schemathesis has, over every route but the two streams
+    // (an SSE stream never ends; a WebSocket needs its handshake): no
+    // server error, every status, content type, header and body as
+    // documented, bad input refused, good input accepted, auth enforced.
+    let mut run = Command::new(st)
+        .args([
+            "run",
+            &format!("http://{address}/v1/openapi.json"),
+            "-H",
+            &format!("Authorization: Bearer {admin}"),
+            "--checks",
+            "all",
+            "--exclude-path",
+            "/v1/changes/stream",
+            "--exclude-path",
+            "/v1/changes/ws",
+            "--max-examples",
+            "60",
+            "--seed",
+            "20261207",
+        ])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(420);
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = run.kill();
+            panic!("schemathesis did not finish within 7 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let out = run.wait_with_output().unwrap();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(
+        status.success(),
+        "schemathesis found problems:\n{}",
+        text(&out)
+    );
+}

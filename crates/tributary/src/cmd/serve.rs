@@ -40,6 +40,10 @@ pub struct Args {
     /// for ever.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=36_500))]
     feed_retention_days: u32,
+    /// The longest long poll a client may ask for (`GET /v1/changes?wait=`),
+    /// in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=600))]
+    max_wait: u32,
 }
 
 /// Stored connections' runs: their adapter's manifest, and the key that
@@ -145,13 +149,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     .start()
     .await
     .context("cannot start the change feed")?;
-    let app = router(AppState::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        service.clone(),
-        ingest,
-        feed.clone(),
-    ));
+    let app = router(AppState {
+        max_wait: std::time::Duration::from_secs(u64::from(args.max_wait)),
+        ..AppState::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            service.clone(),
+            ingest,
+            feed.clone(),
+        )
+    });
     let stopping = service.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -12,8 +12,8 @@
 //!   mutations, newest first — the change, the run that made it and the
 //!   webhook deliveries behind it.
 
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
@@ -23,7 +23,7 @@ use tributary_engine::RequestError;
 use tributary_store::{AuditEntry, Connection, Delivery};
 
 use super::AppState;
-use super::problem::{Problem, Query};
+use super::problem::{Path, Problem, Query};
 use crate::cmd::runs::{checkpoint_json, run_json};
 
 /// The most runs or audit entries one answer holds.
@@ -63,6 +63,12 @@ fn limit(asked: Option<u32>, default: u32) -> Result<u32, Problem> {
 
 /// Every connection: its adapter, where it reads from, its state, and its
 /// records per entity.
+#[utoipa::path(get, path = "/v1/connections", tag = "connections",
+    responses(
+        (status = 200, description = "Every connection", body = super::openapi::ConnectionList),
+        (status = 401, description = "No token, or an unknown or revoked one", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The database did not answer, or the server is stopping", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn connections(State(state): State<AppState>) -> Answer {
     let connections = names(&state).await?;
     let mut list = Vec::with_capacity(connections.len());
@@ -88,13 +94,26 @@ pub async fn connections(State(state): State<AppState>) -> Answer {
     Ok(Json(json!({ "connections": list })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RunsQuery {
+    /// Only this connection's runs (by name).
+    #[param(min_length = 1)]
     connection: Option<String>,
+    /// At most this many (1 to 1,000; default 20).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
 /// The latest runs, newest first.
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(RunsQuery),
+    responses(
+        (status = 200, description = "The latest runs, newest first", body = super::openapi::RunList),
+        (status = 400, description = "A bad parameter or body", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or an unknown or revoked one", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The database did not answer, or the server is stopping", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn runs(State(state): State<AppState>, Query(query): Query<RunsQuery>) -> Answer {
     let limit = limit(query.limit, 20)?;
     let connections = names(&state).await?;
@@ -120,6 +139,15 @@ fn no_run(id: i64) -> Problem {
 }
 
 /// One run, with where each of its entities stands.
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs",
+    params(("id" = i64, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run and its entities", body = super::openapi::Run),
+        (status = 400, description = "A bad parameter or body", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or an unknown or revoked one", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The database did not answer, or the server is stopping", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn run(State(state): State<AppState>, Path(id): Path<i64>) -> Answer {
     let run = state
         .store
@@ -148,7 +176,17 @@ pub struct NewRun {
 }
 
 /// Asks for a run of a connection; it starts as soon as the connection is
-/// free.
+/// free (admin).
+#[utoipa::path(post, path = "/v1/runs", tag = "runs",
+    request_body = super::openapi::NewRun,
+    responses(
+        (status = 202, description = "The run, queued until its connection is free (or the run the key named before)", body = super::openapi::Run),
+        (status = 400, description = "A bad parameter or body", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or an unknown or revoked one", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "A read token on a route that changes things", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The database did not answer, or the server is stopping", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn request_run(
     State(state): State<AppState>,
     body: Result<Json<NewRun>, JsonRejection>,
@@ -164,7 +202,7 @@ pub async fn request_run(
         }
     };
     let key = match asked.idempotency_key {
-        Some(key) if key.trim().is_empty() || key.len() > 200 => {
+        Some(key) if key.is_empty() || key.chars().count() > 200 => {
             return Err(Problem::bad_request(
                 "idempotency_key must be 1 to 200 characters",
             ));
@@ -190,7 +228,18 @@ pub async fn request_run(
     Ok((StatusCode::ACCEPTED, Json(value)).into_response())
 }
 
-/// Cancels a run that is queued, running or waiting for approval.
+/// Cancels a run that is queued, running or waiting for approval (admin).
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs",
+    params(("id" = i64, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run, cancelled", body = super::openapi::Run),
+        (status = 400, description = "A bad parameter or body", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or an unknown or revoked one", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "A read token on a route that changes things", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The run is not in a state that allows it", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The database did not answer, or the server is stopping", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn cancel_run(State(state): State<AppState>, Path(id): Path<i64>) -> Answer {
     let run = state.service.cancel(id).await.map_err(|error| match error {
         tributary_engine::Error::RunNotFound(id) => no_run(id),
@@ -205,15 +254,33 @@ pub async fn cancel_run(State(state): State<AppState>, Path(id): Path<i64>) -> A
     Ok(Json(run_json(&run, &id_names(&connections))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// The connection's name.
+    #[param(min_length = 1)]
     connection: String,
+    /// The record's entity.
+    #[param(min_length = 1)]
     entity: String,
+    /// The record's id at the source.
+    #[param(min_length = 1)]
     external_id: String,
+    /// At most this many changes (1 to 1,000; default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
-/// A record's mutations, newest first.
+/// A record's mutations, newest first: each change, the run that made it
+/// and the webhook deliveries behind it.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
+    responses(
+        (status = 200, description = "The record's audit trail", body = super::openapi::AuditTrail),
+        (status = 400, description = "A bad parameter or body", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or an unknown or revoked one", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The database did not answer, or the server is stopping", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn audit(State(state): State<AppState>, Query(query): Query<AuditQuery>) -> Answer {
     let limit = limit(query.limit, 100)?;
     let connections = names(&state).await?;

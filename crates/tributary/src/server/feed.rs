@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -48,15 +49,27 @@ use super::problem::{Problem, Query};
 /// Changes one answer (or one stream step) carries at most.
 const MAX_LIMIT: usize = 1_000;
 
-/// The longest long poll.
-const MAX_WAIT: f64 = 60.0;
+/// The longest long poll a server grants by default (`serve --max-wait`).
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FeedQuery {
+    /// The last sequence number the client has (0: from the start).
+    #[param(minimum = 0)]
     after: Option<i64>,
+    /// Only this connection's changes (by name).
+    #[param(min_length = 1)]
     connection: Option<String>,
+    /// Only this entity's changes.
+    #[param(min_length = 1)]
     entity: Option<String>,
+    /// At most this many changes (1 to 1,000; default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// Seconds to wait for a change when there is none yet (0 to the
+    /// server's `--max-wait`, 60 by default).
+    #[param(minimum = 0, maximum = 60)]
     wait: Option<f64>,
 }
 
@@ -74,6 +87,19 @@ async fn filter(
     state: &AppState,
     query: &FeedQuery,
 ) -> Result<(HashMap<i64, String>, Filter), Box<Response>> {
+    if query.connection.as_deref() == Some("") || query.entity.as_deref() == Some("") {
+        return Err(Box::new(
+            Problem::bad_request("connection and entity, when given, name one").into_response(),
+        ));
+    }
+    if let Some(after) = query.after.filter(|after| *after < 0) {
+        return Err(Box::new(
+            Problem::bad_request(format!(
+                "after {after} is not a sequence number: ask for 0 or more"
+            ))
+            .into_response(),
+        ));
+    }
     let names: HashMap<i64, String> = match state.store.connections().await {
         Ok(list) => list.into_iter().map(|c| (c.id, c.name)).collect(),
         Err(error) => {
@@ -125,14 +151,26 @@ fn texts(changes: &[Arc<Entry>], names: &HashMap<i64, String>) -> Vec<Arc<str>> 
         .collect()
 }
 
-/// `GET /v1/changes`.
+/// `GET /v1/changes`: a page of changes after a sequence number, or a long
+/// poll for the next ones.
+#[utoipa::path(get, path = "/v1/changes", tag = "changes", params(FeedQuery),
+    responses(
+        (status = 200, description = "Changes after `after`, in feed order", body = super::openapi::ChangesPage),
+        (status = 400, description = "A bad parameter", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or an unknown or revoked one", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such connection", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 410, description = "The cursor is older than the feed's retention: re-read the records", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The database did not answer", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn page(State(state): State<AppState>, Query(query): Query<FeedQuery>) -> Response {
     let (names, filter) = match filter(&state, &query).await {
         Ok(found) => found,
         Err(response) => return *response,
     };
-    let limit = query.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
-    let wait = Duration::from_secs_f64(query.wait.unwrap_or(0.0).clamp(0.0, MAX_WAIT));
+    let (limit, wait) = match page_bounds(&query, state.max_wait) {
+        Ok(bounds) => bounds,
+        Err(problem) => return problem.into_response(),
+    };
     let feed = &state.feed;
     let deadline = tokio::time::Instant::now() + wait;
     let mut after = query.after.unwrap_or(0);
@@ -164,6 +202,32 @@ pub async fn page(State(state): State<AppState>, Query(query): Query<FeedQuery>)
         .into_response()
 }
 
+/// A page's size and long poll, or the problem with them.
+fn page_bounds(query: &FeedQuery, max_wait: Duration) -> Result<(usize, Duration), Problem> {
+    let limit = match query.limit {
+        None => 100,
+        Some(n @ 1..=MAX_LIMIT) => n,
+        Some(n) => {
+            return Err(Problem::bad_request(format!(
+                "limit {n} is out of range: ask for 1 to {MAX_LIMIT}"
+            )));
+        }
+    };
+    let wait = match query.wait {
+        None => Duration::ZERO,
+        Some(wait) if (0.0..=max_wait.as_secs_f64()).contains(&wait) => {
+            Duration::from_secs_f64(wait)
+        }
+        Some(wait) => {
+            return Err(Problem::bad_request(format!(
+                "wait {wait} is out of range: ask for 0 to {} seconds",
+                max_wait.as_secs_f64()
+            )));
+        }
+    };
+    Ok((limit, wait))
+}
+
 /// Where a stream stands.
 struct Cursor {
     feed: FeedHandle,
@@ -175,7 +239,16 @@ struct Cursor {
     ended: bool,
 }
 
-/// `GET /v1/changes/stream`.
+/// `GET /v1/changes/stream`: the feed as Server-Sent Events (`event:
+/// change`, `id:` its sequence number; `Last-Event-ID` resumes).
+#[utoipa::path(get, path = "/v1/changes/stream", tag = "changes", params(FeedQuery),
+    responses(
+        (status = 200, description = "A `head` event, then one `change` event per change, for as long as the client stays", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A bad parameter", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or an unknown or revoked one", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such connection", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 410, description = "The cursor is older than the feed's retention", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn stream(
     State(state): State<AppState>,
     Query(query): Query<FeedQuery>,
@@ -289,9 +362,31 @@ struct Subscribe {
     entity: Option<String>,
 }
 
-/// `GET /v1/changes/ws`.
-pub async fn socket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade.on_upgrade(move |socket| session(socket, state))
+/// `GET /v1/changes/ws`: the feed over a WebSocket. The client sends
+/// `{"type": "subscribe", "after": N, "connection"?, "entity"?}`; the
+/// server answers `{"type": "subscribed", "head", "after"}`, then
+/// `{"type": "changes", "changes": [...], "next"}` messages; an expired
+/// cursor is `{"type": "expired"}`.
+#[utoipa::path(get, path = "/v1/changes/ws", tag = "changes",
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket upgrade request", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 426, description = "The connection cannot be upgraded", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or an unknown or revoked one", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn socket(
+    State(state): State<AppState>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => upgrade.on_upgrade(move |socket| session(socket, state)),
+        Err(rejection) => Problem::new(
+            rejection.status(),
+            "not a WebSocket request",
+            format!("{}: connect with a WebSocket client", rejection.body_text()),
+        )
+        .into_response(),
+    }
 }
 
 /// Sends `value` as a text message; whether the client is still there.

@@ -72,6 +72,26 @@ impl IntoResponse for Problem {
     }
 }
 
+/// axum's `Path`, refusing a bad path parameter with a problem document
+/// instead of plain text.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => Err(Problem::bad_request(rejection.body_text())),
+        }
+    }
+}
+
 /// axum's `Query`, refusing a bad query string with a problem document
 /// instead of plain text.
 #[derive(Debug, Clone, Copy, Default)]
