@@ -13,8 +13,11 @@ use tributary_store::{Change, Store};
 #[derive(Debug, Clone)]
 pub struct FeedOptions {
     /// How often the store is asked for new changes when nothing wakes the
-    /// feed.
+    /// feed and other processes' commits cannot (SQLite).
     pub poll: Duration,
+    /// The same where every process's commits wake the feed (PostgreSQL's
+    /// `LISTEN`/`NOTIFY`): a safety net for a missed notification.
+    pub poll_notified: Duration,
     /// Changes read from the store at once.
     pub batch: u32,
     /// Changes kept in memory for the readers near the head.
@@ -28,7 +31,8 @@ pub struct FeedOptions {
 impl Default for FeedOptions {
     fn default() -> Self {
         Self {
-            poll: Duration::from_millis(25),
+            poll: Duration::from_millis(10),
+            poll_notified: Duration::from_millis(500),
             batch: 1_000,
             recent: 20_000,
             retention: Some(Duration::from_secs(30 * 24 * 3_600)),
@@ -132,7 +136,7 @@ struct Shared {
     horizon: AtomicI64,
     /// The newest changes, in order, at most `options.recent`.
     recent: RwLock<VecDeque<Arc<Entry>>>,
-    wake: Notify,
+    wake: Arc<Notify>,
     stop: watch::Sender<bool>,
 }
 
@@ -173,16 +177,23 @@ impl Feed {
             head: watch::Sender::new(head),
             horizon: AtomicI64::new(horizon),
             recent: RwLock::new(VecDeque::new()),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
             stop: watch::Sender::new(false),
         });
-        tokio::spawn(run(shared.clone(), self.clock));
+        // Commits wake the loop: every process's, or this one's (then
+        // the others' are polled for).
+        let everywhere = shared.store.watch_changes(shared.wake.clone()).await?;
+        let poll = match everywhere {
+            true => shared.options.poll_notified,
+            false => shared.options.poll,
+        };
+        tokio::spawn(run(shared.clone(), self.clock, poll));
         Ok(FeedHandle { shared })
     }
 }
 
 /// The loop: follow the table, expire what is past the retention.
-async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>) {
+async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>, poll: Duration) {
     let mut stop = shared.stop.subscribe();
     let mut last_expiry: Option<tributary_core::Timestamp> = None;
     loop {
@@ -203,7 +214,7 @@ async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>) {
         }
         tokio::select! {
             _ = shared.wake.notified() => {}
-            _ = tokio::time::sleep(shared.options.poll) => {}
+            _ = tokio::time::sleep(poll) => {}
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
     }

@@ -973,6 +973,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The highest sequence number the feed's retention deleted (0:
     /// none): a reader after a lower one may have missed changes.
     async fn feed_horizon(&self) -> Result<i64>;
+    /// Wakes `wake` after each commit that wrote feed rows — every
+    /// process's commits where the backend can tell (PostgreSQL: `LISTEN`
+    /// and `NOTIFY`), else this process's only (SQLite: other processes'
+    /// commits are for the feed to poll for). Whether other processes'
+    /// commits wake it. It stops once `wake` is dropped.
+    async fn watch_changes(&self, wake: Arc<tokio::sync::Notify>) -> Result<bool>;
     /// Quarantined records, oldest first.
     async fn quarantined(&self, connection_id: Option<i64>, limit: u32)
     -> Result<Vec<Quarantined>>;

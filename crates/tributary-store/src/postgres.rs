@@ -141,6 +141,11 @@ fn migrator() -> Migrator {
             "access",
             include_str!("../migrations/postgres/0020_access.sql"),
         ),
+        (
+            21,
+            "feed_notify",
+            include_str!("../migrations/postgres/0021_feed_notify.sql"),
+        ),
     ])
 }
 
@@ -1308,6 +1313,32 @@ impl Store for PgStore {
         rows.iter().map(entity_count_row).collect()
     }
 
+    async fn watch_changes(&self, wake: Arc<tokio::sync::Notify>) -> Result<bool> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(FEED_CHANNEL).await?;
+        let wake = Arc::downgrade(&wake);
+        tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(_) => match wake.upgrade() {
+                        Some(wake) => wake.notify_one(),
+                        None => return,
+                    },
+                    Err(error) => {
+                        // The listener reconnects on its next receive;
+                        // meanwhile the feed polls.
+                        tracing::warn!(%error, "the change feed's LISTEN connection failed");
+                        if wake.strong_count() == 0 {
+                            return;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(true)
+    }
+
     async fn create_token(
         &self,
         name: &str,
@@ -1358,6 +1389,9 @@ impl Store for PgStore {
             .await
     }
 }
+
+/// The channel a commit that wrote feed rows notifies (migration 21).
+const FEED_CHANNEL: &str = "tributary_feed";
 
 /// The advisory lock (class, id) of the feed's sequencer.
 const SEQUENCER_LOCK: (i32, i32) = (0x7472_6962, 1);

@@ -9,8 +9,8 @@ mod webhooks;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -70,6 +70,9 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// `None` when opened read-only.
     checkpointer: Option<Arc<Checkpointer>>,
+    /// Woken after each commit that may have written feed rows (this
+    /// process's commits only: other processes' are seen by polling).
+    watchers: Arc<Mutex<Vec<std::sync::Weak<tokio::sync::Notify>>>>,
 }
 
 #[derive(Debug)]
@@ -260,6 +263,21 @@ fn migrator() -> Migrator {
 }
 
 impl SqliteStore {
+    /// Wakes whoever watches this store's commits (the change feed).
+    fn wake_watchers(&self) {
+        let mut watchers = self
+            .watchers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        watchers.retain(|watcher| match watcher.upgrade() {
+            Some(wake) => {
+                wake.notify_one();
+                true
+            }
+            None => false,
+        });
+    }
+
     /// Opens (creating if missing) and migrates the database file at `path`.
     /// Several processes may open one file at once: the migrations run in
     /// one `BEGIN IMMEDIATE` transaction (SQLite's write lock), so one
@@ -322,6 +340,7 @@ impl SqliteStore {
             writer,
             reader,
             checkpointer: Some(checkpointer),
+            watchers: Arc::default(),
         })
     }
 
@@ -379,6 +398,7 @@ impl SqliteStore {
             writer: reader.clone(),
             reader,
             checkpointer: None,
+            watchers: Arc::default(),
         })
     }
 
@@ -420,6 +440,7 @@ impl SqliteStore {
         if let Some(checkpointer) = &self.checkpointer {
             checkpointer.committed();
         }
+        self.wake_watchers();
         Ok(outcomes)
     }
 
@@ -1160,6 +1181,7 @@ impl Store for SqliteStore {
             let mut tx = self.begin().await?;
             let deleted = crate::deletions::sqlite(&mut tx, &deletion).await?;
             tx.commit().await?;
+            self.wake_watchers();
             Ok(deleted)
         }
         .await;
@@ -1171,6 +1193,7 @@ impl Store for SqliteStore {
             let mut tx = self.begin().await?;
             let buried = crate::deletions::bury_sqlite(&mut tx, &burial).await?;
             tx.commit().await?;
+            self.wake_watchers();
             Ok(buried)
         }
         .await;
@@ -1603,6 +1626,14 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(entity_count_row).collect()
+    }
+
+    async fn watch_changes(&self, wake: Arc<tokio::sync::Notify>) -> Result<bool> {
+        self.watchers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(Arc::downgrade(&wake));
+        Ok(false)
     }
 
     async fn create_token(

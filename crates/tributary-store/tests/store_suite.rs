@@ -96,6 +96,7 @@ macro_rules! url_suite {
 }
 
 url_suite!(
+    a_commit_wakes_the_feed_watchers,
     a_change_committed_late_is_never_passed_by,
     connection_lock_is_held_by_one_store_at_a_time,
     read_only_open_reads_and_writes_nothing,
@@ -2759,4 +2760,57 @@ async fn the_audit_trail_names_each_change_its_run_and_deliveries(store: Arc<dyn
             .unwrap()
             .is_empty()
     );
+}
+
+/// A commit that writes feed rows wakes the feed's watchers: on
+/// PostgreSQL a commit through another handle (another process, as far as
+/// the database can tell) too; on SQLite this store's own commits.
+async fn a_commit_wakes_the_feed_watchers(store: Arc<dyn Store>, url: &str) {
+    let (conn, run) = setup(&store).await;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let everywhere = store.watch_changes(wake.clone()).await.unwrap();
+    assert_eq!(everywhere, url.starts_with("postgres"));
+    let writer = match everywhere {
+        true => tributary_store::open(url).await.unwrap(),
+        false => store.clone(),
+    };
+    let cursor = Cursor::start();
+    for (n, name) in ["Ann", "Bo", "Cy"].into_iter().enumerate() {
+        let woken = wake.notified();
+        writer
+            .apply_page(page(
+                conn,
+                run,
+                &[person(&n.to_string(), name, None)],
+                &[],
+                &cursor,
+                false,
+            ))
+            .await
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), woken)
+            .await
+            .unwrap_or_else(|_| panic!("commit {n} woke nobody"));
+    }
+    // A page that changes nothing writes no feed row and wakes nobody on
+    // PostgreSQL (SQLite cannot tell from here, and wakes: harmless).
+    if everywhere {
+        let woken = wake.notified();
+        writer
+            .apply_page(page(
+                conn,
+                run,
+                &[person("0", "Ann", None)],
+                &[],
+                &cursor,
+                false,
+            ))
+            .await
+            .unwrap();
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(300), woken)
+                .await
+                .is_err()
+        );
+    }
 }

@@ -46,6 +46,9 @@ use tributary_store::{Change, Store};
 use super::AppState;
 use super::problem::{Problem, Query};
 
+/// How long a WebSocket client may take to accept one batch.
+const SLOW_CLIENT: Duration = Duration::from_secs(30);
+
 /// Changes one answer (or one stream step) carries at most.
 const MAX_LIMIT: usize = 1_000;
 
@@ -487,8 +490,19 @@ async fn session(mut socket: WebSocket, state: AppState) {
             texts(&read.changes, &names).join(","),
             read.next
         );
-        if socket.send(Message::Text(message.into())).await.is_err() {
-            return;
+        // A client that does not take a batch within the limit has
+        // fallen behind: the socket closes (nothing is buffered for it),
+        // and it resumes after the last sequence it received.
+        match tokio::time::timeout(SLOW_CLIENT, socket.send(Message::Text(message.into()))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::info!(
+                    after,
+                    "a WebSocket subscriber fell behind: closed, to resume after its last sequence"
+                );
+                return;
+            }
         }
     }
 }
