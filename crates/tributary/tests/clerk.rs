@@ -422,17 +422,17 @@ async fn a_connections_own_budget_is_the_one_its_syncs_keep_to() {
 async fn follow_with_disconnects(
     address: String,
     client: reqwest::Client,
+    seed: u64,
     until: Arc<std::sync::atomic::AtomicI64>,
-) -> Vec<i64> {
+) -> (Vec<i64>, usize) {
     let mut received: Vec<i64> = Vec::new();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed;
+    let deadline = Instant::now() + Duration::from_secs(240);
     let mut reconnects = 0;
     loop {
         let target = until.load(std::sync::atomic::Ordering::SeqCst);
         if target > 0 && received.last().copied().unwrap_or(0) >= target {
-            assert!(reconnects > 3, "the client reconnected {reconnects} times");
-            return received;
+            return (received, reconnects);
         }
         assert!(
             Instant::now() < deadline,
@@ -442,7 +442,7 @@ async fn follow_with_disconnects(
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let take = 1 + (x % 150) as usize;
+        let take = 1 + (x % 12) as usize;
         let mut request = client.get(format!("http://{address}/v1/changes/stream"));
         if let Some(last) = received.last() {
             request = request.header("Last-Event-ID", last.to_string());
@@ -494,19 +494,19 @@ async fn follow_with_disconnects(
 async fn follow_socket_with_disconnects(
     address: String,
     token: String,
+    seed: u64,
     until: Arc<std::sync::atomic::AtomicI64>,
-) -> Vec<i64> {
+) -> (Vec<i64>, usize) {
     use futures_util::{SinkExt as _, StreamExt as _};
     use tokio_tungstenite::tungstenite::Message;
     let mut received: Vec<i64> = Vec::new();
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d ^ seed;
+    let deadline = Instant::now() + Duration::from_secs(240);
     let mut reconnects = 0;
     loop {
         let target = until.load(std::sync::atomic::Ordering::SeqCst);
         if target > 0 && received.last().copied().unwrap_or(0) >= target {
-            assert!(reconnects > 3, "the socket reconnected {reconnects} times");
-            return received;
+            return (received, reconnects);
         }
         assert!(
             Instant::now() < deadline,
@@ -516,7 +516,9 @@ async fn follow_socket_with_disconnects(
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let take = 1 + (x % 2) as usize;
+        // The client keeps this many changes, then drops the socket — in
+        // the middle of a batch, even — and resumes after the last it kept.
+        let take = 1 + (x % 12) as usize;
         let Ok((mut socket, _)) = tokio_tungstenite::connect_async(format!(
             "ws://{address}/v1/changes/ws?access_token={token}"
         ))
@@ -542,14 +544,10 @@ async fn follow_socket_with_disconnects(
             match message["type"].as_str() {
                 Some("subscribed") => assert_eq!(message["after"], after),
                 Some("changes") => {
-                    received.extend(
-                        message["changes"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .map(|c| c["seq"].as_i64().unwrap()),
-                    );
-                    taken += 1;
+                    let batch = message["changes"].as_array().unwrap();
+                    let kept = batch.len().min(take - taken);
+                    received.extend(batch[..kept].iter().map(|c| c["seq"].as_i64().unwrap()));
+                    taken += kept;
                     if taken >= take {
                         break;
                     }
@@ -563,23 +561,41 @@ async fn follow_socket_with_disconnects(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_change_feed_resumes_exactly_across_disconnects_during_syncs() {
-    let handle = clerk(ClerkWebhookOptions::default(), 400).await;
+    let handle = clerk(
+        ClerkWebhookOptions {
+            duplicate: 0.1,
+            reorder: 0.1,
+            ..ClerkWebhookOptions::default()
+        },
+        400,
+    )
+    .await;
     let sim = handle.simulator();
     let setup = Setup::new(&handle.base_url());
     let serve = setup.serve();
     let until = Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let client = tokio::spawn(follow_with_disconnects(
-        serve.address.clone(),
-        serve.client(),
-        until.clone(),
-    ));
-    let socket_client = tokio::spawn(follow_socket_with_disconnects(
-        serve.address.clone(),
-        serve.token.clone(),
-        until.clone(),
-    ));
+    // Six SSE and four WebSocket clients, each dropping its connection
+    // after 1 to 12 changes and resuming after the last it received.
+    let mut clients = Vec::new();
+    for n in 0..10u64 {
+        let until = until.clone();
+        clients.push(match n < 6 {
+            true => tokio::spawn(follow_with_disconnects(
+                serve.address.clone(),
+                serve.client(),
+                n,
+                until,
+            )),
+            false => tokio::spawn(follow_socket_with_disconnects(
+                serve.address.clone(),
+                serve.token.clone(),
+                n,
+                until,
+            )),
+        });
+    }
     // A full sync, changes at the source, and a reconciliation, while the
-    // client comes and goes.
+    // clients come and go.
     let full = setup.run(
         &[
             "sync",
@@ -609,6 +625,25 @@ async fn the_change_feed_resumes_exactly_across_disconnects_during_syncs() {
         None,
     );
     assert!(reconcile.status.success(), "{}", text(&reconcile));
+    // Then webhook bursts, applied by `serve` as they arrive.
+    let secret = sim
+        .add_endpoint(&format!("http://{}/webhooks/clerk", serve.address))
+        .unwrap();
+    let add = setup.run(&["webhooks", "secrets", "add", "clerk"], Some(&secret));
+    assert!(add.status.success(), "{}", text(&add));
+    let before = sim.events().len();
+    for seed in 0..6 {
+        sim.mutate(100, 200 + seed);
+    }
+    let events = sim.events().len() - before;
+    tokio::time::timeout(Duration::from_secs(120), sim.idle())
+        .await
+        .expect("the sender delivers everything");
+    eventually("every delivery applied", Duration::from_secs(120), || {
+        let deliveries = setup.deliveries();
+        deliveries.len() == events && deliveries.iter().all(|d| d["state"] == "applied")
+    })
+    .await;
 
     // Everything the feed has, read by pages of the long-poll endpoint,
     // once the feed has seen the last commit.
@@ -658,13 +693,17 @@ async fn the_change_feed_resumes_exactly_across_disconnects_during_syncs() {
         *expected.last().unwrap(),
         std::sync::atomic::Ordering::SeqCst,
     );
-    let received = client.await.unwrap();
-    assert_eq!(received, expected, "every change once, in order (SSE)");
-    let received = socket_client.await.unwrap();
-    assert_eq!(
-        received, expected,
-        "every change once, in order (WebSocket)"
-    );
+    let mut disconnects = 0;
+    for (n, client) in clients.into_iter().enumerate() {
+        let (received, reconnects) = client.await.unwrap();
+        let how = if n < 6 { "SSE" } else { "WebSocket" };
+        assert_eq!(
+            received, expected,
+            "every change once, in order ({how} client {n})"
+        );
+        disconnects += reconnects;
+    }
+    assert!(disconnects >= 1_000, "{disconnects} disconnects");
 
     // A filtered page names the fields an update changed; a long poll
     // waits for the next change.
@@ -734,4 +773,297 @@ async fn the_change_feed_resumes_exactly_across_disconnects_during_syncs() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_older_than_the_retention_is_told_to_reread_the_records() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let handle = clerk(ClerkWebhookOptions::default(), 60).await;
+    let setup = Setup::new(&handle.base_url());
+    let full = setup.run(
+        &["sync", "--connection", "clerk", "--rate-limit", "off"],
+        None,
+    );
+    assert!(full.status.success(), "{}", text(&full));
+    // The feed's rows are made 40 days old; `serve` keeps 30 days and
+    // applies its retention as it starts.
+    {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", setup.db))
+            .await
+            .unwrap();
+        sqlx::query("UPDATE changes SET changed_at = '2020-01-01T00:00:00.000000Z'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    let serve = setup.serve();
+    let http = serve.client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let expired = loop {
+        let answer = http
+            .get(format!("http://{}/v1/changes?after=0", serve.address))
+            .send()
+            .await
+            .unwrap();
+        if answer.status() == 410 {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "the retention never applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        expired.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = expired.json().await.unwrap();
+    assert_eq!(problem["title"], "cursor expired", "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("re-read"),
+        "{problem}"
+    );
+    // At the horizon the feed answers again: nothing after it yet.
+    let page: Value = http
+        .get(format!(
+            "http://{}/v1/changes?after=0&limit=1",
+            serve.address
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["status"], 410);
+    let store = tributary_store::open_read_only(&setup.db).await.unwrap();
+    let horizon = store.feed_horizon().await.unwrap();
+    store.close().await;
+    assert!(horizon > 0);
+    let current: Value = http
+        .get(format!(
+            "http://{}/v1/changes?after={horizon}",
+            serve.address
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(current["changes"].as_array().unwrap().len(), 0, "{current}");
+    // The stream and the socket say the same of an old cursor.
+    let stream = http
+        .get(format!("http://{}/v1/changes/stream", serve.address))
+        .header("Last-Event-ID", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 410);
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{}/v1/changes/ws?access_token={}",
+        serve.address, serve.token
+    ))
+    .await
+    .unwrap();
+    socket
+        .send(Message::Text(r#"{"type": "subscribe", "after": 1}"#.into()))
+        .await
+        .unwrap();
+    let mut said = Vec::new();
+    while let Ok(Some(Ok(Message::Text(text)))) =
+        tokio::time::timeout(Duration::from_secs(10), socket.next()).await
+    {
+        let message: Value = serde_json::from_str(&text).unwrap();
+        let kind = message["type"].as_str().unwrap().to_owned();
+        said.push(kind.clone());
+        if kind != "subscribed" {
+            break;
+        }
+    }
+    assert_eq!(said, ["subscribed", "expired"]);
+}
+
+/// `serve` on a database: its child process, address and an admin token.
+fn serve_on(url: &str, key: &str, token: &str) -> Serve {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let child = Command::new(BIN)
+        .args(["serve", "--db", url, "--listen", &address])
+        .env("TRIBUTARY_SECRET_KEY", key)
+        .env("TRIBUTARY_TOKEN", KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&address).is_err() {
+        assert!(Instant::now() < deadline, "serve never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Serve {
+        child,
+        address,
+        token: token.to_owned(),
+    }
+}
+
+/// Asks `serve` for a run; waits for it to succeed.
+async fn run_through(serve: &Serve, connection: &str, kind: &str) {
+    let http = serve.client();
+    let asked: Value = http
+        .post(format!("http://{}/v1/runs", serve.address))
+        .json(&serde_json::json!({"connection": connection, "kind": kind}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = asked["id"].as_i64().unwrap_or_else(|| panic!("{asked}"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let run: Value = http
+            .get(format!("http://{}/v1/runs/{id}", serve.address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        match run["state"].as_str() {
+            Some("queued" | "running") => {}
+            Some("succeeded") => return,
+            _ => panic!("run {id} of {connection} did not succeed: {run}"),
+        }
+        assert!(Instant::now() < deadline, "run {id} did not end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serves_on_postgres_feed_every_change_once_in_commit_order() {
+    let handle = clerk(ClerkWebhookOptions::default(), 1_500).await;
+    let sim = handle.simulator();
+    let url = tributary_testkit::shared()
+        .create_database("two_serves_feed")
+        .unwrap();
+    let key = common::keygen();
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--db", &url])
+            .env("TRIBUTARY_SECRET_KEY", &key)
+            .env("TRIBUTARY_TOKEN", KEY)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for name in ["clerk-a", "clerk-b"] {
+        cli(&[
+            "connections",
+            "add",
+            name,
+            "--adapter",
+            "clerk",
+            "--auth",
+            "bearer",
+            "--base-url",
+            &handle.base_url(),
+        ]);
+    }
+    let token = cli(&["tokens", "create", "--role", "admin"])
+        .trim()
+        .to_owned();
+    let one = serve_on(&url, &key, &token);
+    let two = serve_on(&url, &key, &token);
+
+    // Readers on either process: SSE on the first, a WebSocket on the
+    // second, both dropping their connections and resuming.
+    let until = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let sse = tokio::spawn(follow_with_disconnects(
+        one.address.clone(),
+        one.client(),
+        1,
+        until.clone(),
+    ));
+    let socket = tokio::spawn(follow_socket_with_disconnects(
+        two.address.clone(),
+        token.clone(),
+        2,
+        until.clone(),
+    ));
+    // Each process writes one connection, at the same time: full syncs,
+    // then (after changes at the source) reconciliations and deltas.
+    tokio::join!(
+        run_through(&one, "clerk-a", "full"),
+        run_through(&two, "clerk-b", "full")
+    );
+    for (round, kind) in ["reconcile", "delta", "reconcile"].into_iter().enumerate() {
+        sim.mutate(200, 40 + round as u64);
+        tokio::join!(
+            run_through(&one, "clerk-a", kind),
+            run_through(&two, "clerk-b", kind)
+        );
+    }
+
+    // The whole feed, by pages, from either process once it has seen the
+    // last commit.
+    let http = one.client();
+    let mut expected: Vec<i64> = Vec::new();
+    let mut after = 0;
+    loop {
+        let page: Value = http
+            .get(format!(
+                "http://{}/v1/changes?after={after}&limit=1000&wait=1",
+                one.address
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let changes = page["changes"].as_array().unwrap();
+        if changes.is_empty() {
+            break;
+        }
+        expected.extend(changes.iter().map(|c| c["seq"].as_i64().unwrap()));
+        after = page["next"].as_i64().unwrap();
+    }
+    let names: BTreeSet<String> = {
+        let store = tributary_store::open_read_only(&url).await.unwrap();
+        let changes = store.changes(None, 0, u32::MAX).await.unwrap();
+        store.close().await;
+        assert_eq!(
+            changes.iter().map(|c| c.seq).collect::<Vec<_>>(),
+            expected,
+            "the feed as served is the table's, in commit order"
+        );
+        changes
+            .iter()
+            .map(|c| c.connection_id.to_string())
+            .collect()
+    };
+    assert_eq!(names.len(), 2, "both processes wrote");
+    assert!(expected.len() > 3_000, "{} changes", expected.len());
+    until.store(
+        *expected.last().unwrap(),
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    let (received, _) = sse.await.unwrap();
+    assert_eq!(
+        received, expected,
+        "every change once, in order (SSE on the first)"
+    );
+    let (received, _) = socket.await.unwrap();
+    assert_eq!(
+        received, expected,
+        "every change once, in order (WebSocket on the second)"
+    );
 }
