@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod batches;
 pub mod feed;
 pub mod openapi;
 pub mod problem;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub access: Arc<auth::Access>,
     /// The longest long poll granted (`GET /v1/changes?wait=`).
     pub max_wait: std::time::Duration,
+    /// The feed's recent batches, rendered once for all subscribers.
+    pub batches: Arc<batches::Batches>,
 }
 
 impl AppState {
@@ -54,6 +57,7 @@ impl AppState {
             webhooks: Arc::new(webhooks),
             feed,
             max_wait: feed::MAX_WAIT,
+            batches: Arc::default(),
         }
     }
 }

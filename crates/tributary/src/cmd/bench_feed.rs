@@ -35,14 +35,54 @@ pub struct FeedArgs {
     /// only counted), so the clients' own work stays small.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1_000))]
     sample: u64,
+    /// After the full sync, this many delta syncs, one at a time, each
+    /// bringing one changed person: commit → subscriber latency when the
+    /// store is not busy (every one of these changes is measured).
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    trickle: u64,
 }
 
 /// What one subscriber saw.
 #[derive(Default)]
 struct Seen {
     changes: u64,
+    /// The last sequence number received.
+    last: i64,
     latencies: Vec<Duration>,
+    /// While set, every change's latency is measured.
+    every: bool,
 }
+
+/// Waits until every subscriber has received the changes up to `head`.
+async fn caught_up(clients: &[(bool, Arc<Mutex<Seen>>, Client)], head: i64) -> anyhow::Result<()> {
+    let waiting = Instant::now();
+    for (_, seen, _) in clients {
+        while seen.lock().await.last < head {
+            if waiting.elapsed() > Duration::from_secs(300) {
+                bail!("a subscriber did not receive every change within 5 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Ok(())
+}
+
+/// The latencies of `clients` (SSE, WebSocket), sorted, taken out.
+async fn latencies(clients: &[(bool, Arc<Mutex<Seen>>, Client)]) -> (Vec<Duration>, Vec<Duration>) {
+    let (mut sse, mut ws) = (Vec::new(), Vec::new());
+    for (websocket, seen, _) in clients {
+        let taken = std::mem::take(&mut seen.lock().await.latencies);
+        match websocket {
+            true => ws.extend(taken),
+            false => sse.extend(taken),
+        }
+    }
+    sse.sort();
+    ws.sort();
+    (sse, ws)
+}
+
+type Client = tokio::task::JoinHandle<anyhow::Result<()>>;
 
 pub async fn feed(args: FeedArgs) -> anyhow::Result<ExitCode> {
     tributary_source::install_tls_provider();
@@ -61,7 +101,7 @@ pub async fn feed(args: FeedArgs) -> anyhow::Result<ExitCode> {
 
     // Nobody watching.
     let quiet_db = dir.path().join("quiet.db").display().to_string();
-    let quiet_secs = sync(&exe, &quiet_db, &sim.base_url())?;
+    let quiet_secs = sync(&exe, &quiet_db, &sim.base_url(), "full")?;
     let quiet_records = records_in(&quiet_db).await?;
 
     // Watched: serve, its subscribers, then the same sync.
@@ -111,37 +151,22 @@ pub async fn feed(args: FeedArgs) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let started = Instant::now();
-    let secs = sync(&exe, &db, &sim.base_url())?;
+    let secs = sync(&exe, &db, &sim.base_url(), "full")?;
     let records = records_in(&db).await?;
-    let store = tributary_store::open_read_only(&db).await?;
-    let head = store.feed_head().await?;
-    let total = store.changes(None, 0, u32::MAX).await?.len() as u64;
-    store.close().await;
-    until.store(head, Ordering::SeqCst);
-    for (_, _, task) in &mut clients {
-        tokio::time::timeout(Duration::from_secs(300), task)
-            .await
-            .context("a subscriber did not receive every change within 5 minutes")???;
-    }
+    let head = feed_head(&db).await?;
+    caught_up(&clients, head).await?;
     let delivered_secs = started.elapsed().as_secs_f64();
+    let mut total = 0;
+    for (_, seen, _) in &clients {
+        let mut seen = seen.lock().await;
+        total = total.max(seen.changes);
+        seen.every = true;
+    }
+    let (sse, ws) = latencies(&clients).await;
 
     crate::outln!(
         "| people | subscribers | records | sync alone (records/s) | sync watched (records/s) | ratio | changes | delivered (changes/s, all subscribers) | SSE p50 / p99 (ms) | WebSocket p50 / p99 (ms) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
-    let mut sse = Vec::new();
-    let mut ws = Vec::new();
-    for (websocket, seen, _) in &clients {
-        let seen = seen.lock().await;
-        if seen.changes != total {
-            bail!("a subscriber received {} changes of {total}", seen.changes);
-        }
-        match websocket {
-            true => ws.extend(seen.latencies.iter().copied()),
-            false => sse.extend(seen.latencies.iter().copied()),
-        }
-    }
-    sse.sort();
-    ws.sort();
     let quiet_rate = quiet_records as f64 / quiet_secs;
     let watched_rate = records as f64 / secs;
     crate::outln!(
@@ -159,15 +184,73 @@ pub async fn feed(args: FeedArgs) -> anyhow::Result<ExitCode> {
         millis_at(&ws, 0.5),
         millis_at(&ws, 0.99),
     )?;
+
+    // The trickle: one changed person at a time, each a delta sync's
+    // commit, every change measured.
+    if args.trickle > 0 {
+        let source = sim.simulator();
+        let people = source.ids(
+            tributary_sim::ResourceKind::Person,
+            0,
+            args.trickle as usize,
+        );
+        for (n, id) in people.iter().enumerate() {
+            source
+                .update(
+                    tributary_sim::ResourceKind::Person,
+                    *id,
+                    &serde_json::json!({"attributes": {"last_name": format!("Trickle {n}")}}),
+                )
+                .map_err(|e| anyhow::anyhow!("cannot change person {id}: {e:?}"))?;
+            sync(&exe, &db, &sim.base_url(), "delta")?;
+            caught_up(&clients, feed_head(&db).await?).await?;
+        }
+        let (sse, ws) = latencies(&clients).await;
+        crate::outln!(
+            "\n| trickle: changes, one delta sync each | subscribers | measured (SSE / WebSocket) | SSE p50 / p99 (ms) | WebSocket p50 / p99 (ms) |\n|---:|---:|---:|---:|---:|\n| {} | {} | {} / {} | {:.1} / {:.1} | {:.1} / {:.1} |",
+            people.len(),
+            args.subscribers,
+            sse.len(),
+            ws.len(),
+            millis_at(&sse, 0.5),
+            millis_at(&sse, 0.99),
+            millis_at(&ws, 0.5),
+            millis_at(&ws, 0.99),
+        )?;
+    }
+    until.store(feed_head(&db).await?, Ordering::SeqCst);
+    for (_, _, task) in &mut clients {
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .context("a subscriber did not end")???;
+    }
     sim.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
-/// A full sync of the simulator at `url` into `db`: its seconds.
-fn sync(exe: &std::path::Path, db: &str, url: &str) -> anyhow::Result<f64> {
+/// The newest change's sequence number in `db`.
+async fn feed_head(db: &str) -> anyhow::Result<i64> {
+    let store = tributary_store::open_read_only(db).await?;
+    let head = store.feed_head().await;
+    store.close().await;
+    Ok(head?)
+}
+
+/// A sync (`kind`) of the simulator at `url` into `db`: its seconds.
+fn sync(exe: &std::path::Path, db: &str, url: &str, kind: &str) -> anyhow::Result<f64> {
     let started = Instant::now();
     let out = Process::new(exe)
-        .args(["sync", "--db", db, "--base-url", url, "--rate-limit", "off"])
+        .args([
+            "sync",
+            "--db",
+            db,
+            "--base-url",
+            url,
+            "--rate-limit",
+            "off",
+            "--kind",
+            kind,
+        ])
         .env("TRIBUTARY_TOKEN", "sim-token")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -195,10 +278,11 @@ async fn records_in(db: &str) -> anyhow::Result<i64> {
     Ok(records)
 }
 
-/// The latency of a change committed at `changed_at` (RFC 3339).
-fn latency(changed_at: &serde_json::Value) -> Option<Duration> {
-    let at = chrono::DateTime::parse_from_rfc3339(changed_at.as_str()?).ok()?;
-    (SystemClock.now() - at.to_utc()).to_std().ok()
+/// The latency of a change committed at `changed_at` (RFC 3339) and
+/// received at `at`.
+fn latency(changed_at: &serde_json::Value, at: tributary_core::Timestamp) -> Option<Duration> {
+    let committed = chrono::DateTime::parse_from_rfc3339(changed_at.as_str()?).ok()?;
+    (at - committed.to_utc()).to_std().ok()
 }
 
 /// Follows the feed over Server-Sent Events until `until` is reached.
@@ -229,6 +313,7 @@ async fn by_sse(
         let Some(chunk) = chunk? else {
             bail!("the stream ended");
         };
+        let at = SystemClock.now();
         text.push_str(&String::from_utf8_lossy(&chunk));
         let mut guard = seen.lock().await;
         while let Some(end) = text.find("\n\n") {
@@ -243,11 +328,12 @@ async fn by_sse(
                 .and_then(|v| v.trim().parse::<i64>().ok())
             {
                 last = id;
+                guard.last = id;
             }
-            if guard.changes % sample == 0
+            if (guard.every || guard.changes % sample == 0)
                 && let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:"))
                 && let Ok(change) = serde_json::from_str::<serde_json::Value>(data.trim())
-                && let Some(took) = latency(&change["changed_at"])
+                && let Some(took) = latency(&change["changed_at"], at)
             {
                 guard.latencies.push(took);
             }
@@ -289,21 +375,32 @@ async fn by_websocket(
         let Message::Text(text) = message? else {
             continue;
         };
-        let message: serde_json::Value = serde_json::from_str(&text)?;
-        let Some(changes) = message["changes"].as_array() else {
+        let at = SystemClock.now();
+        if !text.starts_with(r#"{"type":"changes""#) {
             continue;
-        };
+        }
+        // Counted without parsing (a real subscriber is elsewhere: the
+        // clients' own work should stay small); parsed only to measure.
+        let count = text.matches(r#""seq":"#).count() as u64;
         let mut guard = seen.lock().await;
-        for change in changes {
-            guard.changes += 1;
-            if guard.changes % sample == 0
-                && let Some(took) = latency(&change["changed_at"])
-            {
-                guard.latencies.push(took);
+        let before = guard.changes;
+        guard.changes += count;
+        if guard.every || before / sample != guard.changes / sample {
+            let message: serde_json::Value = serde_json::from_str(&text)?;
+            for (n, change) in message["changes"].as_array().into_iter().flatten().enumerate() {
+                if (guard.every || (before + n as u64 + 1) % sample == 0)
+                    && let Some(took) = latency(&change["changed_at"], at)
+                {
+                    guard.latencies.push(took);
+                }
             }
         }
-        if let Some(next) = message["next"].as_i64() {
+        if let Some(next) = text
+            .rfind(r#""next":"#)
+            .and_then(|i| text[i + 7..].trim_end_matches('}').parse::<i64>().ok())
+        {
             last = next;
+            guard.last = next;
         }
     }
 }

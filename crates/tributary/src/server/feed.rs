@@ -31,19 +31,20 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{self, Stream, StreamExt};
+use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tributary_feed::{Entry, FeedError, FeedHandle, Filter};
 use tributary_store::{Change, Store};
 
 use super::AppState;
+use super::batches::Batches;
 use super::problem::{Problem, Query};
 
 /// How long a WebSocket client may take to accept one batch.
@@ -146,6 +147,11 @@ fn change_json(change: &Change, names: &HashMap<i64, String>) -> Value {
     })
 }
 
+/// One change's JSON text.
+fn change_json_text(change: &Change, names: &HashMap<i64, String>) -> String {
+    change_json(change, names).to_string()
+}
+
 /// The changes' texts, each rendered once for every reader.
 fn texts(changes: &[Arc<Entry>], names: &HashMap<i64, String>) -> Vec<Arc<str>> {
     changes
@@ -235,6 +241,7 @@ fn page_bounds(query: &FeedQuery, max_wait: Duration) -> Result<(usize, Duration
 struct Cursor {
     feed: FeedHandle,
     store: Arc<dyn Store>,
+    batches: Arc<Batches>,
     filter: Filter,
     names: HashMap<i64, String>,
     after: i64,
@@ -275,84 +282,92 @@ pub async fn stream(
     let cursor = Cursor {
         feed: state.feed.clone(),
         store: state.store.clone(),
+        batches: state.batches.clone(),
         filter,
         names,
         after,
         started: false,
         ended: false,
     };
-    Sse::new(events(cursor))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(events(cursor)),
+    )
         .into_response()
 }
 
-/// The events of a stream: the head, then the changes as they come.
-fn events(cursor: Cursor) -> impl Stream<Item = Result<Event, Infallible>> {
+/// One event of a stream: `event: NAME`, the data, and the blank line.
+fn event(name: &str, data: &Value) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+}
+
+/// The events of a stream: the head, then the changes as they come (each
+/// batch's events rendered once for every subscriber at the same place),
+/// and a comment line when nothing happened for 15 s (a keep-alive).
+fn events(cursor: Cursor) -> impl Stream<Item = Result<Bytes, Infallible>> {
     stream::unfold(cursor, |mut cursor| async move {
         if cursor.ended {
             return None;
         }
         if !cursor.started {
             cursor.started = true;
-            let head = Event::default()
-                .event("head")
-                .json_data(json!({"head": cursor.feed.head(), "after": cursor.after}))
-                .unwrap_or_default();
-            return Some((vec![head], cursor));
+            let head = event(
+                "head",
+                &json!({"head": cursor.feed.head(), "after": cursor.after}),
+            );
+            return Some((Ok(head), cursor));
         }
         loop {
-            match cursor
+            let from = cursor.after;
+            let read = match cursor
                 .feed
                 .read(&cursor.filter, cursor.after, MAX_LIMIT)
                 .await
             {
-                Ok(read) => {
-                    cursor.after = read.next;
-                    if read.changes.is_empty() {
-                        cursor
-                            .feed
-                            .wait(cursor.after, Duration::from_secs(15))
-                            .await;
-                        continue;
-                    }
-                    // A connection added since the stream began.
-                    if read
-                        .changes
-                        .iter()
-                        .any(|c| !cursor.names.contains_key(&c.connection_id))
-                        && let Ok(list) = cursor.store.connections().await
-                    {
-                        cursor.names = list.into_iter().map(|c| (c.id, c.name)).collect();
-                    }
-                    let events = read
-                        .changes
-                        .iter()
-                        .zip(texts(&read.changes, &cursor.names))
-                        .map(|(change, text)| {
-                            Event::default()
-                                .id(change.seq.to_string())
-                                .event("change")
-                                .data(&*text)
-                        })
-                        .collect();
-                    return Some((events, cursor));
-                }
+                Ok(read) => read,
                 Err(error) => {
                     cursor.ended = true;
                     let (name, status) = match error {
                         FeedError::Expired { .. } => ("expired", 410),
                         FeedError::Store(_) => ("unavailable", 503),
                     };
-                    let event = Event::default()
-                        .event(name)
-                        .json_data(json!({"status": status, "detail": error.to_string()}))
-                        .unwrap_or_default();
-                    return Some((vec![event], cursor));
+                    let said = event(
+                        name,
+                        &json!({"status": status, "detail": error.to_string()}),
+                    );
+                    return Some((Ok(said), cursor));
                 }
+            };
+            cursor.after = read.next;
+            if read.changes.is_empty() {
+                if cursor
+                    .feed
+                    .wait(cursor.after, Duration::from_secs(15))
+                    .await
+                {
+                    continue;
+                }
+                return Some((Ok(Bytes::from_static(b":\n\n")), cursor));
             }
+            // A connection added since the stream began.
+            if read
+                .changes
+                .iter()
+                .any(|c| !cursor.names.contains_key(&c.connection_id))
+                && let Ok(list) = cursor.store.connections().await
+            {
+                cursor.names = list.into_iter().map(|c| (c.id, c.name)).collect();
+            }
+            let batch =
+                cursor
+                    .batches
+                    .batch(&cursor.filter, from, &read, &cursor.names, change_json_text);
+            return Some((Ok(batch.events()), cursor));
         }
     })
-    .flat_map(|events| stream::iter(events.into_iter().map(Ok)))
 }
 
 /// A WebSocket client's subscription.
@@ -460,7 +475,7 @@ async fn session(mut socket: WebSocket, state: AppState) {
             },
             read = next_batch(&feed, &filter, after) => read,
         };
-        let read = match read {
+        let (from, read) = match read {
             Ok(read) => read,
             Err(error) => {
                 let kind = match error {
@@ -485,15 +500,14 @@ async fn session(mut socket: WebSocket, state: AppState) {
         {
             names = list.into_iter().map(|c| (c.id, c.name)).collect();
         }
-        let message = format!(
-            r#"{{"type":"changes","changes":[{}],"next":{}}}"#,
-            texts(&read.changes, &names).join(","),
-            read.next
-        );
+        let message = state
+            .batches
+            .batch(&filter, from, &read, &names, change_json_text)
+            .socket_message();
         // A client that does not take a batch within the limit has
         // fallen behind: the socket closes (nothing is buffered for it),
         // and it resumes after the last sequence it received.
-        match tokio::time::timeout(SLOW_CLIENT, socket.send(Message::Text(message.into()))).await {
+        match tokio::time::timeout(SLOW_CLIENT, socket.send(Message::Text(message))).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return,
             Err(_) => {
@@ -507,16 +521,17 @@ async fn session(mut socket: WebSocket, state: AppState) {
     }
 }
 
-/// The next changes after `after` that pass `filter`, waiting for them.
+/// The next changes after `after` that pass `filter`, waiting for them,
+/// and the cursor they were read after.
 async fn next_batch(
     feed: &FeedHandle,
     filter: &Filter,
     mut after: i64,
-) -> Result<tributary_feed::Read, FeedError> {
+) -> Result<(i64, tributary_feed::Read), FeedError> {
     loop {
         let read = feed.read(filter, after, MAX_LIMIT).await?;
         if !read.changes.is_empty() {
-            return Ok(read);
+            return Ok((after, read));
         }
         after = read.next;
         feed.wait(after, Duration::from_secs(15)).await;
