@@ -387,8 +387,13 @@ async fn by_websocket(
         guard.changes += count;
         if guard.every || before / sample != guard.changes / sample {
             let message: serde_json::Value = serde_json::from_str(&text)?;
-            for (n, change) in message["changes"].as_array().into_iter().flatten().enumerate() {
-                if (guard.every || (before + n as u64 + 1) % sample == 0)
+            for (n, change) in message["changes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                if (guard.every || (before + n as u64 + 1).is_multiple_of(sample))
                     && let Some(took) = latency(&change["changed_at"], at)
                 {
                     guard.latencies.push(took);
