@@ -3,11 +3,14 @@
 //! /readyz`: the database answers, its schema is current, and the process
 //! is not shutting down), counters (`GET /metrics`), and webhooks in (`POST /webhooks/{connection}`,
 //! [`webhooks`]), and the change feed (`GET /v1/changes`, `GET
-//! /v1/changes/stream`, `GET /v1/changes/ws`, [`feed`]). The dashboard
-//! joins this router.
+//! /v1/changes/stream`, `GET /v1/changes/ws`, [`feed`]), and the records
+//! API and search (`GET /v1/records`, `GET
+//! /v1/records/{connection}/{entity}/{external_id}`, `GET /v1/search`,
+//! [`records`]). The dashboard joins this router.
 
 pub mod feed;
 pub mod problem;
+pub mod records;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -28,6 +31,8 @@ pub struct AppState {
     pub service: ServiceHandle,
     pub webhooks: Arc<webhooks::Ingest>,
     pub feed: tributary_feed::FeedHandle,
+    /// The search indexer (what `GET /v1/search` reflects).
+    pub search: tributary_feed::IndexerHandle,
 }
 
 /// The routes of `tributary serve`.
@@ -40,6 +45,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/changes", get(feed::page))
         .route("/v1/changes/stream", get(feed::stream))
         .route("/v1/changes/ws", get(feed::socket))
+        .route("/v1/records", get(records::list))
+        .route(
+            "/v1/records/{connection}/{entity}/{external_id}",
+            get(records::one),
+        )
+        .route("/v1/search", get(records::search))
         .route(
             "/webhooks/{connection}",
             post(webhooks::receive).layer(DefaultBodyLimit::max(max_body)),
