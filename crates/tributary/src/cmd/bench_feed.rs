@@ -150,7 +150,7 @@ pub async fn feed(args: FeedArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// A full sync of the simulator at `url` into `db`: its seconds.
-fn sync(exe: &std::path::Path, db: &str, url: &str) -> anyhow::Result<f64> {
+pub(super) fn sync(exe: &std::path::Path, db: &str, url: &str) -> anyhow::Result<f64> {
     let started = Instant::now();
     let out = Process::new(exe)
         .args(["sync", "--db", db, "--base-url", url, "--rate-limit", "off"])
@@ -166,7 +166,7 @@ fn sync(exe: &std::path::Path, db: &str, url: &str) -> anyhow::Result<f64> {
 }
 
 /// The live records in `db`.
-async fn records_in(db: &str) -> anyhow::Result<i64> {
+pub(super) async fn records_in(db: &str) -> anyhow::Result<i64> {
     let store = tributary_store::open_read_only(db).await?;
     let mut records = 0;
     for connection in store.connections().await? {
