@@ -21,6 +21,14 @@
 //! Readers pull at their own pace: nothing is buffered per reader, so a
 //! slow one never slows a sync or another reader.
 
+//!
+//! [`Indexer`] is the feed's consumer inside the store: it keeps the
+//! full-text search index current from the `changes` table, with a
+//! durable cursor moved in the transaction that updates the index (see
+//! [`search`]).
+
 mod hub;
+pub mod search;
 
 pub use hub::{Entry, Feed, FeedError, FeedHandle, FeedOptions, Filter, Read};
+pub use search::{Indexer, IndexerHandle, IndexerOptions};

@@ -3,14 +3,15 @@
 //! memory or from the store, a transaction's changes together; filters
 //! move the cursor too; a waiter wakes
 //! when a change is committed; a cursor below the retention's horizon is
-//! told it expired.
+//! told it expired. The search indexer follows the feed, woken or on its
+//! own, and stops when told.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 use tributary_core::{Clock, Cursor, ManualClock, PreparedRecord, RunKind, SourceRecord};
-use tributary_feed::{Feed, FeedError, FeedHandle, FeedOptions, Filter};
+use tributary_feed::{Feed, FeedError, FeedHandle, FeedOptions, Filter, Indexer, IndexerOptions};
 use tributary_store::{NewConnection, PageWrite, Store};
 
 struct Db {
@@ -42,7 +43,7 @@ fn record(entity: &str, id: usize, version: usize) -> PreparedRecord {
         external_id: id.to_string(),
         source_updated_at: None,
         raw: json!({"id": id, "v": version}).into(),
-        canonical: json!({"v": version}),
+        canonical: json!({"v": version, "word": format!("w{version}")}),
         edges: vec![],
     })
 }
@@ -236,4 +237,57 @@ async fn a_cursor_below_the_retention_is_told_it_expired() {
     );
     assert_eq!(db.store.feed_horizon().await.unwrap(), 10);
     feed.shutdown();
+}
+
+/// The ids of the records the search for `word` finds.
+async fn found(db: &Db, word: &str) -> Vec<String> {
+    let mut ids: Vec<String> = db
+        .store
+        .search(&tributary_store::SearchQuery {
+            words: vec![word.into()],
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|hit| hit.external_id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_indexer_follows_the_feed_when_woken_and_stops() {
+    let db = db().await;
+    commit(&db, "a", "Person", 3, 1).await;
+    // It never polls here: only its first pass and wakes move it.
+    let indexer = Indexer::new(
+        db.store.clone(),
+        IndexerOptions {
+            poll: Duration::from_secs(3_600),
+            batch: 2,
+        },
+    )
+    .start()
+    .await
+    .unwrap();
+    let head = db.store.feed_head().await.unwrap();
+    assert!(indexer.wait(head, Duration::from_secs(10)).await);
+    assert_eq!(found(&db, "w1").await, ["0", "1", "2"]);
+    commit(&db, "a", "Person", 2, 2).await;
+    indexer.wake();
+    let head = db.store.feed_head().await.unwrap();
+    assert!(indexer.wait(head, Duration::from_secs(10)).await);
+    assert_eq!(indexer.cursor(), head);
+    assert_eq!(found(&db, "w2").await, ["0", "1"]);
+    assert_eq!(found(&db, "w1").await, ["2"]);
+    // Stopped: a change is no longer indexed.
+    indexer.shutdown();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    commit(&db, "a", "Person", 1, 3).await;
+    indexer.wake();
+    let head = db.store.feed_head().await.unwrap();
+    assert!(!indexer.wait(head, Duration::from_millis(300)).await);
+    assert!(found(&db, "w3").await.is_empty());
 }

@@ -20,6 +20,7 @@ mod deletions;
 mod lock;
 mod plan;
 mod postgres;
+mod records_api;
 mod rows;
 mod sqlite;
 mod webhooks;
@@ -37,6 +38,10 @@ pub use access::{ApiToken, AuditEntry, Subject, TokenRole, audit};
 pub use deletions::{Burial, Cascade, Deleted, Deletion};
 pub use lock::ConnectionLock;
 pub use postgres::PgStore;
+pub use records_api::{
+    IncomingEdge, RecordVersion, RecordsPage, RecordsPageQuery, SearchHit, SearchIndexStep,
+    SearchQuery, search_words,
+};
 pub use sqlite::SqliteStore;
 pub use webhooks::{
     Delivery, DeliveryQuery, DeliveryState, NewDelivery, Received, Settled, WebhookSecret,
@@ -978,6 +983,44 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// and `NOTIFY`), else this process's only (SQLite: other processes'
     /// commits are for the feed to poll for). Whether other processes'
     /// commits wake it. It stops once `wake` is dropped.
+
+    // --- The records API and full-text search (`records_api.rs`) ---
+    //
+    // A record's *version* is the feed position of its latest change; the
+    // records API pages in version order after a cursor that is a feed
+    // position, so paging while records change never skips a record nor
+    // repeats a version, and the last page's cursor is where to follow
+    // the feed from. The search index is a consumer of the feed in the
+    // same store, with a durable cursor.
+
+    /// Up to `query.limit` records whose version is above `query.after`,
+    /// in version order, and the cursor to ask after next: the last
+    /// record's version when the page is full, else the feed's head read
+    /// in the same snapshot (every change up to it is reflected in the
+    /// records read; later ones follow in the feed after it). On
+    /// PostgreSQL a record whose newest change has no feed position yet
+    /// is left for a later page (its version will be above this head).
+    async fn records_page(&self, query: &RecordsPageQuery) -> Result<RecordsPage>;
+    /// The edges pointing at a record (its dependents), by source.
+    async fn edges_to(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        external_id: &str,
+    ) -> Result<Vec<IncomingEdge>>;
+    /// One step of the search indexer: reads up to `limit` changes after
+    /// the index's cursor, re-indexes the records they name as they are
+    /// now (drops the deleted and the removed), and moves the cursor to
+    /// the last change read — in one transaction. A cursor below the
+    /// feed's retention horizon rebuilds the index from every live record
+    /// instead. One indexer at a time (others wait for the cursor's lock).
+    async fn index_search(&self, limit: u32) -> Result<SearchIndexStep>;
+    /// The search index's cursor: every change up to this feed position
+    /// is indexed.
+    async fn search_cursor(&self) -> Result<i64>;
+    /// Live records whose canonical string values hold every word of
+    /// `query` (each as a word's start), best first.
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>>;
     async fn watch_changes(&self, wake: Arc<tokio::sync::Notify>) -> Result<bool>;
     /// Quarantined records, oldest first.
     async fn quarantined(&self, connection_id: Option<i64>, limit: u32)

@@ -5,6 +5,7 @@
 //! whatever its size.
 
 mod access;
+mod records_api;
 mod webhooks;
 
 use std::collections::{HashMap, HashSet};
@@ -35,6 +36,7 @@ use crate::{
     missed_swap, quarantine_key,
 };
 use crate::{Delivery, DeliveryQuery, NewDelivery, Received, Settled, WebhookSecret};
+use crate::{IncomingEdge, RecordsPage, RecordsPageQuery, SearchHit, SearchIndexStep, SearchQuery};
 
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -135,6 +137,11 @@ fn migrator() -> Migrator {
             17,
             "feed_order",
             include_str!("../migrations/postgres/0017_feed_order.sql"),
+        ),
+        (
+            19,
+            "records_api",
+            include_str!("../migrations/postgres/0019_records_api.sql"),
         ),
         (
             20,
@@ -474,6 +481,8 @@ impl Store for PgStore {
             "DELETE FROM schedules WHERE connection_id = $1",
             "DELETE FROM quarantine WHERE connection_id = $1",
             "DELETE FROM edges WHERE connection_id = $1",
+            "DELETE FROM record_search s USING records r WHERE s.record_id = r.id AND r.connection_id = $1",
+            "DELETE FROM record_versions WHERE connection_id = $1",
             "DELETE FROM records WHERE connection_id = $1",
             "DELETE FROM checkpoints c USING runs r WHERE c.run_id = r.id AND r.connection_id = $1",
             "DELETE FROM staged_deletions s USING runs r WHERE s.run_id = r.id AND r.connection_id = $1",
@@ -1388,6 +1397,32 @@ impl Store for PgStore {
         self.select_record_deliveries(connection_id, entity, external_id)
             .await
     }
+
+    async fn records_page(&self, query: &RecordsPageQuery) -> Result<RecordsPage> {
+        self.select_records_page(query).await
+    }
+
+    async fn edges_to(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        external_id: &str,
+    ) -> Result<Vec<IncomingEdge>> {
+        self.select_edges_to(connection_id, entity, external_id)
+            .await
+    }
+
+    async fn index_search(&self, limit: u32) -> Result<SearchIndexStep> {
+        self.index_search_step(limit).await
+    }
+
+    async fn search_cursor(&self) -> Result<i64> {
+        self.select_search_cursor().await
+    }
+
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>> {
+        self.select_search(query).await
+    }
 }
 
 /// The channel a commit that wrote feed rows notifies (migration 21).
@@ -1416,19 +1451,34 @@ async fn sequence_changes(tx: &mut sqlx::PgConnection) -> Result<u64> {
         .await?;
     let mut numbered = 0;
     loop {
-        let done = sqlx::query(
+        // The records' versions (`record_versions`, the records API's
+        // order) move with their changes' positions, in this statement:
+        // a version is the position of the record's newest change. (A
+        // record updated again meanwhile keeps a change without a
+        // position, which pages wait for.)
+        let done: i64 = sqlx::query_scalar(
             "WITH base AS ( \
                SELECT greatest((SELECT coalesce(max(pos), 0) FROM changes), \
                                (SELECT seq FROM feed_horizon WHERE id = 1)) AS b), \
              todo AS ( \
                SELECT seq, row_number() OVER (ORDER BY seq) AS r FROM changes \
-               WHERE pos IS NULL ORDER BY seq LIMIT $1) \
-             UPDATE changes c SET pos = base.b + todo.r FROM todo, base WHERE c.seq = todo.seq",
+               WHERE pos IS NULL ORDER BY seq LIMIT $1), \
+             numbered AS ( \
+               UPDATE changes c SET pos = base.b + todo.r FROM todo, base WHERE c.seq = todo.seq \
+               RETURNING c.record_id, c.connection_id, c.entity, c.pos), \
+             versioned AS ( \
+               INSERT INTO record_versions (record_id, connection_id, entity, version) \
+               SELECT DISTINCT ON (n.record_id) n.record_id, n.connection_id, n.entity, n.pos \
+               FROM numbered n WHERE EXISTS (SELECT 1 FROM records r WHERE r.id = n.record_id) \
+               ORDER BY n.record_id, n.pos DESC \
+               ON CONFLICT (record_id) DO UPDATE \
+               SET version = greatest(record_versions.version, excluded.version)) \
+             SELECT count(*) FROM numbered",
         )
         .bind(SEQUENCE_BATCH)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_one(&mut *tx)
+        .await?;
+        let done = done as u64;
         numbered += done;
         if done < SEQUENCE_BATCH as u64 {
             return Ok(numbered);

@@ -5,6 +5,7 @@
 //! reader connections, in WAL mode so readers never block the writer.
 
 mod access;
+mod records_api;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -40,6 +41,7 @@ use crate::{
     missed_swap, quarantine_key,
 };
 use crate::{Delivery, DeliveryQuery, NewDelivery, Received, Settled, WebhookSecret};
+use crate::{IncomingEdge, RecordsPage, RecordsPageQuery, SearchHit, SearchIndexStep, SearchQuery};
 
 /// Rows per multi-row statement, largest first: far below SQLite's
 /// bound-variable limit. A group's rows go out in chunks of these sizes
@@ -253,6 +255,11 @@ fn migrator() -> Migrator {
             15,
             "feed_horizon",
             include_str!("../migrations/sqlite/0015_feed_horizon.sql"),
+        ),
+        (
+            17,
+            "records_api",
+            include_str!("../migrations/sqlite/0017_records_api.sql"),
         ),
         (
             18,
@@ -871,6 +878,8 @@ impl Store for SqliteStore {
             "DELETE FROM schedules WHERE connection_id = ?",
             "DELETE FROM quarantine WHERE connection_id = ?",
             "DELETE FROM edges WHERE connection_id = ?",
+            "DELETE FROM record_search WHERE rowid IN (SELECT id FROM records WHERE connection_id = ?)",
+            "DELETE FROM record_versions WHERE connection_id = ?",
             "DELETE FROM records WHERE connection_id = ?",
             "DELETE FROM checkpoints WHERE run_id IN (SELECT id FROM runs WHERE connection_id = ?)",
             "DELETE FROM staged_deletions WHERE run_id IN (SELECT id FROM runs WHERE connection_id = ?)",
@@ -1684,6 +1693,32 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Delivery>> {
         self.select_record_deliveries(connection_id, entity, external_id)
             .await
+    }
+
+    async fn records_page(&self, query: &RecordsPageQuery) -> Result<RecordsPage> {
+        self.select_records_page(query).await
+    }
+
+    async fn edges_to(
+        &self,
+        connection_id: i64,
+        entity: &str,
+        external_id: &str,
+    ) -> Result<Vec<IncomingEdge>> {
+        self.select_edges_to(connection_id, entity, external_id)
+            .await
+    }
+
+    async fn index_search(&self, limit: u32) -> Result<SearchIndexStep> {
+        self.index_search_step(limit).await
+    }
+
+    async fn search_cursor(&self) -> Result<i64> {
+        self.select_search_cursor().await
+    }
+
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>> {
+        self.select_search(query).await
     }
 }
 

@@ -13,7 +13,8 @@ use tributary_core::{
 use tributary_store::{
     Burial, Cascade, ConnectionStatus, Deletion, DeliveryQuery, DeliveryState, EntityState, Error,
     NewConnection, NewDelivery, PageOutcome, PageWrite, RateBudget, Received, RecordQuery,
-    RunStart, Schedule, Settled, Stamp, Store, Subject, TokenRole,
+    RecordVersion, RecordsPageQuery, RunStart, Schedule, SearchQuery, Settled, Stamp, Store,
+    Subject, TokenRole, search_words,
 };
 
 struct TestDb {
@@ -98,6 +99,7 @@ macro_rules! url_suite {
 url_suite!(
     a_commit_wakes_the_feed_watchers,
     a_change_committed_late_is_never_passed_by,
+    a_record_committed_late_is_paged_after_the_cursor,
     connection_lock_is_held_by_one_store_at_a_time,
     read_only_open_reads_and_writes_nothing,
     opening_again_finds_the_migrations_applied,
@@ -143,6 +145,12 @@ store_suite!(
     a_connection_keeps_its_own_request_budget,
     a_deletion_heard_first_leaves_a_tombstone,
     the_feed_retention_keeps_a_horizon,
+    records_page_in_version_order_and_end_at_the_feed_head,
+    paging_while_records_change_never_skips_or_repeats_a_version,
+    records_page_filters_and_tombstones,
+    a_record_shows_its_incoming_edges,
+    search_finds_a_changed_record_and_forgets_a_deleted_one,
+    search_index_is_rebuilt_past_the_feed_horizon,
     tokens_are_kept_hashed_looked_up_and_revoked,
     the_audit_trail_names_each_change_its_run_and_deliveries,
 );
@@ -2813,4 +2821,652 @@ async fn a_commit_wakes_the_feed_watchers(store: Arc<dyn Store>, url: &str) {
                 .is_err()
         );
     }
+}
+
+/// Every record after `after` (all filters off but the connection), read
+/// `limit` at a time up to the end: the records and the final cursor.
+async fn read_records(
+    store: &Arc<dyn Store>,
+    conn: i64,
+    after: i64,
+    limit: u32,
+) -> (Vec<RecordVersion>, i64) {
+    let mut all = Vec::new();
+    let mut after = after;
+    loop {
+        let page = store
+            .records_page(&RecordsPageQuery {
+                connection_id: Some(conn),
+                after,
+                limit,
+                include_deleted: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let done = page.next >= page.head;
+        after = page.next;
+        all.extend(page.records);
+        if done {
+            return (all, after);
+        }
+    }
+}
+
+async fn records_page_in_version_order_and_end_at_the_feed_head(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    let empty = store
+        .records_page(&RecordsPageQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(empty.records.is_empty());
+    assert_eq!((empty.next, empty.head), (0, 0));
+    let people: Vec<PreparedRecord> = (1..=5)
+        .map(|i| person(&i.to_string(), &format!("P{i}"), None))
+        .collect();
+    store
+        .apply_page(page(conn, run, &people, &[], &Cursor::start(), false))
+        .await
+        .unwrap();
+    let first = store
+        .records_page(&RecordsPageQuery {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.records.len(), 2);
+    assert!(first.records[0].version < first.records[1].version);
+    assert_eq!(first.next, first.records[1].version);
+    assert_eq!(first.records[0].canonical, json!({"name": "P1"}));
+    assert_eq!(first.records[0].connection, "main");
+    let (rest, end) = read_records(&store, conn, first.next, 2).await;
+    assert_eq!(
+        rest.iter()
+            .map(|r| r.external_id.as_str())
+            .collect::<Vec<_>>(),
+        ["3", "4", "5"]
+    );
+    // The end is the feed's head: the feed after it holds nothing yet.
+    assert_eq!(end, store.feed_head().await.unwrap());
+    assert!(store.changes(None, end, 10).await.unwrap().is_empty());
+    // A record's version is its latest change's feed position.
+    let feed = store.changes(None, 0, 10).await.unwrap();
+    assert_eq!(rest[2].version, feed[4].seq);
+    // A change after the cursor: in the records after it and in the feed
+    // after it, once.
+    store
+        .apply_page(page(
+            conn,
+            run,
+            &[person("2", "Two", None)],
+            &[],
+            &Cursor::start(),
+            false,
+        ))
+        .await
+        .unwrap();
+    let (changed, later) = read_records(&store, conn, end, 10).await;
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].external_id, "2");
+    assert_eq!(changed[0].canonical, json!({"name": "Two"}));
+    let fed = store.changes(None, end, 10).await.unwrap();
+    assert_eq!(fed.len(), 1);
+    assert_eq!(fed[0].seq, changed[0].version);
+    assert_eq!(later, fed[0].seq);
+}
+
+/// A client pages through the records while they are created, changed
+/// and deleted between its pages: it never sees a version twice, versions
+/// only grow, and what it saw last of each record is the record as it
+/// ends — nothing skipped.
+async fn paging_while_records_change_never_skips_or_repeats_a_version(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    let people: Vec<PreparedRecord> = (0..40)
+        .map(|i| person(&format!("p{i:02}"), "v0", None))
+        .collect();
+    store
+        .apply_page(page(conn, run, &people, &[], &Cursor::start(), false))
+        .await
+        .unwrap();
+    let mut seen: Vec<RecordVersion> = Vec::new();
+    let mut after = 0;
+    let mut step = 0;
+    loop {
+        let page_read = store
+            .records_page(&RecordsPageQuery {
+                connection_id: Some(conn),
+                after,
+                limit: 3,
+                include_deleted: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let done = page_read.next >= page_read.head;
+        after = page_read.next;
+        seen.extend(page_read.records);
+        if done && step >= 12 {
+            break;
+        }
+        // Between pages: change a record already read, one not read yet,
+        // create one, and delete one.
+        if step < 12 {
+            let name = format!("v{}", step + 1);
+            let changed = [
+                person(&format!("p{:02}", step), &name, None),
+                person(&format!("p{:02}", 39 - step), &name, None),
+                person(&format!("new{step}"), &name, None),
+            ];
+            store
+                .apply_page(page(conn, run, &changed, &[], &Cursor::start(), false))
+                .await
+                .unwrap();
+            store
+                .delete_records(Deletion {
+                    connection_id: conn,
+                    run_id: run,
+                    entity: "Person",
+                    external_ids: &[format!("p{:02}", 20 + step)],
+                    cascade: &[],
+                    now: t0() + Duration::hours(1),
+                })
+                .await
+                .unwrap();
+        }
+        step += 1;
+        assert!(step < 1_000, "the pages never ended");
+    }
+    let versions: Vec<i64> = seen.iter().map(|r| r.version).collect();
+    assert!(
+        versions.windows(2).all(|w| w[0] < w[1]),
+        "versions grow strictly, none repeats: {versions:?}"
+    );
+    // What the client saw last of each record is the record now.
+    let mut last = std::collections::BTreeMap::new();
+    for r in &seen {
+        last.insert(
+            r.external_id.clone(),
+            (r.canonical.clone(), r.deleted_at.is_some()),
+        );
+    }
+    let stored = store
+        .records(&RecordQuery {
+            connection_id: Some(conn),
+            limit: 1_000,
+            include_deleted: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let now: std::collections::BTreeMap<_, _> = stored
+        .into_iter()
+        .map(|r| (r.external_id, (r.canonical, r.deleted_at.is_some())))
+        .collect();
+    assert_eq!(last.len(), 52);
+    assert_eq!(last, now);
+    // And the feed after the last cursor holds nothing more.
+    assert!(
+        store
+            .changes(Some(conn), after, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn records_page_filters_and_tombstones(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    let other = store
+        .ensure_connection(
+            NewConnection {
+                name: "other",
+                adapter: "pco",
+                base_url: "http://127.0.0.1:1",
+            },
+            t0(),
+        )
+        .await
+        .unwrap()
+        .id;
+    let other_run = store
+        .start_run(other, RunKind::Full, None, None, t0())
+        .await
+        .unwrap()
+        .run()
+        .id;
+    let people = [person("1", "Ann", None), person("2", "Bob", None)];
+    store
+        .apply_page(page(conn, run, &people, &[], &Cursor::start(), false))
+        .await
+        .unwrap();
+    store
+        .apply_page(page(
+            other,
+            other_run,
+            &people,
+            &[],
+            &Cursor::start(),
+            false,
+        ))
+        .await
+        .unwrap();
+    store
+        .apply_page(PageWrite {
+            entity: "Email",
+            canonical_entity: "Email",
+            now: t0() + Duration::hours(2),
+            ..page(
+                conn,
+                run,
+                &[email_of("e1", "1")],
+                &[],
+                &Cursor::start(),
+                false,
+            )
+        })
+        .await
+        .unwrap();
+    store
+        .delete_records(Deletion {
+            connection_id: conn,
+            run_id: run,
+            entity: "Person",
+            external_ids: &["2".to_owned()],
+            cascade: &[],
+            now: t0() + Duration::hours(1),
+        })
+        .await
+        .unwrap();
+    let ids = |query: RecordsPageQuery| {
+        let store = store.clone();
+        async move {
+            store
+                .records_page(&RecordsPageQuery {
+                    limit: 100,
+                    ..query
+                })
+                .await
+                .unwrap()
+                .records
+                .into_iter()
+                .map(|r| format!("{}/{}/{}", r.connection, r.entity, r.external_id))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        ids(RecordsPageQuery {
+            connection_id: Some(conn),
+            ..Default::default()
+        })
+        .await,
+        ["main/Person/1", "main/Email/e1"]
+    );
+    // Tombstones only when asked for, at their deletion's place.
+    let with_tombstones = store
+        .records_page(&RecordsPageQuery {
+            connection_id: Some(conn),
+            include_deleted: true,
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let tombstone = with_tombstones.records.last().unwrap();
+    assert_eq!(tombstone.external_id, "2");
+    assert_eq!(tombstone.deleted_at, Some(t0() + Duration::hours(1)));
+    assert_eq!(
+        ids(RecordsPageQuery {
+            connection_id: Some(conn),
+            entity: Some("Person".into()),
+            ..Default::default()
+        })
+        .await,
+        ["main/Person/1"]
+    );
+    assert_eq!(
+        ids(RecordsPageQuery {
+            entity: Some("Person".into()),
+            ..Default::default()
+        })
+        .await,
+        ["main/Person/1", "other/Person/1", "other/Person/2"]
+    );
+    assert_eq!(
+        ids(RecordsPageQuery {
+            modified_after: Some(t0() + Duration::minutes(30)),
+            ..Default::default()
+        })
+        .await,
+        ["main/Email/e1"]
+    );
+    // Removing a connection removes its records from the pages.
+    assert!(store.remove_connection("other").await.unwrap());
+    assert_eq!(
+        ids(RecordsPageQuery {
+            entity: Some("Person".into()),
+            ..Default::default()
+        })
+        .await,
+        ["main/Person/1"]
+    );
+}
+
+async fn a_record_shows_its_incoming_edges(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    store
+        .apply_page(page(
+            conn,
+            run,
+            &[person("1", "Ann", None)],
+            &[],
+            &Cursor::start(),
+            false,
+        ))
+        .await
+        .unwrap();
+    store
+        .apply_page(PageWrite {
+            entity: "Email",
+            canonical_entity: "Email",
+            ..page(
+                conn,
+                run,
+                &[
+                    email_of("e1", "1"),
+                    email_of("e2", "1"),
+                    email_of("e3", "2"),
+                ],
+                &[],
+                &Cursor::start(),
+                false,
+            )
+        })
+        .await
+        .unwrap();
+    let incoming = store.edges_to(conn, "Person", "1").await.unwrap();
+    assert_eq!(
+        incoming
+            .iter()
+            .map(|e| (
+                e.from_entity.as_str(),
+                e.from_external_id.as_str(),
+                e.rel.as_str()
+            ))
+            .collect::<Vec<_>>(),
+        [("Email", "e1", "person"), ("Email", "e2", "person")]
+    );
+    assert!(
+        store
+            .edges_to(conn, "Person", "9")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Runs the indexer until it has read every change.
+async fn index_all(store: &Arc<dyn Store>) -> i64 {
+    loop {
+        let step = store.index_search(7).await.unwrap();
+        if step.changes == 0 && !step.rebuilt {
+            return step.cursor;
+        }
+    }
+}
+
+async fn find(store: &Arc<dyn Store>, text: &str) -> Vec<String> {
+    store
+        .search(&SearchQuery {
+            words: search_words(text),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|hit| hit.external_id)
+        .collect()
+}
+
+async fn search_finds_a_changed_record_and_forgets_a_deleted_one(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    let records = [
+        person_with(
+            "1",
+            json!({"name": "Ada Lovelace", "email": "ada@example.com", "age": 36}),
+        ),
+        person_with(
+            "2",
+            json!({"name": "Charles Babbage", "notes": ["engine", "Ada's friend"]}),
+        ),
+        person_with(
+            "3",
+            json!({"name": "Zoë Ångström", "address": {"city": "Uppsala"}}),
+        ),
+    ];
+    store
+        .apply_page(page(conn, run, &records, &[], &Cursor::start(), false))
+        .await
+        .unwrap();
+    assert!(find(&store, "ada").await.is_empty(), "nothing indexed yet");
+    let cursor = index_all(&store).await;
+    assert_eq!(cursor, store.feed_head().await.unwrap());
+    assert_eq!(store.search_cursor().await.unwrap(), cursor);
+    let mut ada = find(&store, "Ada").await;
+    ada.sort();
+    assert_eq!(ada, ["1", "2"], "every string value, nested ones too");
+    assert_eq!(find(&store, "lovelace ada").await, ["1"]);
+    assert_eq!(find(&store, "exam").await, ["1"], "a word's start");
+    assert_eq!(find(&store, "uppsala").await, ["3"]);
+    assert_eq!(find(&store, "Zoë").await, ["3"]);
+    assert!(find(&store, "36").await.is_empty(), "strings only");
+    assert!(find(&store, "ada babbage lovelace").await.is_empty());
+    // The best match first, with a snippet.
+    let hits = store
+        .search(&SearchQuery {
+            words: search_words("lovelace"),
+            connection_id: Some(conn),
+            entity: Some("Person".into()),
+            limit: 5,
+        })
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 1);
+    assert!(
+        hits[0].snippet.contains("[Lovelace]"),
+        "{}",
+        hits[0].snippet
+    );
+    assert_eq!(hits[0].canonical["name"], "Ada Lovelace");
+    assert_eq!(hits[0].connection, "main");
+    assert!(
+        store
+            .search(&SearchQuery {
+                words: search_words("lovelace"),
+                entity: Some("Email".into()),
+                limit: 5,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A change: found by its new words, not its old ones.
+    store
+        .apply_page(page(
+            conn,
+            run,
+            &[person_with(
+                "1",
+                json!({"name": "Ada Byron", "email": "ada@example.com"}),
+            )],
+            &[],
+            &Cursor::start(),
+            false,
+        ))
+        .await
+        .unwrap();
+    index_all(&store).await;
+    assert_eq!(find(&store, "byron").await, ["1"]);
+    assert!(find(&store, "lovelace").await.is_empty());
+    // A deletion: gone from the index.
+    store
+        .delete_records(Deletion {
+            connection_id: conn,
+            run_id: run,
+            entity: "Person",
+            external_ids: &["1".to_owned()],
+            cascade: &[],
+            now: t0() + Duration::hours(1),
+        })
+        .await
+        .unwrap();
+    index_all(&store).await;
+    assert!(find(&store, "byron").await.is_empty());
+    assert_eq!(find(&store, "ada").await, ["2"]);
+    // Nothing new: a step reads nothing and keeps its cursor.
+    let step = store.index_search(100).await.unwrap();
+    assert_eq!((step.changes, step.rebuilt), (0, false));
+    assert_eq!(step.cursor, store.feed_head().await.unwrap());
+    // A removed connection's records leave the index with it.
+    assert!(store.remove_connection("main").await.unwrap());
+    assert!(find(&store, "babbage").await.is_empty());
+}
+
+async fn search_index_is_rebuilt_past_the_feed_horizon(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    store
+        .apply_page(page(
+            conn,
+            run,
+            &[person("1", "Ann", None), person("2", "Bob", None)],
+            &[],
+            &Cursor::start(),
+            false,
+        ))
+        .await
+        .unwrap();
+    store
+        .apply_page(PageWrite {
+            now: t0() + Duration::days(40),
+            ..page(
+                conn,
+                run,
+                &[person("3", "Cy", None)],
+                &[],
+                &Cursor::start(),
+                false,
+            )
+        })
+        .await
+        .unwrap();
+    // The first two feed rows expire before the indexer has read them.
+    assert_eq!(
+        store
+            .expire_changes(t0() + Duration::days(10))
+            .await
+            .unwrap(),
+        2
+    );
+    let step = store.index_search(100).await.unwrap();
+    assert!(step.rebuilt);
+    assert_eq!(step.cursor, store.feed_head().await.unwrap());
+    assert_eq!(find(&store, "ann").await, ["1"]);
+    assert_eq!(find(&store, "cy").await, ["3"]);
+    // The records API still lists them all from the start.
+    let (all, _) = read_records(&store, conn, 0, 10).await;
+    assert_eq!(all.len(), 3);
+}
+
+/// A writer that changes a record and commits after a reader has paged
+/// past the positions given so far: the record comes after the reader's
+/// cursor, with its new content, once. (SQLite has one writer at a time.)
+async fn a_record_committed_late_is_paged_after_the_cursor(store: Arc<dyn Store>, url: &str) {
+    use sqlx::Connection as _;
+    if !url.starts_with("postgres") {
+        return;
+    }
+    let (conn, run) = setup(&store).await;
+    store
+        .apply_page(page(
+            conn,
+            run,
+            &[person("early", "Old", None)],
+            &[],
+            &Cursor::start(),
+            false,
+        ))
+        .await
+        .unwrap();
+    let (before, _) = read_records(&store, conn, 0, 10).await;
+    assert_eq!(before.len(), 1);
+    // A writer updates the record (and writes its feed row, as a page
+    // does) but does not commit yet ...
+    let mut early = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut tx = early.begin().await.unwrap();
+    let record_id: i64 = sqlx::query_scalar(
+        "UPDATE records SET canonical = '{\"name\": \"New\"}', content_hash = 'new' \
+         WHERE connection_id = $1 AND external_id = 'early' RETURNING id",
+    )
+    .bind(conn)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO changes (connection_id, record_id, entity, external_id, kind, content_hash, run_id, changed_at) \
+         VALUES ($1, $2, 'Person', 'early', 'updated', 'new', $3, now())",
+    )
+    .bind(conn)
+    .bind(record_id)
+    .bind(run)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    // ... while a page commits after it, and a reader pages to the end.
+    store
+        .apply_page(page(
+            conn,
+            run,
+            &[person("later", "L", None)],
+            &[],
+            &Cursor::start(),
+            false,
+        ))
+        .await
+        .unwrap();
+    let (seen, cursor) = read_records(&store, conn, 0, 10).await;
+    assert_eq!(
+        seen.iter()
+            .map(|r| (
+                r.external_id.as_str(),
+                r.canonical["name"].as_str().unwrap()
+            ))
+            .collect::<Vec<_>>(),
+        [("early", "Old"), ("later", "L")]
+    );
+    // The writer commits now: its change is numbered after the cursor,
+    // and so is the record's version.
+    tx.commit().await.unwrap();
+    let (next, end) = read_records(&store, conn, cursor, 10).await;
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].external_id, "early");
+    assert_eq!(next[0].canonical, json!({"name": "New"}));
+    assert!(next[0].version > cursor);
+    // The feed after the same cursor holds exactly that change.
+    let fed = store.changes(Some(conn), cursor, 10).await.unwrap();
+    assert_eq!(fed.len(), 1);
+    assert_eq!(fed[0].seq, next[0].version);
+    assert_eq!(end, next[0].version);
+    // From the start, every record once, at its latest version.
+    let (all, _) = read_records(&store, conn, 0, 1).await;
+    assert_eq!(
+        all.iter()
+            .map(|r| r.external_id.as_str())
+            .collect::<Vec<_>>(),
+        ["later", "early"]
+    );
 }

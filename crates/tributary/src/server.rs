@@ -3,8 +3,10 @@
 //! /readyz`: the database answers, its schema is current, and the process
 //! is not shutting down), counters (`GET /metrics`), and webhooks in (`POST /webhooks/{connection}`,
 //! [`webhooks`]), and the change feed (`GET /v1/changes`, `GET
-//! /v1/changes/stream`, `GET /v1/changes/ws`, [`feed`]). The dashboard
-//! joins this router.
+//! /v1/changes/stream`, `GET /v1/changes/ws`, [`feed`]), and the records
+//! API and search (`GET /v1/records`, `GET
+//! /v1/records/{connection}/{entity}/{external_id}`, `GET /v1/search`,
+//! [`records`]). The dashboard joins this router.
 
 pub mod api;
 pub mod auth;
@@ -12,6 +14,7 @@ pub mod batches;
 pub mod feed;
 pub mod openapi;
 pub mod problem;
+pub mod records;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -34,6 +37,8 @@ pub struct AppState {
     pub service: ServiceHandle,
     pub webhooks: Arc<webhooks::Ingest>,
     pub feed: tributary_feed::FeedHandle,
+    /// The search indexer (what `GET /v1/search` reflects).
+    pub search: tributary_feed::IndexerHandle,
     pub access: Arc<auth::Access>,
     /// The longest long poll granted (`GET /v1/changes?wait=`).
     pub max_wait: std::time::Duration,
@@ -48,8 +53,10 @@ impl AppState {
         service: ServiceHandle,
         webhooks: webhooks::Ingest,
         feed: tributary_feed::FeedHandle,
+        search: tributary_feed::IndexerHandle,
     ) -> Self {
         Self {
+            search,
             access: Arc::new(auth::Access::new(store.clone(), clock.clone())),
             store,
             clock,
@@ -75,6 +82,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}", get(api::run))
         .route("/v1/runs/{id}/cancel", post(api::cancel_run))
         .route("/v1/audit", get(api::audit))
+        .route("/v1/records", get(records::list))
+        .route(
+            "/v1/records/{connection}/{entity}/{external_id}",
+            get(records::one),
+        )
+        .route("/v1/search", get(records::search))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require,

@@ -40,6 +40,10 @@ pub enum Command {
     /// SSE and WebSocket subscribers — the sync's records/s both ways,
     /// changes delivered per second, commit → subscriber latency.
     Feed(super::bench_feed::FeedArgs),
+    /// The records API and search: a client pages `GET /v1/records` from
+    /// `serve` over a synced store, start to end, and sends searches —
+    /// pages/s, records/s, searches/s and search latency.
+    Records(super::bench_records::RecordsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -266,6 +270,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::KeepCurrent(args) => return super::bench_current::keep_current(args).await,
         Command::Webhooks(args) => return super::bench_webhooks::webhooks(args).await,
         Command::Feed(args) => return super::bench_feed::feed(args).await,
+        Command::Records(args) => return super::bench_records::records(args).await,
     };
     let exe = std::env::current_exe()?;
     // The binaries to sync with: this one, and the one to run against.

@@ -237,7 +237,7 @@ async fn feed_head(db: &str) -> anyhow::Result<i64> {
 }
 
 /// A sync (`kind`) of the simulator at `url` into `db`: its seconds.
-fn sync(exe: &std::path::Path, db: &str, url: &str, kind: &str) -> anyhow::Result<f64> {
+pub(super) fn sync(exe: &std::path::Path, db: &str, url: &str, kind: &str) -> anyhow::Result<f64> {
     let started = Instant::now();
     let out = Process::new(exe)
         .args([
@@ -263,7 +263,7 @@ fn sync(exe: &std::path::Path, db: &str, url: &str, kind: &str) -> anyhow::Resul
 }
 
 /// The live records in `db`.
-async fn records_in(db: &str) -> anyhow::Result<i64> {
+pub(super) async fn records_in(db: &str) -> anyhow::Result<i64> {
     let store = tributary_store::open_read_only(db).await?;
     let mut records = 0;
     for connection in store.connections().await? {

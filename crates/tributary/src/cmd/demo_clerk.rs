@@ -148,12 +148,18 @@ pub async fn run(demo: ClerkDemo<'_>) -> anyhow::Result<ExitCode> {
     .start()
     .await
     .context("cannot start the change feed")?;
+    let search =
+        tributary_feed::Indexer::new(store.clone(), tributary_feed::IndexerOptions::default())
+            .start()
+            .await
+            .context("cannot start the search indexer")?;
     let app = router(AppState::new(
         store.clone(),
         Arc::new(SystemClock),
         service.clone(),
         ingest,
         feed.clone(),
+        search.clone(),
     ));
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let endpoint = format!("http://{address}/webhooks/{CONNECTION}");
@@ -183,6 +189,7 @@ pub async fn run(demo: ClerkDemo<'_>) -> anyhow::Result<ExitCode> {
         .context("the simulator's sender did not finish within a minute")?;
     service.shutdown().await;
     feed.shutdown();
+    search.shutdown();
     server.abort();
     let stats = instance.webhook_stats();
     crate::outln!(

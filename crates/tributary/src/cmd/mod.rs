@@ -5,6 +5,7 @@ pub mod bench;
 mod bench_client;
 mod bench_current;
 mod bench_feed;
+mod bench_records;
 mod bench_webhooks;
 pub mod connections;
 pub mod demo;

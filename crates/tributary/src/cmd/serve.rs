@@ -1,6 +1,7 @@
 //! `tributary serve`: the long-running process. It fires each connection's
 //! schedule (`tributary schedules set`), runs the syncs through the
-//! engine's service, and answers `GET /healthz` and `GET /readyz`. On
+//! engine's service, keeps the search index current (a consumer of the
+//! change feed), and answers HTTP (`server.rs`). On
 //! SIGTERM or Ctrl-C it stops starting work, lets the pages in flight
 //! commit, leaves its runs resumable and exits — within 10 seconds.
 
@@ -126,7 +127,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let service = Service::new(engine, Arc::new(resolver), ServiceOptions::default()).start();
     let address = listener.local_addr()?;
     crate::output::note(&format!(
-        "serving on http://{address} (GET /healthz, /readyz, /v1/changes, /v1/changes/stream; POST /webhooks/CONNECTION); {} scheduled connection(s); stop with Ctrl-C or SIGTERM",
+        "serving on http://{address} (GET /healthz, /readyz, /v1/changes, /v1/changes/stream, /v1/records, /v1/search; POST /webhooks/CONNECTION); {} scheduled connection(s); stop with Ctrl-C or SIGTERM",
         schedules.len()
     ));
     let ingest = Ingest::new(
@@ -149,6 +150,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     .start()
     .await
     .context("cannot start the change feed")?;
+    let search =
+        tributary_feed::Indexer::new(store.clone(), tributary_feed::IndexerOptions::default())
+            .start()
+            .await
+            .context("cannot start the search indexer")?;
     let app = router(AppState {
         max_wait: std::time::Duration::from_secs(u64::from(args.max_wait)),
         ..AppState::new(
@@ -157,6 +163,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             service.clone(),
             ingest,
             feed.clone(),
+            search.clone(),
         )
     });
     let stopping = service.clone();
@@ -171,6 +178,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("the HTTP server failed")?;
     service.shutdown().await;
     feed.shutdown();
+    search.shutdown();
     store.close().await;
     crate::output::note("stopped");
     Ok(ExitCode::SUCCESS)

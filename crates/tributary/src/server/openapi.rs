@@ -241,7 +241,7 @@ impl Modify for Tokens {
 #[openapi(
     info(
         title = "Tributary",
-        description = "Records kept current from SaaS APIs: the change feed, runs and the audit trail. \
+        description = "Records kept current from SaaS APIs: the records, search, the change feed, runs and the audit trail. \
             Every route needs an API token (`tributary tokens create --role read|admin`): \
             `Authorization: Bearer <token>`, or `?access_token=` where a browser cannot set a header."
     ),
@@ -255,6 +255,9 @@ impl Modify for Tokens {
         super::api::request_run,
         super::api::cancel_run,
         super::api::audit,
+        super::records::list,
+        super::records::one,
+        super::records::search,
     ),
     components(schemas(ProblemDoc, Change, ChangesPage, ConnectionList, RunList, Run, NewRun, AuditTrail)),
     modifiers(&Tokens),
