@@ -15,6 +15,7 @@ pub mod schedules;
 pub mod serve;
 pub mod sim;
 pub mod status;
+pub mod subscriptions;
 pub mod sync;
 pub mod webhooks;
 

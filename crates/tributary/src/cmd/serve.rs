@@ -1,6 +1,7 @@
 //! `tributary serve`: the long-running process. It fires each connection's
 //! schedule (`tributary schedules set`), runs the syncs through the
-//! engine's service, and answers `GET /healthz` and `GET /readyz`. On
+//! engine's service, sends the subscriptions' webhooks (webhooks out),
+//! and answers `GET /healthz` and `GET /readyz`. On
 //! SIGTERM or Ctrl-C it stops starting work, lets the pages in flight
 //! commit, leaves its runs resumable and exits — within 10 seconds.
 
@@ -13,6 +14,7 @@ use anyhow::Context as _;
 use tributary_core::{RunKind, SystemClock};
 use tributary_engine::{Engine, EngineOptions, Resolver, RunRequest, Service, ServiceOptions};
 use tributary_manifest::Manifest;
+use tributary_outbound::{Outbound, OutboundHandle, OutboundOptions};
 use tributary_secrets::SecretKey;
 use tributary_store::Connection;
 
@@ -119,6 +121,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let resolver_key = resolver.key.as_ref().ok().cloned();
+    let resolver_key_for_outbound = resolver_key.clone();
     let service = Service::new(engine, Arc::new(resolver), ServiceOptions::default()).start();
     let address = listener.local_addr()?;
     crate::output::note(&format!(
@@ -145,6 +148,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     .start()
     .await
     .context("cannot start the change feed")?;
+    // Webhooks out: beside the feed, woken whenever its head moves.
+    let outbound = start_outbound(&store, resolver_key_for_outbound.clone(), &feed).await?;
     let app = router(AppState {
         store: store.clone(),
         service: service.clone(),
@@ -162,10 +167,53 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await
         .context("the HTTP server failed")?;
     service.shutdown().await;
+    if let Some((outbound, waker)) = &outbound {
+        waker.abort();
+        outbound.shutdown().await;
+    }
     feed.shutdown();
     store.close().await;
     crate::output::note("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the webhooks-out service (when there is a key to open the
+/// subscriptions' secrets with) and a task that wakes it whenever the
+/// change feed's head moves.
+async fn start_outbound(
+    store: &Arc<dyn tributary_store::Store>,
+    key: Option<Arc<SecretKey>>,
+    feed: &tributary_feed::FeedHandle,
+) -> anyhow::Result<Option<(OutboundHandle, tokio::task::JoinHandle<()>)>> {
+    let Some(key) = key else {
+        if !store.subscriptions().await?.is_empty() {
+            tracing::warn!(
+                "no secret key: subscriptions' messages are not sent (set TRIBUTARY_SECRET_KEY or TRIBUTARY_SECRET_KEY_FILE)"
+            );
+        }
+        return Ok(None);
+    };
+    let outbound = Outbound::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        key,
+        OutboundOptions::default(),
+    )
+    .context("cannot start webhooks out")?
+    .start();
+    let waker = {
+        let outbound = outbound.clone();
+        let feed = feed.clone();
+        tokio::spawn(async move {
+            loop {
+                let head = feed.head();
+                if feed.wait(head, std::time::Duration::from_secs(60)).await {
+                    outbound.wake();
+                }
+            }
+        })
+    };
+    Ok(Some((outbound, waker)))
 }
 
 /// SIGTERM or Ctrl-C.
