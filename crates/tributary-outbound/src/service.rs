@@ -151,9 +151,13 @@ async fn run(shared: Arc<Shared>, done: watch::Sender<bool>) {
         if *stop.borrow() {
             break;
         }
-        if let Err(error) = pass(&shared, &mut tasks).await {
-            tracing::warn!(%error, "webhooks out: a pass failed");
-        }
+        let failed = match pass(&shared, &mut tasks).await {
+            Ok(_) => false,
+            Err(error) => {
+                tracing::warn!(%error, "webhooks out: a pass failed");
+                true
+            }
+        };
         let now = shared.clock.now();
         let due = last_expiry.is_none_or(|at| {
             (now - at).to_std().unwrap_or_default() >= shared.options.expire_every
@@ -170,9 +174,11 @@ async fn run(shared: Arc<Shared>, done: watch::Sender<bool>) {
                 shared.options.poll
             }
         };
-        // A message due now with every slot taken waits for a slot.
+        // A message due now with every slot taken waits for a slot (or a
+        // poll); after a failed pass, the next waits a poll too.
         let wait = match shared.slots.available_permits() {
             0 => shared.options.poll,
+            _ if failed => shared.options.poll,
             _ => wait.min(shared.options.poll),
         };
         tokio::select! {
