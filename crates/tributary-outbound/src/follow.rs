@@ -91,7 +91,9 @@ pub(crate) async fn follow(
                 }
             }
         }
-        if read.next == cursor && told.is_empty() {
+        // Nothing to tell: a subscription to run ends only moves its
+        // cursor with an end to tell (not at every move of the feed).
+        if told.is_empty() && (read.next == cursor || !subscription.wants_changes) {
             break;
         }
         let written = store

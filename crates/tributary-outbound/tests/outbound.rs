@@ -240,6 +240,16 @@ impl World {
     /// A subscription to `url` (a new secret, sealed), from the feed's
     /// head; its secret.
     async fn subscribe(&self, url: &str, entity: Option<&str>) -> (Subscription, String) {
+        self.subscribe_to(url, entity, true).await
+    }
+
+    /// [`World::subscribe`], to changes or to run ends only.
+    async fn subscribe_to(
+        &self,
+        url: &str,
+        entity: Option<&str>,
+        wants_changes: bool,
+    ) -> (Subscription, String) {
         let secret = tributary_secrets::generate_signing_secret();
         let sealed = tributary_secrets::seal_subscription_secret(&self.key, &secret, "main");
         let subscription = self
@@ -249,7 +259,7 @@ impl World {
                 entity,
                 url,
                 sealed_secret: &sealed,
-                wants_changes: true,
+                wants_changes,
                 wants_finished: true,
                 cursor: self.store.feed_head().await.unwrap(),
                 now: self.now(),
@@ -364,6 +374,10 @@ async fn every_batch_arrives_once_in_order_through_failures_on_the_svix_schedule
     let receiver = Receiver::default();
     let base = receiver.serve().await;
     let (subscription, secret) = world.subscribe(&format!("{base}/hooks"), None).await;
+    let (_ends, ends_secret) = world
+        .subscribe_to(&format!("{base}/ends"), None, false)
+        .await;
+    receiver.expect("/ends", &ends_secret, vec![], Answer::Status(200));
     receiver.expect(
         "/hooks",
         &secret,
@@ -391,7 +405,8 @@ async fn every_batch_arrives_once_in_order_through_failures_on_the_svix_schedule
     // Batches of at most 2, whole transactions only: [a b c] (one
     // transaction larger than the limit), [d], [h1 h2]; then the run's end.
     let first = outbound.tick().await.unwrap();
-    assert_eq!(first.enqueued, 4, "{first:?}");
+    // 4 for /hooks, and the run's end for /ends (which wants only those).
+    assert_eq!(first.enqueued, 5, "{first:?}");
     let queued = world.messages(subscription.id).await;
     let events: Vec<&str> = queued.iter().map(|m| m.event.as_str()).collect();
     assert_eq!(events, ["changes", "changes", "changes", "sync.finished"]);
@@ -407,9 +422,14 @@ async fn every_batch_arrives_once_in_order_through_failures_on_the_svix_schedule
         .collect();
     assert_eq!(sizes, [3, 1, 2]);
     // Attempt 1: 500 → again 5 s later.
+    let ours: Vec<_> = first
+        .attempts
+        .iter()
+        .filter(|a| a.subscription_id == subscription.id)
+        .collect();
     assert!(
         matches!(
-            &first.attempts[..],
+            &ours[..],
             [a] if a.attempt == 1 && matches!(&a.outcome, Attempted::Retry { status: Some(500), at, .. } if *at == t0 + chrono::Duration::seconds(5))
         ),
         "{first:?}"
@@ -486,6 +506,11 @@ async fn every_batch_arrives_once_in_order_through_failures_on_the_svix_schedule
     assert_eq!(bodies[2]["data"]["cursor"], head);
     let stored = world.messages(subscription.id).await;
     assert!(stored.iter().all(|m| m.state == MessageState::Delivered));
+    // Run ends only: one message, at once, telling the same cursor.
+    let ends = receiver.delivered("/ends");
+    assert_eq!(ends.len(), 1);
+    assert_eq!(ends[0]["type"], "sync.finished");
+    assert_eq!(ends[0]["data"]["cursor"], head);
     assert_eq!(
         world
             .store
