@@ -335,6 +335,44 @@ pub fn open_webhook_secret(
         .map_err(|_| Error::BadCredentials("a webhook secret that is not UTF-8".to_owned()))
 }
 
+/// The associated data that binds a subscription's signing secret (webhooks
+/// out) to its connection — and to that purpose: a blob sealed as one
+/// kind never opens as another.
+fn subscription_secret_aad(connection: &str) -> Vec<u8> {
+    format!("tributary/subscription-secret/{connection}").into_bytes()
+}
+
+/// A new signing secret for webhooks out, as receivers are shown it:
+/// `whsec_` and the base64 of 32 random bytes from the operating system's
+/// generator (the Standard Webhooks form).
+///
+/// # Panics
+///
+/// If the operating system's random number generator fails.
+pub fn generate_signing_secret() -> Zeroizing<String> {
+    let bytes = SecretKey::generate();
+    Zeroizing::new(format!("whsec_{}", bytes.to_base64().as_str()))
+}
+
+/// Seals a subscription's signing secret (`whsec_...`) for storage, bound
+/// to its connection's name.
+pub fn seal_subscription_secret(key: &SecretKey, secret: &str, connection: &str) -> Vec<u8> {
+    key.seal(secret.as_bytes(), &subscription_secret_aad(connection))
+}
+
+/// Opens what [`seal_subscription_secret`] sealed for the same connection
+/// name.
+pub fn open_subscription_secret(
+    key: &SecretKey,
+    sealed: &[u8],
+    connection: &str,
+) -> Result<Zeroizing<String>> {
+    let bytes = key.open(sealed, &subscription_secret_aad(connection))?;
+    std::str::from_utf8(&bytes)
+        .map(|text| Zeroizing::new(text.to_owned()))
+        .map_err(|_| Error::BadCredentials("a subscription secret that is not UTF-8".to_owned()))
+}
+
 #[cfg(unix)]
 fn check_permissions(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
@@ -426,6 +464,28 @@ mod tests {
         // Not under another connection's name, nor as credentials.
         assert!(open_webhook_secret(&key, &sealed, "other").is_err());
         assert!(open_credentials(&key, &sealed, "main").is_err());
+    }
+
+    #[test]
+    fn subscription_secrets_are_fresh_and_sealed_for_their_purpose() {
+        let key = SecretKey::generate();
+        let secret = generate_signing_secret();
+        assert!(secret.starts_with("whsec_"));
+        let decoded = BASE64.decode(&secret["whsec_".len()..]).unwrap();
+        assert_eq!(decoded.len(), 32);
+        assert_ne!(generate_signing_secret().as_str(), secret.as_str());
+        let sealed = seal_subscription_secret(&key, &secret, "main");
+        assert_eq!(
+            open_subscription_secret(&key, &sealed, "main")
+                .unwrap()
+                .as_str(),
+            secret.as_str()
+        );
+        // Not for another connection, nor as an inbound webhook secret.
+        assert!(open_subscription_secret(&key, &sealed, "other").is_err());
+        assert!(open_webhook_secret(&key, &sealed, "main").is_err());
+        let inbound = seal_webhook_secret(&key, &secret, "main");
+        assert!(open_subscription_secret(&key, &inbound, "main").is_err());
     }
 
     #[test]

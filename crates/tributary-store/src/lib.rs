@@ -23,6 +23,7 @@ mod postgres;
 mod records_api;
 mod rows;
 mod sqlite;
+mod subscriptions;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -43,6 +44,10 @@ pub use records_api::{
     SearchQuery, search_words,
 };
 pub use sqlite::SqliteStore;
+pub use subscriptions::{
+    Attempted, Enqueue, FinishedRun, Message, MessageQuery, MessageState, NewMessage,
+    NewSubscription, OutboxStats, Subscription, SubscriptionEvent, SubscriptionState,
+};
 pub use webhooks::{
     Delivery, DeliveryQuery, DeliveryState, NewDelivery, Received, Settled, WebhookSecret,
 };
@@ -911,6 +916,82 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// the senders' retry horizon.
     async fn expire_deliveries(&self, before: Timestamp) -> Result<u64>;
 
+    /// Webhooks out: keeps a new subscription (its secret sealed by the
+    /// caller), following the feed after `new.cursor`.
+    async fn add_subscription(&self, new: &NewSubscription<'_>) -> Result<Subscription>;
+    /// Every subscription, oldest first.
+    async fn subscriptions(&self) -> Result<Vec<Subscription>>;
+    /// Subscription `id`.
+    async fn subscription(&self, id: i64) -> Result<Option<Subscription>>;
+    /// Removes subscription `id` with its outbox and the run ends not yet
+    /// told to it, in one transaction; whether there was one.
+    async fn remove_subscription(&self, id: i64) -> Result<bool>;
+    /// Enables or disables a subscription (`reason`: why it is disabled;
+    /// enabling clears it). A disabled subscription is neither followed
+    /// nor delivered: its cursor and its messages wait where they are.
+    /// Whether there was one.
+    async fn set_subscription_state(
+        &self,
+        id: i64,
+        state: SubscriptionState,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool>;
+    /// The runs of its connection that ended and are not yet told to
+    /// subscription `id` (kept, in the transaction that ends a run, for
+    /// every subscription that wants `sync.finished`), oldest first.
+    async fn finished_runs(&self, subscription_id: i64) -> Result<Vec<FinishedRun>>;
+    /// Enqueues messages and moves the subscription's cursor in ONE
+    /// transaction — only if the cursor is still `from_cursor`, the
+    /// subscription active, and every finished run named still untold
+    /// (they are deleted): `false`, and nothing written, when another
+    /// enqueuer was first. So nothing is enqueued twice, and nothing is
+    /// skipped: a crash before the commit leaves the cursor where it was.
+    async fn enqueue_messages(&self, enqueue: &Enqueue<'_>) -> Result<bool>;
+    /// Claims up to `limit` messages due at `now` — each the oldest pending
+    /// message of an active subscription (a subscription's messages go out
+    /// one at a time, in order) — counting the attempt and moving their
+    /// next attempt to `lease_until`, so no other claimer (of any process)
+    /// takes them meanwhile. Returned with their new attempt count.
+    async fn claim_messages(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Message>>;
+    /// Records how the attempt `attempts` at message `id` ended — only if
+    /// the message is still pending at that attempt (not replayed, removed
+    /// or claimed again meanwhile); [`Attempted::Gone`] disables its
+    /// subscription in the same transaction. Whether it was recorded.
+    async fn settle_message(
+        &self,
+        id: i64,
+        attempts: i64,
+        outcome: &Attempted,
+        now: Timestamp,
+    ) -> Result<bool>;
+    /// Gives back a claim whose attempt never ended (the process is
+    /// stopping): due at `now`, the attempt uncounted. Whether it was.
+    async fn release_message(&self, id: i64, attempts: i64, now: Timestamp) -> Result<bool>;
+    /// Makes a subscription's dead letters pending again, due at `now`,
+    /// their attempts counted from zero: the ones named by message id, or
+    /// (none named) all. Returns how many.
+    async fn replay_messages(
+        &self,
+        subscription_id: i64,
+        message_ids: &[String],
+        now: Timestamp,
+    ) -> Result<u64>;
+    /// Messages in the outbox, oldest first.
+    async fn messages(&self, query: &MessageQuery) -> Result<Vec<Message>>;
+    /// Each subscription's outbox in figures, by subscription id.
+    async fn outbox_stats(&self) -> Result<Vec<OutboxStats>>;
+    /// When the next message that [`Store::claim_messages`] could take is
+    /// due (`None`: none waits).
+    async fn next_message_due(&self) -> Result<Option<Timestamp>>;
+    /// Forgets messages delivered before `before`; returns how many.
+    async fn expire_messages(&self, before: Timestamp) -> Result<u64>;
+
     /// The connection's high-water marks, per entity: the time (the
     /// source's clock) up to which every change of the entity is stored,
     /// as pages committed them ([`PageWrite::mark`]).
@@ -983,6 +1064,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// and `NOTIFY`), else this process's only (SQLite: other processes'
     /// commits are for the feed to poll for). Whether other processes'
     /// commits wake it. It stops once `wake` is dropped.
+    async fn watch_changes(&self, wake: Arc<tokio::sync::Notify>) -> Result<bool>;
 
     // --- The records API and full-text search (`records_api.rs`) ---
     //
@@ -1021,7 +1103,6 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Live records whose canonical string values hold every word of
     /// `query` (each as a word's start), best first.
     async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>>;
-    async fn watch_changes(&self, wake: Arc<tokio::sync::Notify>) -> Result<bool>;
     /// Quarantined records, oldest first.
     async fn quarantined(&self, connection_id: Option<i64>, limit: u32)
     -> Result<Vec<Quarantined>>;

@@ -6,6 +6,7 @@
 
 mod access;
 mod records_api;
+mod subscriptions;
 mod webhooks;
 
 use std::collections::{HashMap, HashSet};
@@ -29,6 +30,10 @@ use crate::rows::{
     run_row,
 };
 use crate::run_totals;
+use crate::{
+    Attempted, Enqueue, FinishedRun, Message, MessageQuery, NewSubscription, OutboxStats,
+    Subscription, SubscriptionState,
+};
 use crate::{
     Backend, Burial, Change, Checkpoint, Connection, ConnectionStatus, Deleted, Deletion,
     EntityCount, EntityState, Error, NewConnection, PageOutcome, PageWrite, Quarantined,
@@ -137,6 +142,11 @@ fn migrator() -> Migrator {
             17,
             "feed_order",
             include_str!("../migrations/postgres/0017_feed_order.sql"),
+        ),
+        (
+            18,
+            "subscriptions",
+            include_str!("../migrations/postgres/0018_subscriptions.sql"),
         ),
         (
             19,
@@ -475,6 +485,9 @@ impl Store for PgStore {
         for sql in [
             "DELETE FROM changes WHERE connection_id = $1",
             "DELETE FROM marks WHERE connection_id = $1",
+            "DELETE FROM subscription_messages m USING subscriptions s WHERE m.subscription_id = s.id AND s.connection_id = $1",
+            "DELETE FROM subscription_finishes f USING subscriptions s WHERE f.subscription_id = s.id AND s.connection_id = $1",
+            "DELETE FROM subscriptions WHERE connection_id = $1",
             "DELETE FROM webhook_deliveries WHERE connection_id = $1",
             "DELETE FROM webhook_secrets WHERE connection_id = $1",
             "DELETE FROM webhook_pauses WHERE connection_id = $1",
@@ -755,6 +768,7 @@ impl Store for PgStore {
         resumable: bool,
         now: Timestamp,
     ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE runs SET state = $1, error = $2, resumable = $3, updated_at = $4, \
              finished_at = $5 WHERE id = $6 AND state = 'running'",
@@ -765,8 +779,17 @@ impl Store for PgStore {
         .bind(now)
         .bind(state.is_final().then_some(now))
         .bind(run_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        // The end is told to the connection's subscriptions (webhooks out)
+        // exactly once: kept in the transaction that ends the run.
+        if done.rows_affected() == 1 && state.is_final() {
+            sqlx::query(crate::subscriptions::NOTE_FINISH)
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         // Not running: a person cancelled it meanwhile, and that stands.
         if done.rows_affected() == 0 && self.run(run_id).await?.is_none() {
             return Err(Error::NotFound(format!("run {run_id}")));
@@ -953,6 +976,12 @@ impl Store for PgStore {
                 .bind(run_id)
                 .execute(&mut *tx)
                 .await?;
+            if !from.is_final() {
+                sqlx::query(crate::subscriptions::NOTE_FINISH)
+                    .bind(run_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
         Ok(moved)
@@ -1084,6 +1113,88 @@ impl Store for PgStore {
 
     async fn expire_deliveries(&self, before: Timestamp) -> Result<u64> {
         self.delete_expired(before).await
+    }
+
+    async fn add_subscription(&self, new: &NewSubscription<'_>) -> Result<Subscription> {
+        self.insert_subscription(new).await
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<Subscription>> {
+        self.select_subscriptions(None).await
+    }
+
+    async fn subscription(&self, id: i64) -> Result<Option<Subscription>> {
+        Ok(self.select_subscriptions(Some(id)).await?.pop())
+    }
+
+    async fn remove_subscription(&self, id: i64) -> Result<bool> {
+        self.delete_subscription(id).await
+    }
+
+    async fn set_subscription_state(
+        &self,
+        id: i64,
+        state: SubscriptionState,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        self.update_subscription_state(id, state, reason, now).await
+    }
+
+    async fn finished_runs(&self, subscription_id: i64) -> Result<Vec<FinishedRun>> {
+        self.select_finished(subscription_id).await
+    }
+
+    async fn enqueue_messages(&self, enqueue: &Enqueue<'_>) -> Result<bool> {
+        self.insert_messages(enqueue).await
+    }
+
+    async fn claim_messages(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        self.claim(now, lease_until, limit).await
+    }
+
+    async fn settle_message(
+        &self,
+        id: i64,
+        attempts: i64,
+        outcome: &Attempted,
+        now: Timestamp,
+    ) -> Result<bool> {
+        self.settle(id, attempts, outcome, now).await
+    }
+
+    async fn release_message(&self, id: i64, attempts: i64, now: Timestamp) -> Result<bool> {
+        self.release(id, attempts, now).await
+    }
+
+    async fn replay_messages(
+        &self,
+        subscription_id: i64,
+        message_ids: &[String],
+        now: Timestamp,
+    ) -> Result<u64> {
+        self.replay(subscription_id, message_ids, now).await
+    }
+
+    async fn messages(&self, query: &MessageQuery) -> Result<Vec<Message>> {
+        self.select_messages(query).await
+    }
+
+    async fn outbox_stats(&self) -> Result<Vec<OutboxStats>> {
+        self.select_outbox_stats().await
+    }
+
+    async fn next_message_due(&self) -> Result<Option<Timestamp>> {
+        self.select_next_due().await
+    }
+
+    async fn expire_messages(&self, before: Timestamp) -> Result<u64> {
+        self.delete_delivered(before).await
     }
 
     async fn marks(&self, connection_id: i64) -> Result<Vec<(String, Timestamp)>> {

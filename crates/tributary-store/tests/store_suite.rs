@@ -11,10 +11,11 @@ use tributary_core::{
     ChangeKind, Cursor, EdgeRef, PreparedRecord, QuarantinedRecord, RunKind, RunState, SourceRecord,
 };
 use tributary_store::{
-    Burial, Cascade, ConnectionStatus, Deletion, DeliveryQuery, DeliveryState, EntityState, Error,
-    NewConnection, NewDelivery, PageOutcome, PageWrite, RateBudget, Received, RecordQuery,
-    RecordVersion, RecordsPageQuery, RunStart, Schedule, SearchQuery, Settled, Stamp, Store,
-    Subject, TokenRole, search_words,
+    Attempted, Burial, Cascade, ConnectionStatus, Deletion, DeliveryQuery, DeliveryState, Enqueue,
+    EntityState, Error, MessageQuery, MessageState, NewConnection, NewDelivery, NewMessage,
+    NewSubscription, PageOutcome, PageWrite, RateBudget, Received, RecordQuery, RecordVersion,
+    RecordsPageQuery, RunStart, Schedule, SearchQuery, Settled, Stamp, Store, Subject,
+    Subscription, SubscriptionEvent, SubscriptionState, TokenRole, search_words,
 };
 
 struct TestDb {
@@ -103,6 +104,7 @@ url_suite!(
     connection_lock_is_held_by_one_store_at_a_time,
     read_only_open_reads_and_writes_nothing,
     opening_again_finds_the_migrations_applied,
+    concurrent_claimers_never_take_one_message,
 );
 
 store_suite!(
@@ -145,6 +147,10 @@ store_suite!(
     a_connection_keeps_its_own_request_budget,
     a_deletion_heard_first_leaves_a_tombstone,
     the_feed_retention_keeps_a_horizon,
+    subscriptions_are_kept_disabled_enabled_and_removed,
+    an_enqueue_moves_the_cursor_once,
+    a_run_end_is_kept_once_for_each_subscription_that_wants_it,
+    messages_go_out_in_order_one_at_a_time_per_subscription,
     records_page_in_version_order_and_end_at_the_feed_head,
     paging_while_records_change_never_skips_or_repeats_a_version,
     records_page_filters_and_tombstones,
@@ -3469,4 +3475,547 @@ async fn a_record_committed_late_is_paged_after_the_cursor(store: Arc<dyn Store>
             .collect::<Vec<_>>(),
         ["later", "early"]
     );
+}
+
+/// A subscription of connection `conn` following the feed after `cursor`.
+async fn subscribe(
+    store: &Arc<dyn Store>,
+    conn: i64,
+    entity: Option<&str>,
+    finished: bool,
+    cursor: i64,
+) -> Subscription {
+    store
+        .add_subscription(&NewSubscription {
+            connection_id: conn,
+            entity,
+            url: "http://127.0.0.1:9/hook",
+            sealed_secret: b"sealed-secret",
+            wants_changes: true,
+            wants_finished: finished,
+            cursor,
+            now: t0(),
+        })
+        .await
+        .unwrap()
+}
+
+fn message(id: &str) -> NewMessage {
+    NewMessage {
+        message_id: id.to_owned(),
+        event: "changes".to_owned(),
+        body: format!(r#"{{"id":"{id}"}}"#),
+    }
+}
+
+async fn subscriptions_are_kept_disabled_enabled_and_removed(store: Arc<dyn Store>) {
+    let (conn, _) = setup(&store).await;
+    let all = subscribe(&store, conn, None, true, 7).await;
+    let people = subscribe(&store, conn, Some("Person"), false, 0).await;
+    assert_eq!(all.cursor, 7);
+    assert_eq!(all.sealed_secret, b"sealed-secret");
+    assert_eq!(
+        all.events(),
+        [SubscriptionEvent::Changes, SubscriptionEvent::SyncFinished]
+    );
+    assert_eq!(people.entity.as_deref(), Some("Person"));
+    assert_eq!(people.events(), [SubscriptionEvent::Changes]);
+    assert!(!format!("{all:?}").contains("sealed"), "no secret in Debug");
+    assert_eq!(
+        store.subscriptions().await.unwrap(),
+        [all.clone(), people.clone()]
+    );
+    assert_eq!(store.subscription(all.id).await.unwrap(), Some(all.clone()));
+
+    // Disabled with a reason; enabled again without one.
+    let later = t0() + Duration::seconds(1);
+    assert!(
+        store
+            .set_subscription_state(all.id, SubscriptionState::Disabled, Some("410 Gone"), later)
+            .await
+            .unwrap()
+    );
+    let disabled = store.subscription(all.id).await.unwrap().unwrap();
+    assert_eq!(disabled.state, SubscriptionState::Disabled);
+    assert_eq!(disabled.disabled_reason.as_deref(), Some("410 Gone"));
+    assert_eq!(disabled.updated_at, later);
+    assert!(
+        store
+            .set_subscription_state(all.id, SubscriptionState::Active, Some("x"), later)
+            .await
+            .unwrap()
+    );
+    let enabled = store.subscription(all.id).await.unwrap().unwrap();
+    assert_eq!(
+        (enabled.state, enabled.disabled_reason),
+        (SubscriptionState::Active, None)
+    );
+    assert!(
+        !store
+            .set_subscription_state(999, SubscriptionState::Active, None, later)
+            .await
+            .unwrap()
+    );
+
+    // Removed with its outbox; ids are never reused.
+    store
+        .enqueue_messages(&Enqueue {
+            subscription_id: all.id,
+            from_cursor: 7,
+            to_cursor: 9,
+            messages: &[message("msg_a")],
+            finished: &[],
+            now: t0(),
+        })
+        .await
+        .unwrap();
+    assert!(store.remove_subscription(all.id).await.unwrap());
+    assert!(!store.remove_subscription(all.id).await.unwrap());
+    assert!(store.subscription(all.id).await.unwrap().is_none());
+    assert!(
+        store
+            .messages(&MessageQuery::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = subscribe(&store, conn, None, false, 0).await;
+    assert!(again.id > people.id);
+
+    // Removed with its connection.
+    store
+        .enqueue_messages(&Enqueue {
+            subscription_id: people.id,
+            from_cursor: 0,
+            to_cursor: 1,
+            messages: &[message("msg_b")],
+            finished: &[],
+            now: t0(),
+        })
+        .await
+        .unwrap();
+    assert!(store.remove_connection("main").await.unwrap());
+    assert!(store.subscriptions().await.unwrap().is_empty());
+    assert!(
+        store
+            .messages(&MessageQuery::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn an_enqueue_moves_the_cursor_once(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    let sub = subscribe(&store, conn, None, true, 0).await;
+    store
+        .finish_run(run, RunState::Succeeded, None, false, t0())
+        .await
+        .unwrap();
+    let finished = store.finished_runs(sub.id).await.unwrap();
+    assert_eq!(finished.len(), 1);
+    let told = [finished[0].id];
+    let batch = [message("msg_1"), message("msg_2")];
+    let enqueue = Enqueue {
+        subscription_id: sub.id,
+        from_cursor: 0,
+        to_cursor: 40,
+        messages: &batch,
+        finished: &told,
+        now: t0(),
+    };
+    // Ten enqueuers of the same read at once: one writes, the others
+    // find the cursor moved and write nothing.
+    let tries =
+        futures_util::future::join_all((0..10).map(|_| store.enqueue_messages(&enqueue))).await;
+    assert_eq!(tries.iter().filter(|t| *t.as_ref().unwrap()).count(), 1);
+    assert_eq!(
+        store.subscription(sub.id).await.unwrap().unwrap().cursor,
+        40
+    );
+    assert!(store.finished_runs(sub.id).await.unwrap().is_empty());
+    let queued = store.messages(&MessageQuery::default()).await.unwrap();
+    assert_eq!(
+        queued
+            .iter()
+            .map(|m| (m.message_id.as_str(), m.state, m.attempts))
+            .collect::<Vec<_>>(),
+        [
+            ("msg_1", MessageState::Pending, 0),
+            ("msg_2", MessageState::Pending, 0)
+        ]
+    );
+    assert_eq!(queued[0].body, r#"{"id":"msg_1"}"#);
+    assert_eq!(queued[0].next_attempt_at, t0());
+
+    // A run end already told cannot be told twice, even from the cursor
+    // the subscription has.
+    let again = Enqueue {
+        from_cursor: 40,
+        to_cursor: 41,
+        messages: &[],
+        ..enqueue
+    };
+    assert!(!store.enqueue_messages(&again).await.unwrap());
+    assert_eq!(
+        store.subscription(sub.id).await.unwrap().unwrap().cursor,
+        40
+    );
+    // A disabled subscription is not enqueued to.
+    store
+        .set_subscription_state(sub.id, SubscriptionState::Disabled, Some("off"), t0())
+        .await
+        .unwrap();
+    let plain = Enqueue {
+        finished: &[],
+        ..again
+    };
+    assert!(!store.enqueue_messages(&plain).await.unwrap());
+    store
+        .set_subscription_state(sub.id, SubscriptionState::Active, None, t0())
+        .await
+        .unwrap();
+    assert!(store.enqueue_messages(&plain).await.unwrap());
+    assert_eq!(
+        store.subscription(sub.id).await.unwrap().unwrap().cursor,
+        41
+    );
+}
+
+async fn a_run_end_is_kept_once_for_each_subscription_that_wants_it(store: Arc<dyn Store>) {
+    let (conn, run) = setup(&store).await;
+    let wants = subscribe(&store, conn, None, true, 0).await;
+    let changes_only = subscribe(&store, conn, None, false, 0).await;
+    let other = store
+        .ensure_connection(
+            NewConnection {
+                name: "other",
+                adapter: "pco",
+                base_url: "http://127.0.0.1:1",
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+    let elsewhere = subscribe(&store, other.id, None, true, 0).await;
+    let end = t0() + Duration::seconds(9);
+    store
+        .finish_run(run, RunState::Failed, Some("boom"), true, end)
+        .await
+        .unwrap();
+    // Ending it again (it is no longer running) tells nothing more.
+    store
+        .finish_run(run, RunState::Succeeded, None, false, end)
+        .await
+        .unwrap();
+    let told = store.finished_runs(wants.id).await.unwrap();
+    assert_eq!(
+        told.iter()
+            .map(|f| (f.subscription_id, f.run_id, f.state, f.finished_at))
+            .collect::<Vec<_>>(),
+        [(wants.id, run, RunState::Failed, end)]
+    );
+    assert!(
+        store
+            .finished_runs(changes_only.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.finished_runs(elsewhere.id).await.unwrap().is_empty());
+
+    // A resumed run that ends again is told again; a reconciliation that
+    // waits for approval is told when a person ends it.
+    let resumed = store
+        .start_run(conn, RunKind::Full, None, None, t0())
+        .await
+        .unwrap();
+    assert_eq!(resumed.run().id, run);
+    store
+        .finish_run(run, RunState::Succeeded, None, false, end)
+        .await
+        .unwrap();
+    let reconcile = store
+        .start_run(conn, RunKind::Reconcile, None, None, t0())
+        .await
+        .unwrap()
+        .run()
+        .id;
+    store
+        .finish_run(reconcile, RunState::WaitingApproval, None, false, end)
+        .await
+        .unwrap();
+    assert_eq!(store.finished_runs(wants.id).await.unwrap().len(), 2);
+    assert!(
+        store
+            .transition_run(
+                reconcile,
+                RunState::WaitingApproval,
+                RunState::Cancelled,
+                None,
+                end
+            )
+            .await
+            .unwrap()
+    );
+    let told = store.finished_runs(wants.id).await.unwrap();
+    assert_eq!(
+        told.iter().map(|f| (f.run_id, f.state)).collect::<Vec<_>>(),
+        [
+            (run, RunState::Failed),
+            (run, RunState::Succeeded),
+            (reconcile, RunState::Cancelled)
+        ]
+    );
+}
+
+async fn messages_go_out_in_order_one_at_a_time_per_subscription(store: Arc<dyn Store>) {
+    let (conn, _) = setup(&store).await;
+    let a = subscribe(&store, conn, None, false, 0).await;
+    let b = subscribe(&store, conn, None, false, 0).await;
+    for (sub, ids) in [(&a, ["a1", "a2", "a3"]), (&b, ["b1", "b2", "b3"])] {
+        let batch: Vec<NewMessage> = ids.iter().map(|id| message(id)).collect();
+        assert!(
+            store
+                .enqueue_messages(&Enqueue {
+                    subscription_id: sub.id,
+                    from_cursor: 0,
+                    to_cursor: 3,
+                    messages: &batch,
+                    finished: &[],
+                    now: t0(),
+                })
+                .await
+                .unwrap()
+        );
+    }
+    let lease = t0() + Duration::seconds(75);
+    let ids = |claimed: &[tributary_store::Message]| {
+        claimed
+            .iter()
+            .map(|m| (m.message_id.clone(), m.attempts))
+            .collect::<Vec<_>>()
+    };
+    // Only the oldest pending message of each subscription; the claim
+    // counts the attempt and holds it until the lease ends.
+    let first = store.claim_messages(t0(), lease, 10).await.unwrap();
+    assert_eq!(ids(&first), [("a1".into(), 1), ("b1".into(), 1)]);
+    assert!(first.iter().all(|m| m.next_attempt_at == lease));
+    assert!(
+        store
+            .claim_messages(t0(), lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.next_message_due().await.unwrap(), Some(lease));
+
+    // a1 delivered: a2 is next. b1 failed: retried at 5 s, b2 waits.
+    let now = t0() + Duration::seconds(1);
+    assert!(
+        store
+            .settle_message(first[0].id, 1, &Attempted::Delivered { status: 204 }, now)
+            .await
+            .unwrap()
+    );
+    let retry_at = now + Duration::seconds(5);
+    assert!(
+        store
+            .settle_message(
+                first[1].id,
+                1,
+                &Attempted::Retry {
+                    status: Some(500),
+                    error: "500 Internal Server Error".into(),
+                    at: retry_at,
+                },
+                now,
+            )
+            .await
+            .unwrap()
+    );
+    // A stale settle (an attempt number not the current one) is ignored.
+    assert!(
+        !store
+            .settle_message(first[1].id, 7, &Attempted::Delivered { status: 200 }, now)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.next_message_due().await.unwrap(), Some(t0()));
+    let second = store.claim_messages(now, lease, 10).await.unwrap();
+    assert_eq!(ids(&second), [("a2".into(), 1)]);
+    assert!(
+        store
+            .claim_messages(retry_at, lease, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.message_id == "b1" && m.attempts == 2)
+    );
+
+    // Released (the process stops): due at once, the attempt uncounted.
+    assert!(store.release_message(second[0].id, 1, now).await.unwrap());
+    let again = store.claim_messages(now, lease, 10).await.unwrap();
+    assert_eq!(ids(&again), [("a2".into(), 1)]);
+    // Dead: the next message goes.
+    assert!(
+        store
+            .settle_message(
+                again[0].id,
+                1,
+                &Attempted::Dead {
+                    status: None,
+                    error: "timed out".into()
+                },
+                now
+            )
+            .await
+            .unwrap()
+    );
+    let third = store.claim_messages(now, lease, 10).await.unwrap();
+    assert_eq!(ids(&third), [("a3".into(), 1)]);
+
+    // 410 Gone disables the subscription in the same transaction; its
+    // messages wait, due.
+    assert!(
+        store
+            .settle_message(
+                third[0].id,
+                1,
+                &Attempted::Gone {
+                    error: "the receiver answered 410 Gone".into()
+                },
+                now
+            )
+            .await
+            .unwrap()
+    );
+    let gone = store.subscription(a.id).await.unwrap().unwrap();
+    assert_eq!(gone.state, SubscriptionState::Disabled);
+    assert_eq!(
+        gone.disabled_reason.as_deref(),
+        Some("the receiver answered 410 Gone")
+    );
+    let later = t0() + Duration::hours(1);
+    assert!(
+        store
+            .claim_messages(later, later + Duration::seconds(75), 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.subscription_id == b.id)
+    );
+
+    // Figures: pending, delivered, dead and the last error.
+    let stats = store.outbox_stats().await.unwrap();
+    let of_a = stats.iter().find(|s| s.subscription_id == a.id).unwrap();
+    assert_eq!((of_a.pending, of_a.delivered, of_a.dead), (1, 1, 1));
+    assert_eq!(
+        of_a.last_error.as_deref(),
+        Some("the receiver answered 410 Gone")
+    );
+    assert_eq!(of_a.last_delivered_at, Some(now));
+
+    // Replayed dead letters go out again once the subscription is enabled.
+    assert_eq!(
+        store
+            .replay_messages(a.id, &["nope".into()], later)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.replay_messages(a.id, &[], later).await.unwrap(), 1);
+    let replayed = store
+        .messages(&MessageQuery {
+            subscription_id: Some(a.id),
+            ..MessageQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        replayed
+            .iter()
+            .map(|m| (m.message_id.as_str(), m.state, m.attempts))
+            .collect::<Vec<_>>(),
+        [
+            ("a1", MessageState::Delivered, 1),
+            ("a2", MessageState::Pending, 0),
+            ("a3", MessageState::Pending, 1)
+        ]
+    );
+    store
+        .set_subscription_state(a.id, SubscriptionState::Active, None, later)
+        .await
+        .unwrap();
+    let resumed = store.claim_messages(later, later, 10).await.unwrap();
+    assert!(resumed.iter().any(|m| m.message_id == "a2"));
+
+    // Delivered messages are forgotten after the retention.
+    assert_eq!(store.expire_messages(now).await.unwrap(), 0);
+    assert_eq!(store.expire_messages(later).await.unwrap(), 1);
+}
+
+/// Several stores on one database (on PostgreSQL, processes with
+/// connections of their own) claim at once: each message is taken once.
+async fn concurrent_claimers_never_take_one_message(store: Arc<dyn Store>, url: &str) {
+    let (conn, _) = setup(&store).await;
+    let mut subs = Vec::new();
+    for n in 0..8 {
+        let sub = subscribe(&store, conn, None, false, 0).await;
+        let batch: Vec<NewMessage> = (0..5).map(|i| message(&format!("m{n}_{i}"))).collect();
+        store
+            .enqueue_messages(&Enqueue {
+                subscription_id: sub.id,
+                from_cursor: 0,
+                to_cursor: 5,
+                messages: &batch,
+                finished: &[],
+                now: t0(),
+            })
+            .await
+            .unwrap();
+        subs.push(sub);
+    }
+    let mut stores = vec![store.clone()];
+    for _ in 0..2 {
+        stores.push(tributary_store::open(url).await.unwrap());
+    }
+    let claimers = stores.iter().map(|store| {
+        let store = store.clone();
+        async move {
+            let mut taken = Vec::new();
+            let lease = t0() + Duration::seconds(75);
+            for _ in 0..200 {
+                let claimed = store.claim_messages(t0(), lease, 3).await.unwrap();
+                for m in &claimed {
+                    taken.push(m.message_id.clone());
+                    assert!(
+                        store
+                            .settle_message(
+                                m.id,
+                                m.attempts,
+                                &Attempted::Delivered { status: 200 },
+                                t0()
+                            )
+                            .await
+                            .unwrap()
+                    );
+                }
+                if claimed.is_empty() && store.next_message_due().await.unwrap().is_none() {
+                    break;
+                }
+            }
+            taken
+        }
+    });
+    let taken: Vec<String> = futures_util::future::join_all(claimers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut unique = taken.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(taken.len(), 40, "{taken:?}");
+    assert_eq!(unique.len(), 40);
 }

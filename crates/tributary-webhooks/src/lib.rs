@@ -12,6 +12,8 @@
 //!   secret `whsec_<base64 key>`, and the timestamp within a tolerance
 //!   either way of the clock's now.
 //!
+//! [`sign_standard`] signs a message the same way (webhooks out).
+//!
 //! Nothing here reads the wall clock, a store or the network: the caller
 //! passes the connection's secrets and the time.
 
@@ -19,7 +21,7 @@ mod delivery;
 mod scheme;
 
 pub use delivery::Delivery;
-pub use scheme::{Scheme, SecretKey, Verified, verify};
+pub use scheme::{Scheme, SecretKey, Verified, sign_standard, verify};
 
 use std::time::Duration;
 

@@ -123,6 +123,19 @@ fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// The `webhook-signature` header value a Standard Webhooks sender puts on
+/// a message: `v1,` and the base64 of HMAC-SHA256 under `key` (the bytes a
+/// `whsec_` secret stands for, see [`Scheme::key`]) of
+/// `{id}.{timestamp}.{body}` — what [`verify`] checks.
+pub fn sign_standard(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    let timestamp = timestamp.to_string();
+    let signature = mac(
+        key,
+        &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
+    );
+    format!("v1,{}", STANDARD.encode(signature))
+}
+
 fn verify_pco(
     headers: &HeaderMap,
     body: &[u8],

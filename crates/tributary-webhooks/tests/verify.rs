@@ -110,6 +110,17 @@ fn the_published_vectors_verify_at_their_own_time_under_both_spellings() {
     }
 }
 
+#[test]
+fn signing_gives_the_published_signatures() {
+    for (text, id, ts, payload, signature) in VECTORS {
+        let key = Scheme::StandardWebhooks.key(text).unwrap();
+        assert_eq!(
+            tributary_webhooks::sign_standard(&key, id, ts, payload.as_bytes()),
+            signature
+        );
+    }
+}
+
 /// Signs `body` as a Standard Webhooks sender does.
 fn sign(text: &str, id: &str, ts: i64, body: &str) -> String {
     let key = Scheme::StandardWebhooks.key(text).unwrap();

@@ -82,6 +82,9 @@ enum Command {
     /// Webhook secrets, and the deliveries `serve` received.
     #[command(subcommand)]
     Webhooks(cmd::webhooks::Command),
+    /// Webhooks out: URLs that `serve` sends a connection's changes and run ends to.
+    #[command(subcommand)]
+    Subscriptions(cmd::subscriptions::Command),
     /// Show connections, their latest runs and record counts.
     Status(cmd::status::Args),
     /// List runs, show one, approve or reject a reconciliation's held deletions.
@@ -153,6 +156,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => cmd::serve::run(args).await,
             Command::Schedules(command) => cmd::schedules::run(command).await,
             Command::Webhooks(command) => cmd::webhooks::run(command).await,
+            Command::Subscriptions(command) => cmd::subscriptions::run(command).await,
             Command::Status(args) => cmd::status::run(args).await,
             Command::Connections(command) => cmd::connections::run(command).await,
             Command::Runs(command) => cmd::runs::run(command).await,

@@ -3,6 +3,8 @@
 //! deliveries POSTed to `tributary serve` — stored once, duplicates
 //! acknowledged, every bad request refused with its status and counted —
 //! and a delivery acknowledged just before a `kill -9` still in the inbox.
+//! Webhooks out too: a subscription added through the CLI receives a
+//! sync's changes and its end from `tributary serve`, signed.
 
 use std::io::Write as _;
 use std::process::{Child, Command, Output, Stdio};
@@ -792,4 +794,206 @@ fn one_delivery_sent_twice_at_the_same_moment_is_stored_once() {
         .sum();
     assert_eq!(stored, 1, "{answers:?}");
     assert_eq!(setup.deliveries().len(), 1);
+}
+
+/// What a subscription's receiver got: bodies of requests whose signature
+/// the `standardwebhooks` crate verified, once per `webhook-id`.
+#[derive(Clone, Default)]
+struct Received {
+    secret: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+}
+
+impl Received {
+    /// Serves on a free loopback port for the rest of the test; its URL.
+    async fn serve(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let received = self.clone();
+        let app = axum::Router::new().route(
+            "/hooks",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let received = received.clone();
+                    async move {
+                        let secret = received.secret.lock().unwrap().clone().unwrap();
+                        // serve signs with the wall clock's time: verified whole.
+                        standardwebhooks::Webhook::new(&secret)
+                            .unwrap()
+                            .verify(&body, &headers)
+                            .expect("signed with the subscription's secret");
+                        let id = headers["webhook-id"].to_str().unwrap().to_owned();
+                        let mut bodies = received.bodies.lock().unwrap();
+                        if !bodies.iter().any(|(seen, _)| *seen == id) {
+                            bodies.push((id, serde_json::from_slice(&body).unwrap()));
+                        }
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                },
+            ),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{address}/hooks")
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_receives_a_syncs_changes_and_its_end_through_serve() {
+    let handle = common::seeded(31, 25).await;
+    let setup = Setup::new_for(&handle.base_url());
+    let received = Received::default();
+    let url = received.serve().await;
+
+    // Bad input: one line naming the fix; nothing stored.
+    for (args, says) in [
+        (
+            vec!["subscriptions", "add", "nope", url.as_str()],
+            "no connection named `nope`",
+        ),
+        (
+            vec!["subscriptions", "add", "pco", "localhost/hooks"],
+            "invalid URL `localhost/hooks`",
+        ),
+        (
+            vec![
+                "subscriptions",
+                "add",
+                "pco",
+                url.as_str(),
+                "--events",
+                "changes,sync.done",
+            ],
+            "unknown event `sync.done`",
+        ),
+        (
+            vec![
+                "subscriptions",
+                "add",
+                "pco",
+                url.as_str(),
+                "--entity",
+                "Nope",
+            ],
+            "adapter `pco` has no entity `Nope`",
+        ),
+        (vec!["subscriptions", "remove", "9"], "no subscription 9"),
+        (
+            vec!["subscriptions", "replay", "9", "--all"],
+            "no subscription 9",
+        ),
+    ] {
+        let out = setup.run(&args, &[], None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        // One line says it (clap adds its pointer to --help after it).
+        let first = text(&out).lines().next().unwrap_or_default().to_owned();
+        assert!(first.contains(says), "{args:?}: {}", text(&out));
+    }
+    let listed = setup.run(&["subscriptions", "list"], &[], None);
+    assert!(
+        text(&listed).contains("no subscriptions"),
+        "{}",
+        text(&listed)
+    );
+
+    // Added: its id and its secret, shown once.
+    let add = setup.run(&["subscriptions", "add", "pco", &url, "--json"], &[], None);
+    assert!(add.status.success(), "{}", text(&add));
+    let added: Value = serde_json::from_slice(&add.stdout).unwrap();
+    let secret = added["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"), "{added}");
+    assert_eq!(
+        added["events"],
+        serde_json::json!(["changes", "sync.finished"])
+    );
+    *received.secret.lock().unwrap() = Some(secret.clone());
+    let listed = setup.run(&["subscriptions", "list", "--json"], &[], None);
+    assert!(
+        !text(&listed).contains(&secret),
+        "the secret is never shown again"
+    );
+
+    // A sync through serve: its first scheduled delta (a full sync: the
+    // connection has no marks) is due at once.
+    let set = setup.run(&["schedules", "set", "pco"], &[], None);
+    assert!(set.status.success(), "{}", text(&set));
+    let serve = setup.serve();
+    eventually("the run's end is received", async || {
+        received
+            .bodies()
+            .iter()
+            .any(|b| b["type"] == "sync.finished")
+    })
+    .await;
+    let bodies = received.bodies();
+    let finished = bodies.last().unwrap();
+    assert_eq!(finished["type"], "sync.finished", "the end comes last");
+    assert_eq!(finished["data"]["run"]["state"], "succeeded");
+    let changes: Vec<&Value> = bodies
+        .iter()
+        .filter(|b| b["type"] == "changes")
+        .flat_map(|b| b["data"]["changes"].as_array().unwrap())
+        .collect();
+    let seqs: Vec<i64> = changes.iter().map(|c| c["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "each once, in order");
+    let created = finished["data"]["counts"]["created"].as_i64().unwrap();
+    assert!(created > 25, "{finished}");
+    assert_eq!(changes.len() as i64, created, "every change of the run");
+    let people = finished["data"]["entities"]["Person"]["created"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(people, 25);
+    assert_eq!(
+        changes.iter().filter(|c| c["entity"] == "Person").count(),
+        25
+    );
+    assert_eq!(finished["data"]["cursor"], *seqs.last().unwrap());
+    assert!(
+        bodies
+            .iter()
+            .filter(|b| b["type"] == "changes")
+            .all(|b| b["data"]["changes"].as_array().unwrap().len() <= 100)
+    );
+
+    // Listed: delivered, nothing pending or dead, the cursor at the end.
+    eventually("the outbox is delivered", async || {
+        let listed = setup.run(&["subscriptions", "list", "--json"], &[], None);
+        let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+        listed[0]["pending"] == 0 && listed[0]["dead"] == 0
+    })
+    .await;
+    let listed = setup.run(&["subscriptions", "list", "--json"], &[], None);
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["state"], "active");
+    assert_eq!(listed[0]["cursor"], finished["data"]["cursor"]);
+    let id = added["id"].to_string();
+    let replay = setup.run(
+        &["subscriptions", "replay", &id, "--message", "msg_nope"],
+        &[],
+        None,
+    );
+    assert_eq!(replay.status.code(), Some(2), "{}", text(&replay));
+    assert!(
+        text(&replay).contains("has no dead letter `msg_nope`"),
+        "{}",
+        text(&replay)
+    );
+    drop(serve);
+    let removed = setup.run(&["subscriptions", "remove", &id], &[], None);
+    assert!(removed.status.success(), "{}", text(&removed));
+    let listed = setup.run(&["subscriptions", "list"], &[], None);
+    assert!(
+        text(&listed).contains("no subscriptions"),
+        "{}",
+        text(&listed)
+    );
+    handle.shutdown().await;
 }

@@ -17,6 +17,7 @@ pub mod schedules;
 pub mod serve;
 pub mod sim;
 pub mod status;
+pub mod subscriptions;
 pub mod sync;
 pub mod tokens;
 pub mod webhooks;

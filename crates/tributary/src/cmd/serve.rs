@@ -1,7 +1,8 @@
 //! `tributary serve`: the long-running process. It fires each connection's
 //! schedule (`tributary schedules set`), runs the syncs through the
 //! engine's service, keeps the search index current (a consumer of the
-//! change feed), and answers HTTP (`server.rs`). On
+//! change feed), sends the subscriptions' webhooks (webhooks out), and
+//! answers HTTP (`server.rs`). On
 //! SIGTERM or Ctrl-C it stops starting work, lets the pages in flight
 //! commit, leaves its runs resumable and exits — within 10 seconds.
 
@@ -14,6 +15,7 @@ use anyhow::Context as _;
 use tributary_core::{RunKind, SystemClock};
 use tributary_engine::{Engine, EngineOptions, Resolver, RunRequest, Service, ServiceOptions};
 use tributary_manifest::Manifest;
+use tributary_outbound::{Outbound, OutboundHandle, OutboundOptions};
 use tributary_secrets::SecretKey;
 use tributary_store::Connection;
 
@@ -124,6 +126,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let resolver_key = resolver.key.as_ref().ok().cloned();
+    let resolver_key_for_outbound = resolver_key.clone();
     let service = Service::new(engine, Arc::new(resolver), ServiceOptions::default()).start();
     let address = listener.local_addr()?;
     crate::output::note(&format!(
@@ -150,6 +153,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     .start()
     .await
     .context("cannot start the change feed")?;
+    // Webhooks out: beside the feed, woken whenever its head moves.
+    let outbound = start_outbound(&store, resolver_key_for_outbound.clone(), &feed).await?;
     let search =
         tributary_feed::Indexer::new(store.clone(), tributary_feed::IndexerOptions::default())
             .start()
@@ -177,11 +182,54 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await
         .context("the HTTP server failed")?;
     service.shutdown().await;
+    if let Some((outbound, waker)) = &outbound {
+        waker.abort();
+        outbound.shutdown().await;
+    }
     feed.shutdown();
     search.shutdown();
     store.close().await;
     crate::output::note("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the webhooks-out service (when there is a key to open the
+/// subscriptions' secrets with) and a task that wakes it whenever the
+/// change feed's head moves.
+async fn start_outbound(
+    store: &Arc<dyn tributary_store::Store>,
+    key: Option<Arc<SecretKey>>,
+    feed: &tributary_feed::FeedHandle,
+) -> anyhow::Result<Option<(OutboundHandle, tokio::task::JoinHandle<()>)>> {
+    let Some(key) = key else {
+        if !store.subscriptions().await?.is_empty() {
+            tracing::warn!(
+                "no secret key: subscriptions' messages are not sent (set TRIBUTARY_SECRET_KEY or TRIBUTARY_SECRET_KEY_FILE)"
+            );
+        }
+        return Ok(None);
+    };
+    let outbound = Outbound::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        key,
+        OutboundOptions::default(),
+    )
+    .context("cannot start webhooks out")?
+    .start();
+    let waker = {
+        let outbound = outbound.clone();
+        let feed = feed.clone();
+        tokio::spawn(async move {
+            loop {
+                let head = feed.head();
+                if feed.wait(head, std::time::Duration::from_secs(60)).await {
+                    outbound.wake();
+                }
+            }
+        })
+    };
+    Ok(Some((outbound, waker)))
 }
 
 /// SIGTERM or Ctrl-C.
