@@ -164,6 +164,34 @@ impl ServiceHandle {
     }
 }
 
+/// Ends the `queued` run that `key` names failed, saying why it could not
+/// start (a run that started, or none, is left as it is).
+async fn fail_queued(engine: &Engine, connection: &str, kind: RunKind, key: &str, why: &str) {
+    let store = &engine.store;
+    let now = engine.clock.now();
+    let ended = async {
+        let Some(found) = store.connection(connection).await? else {
+            return Ok(());
+        };
+        let run = store.queue_run(found.id, kind, key, now).await?;
+        if run.state == tributary_core::RunState::Queued {
+            store
+                .transition_run(
+                    run.id,
+                    tributary_core::RunState::Queued,
+                    tributary_core::RunState::Failed,
+                    Some(&format!("the run could not start: {why}")),
+                    now,
+                )
+                .await?;
+        }
+        Ok::<_, tributary_store::Error>(())
+    };
+    if let Err(error) = ended.await {
+        tracing::warn!(%connection, %error, "cannot record why the run did not start");
+    }
+}
+
 /// The service: schedules and requested runs over one engine.
 pub struct Service {
     engine: Engine,
@@ -472,6 +500,7 @@ impl Service {
         let webhook_errors = runs.webhook_errors.clone();
         runs.running.spawn(async move {
             let kind = request.kind;
+            let key = request.idempotency_key.clone();
             let result = engine.run_request(request, Arc::new(NoProgress)).await;
             busy.lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -511,7 +540,15 @@ impl Service {
                         tracing::warn!(connection = %name, %error, "webhook deliveries cannot be applied (said once; they wait in the inbox)");
                     }
                 }
-                Err(error) => tracing::warn!(connection = %name, kind = kind.as_str(), %error, "run not started"),
+                Err(error) => {
+                    tracing::warn!(connection = %name, kind = kind.as_str(), %error, "run not started");
+                    // A run recorded `queued` (asked for through the API, or
+                    // a schedule's slot) ends failed with the reason, never
+                    // left queued for ever.
+                    if let Some(key) = &key {
+                        fail_queued(&engine, &name, kind, key, &error.to_string()).await;
+                    }
+                }
             }
             if let Some(reply) = reply {
                 let _ = reply.send(result);

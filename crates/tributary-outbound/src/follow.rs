@@ -145,11 +145,16 @@ async fn read(
         });
     }
     let limit = options.read.max(1);
+    // The head before the read: every change of the connection up to it
+    // is in the read when the read is short, so a caught-up cursor moves
+    // to it — past the other connections' changes, and so never left
+    // behind the retention's horizon by a quiet connection.
+    let head = store.feed_head().await?;
     let mut changes = store
         .changes(Some(subscription.connection_id), after, limit)
         .await?;
     if (changes.len() as u32) < limit {
-        let next = changes.last().map_or(after, |c| c.seq);
+        let next = changes.last().map_or(after, |c| c.seq).max(head);
         return Ok(Read {
             changes,
             next,

@@ -94,9 +94,13 @@ impl Verdict {
                         error: format!("{error}; attempt {attempt} was the last"),
                     };
                 };
-                let mut at = now + to_chrono(delay);
+                let later = |by: Duration| {
+                    now.checked_add_signed(to_chrono(by))
+                        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+                };
+                let mut at = later(delay);
                 if let Some(asked) = not_before {
-                    at = at.max(asked.min(now + to_chrono(max_retry_after)));
+                    at = at.max(asked.min(later(max_retry_after)));
                 }
                 Attempted::Retry { status, error, at }
             }
@@ -113,7 +117,14 @@ fn to_chrono(duration: Duration) -> chrono::Duration {
 pub fn retry_after(value: &str, now: Timestamp) -> Option<Timestamp> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
-        return Some(now + to_chrono(Duration::from_secs(seconds)));
+        // Any number a receiver sends: past the end of time is the end of
+        // time (the caller caps it anyway).
+        let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
+        return Some(
+            chrono::TimeDelta::try_seconds(seconds)
+                .and_then(|delay| now.checked_add_signed(delay))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC),
+        );
     }
     // An HTTP date (IMF-fixdate, e.g. `Wed, 21 Oct 2026 07:28:00 GMT`) is
     // an RFC 2822 date.
@@ -132,6 +143,21 @@ fn http_reason(status: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_absurd_retry_after_is_no_panic() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-07T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        for value in [
+            "10000000000000",
+            "18446744073709551615",
+            "9223372036854775807",
+        ] {
+            let at = retry_after(value, now).unwrap();
+            assert!(at > now, "{value}");
+        }
+    }
 
     fn t0() -> Timestamp {
         chrono::DateTime::parse_from_rfc3339("2026-05-01T12:00:00Z")

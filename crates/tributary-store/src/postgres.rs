@@ -489,6 +489,7 @@ impl Store for PgStore {
             "DELETE FROM subscription_finishes f USING subscriptions s WHERE f.subscription_id = s.id AND s.connection_id = $1",
             "DELETE FROM subscriptions WHERE connection_id = $1",
             "DELETE FROM webhook_deliveries WHERE connection_id = $1",
+            "DELETE FROM webhook_subjects WHERE connection_id = $1",
             "DELETE FROM webhook_secrets WHERE connection_id = $1",
             "DELETE FROM webhook_pauses WHERE connection_id = $1",
             "DELETE FROM schedules WHERE connection_id = $1",
@@ -1434,7 +1435,14 @@ impl Store for PgStore {
     }
 
     async fn watch_changes(&self, wake: Arc<tokio::sync::Notify>) -> Result<bool> {
-        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        // A connection of its own, outside the pool: the pool's close
+        // (at shutdown) never waits for it, and it takes none of the
+        // pool's connections.
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(self.options.clone())
+            .await?;
+        let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
         listener.listen(FEED_CHANNEL).await?;
         let wake = Arc::downgrade(&wake);
         tokio::spawn(async move {
@@ -1444,13 +1452,14 @@ impl Store for PgStore {
                         Some(wake) => wake.notify_one(),
                         None => return,
                     },
+                    Err(sqlx::Error::PoolClosed) => return,
                     Err(error) => {
                         // The listener reconnects on its next receive;
                         // meanwhile the feed polls.
-                        tracing::warn!(%error, "the change feed's LISTEN connection failed");
                         if wake.strong_count() == 0 {
                             return;
                         }
+                        tracing::warn!(%error, "the change feed's LISTEN connection failed");
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                     }
                 }

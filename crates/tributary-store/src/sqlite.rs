@@ -886,6 +886,7 @@ impl Store for SqliteStore {
             "DELETE FROM subscription_finishes WHERE subscription_id IN (SELECT id FROM subscriptions WHERE connection_id = ?)",
             "DELETE FROM subscriptions WHERE connection_id = ?",
             "DELETE FROM webhook_deliveries WHERE connection_id = ?",
+            "DELETE FROM webhook_subjects WHERE connection_id = ?",
             "DELETE FROM webhook_secrets WHERE connection_id = ?",
             "DELETE FROM webhook_pauses WHERE connection_id = ?",
             "DELETE FROM schedules WHERE connection_id = ?",

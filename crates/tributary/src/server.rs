@@ -33,7 +33,6 @@ use tributary_store::Store;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    pub clock: Arc<dyn Clock>,
     pub service: ServiceHandle,
     pub webhooks: Arc<webhooks::Ingest>,
     pub feed: tributary_feed::FeedHandle,
@@ -59,7 +58,6 @@ impl AppState {
             search,
             access: Arc::new(auth::Access::new(store.clone(), clock.clone())),
             store,
-            clock,
             service,
             webhooks: Arc::new(webhooks),
             feed,
@@ -110,10 +108,15 @@ pub fn router(state: AppState) -> Router {
 /// `import` cannot send a token, so it is served to anyone.
 async fn client_js() -> Response {
     (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/javascript; charset=utf-8",
-        )],
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/javascript; charset=utf-8",
+            ),
+            // A module script is fetched with CORS: a page of another
+            // origin may import it (it holds no secret).
+            (axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
         include_str!("server/assets/client.js"),
     )
         .into_response()

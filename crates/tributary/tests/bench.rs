@@ -182,3 +182,56 @@ fn webhooks_bench_acknowledges_every_delivery_and_finds_each_in_the_inbox_once()
     );
     assert!(number(applied[3]) <= number(applied[4]), "{stdout}");
 }
+
+#[test]
+fn feed_bench_delivers_every_change_to_every_subscriber() {
+    let stdout = bench(&[
+        "bench",
+        "feed",
+        "--people",
+        "150",
+        "--subscribers",
+        "6",
+        "--sample",
+        "5",
+        "--trickle",
+        "3",
+    ]);
+    let row: Vec<&str> = stdout
+        .lines()
+        .find(|l| l.starts_with("| 150 "))
+        .unwrap_or_else(|| panic!("no full-sync row: {stdout}"))
+        .trim_matches('|')
+        .split('|')
+        .collect();
+    assert_eq!(number(row[1]), 6.0, "{stdout}");
+    // Every change went to every subscriber (the bench fails otherwise).
+    assert!(number(row[6]) > 500.0, "{stdout}");
+    let trickle: Vec<&str> = stdout
+        .lines()
+        .find(|l| l.starts_with("| 3 "))
+        .unwrap_or_else(|| panic!("no trickle row: {stdout}"))
+        .trim_matches('|')
+        .split('|')
+        .collect();
+    // Each of the three changes measured at each of the 3 + 3 subscribers.
+    assert_eq!(trickle[2].trim(), "9 / 9", "{stdout}");
+}
+
+#[test]
+fn records_bench_pages_every_record_with_a_token() {
+    let stdout = bench(&[
+        "bench",
+        "records",
+        "--people",
+        "150",
+        "--runs",
+        "1",
+        "--searches",
+        "5",
+    ]);
+    assert!(
+        stdout.lines().any(|l| l.starts_with("| SQLite")),
+        "{stdout}"
+    );
+}

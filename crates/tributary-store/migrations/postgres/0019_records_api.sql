@@ -19,10 +19,10 @@ CREATE TABLE record_versions (
     version       BIGINT NOT NULL
 );
 
--- Records whose feed rows the retention deleted are version 0: before
--- every cursor but the start.
+-- Records whose feed rows the retention deleted get distinct versions
+-- below every feed position (minus their id): pages walk them first.
 INSERT INTO record_versions (record_id, connection_id, entity, version)
-SELECT r.id, r.connection_id, r.entity, coalesce(m.pos, 0)
+SELECT r.id, r.connection_id, r.entity, coalesce(m.pos, -r.id)
   FROM records r
   LEFT JOIN (SELECT record_id, max(pos) AS pos FROM changes WHERE pos IS NOT NULL GROUP BY record_id) m
     ON m.record_id = r.id;

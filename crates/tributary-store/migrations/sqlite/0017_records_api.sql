@@ -16,10 +16,10 @@ CREATE TABLE record_versions (
     version       INTEGER NOT NULL
 );
 
--- Records whose feed rows the retention deleted are version 0: before
--- every cursor but the start.
+-- Records whose feed rows the retention deleted get distinct versions
+-- below every feed position (minus their id): pages walk them first.
 INSERT INTO record_versions (record_id, connection_id, entity, version)
-SELECT r.id, r.connection_id, r.entity, coalesce(m.seq, 0)
+SELECT r.id, r.connection_id, r.entity, coalesce(m.seq, -r.id)
   FROM records r
   LEFT JOIN (SELECT record_id, max(seq) AS seq FROM changes GROUP BY record_id) m
     ON m.record_id = r.id;

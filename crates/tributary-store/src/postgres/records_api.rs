@@ -22,8 +22,10 @@ const BODY: &str = "coalesce((SELECT string_agg(s #>> '{}', ' ') \
 
 /// Its words: the text split at spaces and punctuation as SQLite's FTS5
 /// splits it (so an e-mail address is found by its parts on both).
-const DOC: &str =
-    "to_tsvector('simple', regexp_replace(b.body, '[[:space:][:punct:]]+', ' ', 'g'))";
+///
+/// Only the first 200,000 characters are indexed: PostgreSQL refuses a
+/// `tsvector` over 1 MB, and one huge record must not stop the index.
+const DOC: &str = "to_tsvector('simple', regexp_replace(left(b.body, 200000), '[[:space:][:punct:]]+', ' ', 'g'))";
 
 impl PgStore {
     pub(super) async fn select_records_page(
@@ -65,7 +67,12 @@ impl PgStore {
              ORDER BY v.version LIMIT ${}",
             next()
         ));
-        let after = if query.after <= 0 { -1 } else { query.after };
+        // 0 is the start: before the records older than the feed too.
+        let after = if query.after == 0 {
+            i64::MIN
+        } else {
+            query.after
+        };
         let mut statement = sqlx::query(AssertSqlSafe(sql)).bind(after);
         if let Some(id) = query.connection_id {
             statement = statement.bind(id);

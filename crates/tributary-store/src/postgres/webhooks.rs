@@ -216,13 +216,23 @@ impl PgStore {
     }
 
     pub(super) async fn delete_expired(&self, before: Timestamp) -> Result<u64> {
-        Ok(sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query(
             "DELETE FROM webhook_deliveries WHERE state = 'applied' AND received_at < $1",
         )
         .bind(before)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
-        .rows_affected())
+        .rows_affected();
+        // The audit trail's notes of them go with them.
+        sqlx::query(
+            "DELETE FROM webhook_subjects s WHERE NOT EXISTS \
+             (SELECT 1 FROM webhook_deliveries d WHERE d.id = s.delivery_id)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     pub(super) async fn select_pauses(&self) -> Result<Vec<i64>> {

@@ -46,7 +46,12 @@ impl SqliteStore {
         sql.push_str(" ORDER BY v.version LIMIT ?");
         // Version 0 (records whose feed rows the retention deleted before
         // versions existed) is in the start's pages.
-        let after = if query.after <= 0 { -1 } else { query.after };
+        // 0 is the start: before the records older than the feed too.
+        let after = if query.after == 0 {
+            i64::MIN
+        } else {
+            query.after
+        };
         let mut statement = sqlx::query(AssertSqlSafe(sql)).bind(after);
         if let Some(id) = query.connection_id {
             statement = statement.bind(id);

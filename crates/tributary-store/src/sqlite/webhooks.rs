@@ -223,14 +223,22 @@ impl SqliteStore {
     }
 
     pub(super) async fn delete_expired(&self, before: Timestamp) -> Result<u64> {
-        Ok(sqlx::query(
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query(
             "DELETE FROM webhook_deliveries WHERE state = 'applied' AND received_at < ?",
         )
         .bind(sqlite_ts(&before))
-        .execute(&self.writer)
-        .await
-        .map_err(|e| self.write_error(e.into()))?
-        .rows_affected())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // The audit trail's notes of them go with them.
+        sqlx::query(
+            "DELETE FROM webhook_subjects WHERE delivery_id NOT IN (SELECT id FROM webhook_deliveries)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await.map_err(|e| self.write_error(e))?;
+        Ok(deleted)
     }
 
     pub(super) async fn select_pauses(&self) -> Result<Vec<i64>> {

@@ -106,20 +106,7 @@ pub async fn feed(args: FeedArgs) -> anyhow::Result<ExitCode> {
 
     // Watched: serve, its subscribers, then the same sync.
     let db = dir.path().join("watched.db").display().to_string();
-    let token = {
-        let store = tributary_store::open(&db).await?;
-        let (token, hash) = tributary_secrets::new_api_token();
-        store
-            .create_token(
-                "bench",
-                tributary_store::TokenRole::Read,
-                &hash,
-                SystemClock.now(),
-            )
-            .await?;
-        store.close().await;
-        token.to_string()
-    };
+    let token = read_token(&db).await?;
     let key = SecretKey::generate();
     let (_serve, base) = start_serve(&exe, &db, &key).await?;
     let address = base.trim_start_matches("http://").to_owned();
@@ -226,6 +213,23 @@ pub async fn feed(args: FeedArgs) -> anyhow::Result<ExitCode> {
     }
     sim.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A new read token of the store at `db` (created if missing).
+pub(super) async fn read_token(db: &str) -> anyhow::Result<String> {
+    let store = tributary_store::open(db).await?;
+    let (token, hash) = tributary_secrets::new_api_token();
+    let created = store
+        .create_token(
+            "bench",
+            tributary_store::TokenRole::Read,
+            &hash,
+            SystemClock.now(),
+        )
+        .await;
+    store.close().await;
+    created?;
+    Ok(token.to_string())
 }
 
 /// The newest change's sequence number in `db`.

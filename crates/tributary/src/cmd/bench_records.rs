@@ -17,7 +17,7 @@ use tributary_secrets::SecretKey;
 use tributary_sim::SimConfig;
 
 use super::bench::{Backend, throwaway_postgres};
-use super::bench_feed::{records_in, sync};
+use super::bench_feed::{read_token, records_in, sync};
 use super::bench_webhooks::{millis_at, start_serve};
 
 #[derive(Debug, clap::Args)]
@@ -93,8 +93,16 @@ pub async fn records(args: RecordsArgs) -> anyhow::Result<ExitCode> {
         sync(&exe, &db, &sim.base_url(), "full")?;
         let expected = records_in(&db).await? as u64;
         let key = SecretKey::generate();
+        let token = read_token(&db).await?;
         let (_serve, base) = start_serve(&exe, &db, &key).await?;
-        let client = reqwest::Client::new();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse()?,
+        );
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()?;
         wait_for_index(&client, &base, &db).await?;
         let mut runs = Vec::new();
         let mut words = Vec::new();

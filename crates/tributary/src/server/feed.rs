@@ -47,6 +47,9 @@ use super::AppState;
 use super::batches::Batches;
 use super::problem::{Problem, Query};
 
+/// How long a stream stays silent before a keep-alive comment.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
 /// How long a WebSocket client may take to accept one batch.
 const SLOW_CLIENT: Duration = Duration::from_secs(30);
 
@@ -247,6 +250,8 @@ struct Cursor {
     after: i64,
     started: bool,
     ended: bool,
+    /// When the stream last wrote (a keep-alive is due 15 s later).
+    written: tokio::time::Instant,
 }
 
 /// `GET /v1/changes/stream`: the feed as Server-Sent Events (`event:
@@ -288,6 +293,7 @@ pub async fn stream(
         after,
         started: false,
         ended: false,
+        written: tokio::time::Instant::now(),
     };
     (
         [
@@ -343,14 +349,14 @@ fn events(cursor: Cursor) -> impl Stream<Item = Result<Bytes, Infallible>> {
             };
             cursor.after = read.next;
             if read.changes.is_empty() {
-                if cursor
-                    .feed
-                    .wait(cursor.after, Duration::from_secs(15))
-                    .await
-                {
-                    continue;
+                // A keep-alive comment 15 s after the last bytes, however
+                // often other connections' changes wake a filtered stream.
+                let quiet = KEEP_ALIVE.saturating_sub(cursor.written.elapsed());
+                if quiet.is_zero() || !cursor.feed.wait(cursor.after, quiet).await {
+                    cursor.written = tokio::time::Instant::now();
+                    return Some((Ok(Bytes::from_static(b":\n\n")), cursor));
                 }
-                return Some((Ok(Bytes::from_static(b":\n\n")), cursor));
+                continue;
             }
             // A connection added since the stream began.
             if read
@@ -365,6 +371,7 @@ fn events(cursor: Cursor) -> impl Stream<Item = Result<Bytes, Infallible>> {
                 cursor
                     .batches
                     .batch(&cursor.filter, from, &read, &cursor.names, change_json_text);
+            cursor.written = tokio::time::Instant::now();
             return Some((Ok(batch.events()), cursor));
         }
     })

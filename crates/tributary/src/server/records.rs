@@ -56,8 +56,8 @@ pub struct RecordsParams {
     #[param(value_type = Option<String>, format = DateTime)]
     pub modified_after: Option<Timestamp>,
     /// The `next_cursor` of the page before (a change-feed position;
-    /// absent or 0: from the start).
-    #[param(minimum = 0)]
+    /// absent or 0: from the start; negative: among the records older
+    /// than the feed's retention, which come first).
     pub cursor: Option<i64>,
     /// At most this many records (1–1,000, default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -264,10 +264,6 @@ pub async fn list(State(state): State<AppState>, Query(params): Query<RecordsPar
         None => None,
     };
     let after = params.cursor.unwrap_or(0);
-    if after < 0 {
-        return Problem::bad_request("`cursor` is a change-feed position: 0 or more")
-            .into_response();
-    }
     let query = RecordsPageQuery {
         connection_id,
         entity: params.entity,
