@@ -768,6 +768,8 @@ async fn the_change_feed_resumes_exactly_across_disconnects_during_syncs() {
             "reconcile",
             "--rate-limit",
             "off",
+            "--max-delete-percent",
+            "100",
         ],
         None,
     );
@@ -1407,7 +1409,10 @@ async fn the_browser_client_resumes_across_a_restart_of_serve() {
     let setup = Setup::new(&handle.base_url());
     let serve = setup.serve();
     // The client as served, run by Node (its WebSocket) as a page would.
-    let script = reqwest::get(format!("http://{}/v1/client.js", serve.address))
+    let script = serve
+        .client()
+        .get(format!("http://{}/v1/client.js", serve.address))
+        .send()
         .await
         .unwrap();
     assert_eq!(

@@ -57,12 +57,20 @@ export function subscribe(options) {
 
   const connect = () => {
     if (closed) return;
-    socket = new WebSocketImpl(address());
+    const current = new WebSocketImpl(address());
+    socket = current;
+    // Some WebSocket implementations say only `error` when a connection
+    // fails, others `error` then `close`: either way, one retry.
+    const lost = () => {
+      if (socket !== current) return;
+      socket = null;
+      retry();
+    };
     socket.onopen = () => {
       const message = { type: "subscribe", after };
       if (connection) message.connection = connection;
       if (entity) message.entity = entity;
-      socket.send(JSON.stringify(message));
+      current.send(JSON.stringify(message));
     };
     socket.onmessage = (event) => {
       const message = JSON.parse(typeof event.data === "string" ? event.data : String(event.data));
@@ -77,18 +85,18 @@ export function subscribe(options) {
           break;
         case "expired":
           closed = true;
-          socket.close();
+          current.close();
           onExpired(message.detail);
           break;
         default:
           onError(new Error(message.detail || `unexpected message ${message.type}`));
       }
     };
-    socket.onerror = (error) => onError(error);
-    socket.onclose = () => {
-      socket = null;
-      retry();
+    socket.onerror = (error) => {
+      onError(error);
+      lost();
     };
+    socket.onclose = lost;
   };
 
   connect();
