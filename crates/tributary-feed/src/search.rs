@@ -25,6 +25,13 @@ pub struct IndexerOptions {
     pub poll: Duration,
     /// Changes indexed per transaction.
     pub batch: u32,
+    /// The most of the time the indexer works while it has a backlog (a
+    /// sync's burst of changes): after each step it rests so that its
+    /// steps take at most this share of the time, leaving the store's
+    /// single writer (on SQLite) and the CPU to the sync. A step that
+    /// catches up rests not at all: a trickle of changes is searchable at
+    /// once.
+    pub duty: f64,
 }
 
 impl Default for IndexerOptions {
@@ -32,6 +39,7 @@ impl Default for IndexerOptions {
         Self {
             poll: Duration::from_millis(200),
             batch: 1_000,
+            duty: 0.1,
         }
     }
 }
@@ -102,7 +110,9 @@ async fn run(shared: Arc<Shared>) {
 /// Indexes batches until one finds less than a batch.
 async fn catch_up(shared: &Shared) -> Result<(), tributary_store::Error> {
     loop {
+        let started = tokio::time::Instant::now();
         let step = shared.store.index_search(shared.options.batch).await?;
+        let took = started.elapsed();
         shared.cursor.send_replace(step.cursor);
         if step.rebuilt {
             tracing::info!(
@@ -115,6 +125,14 @@ async fn catch_up(shared: &Shared) -> Result<(), tributary_store::Error> {
         }
         if *shared.stop.borrow() {
             return Ok(());
+        }
+        // A backlog: rest, so the steps take at most `duty` of the time.
+        let duty = shared.options.duty.clamp(0.01, 1.0);
+        let rest = took.mul_f64((1.0 - duty) / duty);
+        let mut stop = shared.stop.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(rest) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
         }
     }
 }
