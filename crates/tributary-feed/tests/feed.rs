@@ -267,6 +267,7 @@ async fn the_indexer_follows_the_feed_when_woken_and_stops() {
         IndexerOptions {
             poll: Duration::from_secs(3_600),
             batch: 2,
+            duty: 1.0,
         },
     )
     .start()
