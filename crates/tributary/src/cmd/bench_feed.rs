@@ -319,30 +319,38 @@ async fn by_sse(
         };
         let at = SystemClock.now();
         text.push_str(&String::from_utf8_lossy(&chunk));
+        // The whole events in the buffer, looked at in one go (counted,
+        // the last id found from the end; parsed only when measured).
+        let Some(end) = text.rfind("\n\n").map(|i| i + 2) else {
+            continue;
+        };
+        let whole = &text[..end];
+        let count = whole.matches("event: change\n").count() as u64;
         let mut guard = seen.lock().await;
-        while let Some(end) = text.find("\n\n") {
-            let block: String = text.drain(..end + 2).collect();
-            if !block.contains("event: change") {
-                continue;
-            }
-            guard.changes += 1;
-            if let Some(id) = block
-                .lines()
-                .find_map(|l| l.strip_prefix("id:"))
-                .and_then(|v| v.trim().parse::<i64>().ok())
-            {
-                last = id;
-                guard.last = id;
-            }
-            if (guard.every || guard.changes % sample == 0)
-                && let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:"))
-                && let Ok(change) = serde_json::from_str::<serde_json::Value>(data.trim())
-                && let Some(took) = latency(&change["changed_at"], at)
-            {
-                guard.latencies.push(took);
+        let before = guard.changes;
+        guard.changes += count;
+        if let Some(id) = whole
+            .rfind("\nid: ")
+            .and_then(|i| whole[i + 5..].split('\n').next())
+            .and_then(|v| v.trim().parse::<i64>().ok())
+        {
+            last = id;
+            guard.last = id;
+        }
+        if guard.every || before / sample != guard.changes / sample {
+            let blocks = whole.split("\n\n").filter(|b| b.contains("event: change"));
+            for (n, block) in blocks.enumerate() {
+                if (guard.every || (before + n as u64 + 1).is_multiple_of(sample))
+                    && let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:"))
+                    && let Ok(change) = serde_json::from_str::<serde_json::Value>(data.trim())
+                    && let Some(took) = latency(&change["changed_at"], at)
+                {
+                    guard.latencies.push(took);
+                }
             }
         }
         drop(guard);
+        text.drain(..end);
     }
 }
 
