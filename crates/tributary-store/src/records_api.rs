@@ -150,7 +150,8 @@ pub struct SearchHit {
     /// How well it matches: higher is better (comparable within one
     /// answer only; each backend ranks its own way).
     pub rank: f64,
-    /// The matching text, the matched words between `[` and `]`.
+    /// The matching text, the matched words between `«` and `»` (not
+    /// brackets: a URL with a bracketed word is no longer a URL).
     pub snippet: String,
 }
 

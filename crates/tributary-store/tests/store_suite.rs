@@ -3283,7 +3283,7 @@ async fn search_finds_a_changed_record_and_forgets_a_deleted_one(store: Arc<dyn 
         .unwrap();
     assert_eq!(hits.len(), 1);
     assert!(
-        hits[0].snippet.contains("[Lovelace]"),
+        hits[0].snippet.contains("«Lovelace»"),
         "{}",
         hits[0].snippet
     );

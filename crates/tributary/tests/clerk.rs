@@ -1299,7 +1299,7 @@ async fn records_paged_during_syncs_end_as_the_source_then_the_feed_and_search_f
         results[0]["snippet"]
             .as_str()
             .unwrap()
-            .contains("[Quetzalcoatl]")
+            .contains("«Quetzalcoatl»")
     );
     assert!(
         took < Duration::from_secs(3),

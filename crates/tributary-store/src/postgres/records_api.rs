@@ -246,7 +246,7 @@ impl PgStore {
         // The snippets of the page's hits only (a headline parses the text).
         let sql = format!(
             "SELECT h.*, ts_headline('simple', s.body, q, \
-               'StartSel=\"[\", StopSel=\"]\", MaxWords=24, MinWords=6, MaxFragments=2, FragmentDelimiter=\" … \"') \
+               'StartSel=\"«\", StopSel=\"»\", MaxWords=24, MinWords=6, MaxFragments=2, FragmentDelimiter=\" … \"') \
                AS snippet \
              FROM (SELECT r.id, r.connection_id, c.name AS connection, r.entity, r.external_id, \
                      r.canonical, ts_rank_cd(s.doc, q)::float8 AS score \

@@ -209,7 +209,7 @@ impl SqliteStore {
         let mut sql = String::from(
             "SELECT r.connection_id, c.name AS connection, r.entity, r.external_id, r.canonical, \
              -bm25(record_search) AS score, \
-             snippet(record_search, 0, '[', ']', '…', 16) AS snippet \
+             snippet(record_search, 0, '«', '»', '…', 16) AS snippet \
              FROM record_search JOIN records r ON r.id = record_search.rowid \
              JOIN connections c ON c.id = r.connection_id \
              WHERE record_search MATCH ? AND r.deleted_at IS NULL",

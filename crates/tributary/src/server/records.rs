@@ -18,7 +18,7 @@
 //! - `GET /v1/search?q=&connection=&entity=&limit=`: live records whose
 //!   canonical string values hold every word of `q` (each as the start of
 //!   a word), best first, each with a `rank` (higher is better; comparable
-//!   within one answer) and a `snippet` (matched words in `[` `]`);
+//!   within one answer) and a `snippet` (matched words in `«` `»`);
 //!   `indexed_through` is the change-feed position the index reflects (it
 //!   follows the feed, about a fifth of a second behind). `limit` 1–100
 //!   (default 20).
@@ -196,7 +196,7 @@ pub struct SearchResult {
     pub canonical: Value,
     /// How well it matches: higher is better, within one answer.
     pub rank: f64,
-    /// The matching text, matched words between `[` and `]`.
+    /// The matching text, matched words between `«` and `»`.
     pub snippet: String,
 }
 
