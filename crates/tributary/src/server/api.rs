@@ -23,7 +23,7 @@ use tributary_engine::RequestError;
 use tributary_store::{AuditEntry, Connection, Delivery};
 
 use super::AppState;
-use super::problem::{Path, Problem, Query};
+use super::problem::{self, Path, Problem, Query};
 use crate::cmd::runs::{checkpoint_json, run_json};
 
 /// The most runs or audit entries one answer holds.
@@ -50,15 +50,6 @@ fn find<'a>(connections: &'a [Connection], name: &str) -> Result<&'a Connection,
 
 fn id_names(connections: &[Connection]) -> Vec<(i64, String)> {
     connections.iter().map(|c| (c.id, c.name.clone())).collect()
-}
-
-fn limit(asked: Option<u32>, default: u32) -> Result<u32, Problem> {
-    match asked.unwrap_or(default) {
-        n @ 1..=MAX_LIMIT => Ok(n),
-        n => Err(Problem::bad_request(format!(
-            "limit {n} is out of range: ask for 1 to {MAX_LIMIT}"
-        ))),
-    }
 }
 
 /// Every connection: its adapter, where it reads from, its state, and its
@@ -115,7 +106,7 @@ pub struct RunsQuery {
         (status = 503, description = "The database did not answer, or the server is stopping", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn runs(State(state): State<AppState>, Query(query): Query<RunsQuery>) -> Answer {
-    let limit = limit(query.limit, 20)?;
+    let limit = problem::limit(query.limit, 20, MAX_LIMIT)?;
     let connections = names(&state).await?;
     let connection_id = match &query.connection {
         Some(name) => Some(find(&connections, name)?.id),
@@ -283,7 +274,7 @@ pub struct AuditQuery {
         (status = 503, description = "The database did not answer, or the server is stopping", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn audit(State(state): State<AppState>, Query(query): Query<AuditQuery>) -> Answer {
-    let limit = limit(query.limit, 100)?;
+    let limit = problem::limit(query.limit, 100, MAX_LIMIT)?;
     let connections = names(&state).await?;
     let connection = find(&connections, &query.connection)?;
     let record = state

@@ -45,7 +45,7 @@ use tributary_store::{Change, Store};
 
 use super::AppState;
 use super::batches::Batches;
-use super::problem::{Problem, Query};
+use super::problem::{self, Problem, Query};
 
 /// How long a stream stays silent before a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -94,10 +94,9 @@ async fn filter(
     state: &AppState,
     query: &FeedQuery,
 ) -> Result<(HashMap<i64, String>, Filter), Box<Response>> {
-    if query.connection.as_deref() == Some("") || query.entity.as_deref() == Some("") {
-        return Err(Box::new(
-            Problem::bad_request("connection and entity, when given, name one").into_response(),
-        ));
+    if let Err(problem) = problem::names_given(query.connection.as_deref(), query.entity.as_deref())
+    {
+        return Err(Box::new(problem.into_response()));
     }
     if let Some(after) = query.after.filter(|after| *after < 0) {
         return Err(Box::new(
@@ -216,15 +215,7 @@ pub async fn page(State(state): State<AppState>, Query(query): Query<FeedQuery>)
 
 /// A page's size and long poll, or the problem with them.
 fn page_bounds(query: &FeedQuery, max_wait: Duration) -> Result<(usize, Duration), Problem> {
-    let limit = match query.limit {
-        None => 100,
-        Some(n @ 1..=MAX_LIMIT) => n,
-        Some(n) => {
-            return Err(Problem::bad_request(format!(
-                "limit {n} is out of range: ask for 1 to {MAX_LIMIT}"
-            )));
-        }
-    };
+    let limit = problem::limit(query.limit, 100, MAX_LIMIT)?;
     let wait = match query.wait {
         None => Duration::ZERO,
         Some(wait) if (0.0..=max_wait.as_secs_f64()).contains(&wait) => {

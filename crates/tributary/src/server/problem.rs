@@ -72,6 +72,29 @@ impl IntoResponse for Problem {
     }
 }
 
+/// A page size asked for (`default` when none), refused unless 1 to `max`.
+pub fn limit<T>(asked: Option<T>, default: T, max: T) -> Result<T, Problem>
+where
+    T: Copy + PartialOrd + From<u8> + std::fmt::Display,
+{
+    match asked.unwrap_or(default) {
+        n if n >= T::from(1) && n <= max => Ok(n),
+        n => Err(Problem::bad_request(format!(
+            "limit {n} is out of range: ask for 1 to {max}"
+        ))),
+    }
+}
+
+/// A connection or entity filter, when given, must name one.
+pub fn names_given(connection: Option<&str>, entity: Option<&str>) -> Result<(), Problem> {
+    if connection == Some("") || entity == Some("") {
+        return Err(Problem::bad_request(
+            "connection and entity, when given, name one",
+        ));
+    }
+    Ok(())
+}
+
 /// axum's `Path`, refusing a bad path parameter with a problem document
 /// instead of plain text.
 #[derive(Debug, Clone, Copy, Default)]

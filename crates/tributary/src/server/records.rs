@@ -34,7 +34,7 @@ use tributary_core::Timestamp;
 use tributary_store::{RecordVersion, RecordsPageQuery, SearchQuery};
 
 use super::AppState;
-use super::problem::{Path, Problem, Query};
+use super::problem::{self, Path, Problem, Query};
 
 /// Records one page carries at most.
 const MAX_RECORDS: u32 = 1_000;
@@ -210,16 +210,6 @@ pub struct SearchBody {
     pub indexed_through: i64,
 }
 
-/// A connection or entity named must be named by something.
-fn names_given(connection: Option<&str>, entity: Option<&str>) -> Result<(), Problem> {
-    if connection == Some("") || entity == Some("") {
-        return Err(Problem::bad_request(
-            "connection and entity, when given, name one",
-        ));
-    }
-    Ok(())
-}
-
 /// The id of the connection called `name`, or the answer that refuses.
 async fn connection_id(state: &AppState, name: &str) -> Result<i64, Response> {
     match state.store.connection(name).await {
@@ -243,18 +233,14 @@ async fn connection_id(state: &AppState, name: &str) -> Result<i64, Response> {
         (status = 503, description = "The database did not answer", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn list(State(state): State<AppState>, Query(params): Query<RecordsParams>) -> Response {
-    if let Err(problem) = names_given(params.connection.as_deref(), params.entity.as_deref()) {
+    if let Err(problem) =
+        problem::names_given(params.connection.as_deref(), params.entity.as_deref())
+    {
         return problem.into_response();
     }
-    let limit = match params.limit {
-        None => 100,
-        Some(n @ 1..=MAX_RECORDS) => n,
-        Some(n) => {
-            return Problem::bad_request(format!(
-                "limit {n} is out of range: ask for 1 to {MAX_RECORDS}"
-            ))
-            .into_response();
-        }
+    let limit = match problem::limit(params.limit, 100, MAX_RECORDS) {
+        Ok(limit) => limit,
+        Err(problem) => return problem.into_response(),
     };
     let connection_id = match &params.connection {
         Some(name) => match connection_id(&state, name).await {
@@ -369,18 +355,14 @@ pub async fn one(
         (status = 503, description = "The database did not answer", body = super::openapi::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn search(State(state): State<AppState>, Query(params): Query<SearchParams>) -> Response {
-    if let Err(problem) = names_given(params.connection.as_deref(), params.entity.as_deref()) {
+    if let Err(problem) =
+        problem::names_given(params.connection.as_deref(), params.entity.as_deref())
+    {
         return problem.into_response();
     }
-    let limit = match params.limit {
-        None => 20,
-        Some(n @ 1..=MAX_RESULTS) => n,
-        Some(n) => {
-            return Problem::bad_request(format!(
-                "limit {n} is out of range: ask for 1 to {MAX_RESULTS}"
-            ))
-            .into_response();
-        }
+    let limit = match problem::limit(params.limit, 20, MAX_RESULTS) {
+        Ok(limit) => limit,
+        Err(problem) => return problem.into_response(),
     };
     let words = tributary_store::search_words(&params.q);
     if words.is_empty() {
